@@ -1,0 +1,43 @@
+# The README's two commands: `make demo` (main job) and `make test` (tests). Both install first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+export PYTHONPATH := $(CURDIR)
+export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
+DEMO_DAYS ?= 35
+
+.PHONY: install lock demo test test-production lint format serve ui bench clean db-production
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.8
+	$(UV) pip install --python $(PY) --quiet -r requirements.lock
+	$(UV) pip install --python $(PY) --quiet --no-deps -e .
+	@touch $@
+
+lock:  ## re-resolve requirements.lock from pyproject.toml
+	$(UV) pip compile --python $(PY) pyproject.toml --extra dev --quiet -o requirements.lock
+
+demo: install  ## generate data and run every DAG end to end; leaves the web UI and scoring API running
+	$(PY) -m jobs.demo --days $(DEMO_DAYS)
+
+test: install  ## unit, integration and DAG tests
+	$(PY) -m pytest tests -x -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install  ## benchmarks with their baselines, side by side
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf .platform test-artifacts

@@ -1,0 +1,205 @@
+"""The one settings object of the platform.
+
+Every knob is read here and only here: environment variables prefixed ``FRAUD_`` (or a ``.env``
+file) override the defaults. Two profiles share one schema:
+
+* ``local`` (the embedded default): SQLite for Airflow, MLflow and the Feast online store, local
+  files under one home folder, Spark ``local[*]``.
+* ``production``: PostgreSQL for Airflow and MLflow metadata and the Feast registry, Redis for the
+  Feast online store, an S3 bucket for published predictions and reports, a Spark master URL.
+
+Run ``python -m jobs.config`` to print the effective settings (secrets masked) or
+``python -m jobs.config env`` for the environment lines that Airflow, MLflow and Spark read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+Profile = Literal["local", "production"]
+
+
+class Costs(BaseSettings):
+    """Business cost of each error kind, used to choose the decision threshold."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUD_COST_", extra="ignore")
+
+    false_positive: float = Field(5.0, ge=0, description="analyst review + customer friction of a false alarm")
+    false_negative: float = Field(100.0, ge=0, description="expected chargeback loss of a missed fraud")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUD_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    profile: Profile = "local"
+    use_case: str = "fraud"
+
+    # where local state lives: data lake, Airflow home, MLflow store, Feast registry
+    home: Path = REPO_ROOT / ".platform"
+
+    # --- simulator / data -------------------------------------------------------------
+    start_date: str = "2018-04-01"
+    label_delay_days: int = Field(7, ge=1, description="labels of a day are complete this many days later")
+
+    # --- ingestion gate ----------------------------------------------------------------
+    max_bad_fraction: float = Field(0.05, ge=0, le=1, description="the ingest gate fails above this share")
+
+    # --- spark ------------------------------------------------------------------------
+    spark_master: str = "local[2]"
+    spark_driver_memory: str = "2g"
+    spark_shuffle_partitions: int = 4
+
+    # --- production services ----------------------------------------------------------
+    postgres_host: str = "127.0.0.1"
+    postgres_port: int = 5432
+    postgres_user: str = "postgres"
+    postgres_password: SecretStr = SecretStr("")
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_db: int = 0
+    s3_bucket: str = "fraud-platform"
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+
+    # --- model / decision -------------------------------------------------------------
+    model_name: str = "fraud-detector"
+    feature_service: str = "fraud_v1"
+    costs: Costs = Field(default_factory=Costs)
+
+    # --- serving ----------------------------------------------------------------------
+    serving_host: str = "127.0.0.1"
+    serving_port: int = 8000
+    serving_api_key: SecretStr | None = None
+    airflow_port: int = 8080
+    mlflow_port: int = 5000
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _production_needs_key(self) -> Settings:
+        if self.profile == "production" and self.serving_api_key is None:
+            # API-key auth is on in production; an operator must set FRAUD_SERVING_API_KEY.
+            self.serving_api_key = SecretStr(os.urandom(16).hex())
+        return self
+
+    # --- derived values: the single place that knows them ------------------------------
+    @property
+    def data_root(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    def postgres_url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
+        password = self.postgres_password.get_secret_value()
+        auth = self.postgres_user + (f":{password}" if password else "")
+        return f"{driver}://{auth}@{self.postgres_host}:{self.postgres_port}/{database}"
+
+    @property
+    def postgres_databases(self) -> dict[str, str]:
+        """One database per component, created by ``make db-production``."""
+        return {"airflow": "fraud_airflow", "mlflow": "fraud_mlflow", "feast": "fraud_feast"}
+
+    @property
+    def airflow_db_url(self) -> str:
+        if self.profile == "production":
+            return self.postgres_url(self.postgres_databases["airflow"])
+        return f"sqlite:///{self.airflow_home / 'airflow.db'}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        if self.profile == "production":
+            return self.postgres_url(self.postgres_databases["mlflow"])
+        return f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        return str(self.home / "mlflow" / "artifacts")
+
+    @property
+    def redis_connection_string(self) -> str:
+        return f"{self.redis_host}:{self.redis_port},db={self.redis_db}"
+
+    @property
+    def feast_registry_url(self) -> str:
+        if self.profile == "production":
+            return self.postgres_url(self.postgres_databases["feast"])
+        return str(self.home / "feast" / "registry.db")
+
+    @property
+    def publishes_to_s3(self) -> bool:
+        return self.profile == "production"
+
+    def service_env(self) -> dict[str, str]:
+        """Environment for the third-party processes this platform drives (Airflow, MLflow, Spark)."""
+        return {
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.airflow_db_url,
+            "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "AIRFLOW__API__PORT": str(self.airflow_port),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.airflow_home / "passwords.json"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
+            "PYTHONPATH": str(REPO_ROOT),
+            "FRAUD_PROFILE": self.profile,
+            "FRAUD_HOME": str(self.home),
+        }
+
+    def public_dict(self) -> dict[str, object]:
+        data = json.loads(self.model_dump_json())
+        for key in ("postgres_password", "serving_api_key"):
+            if data.get(key):
+                data[key] = "***"
+        data.update(
+            data_root=str(self.data_root),
+            airflow_db_url=self.airflow_db_url,
+            mlflow_tracking_uri=self.mlflow_tracking_uri,
+            feast_registry_url=self.feast_registry_url,
+        )
+        return data
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached). Tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.config", description=__doc__)
+    parser.add_argument("what", nargs="?", choices=["show", "env"], default="show")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.what == "env":
+        for key, value in settings.service_env().items():
+            print(f"export {key}='{value}'")
+    else:
+        json.dump(settings.public_dict(), sys.stdout, indent=2, default=str)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""The one module that knows the storage layout.
+
+Every dataset of the platform has one logical name and is partitioned by date::
+
+    <root>/landing/transactions/date=2018-04-01/transactions.csv   raw files as the card network drops them
+    <root>/landing/labels/date=2018-04-08/labels.csv               chargeback reports, days after the fact
+    <root>/lake/transactions/date=2018-04-01/                      parsed, deduplicated, validated (parquet)
+    <root>/lake/labels/date=2018-04-08/
+    <root>/quarantine/transactions/date=2018-04-01/                rejected rows with their reasons
+    <root>/features/<view>/date=2018-04-01/                        offline feature tables
+    <root>/predictions/date=2018-04-01/                            batch scores
+    <root>/prediction_log/date=2018-04-01/                         online scoring log
+    <root>/reports/<kind>/date=2018-04-01/                         GX data docs, Evidently reports, ...
+
+Locally ``<root>`` is ``Settings.data_root``; in production the same relative keys are published
+under ``s3://<bucket>/<prefix>/``. Writers never write into a partition in place: they write a
+sibling temporary folder and :func:`commit_directory` swaps it in, so a killed task leaves either
+the previous partition or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from jobs.config import Settings, get_settings
+
+DATASETS: dict[str, str] = {
+    "landing_transactions": "landing/transactions",
+    "landing_labels": "landing/labels",
+    "transactions": "lake/transactions",
+    "labels": "lake/labels",
+    "quarantine_transactions": "quarantine/transactions",
+    "quarantine_labels": "quarantine/labels",
+    "features": "features",
+    "predictions": "predictions",
+    "prediction_log": "prediction_log",
+    "reports": "reports",
+    "manifests": "manifests",
+}
+
+TMP_PREFIX = "_tmp-"
+
+
+def as_date(value: str | dt.date | dt.datetime) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def partition_name(date: str | dt.date) -> str:
+    return f"date={as_date(date).isoformat()}"
+
+
+class StorageLayout:
+    """Maps (dataset, date) to a local path and, in production, to the S3 URI it is published at."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.root = self.settings.data_root
+
+    # --- keys and paths -------------------------------------------------------------
+    def key(self, dataset: str, date: str | dt.date | None = None, *sub: str) -> str:
+        if dataset not in DATASETS:
+            raise KeyError(f"unknown dataset {dataset!r}; known: {sorted(DATASETS)}")
+        parts = [DATASETS[dataset], *sub]
+        if date is not None:
+            parts.append(partition_name(date))
+        return "/".join(p.strip("/") for p in parts if p)
+
+    def path(self, dataset: str, date: str | dt.date | None = None, *sub: str) -> Path:
+        return self.root / self.key(dataset, date, *sub)
+
+    def dataset_root(self, dataset: str, *sub: str) -> Path:
+        return self.path(dataset, None, *sub)
+
+    def s3_uri(self, dataset: str, date: str | dt.date | None = None, *sub: str) -> str:
+        prefix = self.settings.s3_prefix.strip("/")
+        key = self.key(dataset, date, *sub)
+        return f"s3://{self.settings.s3_bucket}/{prefix + '/' if prefix else ''}{key}"
+
+    def uri(self, dataset: str, date: str | dt.date | None = None, *sub: str) -> str:
+        """Where a dataset is read by consumers: the published S3 URI in production, else the local path."""
+        if self.settings.publishes_to_s3 and dataset in ("predictions", "reports", "manifests"):
+            return self.s3_uri(dataset, date, *sub)
+        return str(self.path(dataset, date, *sub))
+
+    # --- partitions -------------------------------------------------------------------
+    def partitions(self, dataset: str, *sub: str) -> list[dt.date]:
+        base = self.dataset_root(dataset, *sub)
+        if not base.exists():
+            return []
+        out = []
+        for child in base.iterdir():
+            if child.is_dir() and child.name.startswith("date="):
+                out.append(dt.date.fromisoformat(child.name[5:]))
+        return sorted(out)
+
+    def partition_paths(
+        self, dataset: str, start: str | dt.date, end: str | dt.date, *sub: str
+    ) -> list[Path]:
+        """Existing partitions with start <= date <= end."""
+        lo, hi = as_date(start), as_date(end)
+        return [self.path(dataset, d, *sub) for d in self.partitions(dataset, *sub) if lo <= d <= hi]
+
+
+def commit_directory(tmp: Path, final: Path) -> None:
+    """Swap a fully written temporary folder in place of ``final`` (rename is atomic on one filesystem)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    trash = final.with_name(f"{TMP_PREFIX}old-{final.name}-{uuid.uuid4().hex[:8]}")
+    if final.exists():
+        os.replace(final, trash)
+    os.replace(tmp, final)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextmanager
+def staged_directory(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``final``; on success it replaces ``final``, on error it is removed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            tmp.mkdir(parents=True)
+        commit_directory(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def staged_file(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path of ``final``; on success it is renamed onto ``final``."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def clean_stale_temporaries(base: Path) -> int:
+    """Remove temporaries left by killed writers under ``base``; returns how many were removed."""
+    removed = 0
+    if not base.exists():
+        return 0
+    for tmp in base.rglob(f"{TMP_PREFIX}*"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
