@@ -35,7 +35,9 @@ class Costs(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FRAUD_COST_", extra="ignore")
 
-    false_positive: float = Field(5.0, ge=0, description="analyst review + customer friction of a false alarm")
+    false_positive: float = Field(
+        5.0, ge=0, description="analyst review + customer friction of a false alarm"
+    )
     false_negative: float = Field(100.0, ge=0, description="expected chargeback loss of a missed fraud")
 
 

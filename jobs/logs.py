@@ -57,7 +57,9 @@ def get_logger(job: str, logical_date: str | None = None) -> JobLogger:
     return JobLogger(logging.getLogger(f"jobs.{job}"), {"job": job, "logical_date": logical_date})
 
 
-def progress(items: Iterable[T], log: JobLogger, what: str, total: int | None = None, every: int = 10) -> Iterator[T]:
+def progress(
+    items: Iterable[T], log: JobLogger, what: str, total: int | None = None, every: int = 10
+) -> Iterator[T]:
     """Yield items, logging progress every ``every`` items (long loops show progress)."""
     start = time.monotonic()
     for i, item in enumerate(items, 1):

@@ -118,7 +118,11 @@ class Simulator:
         rng = np.random.default_rng(np.random.SeedSequence([self.cfg.seed, 1_000_002]))
         n = self.cfg.terminals
         return pd.DataFrame(
-            {"terminal_id": np.arange(n, dtype=np.int64), "x": rng.uniform(0, 100, n), "y": rng.uniform(0, 100, n)}
+            {
+                "terminal_id": np.arange(n, dtype=np.int64),
+                "x": rng.uniform(0, 100, n),
+                "y": rng.uniform(0, 100, n),
+            }
         )
 
     @cached_property
@@ -146,7 +150,9 @@ class Simulator:
         n = min(n, population)
         return _rng(self.cfg, k, stream).choice(population, size=n, replace=False)
 
-    def _compromised_union(self, d: int, stream: int, per_day: int, window: int, population: int) -> np.ndarray:
+    def _compromised_union(
+        self, d: int, stream: int, per_day: int, window: int, population: int
+    ) -> np.ndarray:
         ks = range(max(0, d - window + 1), d + 1)
         parts = [self._compromised(k, stream, per_day, population) for k in ks]
         return np.unique(np.concatenate(parts)) if parts else np.array([], dtype=np.int64)
@@ -171,7 +177,9 @@ class Simulator:
         offsets, counts, flat = self._available_terminals
         pick = rng.random(n)
         has_terminal = counts[cidx] > 0
-        tpos = offsets[cidx] + np.minimum((pick * counts[cidx]).astype(np.int64), np.maximum(counts[cidx] - 1, 0))
+        tpos = offsets[cidx] + np.minimum(
+            (pick * counts[cidx]).astype(np.int64), np.maximum(counts[cidx] - 1, 0)
+        )
         terminal = np.where(has_terminal, flat[np.minimum(tpos, max(len(flat) - 1, 0))], -1)
         keep = (seconds > 0) & (seconds < SECONDS_PER_DAY) & has_terminal
         df = pd.DataFrame(
@@ -198,7 +206,9 @@ class Simulator:
         bad_customers = self._compromised_union(
             d, _CUSTOMERS, cfg.compromised_customers_per_day, cfg.compromised_customer_days, cfg.customers
         )
-        s3 = df["customer_id"].isin(bad_customers).to_numpy() & (_rng(cfg, d, _S3_PICK).random(len(df)) < 1 / 3)
+        s3 = df["customer_id"].isin(bad_customers).to_numpy() & (
+            _rng(cfg, d, _S3_PICK).random(len(df)) < 1 / 3
+        )
         df.loc[s3, "tx_amount"] = np.round(df.loc[s3, "tx_amount"] * 5, 2)
         fraud[s3], scenario[s3] = 1, 3
         df["tx_fraud"] = fraud

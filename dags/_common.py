@@ -1,0 +1,51 @@
+"""Shared wiring for every DAG: default task policy, the daily timetable and the platform's Assets.
+
+Kept import-light (no Spark, pandas or MLflow at module level) so that DAG files parse fast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import Asset
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from jobs.config import get_settings
+from jobs.storage import StorageLayout
+
+START_DATE = pendulum.parse(get_settings().start_date, tz="UTC")
+
+# A run with logical date D processes day D and starts once D has ended (data-interval semantics).
+DAILY = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
+WEEKLY = CronDataIntervalTimetable("0 3 * * 1", timezone="UTC")
+
+DEFAULT_ARGS = {
+    "owner": "ml-platform",
+    "retries": 2,
+    "retry_delay": dt.timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": dt.timedelta(minutes=10),
+    "execution_timeout": dt.timedelta(hours=1),
+}
+
+_layout = StorageLayout()
+
+
+def _asset(name: str, dataset: str, *sub: str) -> Asset:
+    return Asset(name=name, uri=f"file://{_layout.dataset_root(dataset, *sub)}", group="fraud")
+
+
+TRANSACTIONS = _asset("lake_transactions", "transactions")
+LABELS = _asset("lake_labels", "labels")
+FEATURES = _asset("offline_features", "features")
+PREDICTIONS = _asset("batch_predictions", "predictions")
+CHAMPION_MODEL = Asset(
+    name="champion_model", uri=f"model://{get_settings().model_name}/champion", group="fraud"
+)
+
+
+def processing_date(context) -> str:
+    """The day a daily run processes: the start of its data interval (YYYY-MM-DD)."""
+    start = context.get("data_interval_start") or context["logical_date"]
+    return start.strftime("%Y-%m-%d")
