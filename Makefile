@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)
 export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
 DEMO_DAYS ?= 35
 
-.PHONY: install lock demo test test-production lint format serve ui bench clean db-production
+.PHONY: install lock demo stop test test-production lint format serve ui bench clean db-production
 
 install: $(VENV)/.installed
 
@@ -23,7 +23,10 @@ lock:  ## re-resolve requirements.lock from pyproject.toml
 	$(UV) pip compile --python $(PY) pyproject.toml --extra dev --quiet -o requirements.lock
 
 demo: install  ## generate data and run every DAG end to end; leaves the web UI and scoring API running
-	$(PY) -m jobs.demo --days $(DEMO_DAYS)
+	$(PY) scripts/demo.py --days $(DEMO_DAYS)
+
+stop:  ## stop the services `make demo` left running
+	$(PY) scripts/demo.py stop
 
 test: install  ## unit, integration and DAG tests
 	$(PY) -m pytest tests -x -q -p no:cacheprovider
