@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     serving_host: str = "127.0.0.1"
     serving_port: int = 8000
     serving_api_key: SecretStr | None = None
+    serving_challenger_mode: Literal["off", "shadow", "canary"] = "off"
+    serving_canary_share: float = Field(0.1, ge=0, le=1, description="share of customers routed to the challenger")
+    serving_reload_seconds: float = Field(10.0, gt=0, description="how often serving polls the registry aliases")
+    serving_log_queue_size: int = Field(100_000, ge=1, description="bounded prediction-log queue")
+    serving_log_flush_seconds: float = Field(2.0, gt=0, description="prediction-log file roll interval")
+    serving_push_features: bool = Field(True, description="push scored transactions to the Feast push source")
     airflow_port: int = 8080
     mlflow_port: int = 5000
 
