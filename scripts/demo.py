@@ -15,6 +15,7 @@ Steps, all on the embedded default profile (SQLite, local files, Spark local mod
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -49,7 +50,9 @@ def run_dir() -> Path:
 
 def migrate_airflow() -> None:
     SETTINGS.airflow_home.mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(BIN / "airflow"), "db", "migrate"], check=True, stdout=subprocess.DEVNULL, env=os.environ)
+    subprocess.run(
+        [str(BIN / "airflow"), "db", "migrate"], check=True, stdout=subprocess.DEVNULL, env=os.environ
+    )
 
 
 class DagRunner:
@@ -71,17 +74,23 @@ class DagRunner:
 
         dag = self.bag.dags[dag_id]
         when = pendulum.instance(
-            logical_date if isinstance(logical_date, dt.datetime) else dt.datetime.combine(logical_date, dt.time()),
+            logical_date
+            if isinstance(logical_date, dt.datetime)
+            else dt.datetime.combine(logical_date, dt.time()),
             tz="UTC",
         )
         started = time.monotonic()
         dr = dag.test(logical_date=when, run_conf=conf)
         state = str(getattr(dr.state, "value", dr.state))
         seconds = round(time.monotonic() - started, 1)
-        self.results.append({"dag": dag_id, "date": when.to_date_string(), "state": state, "seconds": seconds})
+        self.results.append(
+            {"dag": dag_id, "date": when.to_date_string(), "state": state, "seconds": seconds}
+        )
         print(f"  {dag_id:<22} {when.to_date_string()}  {state:<8} {seconds:>6.1f}s", flush=True)
         if state != "success":
-            raise SystemExit(f"{dag_id} failed for {when.to_date_string()}: see the task logs in the Airflow UI")
+            raise SystemExit(
+                f"{dag_id} failed for {when.to_date_string()}: see the task logs in the Airflow UI"
+            )
         return state
 
 
@@ -111,16 +120,16 @@ def _rows(pq, path: Path) -> int:
 # --- background services ----------------------------------------------------------------
 def _spawn(name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> None:
     stop_one(name)
-    log = open(run_dir() / f"{name}.log", "ab")
-    proc = subprocess.Popen(
-        argv,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **(extra_env or {})},
-        cwd=str(REPO),
-        start_new_session=True,
-    )
+    with open(run_dir() / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(extra_env or {})},
+            cwd=str(REPO),
+            start_new_session=True,
+        )
     (run_dir() / f"{name}.pid").write_text(str(proc.pid))
 
 
@@ -128,10 +137,8 @@ def stop_one(name: str) -> None:
     pid_file = run_dir() / f"{name}.pid"
     if not pid_file.exists():
         return
-    try:
+    with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
         os.killpg(int(pid_file.read_text()), signal.SIGTERM)
-    except (ProcessLookupError, ValueError, PermissionError):
-        pass
     pid_file.unlink(missing_ok=True)
 
 
@@ -158,8 +165,18 @@ def start_services() -> dict[str, str]:
     backend = SETTINGS.mlflow_tracking_uri
     _spawn(
         "mlflow-ui",
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", backend, "--host", "127.0.0.1",
-         "--port", str(SETTINGS.mlflow_port), "--workers", "1"],
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            backend,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(SETTINGS.mlflow_port),
+            "--workers",
+            "1",
+        ],
     )
     urls = {
         "Airflow web UI": f"http://127.0.0.1:{SETTINGS.airflow_port}",
@@ -168,8 +185,15 @@ def start_services() -> dict[str, str]:
     if (REPO / "serving" / "app.py").exists():
         _spawn(
             "scoring-api",
-            [str(BIN / "uvicorn"), "serving.app:create_app", "--factory", "--host", SETTINGS.serving_host,
-             "--port", str(SETTINGS.serving_port)],
+            [
+                str(BIN / "uvicorn"),
+                "serving.app:create_app",
+                "--factory",
+                "--host",
+                SETTINGS.serving_host,
+                "--port",
+                str(SETTINGS.serving_port),
+            ],
         )
         urls["Scoring API"] = f"http://{SETTINGS.serving_host}:{SETTINGS.serving_port}/docs"
     checks = {
@@ -215,10 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     start = as_date(SETTINGS.start_date)
     days = [start + dt.timedelta(days=i) for i in range(args.days)]
     banner(f"simulating {args.days} days from {start}")
-    counts = simulate(SimulatorConfig(label_delay_days=SETTINGS.label_delay_days), days[0], days[-1],
-                      StorageLayout(SETTINGS))
-    print(f"  {int(counts['transactions'].sum())} transactions, {int(counts['frauds'].sum())} frauds, "
-          f"{int(counts['labels_reported'].sum())} chargebacks reported")
+    counts = simulate(
+        SimulatorConfig(label_delay_days=SETTINGS.label_delay_days),
+        days[0],
+        days[-1],
+        StorageLayout(SETTINGS),
+    )
+    print(
+        f"  {int(counts['transactions'].sum())} transactions, {int(counts['frauds'].sum())} frauds, "
+        f"{int(counts['labels_reported'].sum())} chargebacks reported"
+    )
 
     runner = DagRunner()
     banner("ingest_transactions: one Airflow run per day")
