@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     s3_prefix: str = ""
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
+    s3_max_attempts: int = Field(6, ge=1, description="botocore attempts per S3 request (adaptive retry mode)")
+    s3_upload_attempts: int = Field(3, ge=1, description="whole-file upload attempts on top of botocore retries")
+    s3_multipart_threshold_mb: int = Field(64, ge=5, description="files at least this large upload in parts")
+    s3_multipart_chunksize_mb: int = Field(16, ge=5, description="part size of a multipart upload")
 
     # --- model / decision -------------------------------------------------------------
     model_name: str = "fraud-detector"
