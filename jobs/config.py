@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     postgres_port: int = 5432
     postgres_user: str = "postgres"
     postgres_password: SecretStr = SecretStr("")
+    postgres_db_prefix: str = Field("fraud", description="database names are <prefix>_<component>")
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
     redis_db: int = 0
@@ -98,6 +99,9 @@ class Settings(BaseSettings):
     serving_push_features: bool = Field(True, description="push scored transactions to the Feast push source")
     airflow_port: int = 8080
     mlflow_port: int = 5000
+    mlflow_server_url: str | None = Field(
+        None, description="production containers: talk to this MLflow tracking server, not its database"
+    )
 
     @field_validator("home", mode="after")
     @classmethod
@@ -128,7 +132,7 @@ class Settings(BaseSettings):
     @property
     def postgres_databases(self) -> dict[str, str]:
         """One database per component, created by ``make db-production``."""
-        return {"airflow": "fraud_airflow", "mlflow": "fraud_mlflow", "feast": "fraud_feast"}
+        return {c: f"{self.postgres_db_prefix}_{c}" for c in ("airflow", "mlflow", "feast")}
 
     @property
     def airflow_db_url(self) -> str:
@@ -138,6 +142,8 @@ class Settings(BaseSettings):
 
     @property
     def mlflow_tracking_uri(self) -> str:
+        if self.mlflow_server_url:
+            return self.mlflow_server_url
         if self.profile == "production":
             return self.postgres_url(self.postgres_databases["mlflow"])
         return f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
