@@ -58,6 +58,8 @@ class Settings(BaseSettings):
 
     # --- ingestion gate ----------------------------------------------------------------
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="the ingest gate fails above this share")
+    max_customer_id: int = Field(10_000_000, gt=0, description="ingest rejects customer ids outside [0, max)")
+    max_terminal_id: int = Field(10_000_000, gt=0, description="ingest rejects terminal ids outside [0, max)")
 
     # --- spark ------------------------------------------------------------------------
     spark_master: str = "local[2]"
