@@ -41,6 +41,19 @@ class Costs(BaseSettings):
     false_negative: float = Field(100.0, ge=0, description="expected chargeback loss of a missed fraud")
 
 
+class Gate(BaseSettings):
+    """Champion/challenger gate: how much better a challenger must be, and what it may not break."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUD_GATE_", extra="ignore")
+
+    margin: float = Field(0.0, ge=0, description="challenger AP must exceed champion AP by more than this")
+    guardrail_tolerance: float = Field(0.02, ge=0, description="max drop of AUC ROC / card precision@100")
+    slice_tolerance: float = Field(0.05, ge=0, description="max AP drop in any slice with enough frauds")
+    min_slice_frauds: int = Field(20, ge=1, description="slices with fewer frauds are not gated (noise)")
+    min_auc_roc: float = Field(0.70, ge=0, le=1, description="absolute floor for any champion")
+    min_average_precision: float = Field(0.10, ge=0, le=1, description="absolute floor for any champion")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FRAUD_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -88,6 +101,9 @@ class Settings(BaseSettings):
     model_name: str = "fraud-detector"
     feature_service: str = "fraud_v1"
     costs: Costs = Field(default_factory=Costs)
+    gate: Gate = Field(default_factory=Gate)
+    train_days: int = Field(14, ge=1, description="default training window (days) of scheduled training")
+    holdout_days: int = Field(7, ge=1, description="holdout window (days) the champion/challenger gate uses")
 
     # --- serving ----------------------------------------------------------------------
     serving_host: str = "127.0.0.1"
