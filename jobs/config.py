@@ -92,8 +92,12 @@ class Settings(BaseSettings):
     s3_prefix: str = ""
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
-    s3_max_attempts: int = Field(6, ge=1, description="botocore attempts per S3 request (adaptive retry mode)")
-    s3_upload_attempts: int = Field(3, ge=1, description="whole-file upload attempts on top of botocore retries")
+    s3_max_attempts: int = Field(
+        6, ge=1, description="botocore attempts per S3 request (adaptive retry mode)"
+    )
+    s3_upload_attempts: int = Field(
+        3, ge=1, description="whole-file upload attempts on top of botocore retries"
+    )
     s3_multipart_threshold_mb: int = Field(64, ge=5, description="files at least this large upload in parts")
     s3_multipart_chunksize_mb: int = Field(16, ge=5, description="part size of a multipart upload")
 
@@ -110,8 +114,12 @@ class Settings(BaseSettings):
     serving_port: int = 8000
     serving_api_key: SecretStr | None = None
     serving_challenger_mode: Literal["off", "shadow", "canary"] = "off"
-    serving_canary_share: float = Field(0.1, ge=0, le=1, description="share of customers routed to the challenger")
-    serving_reload_seconds: float = Field(10.0, gt=0, description="how often serving polls the registry aliases")
+    serving_canary_share: float = Field(
+        0.1, ge=0, le=1, description="share of customers routed to the challenger"
+    )
+    serving_reload_seconds: float = Field(
+        10.0, gt=0, description="how often serving polls the registry aliases"
+    )
     serving_log_queue_size: int = Field(100_000, ge=1, description="bounded prediction-log queue")
     serving_log_flush_seconds: float = Field(2.0, gt=0, description="prediction-log file roll interval")
     serving_push_features: bool = Field(True, description="push scored transactions to the Feast push source")
@@ -192,6 +200,16 @@ class Settings(BaseSettings):
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.airflow_db_url,
+            # Airflow 3 also opens an async engine; psycopg (3) serves both, asyncpg is not installed
+            **(
+                {
+                    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": self.postgres_url(
+                        self.postgres_databases["airflow"], driver="postgresql+psycopg"
+                    )
+                }
+                if self.profile == "production"
+                else {}
+            ),
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "AIRFLOW__API__PORT": str(self.airflow_port),
