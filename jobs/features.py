@@ -1,0 +1,339 @@
+"""Offline feature tables: daily snapshots of customer and terminal behaviour (Spark).
+
+The baseline features of the handbook (Le Borgne et al., chapter 3.4), computed as **daily
+snapshots**: for every day ``D`` the job writes, for each customer and terminal active in the
+relevant look-back, the feature values *as of the end of day D*, with
+``event_timestamp = D+1 00:00:00 UTC``. A transaction at ``D 13:00`` is therefore scored with the
+snapshot of ``D-1`` both offline (Feast's point-in-time join) and online (after the daily
+materialization), so training and serving see identical values by construction.
+
+Customer spending behaviour, windows ``w`` in (1, 7, 30) days ending at the end of ``D``
+(transactions of days ``D-w+1 .. D``):
+
+* ``customer_nb_tx_{w}d``      number of transactions
+* ``customer_avg_amount_{w}d`` mean amount (0 when there is none)
+
+Terminal risk, windows ``w`` in (1, 7, 30) days **shifted back by** ``delay = label_delay_days``
+(transactions of days ``D-delay-w+1 .. D-delay``), because labels arrive late:
+
+* ``terminal_nb_tx_{w}d``  number of transactions in the shifted window
+* ``terminal_risk_{w}d``   share of them known to be fraudulent, counting only chargebacks whose
+  ``reported_at`` is before the snapshot timestamp (0 when the window is empty)
+
+Snapshot membership: a customer is in snapshot ``D`` iff it has a transaction in days
+``D-30 .. D`` (one day more than the longest window), a terminal iff it has one in
+``D-delay-30 .. D-delay``. The extra day emits one all-zero row when an entity falls out of its
+longest window, so the last value written to the online store is never stale; after that the
+entity has no rows and readers use the defaults (0), exactly like the zero row.
+
+Computation: per-entity daily aggregates on a dense (entity x day) grid, then window functions
+over rows (one row per day) for the sums; the late labels are joined to the snapshot calendar
+with a range join (label known at ``D`` iff ``to_date(reported_at) <= D``).
+
+Output: ``features/customer/date=D`` and ``features/terminal/date=D`` (parquet, one partition per
+snapshot day), each replaced atomically; re-running a day gives the same partition.
+
+CLI: ``python -m jobs.build_features --start 2018-05-01 --end 2018-05-07`` (or ``--date D``);
+also ``spark-submit jobs/features.py ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # spark-submit jobs/features.py: make `jobs` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jobs.config import Settings, get_settings
+from jobs.logs import get_logger
+from jobs.storage import TMP_PREFIX, StorageLayout, as_date, partition_name, staged_directory
+
+WINDOWS: tuple[int, ...] = (1, 7, 30)
+LOOKBACK_DAYS = max(WINDOWS)  # membership: activity in the longest window + 1 day
+ENTITY_VIEWS: dict[str, str] = {"customer": "customer_id", "terminal": "terminal_id"}
+
+CUSTOMER_FEATURES: list[str] = [
+    name for w in WINDOWS for name in (f"customer_nb_tx_{w}d", f"customer_avg_amount_{w}d")
+]
+TERMINAL_FEATURES: list[str] = [
+    name for w in WINDOWS for name in (f"terminal_nb_tx_{w}d", f"terminal_risk_{w}d")
+]
+VIEW_FEATURES: dict[str, list[str]] = {"customer": CUSTOMER_FEATURES, "terminal": TERMINAL_FEATURES}
+
+
+def feature_dtype(name: str) -> str:
+    """'int64' for counts, 'float64' for means and shares (the types of the feature tables)."""
+    return "int64" if "_nb_tx_" in name else "float64"
+
+
+def snapshot_timestamp(day: str | dt.date) -> dt.datetime:
+    """Event timestamp of the snapshot of ``day``: the next midnight, UTC."""
+    d = as_date(day) + dt.timedelta(days=1)
+    return dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC)
+
+
+def snapshot_day_for(timestamp: dt.datetime) -> dt.date:
+    """The snapshot a row timestamped ``timestamp`` is scored with (the last one at or before it)."""
+    if timestamp.tzinfo is not None:
+        timestamp = timestamp.astimezone(dt.UTC).replace(tzinfo=None)
+    return timestamp.date() - dt.timedelta(days=1)
+
+
+def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+# --------------------------------------------------------------------------------------------
+# pure computation: Spark DataFrames in, Spark DataFrames out
+# --------------------------------------------------------------------------------------------
+def compute_features(transactions, labels, start: dt.date, end: dt.date, delay: int):
+    """Snapshots of days ``start..end`` from lake ``transactions`` and ``labels`` DataFrames.
+
+    ``transactions`` must cover days ``start-delay-30 .. end`` and ``labels`` every report up to
+    ``end`` for them; extra rows (later days, later reports) are ignored, so the result never
+    depends on data dated after a snapshot. Returns ``{"customer": df, "terminal": df}`` with
+    columns ``<entity>_id, event_timestamp, <features>, date`` (``date`` = snapshot day).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    spark = transactions.sparkSession
+    start, end = as_date(start), as_date(end)
+    first_day = start - dt.timedelta(days=delay + LOOKBACK_DAYS)
+    end_ts = snapshot_timestamp(end).replace(tzinfo=None)
+
+    tx = (
+        transactions.select(
+            F.col("transaction_id").cast("bigint").alias("transaction_id"),
+            F.col("tx_datetime").cast("timestamp").alias("tx_datetime"),
+            F.col("customer_id").cast("bigint").alias("customer_id"),
+            F.col("terminal_id").cast("bigint").alias("terminal_id"),
+            F.col("tx_amount").cast("double").alias("tx_amount"),
+        )
+        .where((F.col("tx_datetime") >= F.lit(first_day)) & (F.col("tx_datetime") < F.lit(end_ts)))
+        .withColumn("day", F.to_date("tx_datetime"))
+    )
+    calendar = spark.sql(
+        f"SELECT explode(sequence(DATE'{first_day}', DATE'{end}', INTERVAL 1 DAY)) AS day"
+    ).withColumn("day_idx", F.datediff("day", F.lit(first_day)))
+    snapshots = calendar.where(F.col("day") >= F.lit(start)).select(F.col("day").alias("snap"))
+
+    def dense(daily, key: str, values: list[str]):
+        """(entity x calendar day) grid with the daily aggregates, 0 where there was no activity."""
+        grid = daily.select(key).distinct().crossJoin(calendar)
+        return grid.join(daily, [key, "day"], "left").fillna(0, subset=values)
+
+    def finish(df, key: str, features: list[str]):
+        out = df.where(F.col("day") >= F.lit(start)).select(
+            key,
+            F.to_timestamp(F.date_add("day", 1)).alias("event_timestamp"),
+            *[
+                F.col(f).cast("bigint" if feature_dtype(f) == "int64" else "double").alias(f)
+                for f in features
+            ],
+            F.date_format("day", "yyyy-MM-dd").alias("date"),
+        )
+        return out
+
+    # --- customers: windows ending at the end of the snapshot day ------------------------
+    cust_daily = tx.groupBy("customer_id", "day").agg(
+        F.count(F.lit(1)).alias("n"), F.sum("tx_amount").alias("amount")
+    )
+    cust = dense(cust_daily, "customer_id", ["n", "amount"])
+    by_customer = Window.partitionBy("customer_id").orderBy("day_idx")
+    cols = {"active": F.sum("n").over(by_customer.rowsBetween(-LOOKBACK_DAYS, 0))}
+    for w in WINDOWS:
+        frame = by_customer.rowsBetween(-(w - 1), 0)
+        n, amount = F.sum("n").over(frame), F.sum("amount").over(frame)
+        cols[f"customer_nb_tx_{w}d"] = n
+        cols[f"customer_avg_amount_{w}d"] = F.when(n > 0, amount / n).otherwise(F.lit(0.0))
+    cust = cust.withColumns(cols).where(F.col("active") > 0)
+    customer = finish(cust, "customer_id", CUSTOMER_FEATURES)
+
+    # --- terminals: windows shifted back by the label delay -------------------------------
+    term_daily = tx.groupBy("terminal_id", "day").agg(F.count(F.lit(1)).alias("n"))
+    term = dense(term_daily, "terminal_id", ["n"])
+    by_terminal = Window.partitionBy("terminal_id").orderBy("day_idx")
+    cols = {"active": F.sum("n").over(by_terminal.rowsBetween(-(delay + LOOKBACK_DAYS), -delay))}
+    for w in WINDOWS:
+        cols[f"terminal_nb_tx_{w}d"] = F.sum("n").over(by_terminal.rowsBetween(-(delay + w - 1), -delay))
+    term = term.withColumns(cols).where((F.col("active") > 0) & (F.col("day") >= F.lit(start)))
+
+    # frauds known at each snapshot: range join of the labelled transactions with the calendar
+    known = (
+        labels.select(
+            F.col("transaction_id").cast("bigint").alias("transaction_id"),
+            F.col("reported_at").cast("timestamp").alias("reported_at"),
+        )
+        .where(F.col("reported_at") < F.lit(end_ts))
+        .groupBy("transaction_id")
+        .agg(F.to_date(F.min("reported_at")).alias("known_day"))
+        .join(tx.select("transaction_id", "terminal_id", "day"), "transaction_id")
+    )
+    lag = F.datediff(F.col("snap"), F.col("day")) - delay  # 0 = the most recent day of the window
+    frauds = (
+        known.join(
+            snapshots,
+            (F.col("known_day") <= F.col("snap"))
+            & (F.col("day") <= F.date_sub(F.col("snap"), delay))
+            & (F.col("day") > F.date_sub(F.col("snap"), delay + max(WINDOWS))),
+        )
+        .groupBy("terminal_id", F.col("snap").alias("day"))
+        .agg(*[F.sum(F.when(lag < w, 1).otherwise(0)).alias(f"fraud_{w}d") for w in WINDOWS])
+    )
+    term = term.join(frauds, ["terminal_id", "day"], "left").fillna(
+        0, subset=[f"fraud_{w}d" for w in WINDOWS]
+    )
+    term = term.withColumns(
+        {
+            f"terminal_risk_{w}d": F.when(
+                F.col(f"terminal_nb_tx_{w}d") > 0, F.col(f"fraud_{w}d") / F.col(f"terminal_nb_tx_{w}d")
+            ).otherwise(F.lit(0.0))
+            for w in WINDOWS
+        }
+    )
+    terminal = finish(term, "terminal_id", TERMINAL_FEATURES)
+    return {"customer": customer, "terminal": terminal}
+
+
+# --------------------------------------------------------------------------------------------
+# the job: read the lake, compute, write partitions atomically
+# --------------------------------------------------------------------------------------------
+@dataclass
+class BuildResult:
+    start: str
+    end: str
+    transactions_read: int
+    labels_read: int
+    rows: dict[str, int]
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "transactions_read": self.transactions_read,
+            "labels_read": self.labels_read,
+            "rows": self.rows,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _read_lake(spark, layout: StorageLayout, dataset: str, start: dt.date, end: dt.date, columns):
+    from pyspark.sql.types import StructType
+
+    paths = [str(p) for p in layout.partition_paths(dataset, start, end)]
+    if not paths:
+        schema = StructType.fromDDL(", ".join(f"{c} {t}" for c, t in columns.items()))
+        return spark.createDataFrame([], schema)
+    return spark.read.parquet(*paths).select(*columns)
+
+
+def _empty_partition(path: Path, key: str, features: list[str]) -> None:
+    """A zero-row parquet file with the table's schema (a snapshot day with no active entity)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fields = [pa.field(key, pa.int64()), pa.field("event_timestamp", pa.timestamp("us", tz="UTC"), nullable=False)]
+    fields += [pa.field(f, pa.int64() if feature_dtype(f) == "int64" else pa.float64()) for f in features]
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.schema(fields).empty_table(), path / "part-00000-empty.parquet")
+
+
+def build_features(
+    start: str | dt.date,
+    end: str | dt.date | None = None,
+    settings: Settings | None = None,
+    spark=None,
+) -> BuildResult:
+    """Compute and write the snapshots of days ``start..end`` (inclusive); idempotent."""
+    from pyspark.sql import functions as F
+
+    from jobs.schema import LABEL_SCHEMA, TRANSACTION_SCHEMA
+    from jobs.spark import get_spark
+
+    settings = settings or get_settings()
+    layout = StorageLayout(settings)
+    start = as_date(start)
+    end = as_date(end) if end is not None else start
+    if end < start:
+        raise ValueError(f"end: value {end} is before start {start} (rule: start <= end)")
+    log = get_logger("build_features", f"{start}..{end}")
+    spark = spark or get_spark("build-features", settings)
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    delay = settings.label_delay_days
+    t0 = time.monotonic()
+
+    first_day = start - dt.timedelta(days=delay + LOOKBACK_DAYS)
+    transactions = _read_lake(spark, layout, "transactions", first_day, end, TRANSACTION_SCHEMA)
+    transactions = transactions.where(F.to_date("tx_datetime") <= F.lit(end)).cache()
+    labels = _read_lake(spark, layout, "labels", first_day, end, LABEL_SCHEMA).cache()
+    n_tx, n_labels = transactions.count(), labels.count()
+    log.info("lake read", transactions=n_tx, labels=n_labels, first_day=str(first_day))
+    if not layout.partition_paths("transactions", end, end):
+        log.warning("no lake partition for the last snapshot day", day=str(end))
+
+    tables = compute_features(transactions, labels, start, end, delay)
+    root = layout.dataset_root("features")
+    scratch = root / f"{TMP_PREFIX}build-{uuid.uuid4().hex[:8]}"
+    rows: dict[str, int] = {}
+    try:
+        for view, df in tables.items():
+            key = ENTITY_VIEWS[view]
+            out = scratch / view
+            df.repartition("date").sortWithinPartitions(key).write.partitionBy("date").parquet(str(out))
+            written = spark.read.parquet(str(out)).groupBy("date").count().collect()
+            counts = {str(r["date"]): int(r["count"]) for r in written}
+            for day in _days(start, end):
+                final = layout.path("features", day, view)
+                with staged_directory(final) as tmp:
+                    src = out / partition_name(day)
+                    if src.exists():
+                        os.replace(src, tmp)
+                    else:
+                        _empty_partition(tmp, key, VIEW_FEATURES[view])
+            rows[view] = sum(counts.values())
+            log.info("view written", view=view, rows=rows[view], days=len(counts))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        transactions.unpersist()
+        labels.unpersist()
+    result = BuildResult(str(start), str(end), n_tx, n_labels, rows, time.monotonic() - t0)
+    log.info("features built", **result.as_dict())
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.build_features", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--date", help="one snapshot day (YYYY-MM-DD)")
+    parser.add_argument("--start", help="first snapshot day of a range")
+    parser.add_argument("--end", help="last snapshot day of a range (default: --start)")
+    parser.add_argument(
+        "--materialize", action="store_true", help="then materialize the range to the online store"
+    )
+    args = parser.parse_args(argv)
+    start = args.date or args.start
+    if not start:
+        parser.error("give --date or --start")
+    end = args.end or start
+    result = build_features(start, end)
+    print(result.as_dict())
+    if args.materialize:
+        from jobs.feature_store import materialize
+
+        print(materialize(snapshot_timestamp(end), start=snapshot_timestamp(start)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
