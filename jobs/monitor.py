@@ -1,0 +1,730 @@
+"""Daily model monitoring: data drift, prediction drift and quality on matured labels.
+
+For a logical date ``D`` the job compares the last ``window_days`` days (``D - window + 1 .. D``)
+with the **training reference** of the current champion (a seeded sample of its training set,
+scored by the champion):
+
+* **feature drift**: one Evidently ``ValueDrift`` per model feature (Wasserstein distance normed by
+  the reference std for numerical features, Jensen-Shannon distance for binary/low-cardinality
+  ones) and ``DriftedColumnsCount`` for the share of drifted features;
+* **prediction drift**: ``ValueDrift`` of the champion's score;
+* **quality**: AUC ROC, average precision and card precision@100 on the transactions whose labels
+  have *matured* by the end of ``D`` (days ``D - label_delay - window + 1 .. D - label_delay``,
+  never days the champion was trained on), with labels as known at the end of ``D``.
+
+Outputs (one partition per date, committed atomically)::
+
+    reports/monitoring/date=D/report.html     the Evidently report (drift tables and distributions)
+    reports/monitoring/date=D/summary.json    the figures the retraining trigger reads
+
+and an MLflow run (experiment ``<model_name>-monitoring``) tagged with the champion's model version,
+whose metrics are also linked to the champion's logged model; the model version gets
+``monitoring.*`` tags with the latest figures.
+
+The retraining trigger is :func:`decide`, a pure function of a summary, thresholds and the last
+trigger date of each cause (cool-down); its state lives in ``reports/monitoring/triggers.jsonl``.
+
+CLI::
+
+    python -m jobs.monitor --date 2018-05-20            # monitor one day, print the summary
+    python -m jobs.monitor --date 2018-05-20 --decide   # ... and print the retraining decision
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jobs.config import Settings, get_settings
+from jobs.logs import get_logger
+from jobs.storage import StorageLayout, as_date, staged_directory, staged_file
+
+REPORT_KIND = "monitoring"
+SCORE = "score"
+LABEL = "tx_fraud"
+CAUSES = ("feature_drift", "prediction_drift", "quality_decay")
+
+
+# --- configuration ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class MonitorConfig:
+    """How the comparison is made (not when to act on it: see :class:`Thresholds`)."""
+
+    window_days: int = 7
+    reference_rows: int = 20_000  # seeded sample of the champion's training set
+    current_rows: int | None = 100_000  # cap on the current window (seeded sample), None = all
+    num_method: str = "wasserstein"  # Evidently stattest for numerical features
+    num_threshold: float = 0.1
+    cat_method: str = "jensenshannon"  # ... for categorical (binary / low-cardinality) features
+    cat_threshold: float = 0.1
+    prediction_method: str = "wasserstein"
+    prediction_threshold: float = 0.1
+    max_categories: int = 10  # an integer feature with at most this many values is categorical
+    min_rows: int = 200  # below this the window is reported as insufficient, not as drift
+    cp_k: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When monitoring figures call for retraining."""
+
+    drift_share: float = 0.3  # share of drifted features at or above which data drift is flagged
+    prediction_drift: float = 0.1  # score drift (Evidently drift score) at or above which it is flagged
+    max_ap_drop: float = 0.3  # relative drop of average precision vs the champion's baseline
+    min_average_precision: float = 0.0  # absolute floor for average precision (0 = off)
+    min_frauds: int = 20  # quality is judged only on at least this many matured frauds
+    cooldown_days: int = 7  # a cause that triggered is not re-triggered within this many days
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Thresholds:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in values.items() if k in known and v is not None})
+
+
+@dataclass
+class Decision:
+    date: str
+    retrain: bool
+    causes: list[str] = field(default_factory=list)  # causes that fire and are not cooling down
+    suppressed: list[str] = field(default_factory=list)  # causes that fire but are in cool-down
+    details: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        """The human-readable reason passed to ``train_model`` in its conf."""
+        if not self.causes:
+            return ""
+        parts = [f"{c}: {self.details[c]}" for c in self.causes]
+        return f"monitoring {self.date}: " + "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "reason": self.reason}
+
+
+# --- column typing -----------------------------------------------------------------------
+def split_column_types(
+    reference: pd.DataFrame, columns: Sequence[str], max_categories: int = 10
+) -> tuple[list[str], list[str]]:
+    """(numerical, categorical): bool/object columns and integer columns with few values are categorical."""
+    numerical, categorical = [], []
+    for col in columns:
+        s = reference[col]
+        is_cat = (
+            pd.api.types.is_bool_dtype(s)
+            or pd.api.types.is_object_dtype(s)
+            or isinstance(s.dtype, pd.CategoricalDtype)
+            or (pd.api.types.is_integer_dtype(s) and s.nunique(dropna=True) <= max_categories)
+            or (
+                pd.api.types.is_float_dtype(s)
+                and s.nunique(dropna=True) <= 2
+                and set(s.dropna().unique()) <= {0.0, 1.0}
+            )
+        )
+        (categorical if is_cat else numerical).append(col)
+    return numerical, categorical
+
+
+def _sample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    if n is None or len(df) <= n:
+        return df
+    return df.sample(n=n, random_state=seed)
+
+
+# --- drift (Evidently) ------------------------------------------------------------------
+def build_drift_report(
+    features: Sequence[str],
+    numerical: Sequence[str],
+    score_column: str | None,
+    cfg: MonitorConfig,
+    drift_share: float = 0.5,
+):
+    """The configured Evidently report: drifted-feature count + one ValueDrift per feature and the score."""
+    from evidently import Report
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
+
+    methods = {c: (cfg.num_method if c in numerical else cfg.cat_method) for c in features}
+    thresholds = {c: (cfg.num_threshold if c in numerical else cfg.cat_threshold) for c in features}
+    metrics: list = [
+        DriftedColumnsCount(
+            columns=list(features),
+            drift_share=drift_share,
+            per_column_method=methods,
+            per_column_threshold=thresholds,
+        )
+    ]
+    metrics += [ValueDrift(column=c, method=methods[c], threshold=thresholds[c]) for c in features]
+    if score_column is not None:
+        metrics.append(
+            ValueDrift(column=score_column, method=cfg.prediction_method, threshold=cfg.prediction_threshold)
+        )
+    return Report(metrics, include_tests=True)
+
+
+def compute_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    features: Sequence[str],
+    cfg: MonitorConfig | None = None,
+    score_column: str | None = SCORE,
+    drift_share: float = 0.5,
+) -> tuple[dict[str, Any], Any]:
+    """Run the drift report; returns (figures, Evidently snapshot).
+
+    figures = {"features": {col: {method, threshold, score, drifted}}, "n_drifted", "drift_share",
+    "prediction": {...} or None, "n_reference", "n_current"}. A column is drifted when Evidently's
+    per-column drift test fails (score >= threshold for distances, p < threshold for tests)."""
+    from evidently import DataDefinition, Dataset
+
+    cfg = cfg or MonitorConfig()
+    features = list(features)
+    missing = [c for c in features if c not in reference.columns or c not in current.columns]
+    if missing:
+        raise ValueError(
+            f"drift: feature column(s) {missing} missing; rule: reference and current need all features"
+        )
+    numerical, categorical = split_column_types(reference, features, cfg.max_categories)
+    use_score = score_column is not None and score_column in reference and score_column in current
+    cols = features + ([score_column] if use_score else [])
+    num_all = numerical + ([score_column] if use_score else [])
+    definition = DataDefinition(numerical_columns=num_all, categorical_columns=categorical)
+    ref = Dataset.from_pandas(reference[cols].reset_index(drop=True), data_definition=definition)
+    cur = Dataset.from_pandas(current[cols].reset_index(drop=True), data_definition=definition)
+    report = build_drift_report(features, numerical, score_column if use_score else None, cfg, drift_share)
+    snapshot = report.run(cur, ref)
+    return parse_drift_snapshot(snapshot, features, score_column if use_score else None) | {
+        "n_reference": int(len(reference)),
+        "n_current": int(len(current)),
+        "numerical": numerical,
+        "categorical": categorical,
+    }, snapshot
+
+
+def parse_drift_snapshot(snapshot, features: Sequence[str], score_column: str | None) -> dict[str, Any]:
+    """Per-column scores from the metrics, drift flags from the per-column drift tests."""
+    out = snapshot.dict()
+    values: dict[str, dict[str, Any]] = {}
+    count = share = None
+    for m in out["metrics"]:
+        cfg = m.get("config", {})
+        kind = cfg.get("type", "")
+        if kind.endswith(":ValueDrift"):
+            values[cfg["column"]] = {
+                "method": cfg.get("method"),
+                "threshold": cfg.get("threshold"),
+                "score": _finite(m["value"]),
+            }
+        elif kind.endswith(":DriftedColumnsCount"):
+            count, share = m["value"]["count"], m["value"]["share"]
+    for t in out["tests"]:
+        params = t.get("metric_config", {}).get("params", {})
+        if params.get("type", "").endswith(":ValueDrift") and params.get("column") in values:
+            values[params["column"]]["drifted"] = t["status"] == "FAIL"
+    feats = {c: values[c] for c in features}
+    for c, v in feats.items():
+        if "drifted" not in v:
+            raise RuntimeError(f"drift: no drift test result for column {c!r}")
+    n_drifted = sum(v["drifted"] for v in feats.values())
+    if count is not None and int(count) != n_drifted:
+        raise RuntimeError(
+            f"drift: DriftedColumnsCount={count} disagrees with per-column tests ({n_drifted})"
+        )
+    return {
+        "features": feats,
+        "n_features": len(feats),
+        "n_drifted": int(n_drifted),
+        "drift_share": float(share if share is not None else n_drifted / max(len(feats), 1)),
+        "drifted_features": sorted(c for c, v in feats.items() if v["drifted"]),
+        "prediction": values.get(score_column) if score_column else None,
+    }
+
+
+def _finite(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+# --- quality on matured labels ------------------------------------------------------------
+def quality_metrics(scored: pd.DataFrame, k: int = 100) -> dict[str, Any]:
+    """AUC ROC, average precision and card precision@k (handbook) of a scored, labelled frame."""
+    from jobs.metrics import card_precision_at_k, ranking_metrics
+
+    n = int(len(scored))
+    frauds = int(scored[LABEL].sum()) if n else 0
+    out: dict[str, Any] = {"rows": n, "frauds": frauds}
+    if n == 0:
+        return out | {"auc_roc": None, "average_precision": None, f"card_precision_at_{k}": None}
+    rm = ranking_metrics(scored[LABEL], scored[SCORE])
+    out["auc_roc"] = _finite(rm["auc_roc"])
+    out["average_precision"] = _finite(rm["average_precision"])
+    out[f"card_precision_at_{k}"] = _finite(card_precision_at_k(scored, k))
+    return out
+
+
+def matured_window(date: dt.date, window_days: int, label_delay_days: int) -> tuple[dt.date, dt.date]:
+    """Days whose labels are complete at the end of ``date``: a day T is matured when T + delay <= date."""
+    end = date - dt.timedelta(days=label_delay_days)
+    return end - dt.timedelta(days=window_days - 1), end
+
+
+def labels_as_of(layout: StorageLayout, start: dt.date, as_of: dt.date) -> pd.DataFrame:
+    """Fraud reports for transactions from ``start`` on, as known at the end of ``as_of``."""
+    parts = layout.partition_paths("labels", start, as_of)
+    if not parts:
+        return pd.DataFrame(
+            {"transaction_id": pd.Series(dtype="int64"), "reported_at": pd.Series(dtype="M8[ns]")}
+        )
+    df = pd.concat([pd.read_parquet(p, columns=["transaction_id", "reported_at"]) for p in parts])
+    df = df[pd.to_datetime(df["reported_at"]) < pd.Timestamp(as_of + dt.timedelta(days=1))]
+    return df.drop_duplicates("transaction_id")
+
+
+def attach_labels(frame: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    out = frame.drop(columns=[LABEL], errors="ignore")
+    out[LABEL] = out["transaction_id"].isin(labels["transaction_id"]).astype("int32")
+    return out
+
+
+# --- summary ---------------------------------------------------------------------------
+def summarize(
+    date: dt.date,
+    drift: Mapping[str, Any] | None,
+    quality: Mapping[str, Any] | None,
+    *,
+    model_version: str | None,
+    window: tuple[dt.date, dt.date],
+    quality_window: tuple[dt.date, dt.date] | None,
+    baseline: Mapping[str, Any] | None = None,
+    notes: Iterable[str] = (),
+) -> dict[str, Any]:
+    return {
+        "date": date.isoformat(),
+        "model_version": model_version,
+        "window": {"start": window[0].isoformat(), "end": window[1].isoformat()},
+        "drift": dict(drift) if drift else None,
+        "quality_window": (
+            {"start": quality_window[0].isoformat(), "end": quality_window[1].isoformat()}
+            if quality_window
+            else None
+        ),
+        "quality": dict(quality) if quality else None,
+        "baseline": dict(baseline) if baseline else None,
+        "notes": list(notes),
+    }
+
+
+# --- the retraining decision (pure) ---------------------------------------------------------
+def decide(
+    summary: Mapping[str, Any], thresholds: Thresholds, last_triggers: Mapping[str, str | dt.date]
+) -> Decision:
+    """Which causes call for retraining on the summary's date, honouring a per-cause cool-down.
+
+    ``last_triggers`` maps a cause to the date it last triggered a retrain (strictly before the
+    summary's date, so re-running a day gives the same answer). A cause that fires within
+    ``cooldown_days`` of its last trigger is reported as suppressed."""
+    date = as_date(summary["date"])
+    fired: dict[str, str] = {}
+    drift = summary.get("drift") or {}
+    if drift.get("n_features"):
+        share = float(drift["drift_share"])
+        if share >= thresholds.drift_share:
+            cols = ", ".join(drift.get("drifted_features", []))
+            fired["feature_drift"] = f"drift share {share:.2f} >= {thresholds.drift_share:.2f} ({cols})"
+    pred = drift.get("prediction") or {}
+    if pred.get("score") is not None and pred["score"] >= thresholds.prediction_drift:
+        fired["prediction_drift"] = (
+            f"score drift {pred['score']:.3f} ({pred.get('method')}) >= {thresholds.prediction_drift:.3f}"
+        )
+    quality = summary.get("quality") or {}
+    ap = quality.get("average_precision")
+    if ap is not None and quality.get("frauds", 0) >= thresholds.min_frauds:
+        base_ap = (summary.get("baseline") or {}).get("average_precision")
+        if base_ap:
+            drop = 1.0 - ap / base_ap
+            if drop >= thresholds.max_ap_drop:
+                fired["quality_decay"] = (
+                    f"average precision {ap:.3f} is {drop:.0%} below the baseline {base_ap:.3f}"
+                    f" (max drop {thresholds.max_ap_drop:.0%})"
+                )
+        if "quality_decay" not in fired and ap < thresholds.min_average_precision:
+            fired["quality_decay"] = (
+                f"average precision {ap:.3f} < floor {thresholds.min_average_precision:.3f}"
+            )
+    causes, suppressed = [], []
+    for cause in CAUSES:
+        if cause not in fired:
+            continue
+        last = last_triggers.get(cause)
+        if last is not None and 0 <= (date - as_date(last)).days < thresholds.cooldown_days:
+            suppressed.append(cause)
+        else:
+            causes.append(cause)
+    return Decision(
+        date=date.isoformat(), retrain=bool(causes), causes=causes, suppressed=suppressed, details=fired
+    )
+
+
+# --- trigger state (declared storage: reports/monitoring/triggers.jsonl) --------------------
+def triggers_path(layout: StorageLayout) -> Path:
+    return layout.dataset_root("reports", REPORT_KIND) / "triggers.jsonl"
+
+
+def read_triggers(layout: StorageLayout) -> list[dict[str, Any]]:
+    path = triggers_path(layout)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def last_triggers(records: Iterable[Mapping[str, Any]], before: str | dt.date) -> dict[str, str]:
+    """Latest trigger date per cause, strictly before ``before``."""
+    cutoff = as_date(before)
+    out: dict[str, str] = {}
+    for r in records:
+        d = as_date(r["date"])
+        if d >= cutoff:
+            continue
+        for cause in r.get("causes", []):
+            if cause not in out or as_date(out[cause]) < d:
+                out[cause] = d.isoformat()
+    return out
+
+
+def record_trigger(layout: StorageLayout, decision: Decision, run_id: str | None = None) -> Path:
+    """Append (idempotently: one record per date) a trigger to the state file, atomically."""
+    records = [r for r in read_triggers(layout) if r["date"] != decision.date]
+    records.append(
+        {
+            "date": decision.date,
+            "causes": decision.causes,
+            "reason": decision.reason,
+            "train_run_id": run_id,
+            "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+    )
+    records.sort(key=lambda r: r["date"])
+    path = triggers_path(layout)
+    with staged_file(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+# --- integration: champion, reference, current window -------------------------------------
+@dataclass
+class Champion:
+    model: Any
+    version: str
+    threshold: float | None
+    run_id: str | None
+    model_id: str | None
+    train_start: dt.date | None
+    train_end: dt.date | None
+    baseline: dict[str, float]
+
+
+def load_champion(settings: Settings) -> Champion | None:
+    """The registry's champion with its training window and baseline quality (None if there is none)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from jobs import registry
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    try:
+        model, version, threshold = registry.load_model("champion")
+    except Exception as exc:  # noqa: BLE001 - no champion yet is a normal state, reported as such
+        if "champion" in str(exc).lower() or "alias" in str(exc).lower() or "not found" in str(exc).lower():
+            return None
+        raise
+    client = MlflowClient()
+    mv = client.get_model_version(settings.model_name, str(version))
+    run_params: dict[str, str] = {}
+    run_metrics: dict[str, float] = {}
+    if mv.run_id:
+        run = client.get_run(mv.run_id)
+        run_params, run_metrics = dict(run.data.params), dict(run.data.metrics)
+    return Champion(
+        model=model,
+        version=str(version),
+        threshold=threshold,
+        run_id=mv.run_id,
+        model_id=getattr(mv, "model_id", None),
+        train_start=_param_date(run_params, "train_start"),
+        train_end=_param_date(run_params, "train_end"),
+        baseline=_baseline(run_metrics),
+    )
+
+
+def _param_date(params: Mapping[str, str], key: str) -> dt.date | None:
+    value = params.get(key)
+    return as_date(value) if value else None
+
+
+def _baseline(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The champion's own holdout figures, as logged by training (validation set)."""
+    out = {}
+    for name, keys in {
+        "average_precision": ("val_average_precision", "valid_average_precision", "test_average_precision"),
+        "auc_roc": ("val_auc_roc", "valid_auc_roc", "test_auc_roc"),
+    }.items():
+        for key in keys:
+            if key in metrics:
+                out[name] = float(metrics[key])
+                break
+    return out
+
+
+def score_frame(model: Any, frame: pd.DataFrame, feature_columns: Sequence[str]) -> np.ndarray:
+    x = frame[list(feature_columns)].astype("float64")
+    return np.asarray(model.predict_proba(x))[:, 1]
+
+
+def reference_path(layout: StorageLayout, version: str) -> Path:
+    return (
+        layout.dataset_root("reports", REPORT_KIND, "reference") / f"version={version}" / "reference.parquet"
+    )
+
+
+def load_reference(layout: StorageLayout, champion: Champion, cfg: MonitorConfig, log) -> pd.DataFrame:
+    """The champion's training reference (features, label, champion score), cached per model version.
+
+    Rebuilt from the feature store over the champion run's logged training window
+    (``train_start``..``train_end`` params), sampled with a fixed seed and scored by the champion."""
+    from jobs import feature_store
+
+    path = reference_path(layout, champion.version)
+    if path.exists():
+        return pd.read_parquet(path)
+    if champion.train_start is None or champion.train_end is None:
+        raise RuntimeError(
+            f"champion version {champion.version}: run {champion.run_id} has no train_start/train_end params;"
+            " rule: the training run must log its training window"
+        )
+    train = feature_store.get_training_set(champion.train_start, champion.train_end)
+    ref = _sample(train, cfg.reference_rows, cfg.seed).reset_index(drop=True)
+    ref[SCORE] = score_frame(champion.model, ref, feature_store.FEATURE_COLUMNS)
+    keep = ["transaction_id", "customer_id", "tx_datetime", LABEL, SCORE, *feature_store.FEATURE_COLUMNS]
+    ref = ref[[c for c in dict.fromkeys(keep) if c in ref.columns]]
+    with staged_file(path) as tmp:
+        ref.to_parquet(tmp, index=False)
+    log.info("reference built", version=champion.version, rows=len(ref), source_rows=len(train))
+    return ref
+
+
+def load_window(start: dt.date, end: dt.date) -> pd.DataFrame:
+    """Feature rows of the transactions of [start, end] (point-in-time, from the feature store)."""
+    from jobs import feature_store
+
+    if end < start:
+        return pd.DataFrame()
+    return feature_store.get_training_set(start, end)
+
+
+# --- MLflow ------------------------------------------------------------------------------
+def flat_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    drift = summary.get("drift") or {}
+    if drift:
+        out["drift_share"] = drift["drift_share"]
+        out["n_drifted_features"] = drift["n_drifted"]
+        for col, v in drift["features"].items():
+            if v["score"] is not None:
+                out[f"drift_score.{col}"] = v["score"]
+        if drift.get("prediction") and drift["prediction"]["score"] is not None:
+            out["prediction_drift_score"] = drift["prediction"]["score"]
+    for key, value in (summary.get("quality") or {}).items():
+        if isinstance(value, int | float) and value is not None and math.isfinite(value):
+            out[f"quality.{key}"] = float(value)
+    return out
+
+
+def log_to_mlflow(settings: Settings, champion: Champion, summary: Mapping[str, Any], out_dir: Path) -> str:
+    """One run per (date, model version) in ``<model_name>-monitoring``; re-running a day reuses it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = MlflowClient()
+    name = f"{settings.model_name}-monitoring"
+    exp = client.get_experiment_by_name(name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(name)
+    date = summary["date"]
+    existing = client.search_runs(
+        [exp_id],
+        filter_string=f"tags.monitoring_date = '{date}' and tags.model_version = '{champion.version}'",
+        max_results=1,
+    )
+    tags = {
+        "monitoring_date": date,
+        "model_name": settings.model_name,
+        "model_version": champion.version,
+        "kind": "monitoring",
+    }
+    day_step = (as_date(date) - as_date(settings.start_date)).days
+    metrics = flat_metrics(summary)
+    with mlflow.start_run(
+        run_id=existing[0].info.run_id if existing else None,
+        experiment_id=exp_id,
+        run_name=None if existing else f"monitor-{date}-v{champion.version}",
+        tags=tags,
+    ) as run:
+        mlflow.log_metrics(metrics, step=day_step, model_id=champion.model_id)
+        mlflow.log_artifacts(str(out_dir), artifact_path=f"monitoring/date={date}")
+        run_id = run.info.run_id
+    for key, value in {
+        "monitoring.last_date": date,
+        "monitoring.drift_share": f"{metrics.get('drift_share', float('nan')):.4f}",
+        "monitoring.average_precision": str((summary.get("quality") or {}).get("average_precision")),
+        "monitoring.run_id": run_id,
+    }.items():
+        client.set_model_version_tag(settings.model_name, champion.version, key, value)
+    return run_id
+
+
+# --- the job ------------------------------------------------------------------------------
+def report_dir(layout: StorageLayout, date: str | dt.date) -> Path:
+    return layout.path("reports", date, REPORT_KIND)
+
+
+def read_summary(layout: StorageLayout, date: str | dt.date) -> dict[str, Any]:
+    return json.loads((report_dir(layout, date) / "summary.json").read_text())
+
+
+def run_monitoring(
+    date: str | dt.date,
+    cfg: MonitorConfig | None = None,
+    settings: Settings | None = None,
+    drift_share: float = Thresholds.drift_share,
+    log_mlflow: bool = True,
+) -> dict[str, Any]:
+    """Monitor one logical date; writes the report partition and returns the summary."""
+    from jobs import feature_store
+
+    settings = settings or get_settings()
+    cfg = cfg or MonitorConfig()
+    layout = StorageLayout(settings)
+    day = as_date(date)
+    log = get_logger("monitor", day.isoformat())
+    t0 = time.monotonic()
+    window = (day - dt.timedelta(days=cfg.window_days - 1), day)
+    notes: list[str] = []
+
+    champion = load_champion(settings)
+    if champion is None:
+        summary = summarize(
+            day,
+            None,
+            None,
+            model_version=None,
+            window=window,
+            quality_window=None,
+            notes=["no champion model in the registry: nothing to monitor"],
+        )
+        _write_outputs(layout, day, summary, None)
+        log.info("no champion", **{"seconds": round(time.monotonic() - t0, 2)})
+        return summary
+
+    features = list(feature_store.FEATURE_COLUMNS)
+    reference = load_reference(layout, champion, cfg, log)
+
+    current = load_window(*window)
+    drift = snapshot = None
+    if len(current) < cfg.min_rows:
+        notes.append(f"current window has {len(current)} rows < min_rows {cfg.min_rows}: drift not assessed")
+    else:
+        current = _sample(current, cfg.current_rows, cfg.seed).reset_index(drop=True)
+        current[SCORE] = score_frame(champion.model, current, features)
+        drift, snapshot = compute_drift(reference, current, features, cfg, SCORE, drift_share)
+        drift["score_mean"] = {
+            "reference": float(reference[SCORE].mean()),
+            "current": float(current[SCORE].mean()),
+        }
+        log.info(
+            "drift",
+            drift_share=drift["drift_share"],
+            drifted=drift["drifted_features"],
+            prediction=drift["prediction"]["score"] if drift["prediction"] else None,
+        )
+
+    q_start, q_end = matured_window(day, cfg.window_days, settings.label_delay_days)
+    if champion.train_end is not None and q_start <= champion.train_end:
+        q_start = champion.train_end + dt.timedelta(days=1)  # never judge a model on its own training days
+    quality = None
+    quality_window = (q_start, q_end) if q_start <= q_end else None
+    if quality_window is None:
+        notes.append("no matured post-training days yet: quality not assessed")
+    else:
+        matured = load_window(q_start, q_end)
+        if len(matured):
+            matured = attach_labels(matured, labels_as_of(layout, q_start, day))
+            matured[SCORE] = score_frame(champion.model, matured, features)
+        else:
+            matured = pd.DataFrame(columns=["customer_id", "tx_datetime", LABEL, SCORE])
+        quality = quality_metrics(matured, cfg.cp_k)
+        log.info("quality", **quality)
+
+    summary = summarize(
+        day,
+        drift,
+        quality,
+        model_version=champion.version,
+        window=window,
+        quality_window=quality_window,
+        baseline=champion.baseline,
+        notes=notes,
+    )
+    out = _write_outputs(layout, day, summary, snapshot)
+    if log_mlflow:
+        summary["mlflow_run_id"] = log_to_mlflow(settings, champion, summary, out)
+    log.info("monitoring done", version=champion.version, seconds=round(time.monotonic() - t0, 2))
+    return summary
+
+
+def _write_outputs(layout: StorageLayout, day: dt.date, summary: dict[str, Any], snapshot) -> Path:
+    final = report_dir(layout, day)
+    with staged_directory(final) as tmp:
+        tmp.mkdir(parents=True)
+        if snapshot is not None:
+            snapshot.save_html(str(tmp / "report.html"))
+            summary["report"] = str(final / "report.html")
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return final
+
+
+def decide_for_date(
+    date: str | dt.date, thresholds: Thresholds, settings: Settings | None = None
+) -> Decision:
+    """Read the day's summary and the trigger state; return the decision (does not record it)."""
+    layout = StorageLayout(settings or get_settings())
+    summary = read_summary(layout, date)
+    return decide(summary, thresholds, last_triggers(read_triggers(layout), date))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m jobs.monitor", description=__doc__.split("\n\n")[0])
+    p.add_argument("--date", required=True, help="logical date YYYY-MM-DD")
+    p.add_argument("--window-days", type=int, default=MonitorConfig.window_days)
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the figures to MLflow")
+    p.add_argument("--decide", action="store_true", help="also print the retraining decision")
+    args = p.parse_args(argv)
+    summary = run_monitoring(
+        args.date, MonitorConfig(window_days=args.window_days), log_mlflow=not args.no_mlflow
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    if args.decide:
+        print(json.dumps(decide_for_date(args.date, Thresholds()).to_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
