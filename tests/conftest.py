@@ -106,3 +106,47 @@ def run_dag(dag_id: str, logical_date: str, conf: dict | None = None, expect: st
     state = str(getattr(dr.state, "value", dr.state))
     assert state == expect, f"{dag_id} {logical_date}: run ended {state}, expected {expect}"
     return dr
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(platform_home) -> str:
+    """A real S3-compatible HTTP endpoint: ``moto_server`` on a free 127.0.0.1 port (never patched clients)."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # boto3 reads credentials from the standard chain; moto accepts any key pair
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        os.environ.setdefault(key, value)
+    log = open(platform_home / "moto_server.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/data.json", timeout=1).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto_server did not start on {url}; see {log.name}") from None
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
