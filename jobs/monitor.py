@@ -434,19 +434,13 @@ class Champion:
 
 def load_champion(settings: Settings) -> Champion | None:
     """The registry's champion with its training window and baseline quality (None if there is none)."""
-    import mlflow
-    from mlflow import MlflowClient
-
     from jobs import registry
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     try:
-        model, version, threshold = registry.load_model("champion")
-    except Exception as exc:  # noqa: BLE001 - no champion yet is a normal state, reported as such
-        if "champion" in str(exc).lower() or "alias" in str(exc).lower() or "not found" in str(exc).lower():
-            return None
-        raise
-    client = MlflowClient()
+        model, version, threshold = registry.load_model(registry.CHAMPION, settings)
+    except registry.ModelNotFoundError:
+        return None
+    client = registry.client(settings)
     mv = client.get_model_version(settings.model_name, str(version))
     run_params: dict[str, str] = {}
     run_metrics: dict[str, float] = {}
@@ -474,8 +468,9 @@ def _baseline(metrics: Mapping[str, float]) -> dict[str, float]:
     """The champion's own holdout figures, as logged by training (validation set)."""
     out = {}
     for name, keys in {
-        "average_precision": ("val_average_precision", "valid_average_precision", "test_average_precision"),
-        "auc_roc": ("val_auc_roc", "valid_auc_roc", "test_auc_roc"),
+        "average_precision": ("holdout_average_precision",),
+        "auc_roc": ("holdout_auc_roc",),
+        "card_precision_at_100": ("holdout_card_precision_at_100",),
     }.items():
         for key in keys:
             if key in metrics:
@@ -484,9 +479,11 @@ def _baseline(metrics: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-def score_frame(model: Any, frame: pd.DataFrame, feature_columns: Sequence[str]) -> np.ndarray:
-    x = frame[list(feature_columns)].astype("float64")
-    return np.asarray(model.predict_proba(x))[:, 1]
+def score_frame(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    """The model's fraud probability for each row (the registry's scoring function: same as serving)."""
+    from jobs.registry import predict_scores
+
+    return np.asarray(predict_scores(model, frame), dtype="float64")
 
 
 def reference_path(layout: StorageLayout, version: str) -> Path:
@@ -512,7 +509,7 @@ def load_reference(layout: StorageLayout, champion: Champion, cfg: MonitorConfig
         )
     train = feature_store.get_training_set(champion.train_start, champion.train_end)
     ref = _sample(train, cfg.reference_rows, cfg.seed).reset_index(drop=True)
-    ref[SCORE] = score_frame(champion.model, ref, feature_store.FEATURE_COLUMNS)
+    ref[SCORE] = score_frame(champion.model, ref)
     keep = ["transaction_id", "customer_id", "tx_datetime", LABEL, SCORE, *feature_store.FEATURE_COLUMNS]
     ref = ref[[c for c in dict.fromkeys(keep) if c in ref.columns]]
     with staged_file(path) as tmp:
@@ -551,13 +548,11 @@ def flat_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
 def log_to_mlflow(settings: Settings, champion: Champion, summary: Mapping[str, Any], out_dir: Path) -> str:
     """One run per (date, model version) in ``<model_name>-monitoring``; re-running a day reuses it."""
     import mlflow
-    from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    client = MlflowClient()
-    name = f"{settings.model_name}-monitoring"
-    exp = client.get_experiment_by_name(name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(name)
+    from jobs import registry
+
+    exp_id = registry.configure_mlflow(settings, experiment=f"{settings.model_name}-monitoring")
+    client = registry.client(settings)
     date = summary["date"]
     existing = client.search_runs(
         [exp_id],
@@ -643,7 +638,7 @@ def run_monitoring(
         notes.append(f"current window has {len(current)} rows < min_rows {cfg.min_rows}: drift not assessed")
     else:
         current = _sample(current, cfg.current_rows, cfg.seed).reset_index(drop=True)
-        current[SCORE] = score_frame(champion.model, current, features)
+        current[SCORE] = score_frame(champion.model, current)
         drift, snapshot = compute_drift(reference, current, features, cfg, SCORE, drift_share)
         drift["score_mean"] = {
             "reference": float(reference[SCORE].mean()),
@@ -667,7 +662,7 @@ def run_monitoring(
         matured = load_window(q_start, q_end)
         if len(matured):
             matured = attach_labels(matured, labels_as_of(layout, q_start, day))
-            matured[SCORE] = score_frame(champion.model, matured, features)
+            matured[SCORE] = score_frame(champion.model, matured)
         else:
             matured = pd.DataFrame(columns=["customer_id", "tx_datetime", LABEL, SCORE])
         quality = quality_metrics(matured, cfg.cp_k)
