@@ -242,7 +242,10 @@ def _empty_partition(path: Path, key: str, features: list[str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fields = [pa.field(key, pa.int64()), pa.field("event_timestamp", pa.timestamp("us", tz="UTC"), nullable=False)]
+    fields = [
+        pa.field(key, pa.int64()),
+        pa.field("event_timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+    ]
     fields += [pa.field(f, pa.int64() if feature_dtype(f) == "int64" else pa.float64()) for f in features]
     path.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.schema(fields).empty_table(), path / "part-00000-empty.parquet")

@@ -1,0 +1,13 @@
+"""Feast feature repository of the fraud use case (one file per concern).
+
+* ``entities.py``          the join keys: ``customer`` and ``terminal``
+* ``data_sources.py``      parquet sources over the offline feature tables written by ``jobs.features``
+* ``feature_views.py``     ``customer_spending`` and ``terminal_risk`` (daily snapshots, TTL one day)
+* ``feature_services.py``  ``fraud_v1``: the versioned set that training and serving both read
+
+The platform drives this repo from ``jobs.feature_store`` (config built from the settings); the
+``feature_store*.yaml`` files are the equivalent configurations for the ``feast`` CLI, e.g.
+``cd feature_repo && feast apply`` or ``feast -f feature_store.production.yaml apply``.
+The modules import each other relatively when loaded as the ``feature_repo`` package and by
+plain module name when the ``feast`` CLI loads them from this folder.
+"""

@@ -1,0 +1,69 @@
+"""Feature views: the handbook's baseline behaviour features (chapter 3.4), as daily snapshots.
+
+TTL is one day: a row timestamped ``D+1 00:00`` serves requests of day ``D+1`` only. An entity
+that leaves its look-back window gets one all-zero row, then none; a missing value means "no
+activity" and every reader (training set and online serving) fills it with 0.
+"""
+
+from datetime import timedelta
+
+from feast import FeatureView, Field
+from feast.types import Float64, Int64
+
+try:  # loaded as the ``feature_repo`` package (the platform)
+    from .data_sources import customer_snapshots, terminal_snapshots
+    from .entities import customer, terminal
+except ImportError:  # loaded by the ``feast`` CLI from this folder
+    from data_sources import customer_snapshots, terminal_snapshots
+    from entities import customer, terminal
+
+WINDOWS = (1, 7, 30)
+SNAPSHOT_TTL = timedelta(days=1)
+
+customer_spending = FeatureView(
+    name="customer_spending",
+    entities=[customer],
+    ttl=SNAPSHOT_TTL,
+    schema=[
+        field
+        for w in WINDOWS
+        for field in (
+            Field(name=f"customer_nb_tx_{w}d", dtype=Int64, description=f"transactions in the last {w} days"),
+            Field(
+                name=f"customer_avg_amount_{w}d",
+                dtype=Float64,
+                description=f"mean amount over the last {w} days (0 if none)",
+            ),
+        )
+    ],
+    online=True,
+    source=customer_snapshots,
+    tags={"owner": "ml-platform", "handbook": "3.4"},
+    description="Customer spending behaviour at the end of the previous day.",
+)
+
+terminal_risk = FeatureView(
+    name="terminal_risk",
+    entities=[terminal],
+    ttl=SNAPSHOT_TTL,
+    schema=[
+        field
+        for w in WINDOWS
+        for field in (
+            Field(
+                name=f"terminal_nb_tx_{w}d",
+                dtype=Int64,
+                description=f"transactions in a {w}-day window ending label_delay_days ago",
+            ),
+            Field(
+                name=f"terminal_risk_{w}d",
+                dtype=Float64,
+                description="share of them reported as fraud before the snapshot (0 if none)",
+            ),
+        )
+    ],
+    online=True,
+    source=terminal_snapshots,
+    tags={"owner": "ml-platform", "handbook": "3.4"},
+    description="Terminal fraud risk over windows shifted back by the label delay, known labels only.",
+)

@@ -1,0 +1,512 @@
+"""The platform's door to the Feast feature store: config, apply, materialize, training sets, online reads.
+
+* :func:`get_store` builds the ``RepoConfig`` **from the settings** (the one source of truth): a
+  file registry + SQLite online store + file (dask) offline store in the ``local`` profile, a SQL
+  registry in PostgreSQL + Redis online store in ``production``. ``feature_repo/feature_store*.yaml``
+  are the equivalent files for the ``feast`` CLI (a test keeps them in agreement).
+* :func:`apply` registers the definitions of ``feature_repo/`` (entities, views, ``fraud_v1``).
+* :func:`materialize` loads the offline snapshots into the online store, incrementally and safely:
+  it never trusts a missing watermark. Feast's ``materialize_incremental`` falls back to
+  ``now - ttl`` when a view has no recorded interval - which is what a ``feast apply`` that
+  rewrites the view leaves behind (feast-dev/feast#2905, #3228) - and then silently skips the
+  data. Here a missing watermark means "rematerialize from the first snapshot", a backfill
+  re-writes from the backfilled day up to the watermark (never moving the store backwards), and
+  :func:`apply` carries unchanged views' intervals over.
+* :func:`request_features` is the ONE implementation of the request-time features, used by the
+  training set and by serving; :data:`FEATURE_COLUMNS` is the model input order.
+* :func:`get_training_set` gives the point-in-time correct training set of a date range and
+  :func:`get_online_features` the same features for live requests, with the same defaults.
+
+CLI: ``python -m jobs.feature_store apply | materialize --end D | list | training-set --start --end``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from jobs.config import REPO_ROOT, Settings, get_settings
+from jobs.features import (
+    CUSTOMER_FEATURES,
+    TERMINAL_FEATURES,
+    feature_dtype,
+    snapshot_timestamp,
+)
+from jobs.logs import get_logger
+from jobs.storage import StorageLayout, as_date
+
+REPO_PATH = REPO_ROOT / "feature_repo"
+
+# entity view name in jobs.features -> Feast feature view name
+FEATURE_VIEWS: dict[str, str] = {"customer": "customer_spending", "terminal": "terminal_risk"}
+
+REQUEST_FEATURES: list[str] = ["tx_during_weekend", "tx_during_night"]
+FEAST_FEATURES: list[str] = CUSTOMER_FEATURES + TERMINAL_FEATURES
+FEATURE_COLUMNS: list[str] = ["tx_amount", *REQUEST_FEATURES, *FEAST_FEATURES]
+"""Model inputs, in order: the amount, request-time features, then the ``fraud_v1`` features."""
+
+FEATURE_DEFAULTS: dict[str, int | float] = {
+    name: (0 if feature_dtype(name) == "int64" else 0.0) for name in FEAST_FEATURES
+}
+"""Value of a store feature when the entity has no snapshot (no activity in the look-back, or a
+never-seen id): 0 counts, 0.0 means/risks. Training and serving fill with the same values."""
+
+ENTITY_COLUMNS: list[str] = ["customer_id", "terminal_id"]
+TRAINING_COLUMNS: list[str] = [
+    "transaction_id",
+    "customer_id",
+    "terminal_id",
+    "tx_datetime",
+    "tx_amount",
+    "tx_fraud",
+    *FEATURE_COLUMNS[1:],
+]
+NIGHT_END_HOUR = 6  # a transaction before 06:00 UTC is a night transaction
+
+
+# --------------------------------------------------------------------------------------------
+# request-time features: ONE implementation for training and serving
+# --------------------------------------------------------------------------------------------
+def _as_utc_naive(values: pd.Series) -> pd.Series:
+    ts = pd.to_datetime(values, utc=True)
+    return ts.dt.tz_convert("UTC").dt.tz_localize(None)
+
+
+def request_features(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``tx_during_weekend`` (Saturday/Sunday) and ``tx_during_night`` (hour < 6), both 0/1
+    int64, computed from ``tx_datetime`` in UTC. Returns a new frame; the input is not modified."""
+    if "tx_datetime" not in df.columns:
+        raise KeyError("tx_datetime: missing (rule: request features need the transaction time)")
+    ts = _as_utc_naive(df["tx_datetime"])
+    if ts.isna().any():
+        bad = df.loc[ts.isna(), "tx_datetime"].iloc[0]
+        raise ValueError(f"tx_datetime: value {bad!r} is not a timestamp (rule: ISO-8601 datetime)")
+    out = df.copy()
+    out["tx_during_weekend"] = (ts.dt.weekday >= 5).astype("int64").to_numpy()
+    out["tx_during_night"] = (ts.dt.hour < NIGHT_END_HOUR).astype("int64").to_numpy()
+    return out
+
+
+def fill_defaults(df: pd.DataFrame) -> pd.DataFrame:
+    """Replace missing store features by :data:`FEATURE_DEFAULTS` and fix their dtypes."""
+    out = df.copy()
+    for name, default in FEATURE_DEFAULTS.items():
+        col = out[name] if name in out.columns else pd.Series(default, index=out.index)
+        col = pd.to_numeric(col, errors="raise").fillna(default)
+        out[name] = col.astype(feature_dtype(name))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# store configuration, from the settings
+# --------------------------------------------------------------------------------------------
+def repo_config_dict(settings: Settings | None = None) -> dict[str, Any]:
+    """The Feast repo configuration of the active profile, as the ``feature_store.yaml`` mapping."""
+    settings = settings or get_settings()
+    base: dict[str, Any] = {
+        "project": settings.feast_project,
+        "provider": "local",
+        "offline_store": {"type": "file"},
+        "entity_key_serialization_version": 3,
+    }
+    if settings.profile == "production":
+        base["registry"] = {
+            "registry_type": "sql",
+            "path": settings.feast_registry_url,
+            "cache_ttl_seconds": 60,
+            "sqlalchemy_config_kwargs": {"echo": False, "pool_pre_ping": True},
+        }
+        # skip_dedup: Redis would otherwise drop a write whose event timestamp is not newer than the
+        # stored one, so a recomputed (backfilled) snapshot could never replace the old values.
+        # materialize() below guarantees it never writes an older snapshot over a newer one.
+        base["online_store"] = {
+            "type": "redis",
+            "connection_string": settings.redis_connection_string,
+            "skip_dedup": True,
+        }
+    else:
+        feast_dir = settings.home / "feast"
+        base["registry"] = {
+            "registry_type": "file",
+            "path": settings.feast_registry_url,
+            "cache_ttl_seconds": 60,
+        }
+        base["online_store"] = {"type": "sqlite", "path": str(feast_dir / "online_store.db")}
+    return base
+
+
+_STORES: dict[str, Any] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def get_store(settings: Settings | None = None, cached: bool = False):
+    """A ``feast.FeatureStore`` for the settings' profile (``cached=True`` reuses one per config)."""
+    from feast import FeatureStore, RepoConfig
+
+    settings = settings or get_settings()
+    config = repo_config_dict(settings)
+    key = json.dumps(config, sort_keys=True, default=str)
+    if cached and key in _STORES:
+        return _STORES[key]
+    if settings.profile == "local":
+        (settings.home / "feast").mkdir(parents=True, exist_ok=True)
+    store = FeatureStore(config=RepoConfig(repo_path=REPO_PATH, **config), repo_path=str(REPO_PATH))
+    if cached:
+        with _STORES_LOCK:
+            store = _STORES.setdefault(key, store)
+    return store
+
+
+def _repo_module(name: str):
+    """Import ``feature_repo.<name>`` from REPO_PATH (the repo folder is not an installed package)."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if "feature_repo" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "feature_repo", REPO_PATH / "__init__.py", submodule_search_locations=[str(REPO_PATH)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["feature_repo"] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"feature_repo.{name}")
+
+
+def repo_objects(settings: Settings | None = None) -> list:
+    """The Feast objects defined in ``feature_repo/``, their sources pointed at the settings' layout."""
+    from feast import Entity, FeatureService, FeatureView, FileSource
+
+    entities, feature_views, feature_services = (
+        _repo_module(name) for name in ("entities", "feature_views", "feature_services")
+    )
+    layout = StorageLayout(settings or get_settings())
+    objects: list = []
+    for module in (entities, feature_views, feature_services):
+        for value in vars(module).values():
+            if isinstance(value, Entity | FeatureView | FeatureService) and not any(
+                value is o for o in objects
+            ):
+                objects.append(value)
+    out = []
+    for obj in objects:
+        if isinstance(obj, FeatureView) and isinstance(obj.batch_source, FileSource):
+            view = next(v for v, name in FEATURE_VIEWS.items() if name == obj.name)
+            path = str(layout.dataset_root("features", view))
+            if obj.batch_source.path != path:  # another data root than the process-wide settings
+                obj = copy.deepcopy(obj)
+                obj.batch_source.file_options.uri = path
+        out.append(obj)
+    return out
+
+
+def _materialized_intervals(store) -> dict[str, list[tuple[dt.datetime, dt.datetime]]]:
+    out = {}
+    for fv in store.list_feature_views():
+        out[fv.name] = list(fv.materialization_intervals)
+    return out
+
+
+def apply(settings: Settings | None = None) -> dict[str, Any]:
+    """Register ``feature_repo/`` in the registry; keeps the materialization watermark of views whose
+    definition did not change (a changed view loses it, so the next materialize is a full one)."""
+    settings = settings or get_settings()
+    log = get_logger("feature_store")
+    store = get_store(settings)
+    objects = repo_objects(settings)
+    before = {fv.name: fv for fv in store.list_feature_views()}
+    store.apply(objects)
+    restored = []
+    for fv in store.list_feature_views():
+        old = before.get(fv.name)
+        if old is None or fv.materialization_intervals or not old.materialization_intervals:
+            continue
+        if _same_definition(old, fv):
+            for start, end in old.materialization_intervals:
+                store.registry.apply_materialization(fv, store.project, start, end, commit=True)
+            restored.append(fv.name)
+    summary = {
+        "project": store.project,
+        "entities": sorted(e.name for e in store.list_entities()),
+        "feature_views": sorted(v.name for v in store.list_feature_views()),
+        "feature_services": sorted(s.name for s in store.list_feature_services()),
+        "watermarks_restored": restored,
+    }
+    log.info("feast apply", **summary)
+    return summary
+
+
+def _same_definition(a, b) -> bool:
+    """Equal specs (schema, source, ttl, entities), ignoring metadata such as materialization intervals."""
+    pa, pb = a.to_proto().spec, b.to_proto().spec
+    return pa.SerializeToString(deterministic=True) == pb.SerializeToString(deterministic=True)
+
+
+# --------------------------------------------------------------------------------------------
+# materialization
+# --------------------------------------------------------------------------------------------
+def _utc(value: str | dt.date | dt.datetime) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    if isinstance(value, str) and len(value) > 10:
+        return _utc(dt.datetime.fromisoformat(value))
+    d = as_date(value)
+    return dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC)
+
+
+def watermarks(settings: Settings | None = None, store=None) -> dict[str, dt.datetime | None]:
+    """Per feature view, the end of the last materialization recorded in the registry (None: never)."""
+    store = store or get_store(settings)
+    out: dict[str, dt.datetime | None] = {}
+    for view in FEATURE_VIEWS.values():
+        end = store.get_feature_view(view).most_recent_end_time
+        out[view] = _utc(end) if end is not None else None
+    return out
+
+
+def _offline_rows(layout: StorageLayout, view: str, lo: dt.datetime, hi: dt.datetime) -> int:
+    """Rows of the offline snapshots with lo <= event_timestamp <= hi (parquet footers only)."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    first, last = (lo - dt.timedelta(days=1)).date(), (hi - dt.timedelta(days=1)).date()
+    for path in layout.partition_paths("features", first, last, view):
+        for f in path.glob("*.parquet"):
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
+
+
+def materialize(
+    end: str | dt.date | dt.datetime,
+    settings: Settings | None = None,
+    start: str | dt.date | dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Bring the online store up to the snapshots with ``event_timestamp <= end``.
+
+    A date ``D`` means its snapshot (``D+1 00:00``); pass datetimes for exact bounds. Per view:
+
+    * no watermark in the registry (first run, or wiped by an apply): from the first snapshot;
+    * otherwise from the watermark (incremental; re-running is a no-op rewrite of the same values);
+    * ``start`` earlier than the watermark (a backfill): from ``start``; the range always extends to
+      the watermark so the store never goes back to an older snapshot.
+
+    The online store keeps, per entity, the latest snapshot in the materialized range, i.e. the
+    value a training-set row timestamped just after ``end`` gets. Returns what was done.
+    """
+    settings = settings or get_settings()
+    layout = StorageLayout(settings)
+    log = get_logger("feature_store")
+    end_ts = snapshot_timestamp(end) if not isinstance(end, dt.datetime) else _utc(end)
+    start_ts = None
+    if start is not None:
+        start_ts = snapshot_timestamp(start) if not isinstance(start, dt.datetime) else _utc(start)
+    store = get_store(settings)
+    marks = watermarks(store=store)
+    done: dict[str, Any] = {}
+    for view, fv_name in FEATURE_VIEWS.items():
+        parts = layout.partitions("features", view)
+        if not parts:
+            done[fv_name] = {"skipped": "no offline snapshots"}
+            continue
+        mark = marks[fv_name]
+        lo = mark if mark is not None else snapshot_timestamp(parts[0])
+        if start_ts is not None:
+            lo = min(lo, start_ts)
+        hi = max(end_ts, mark) if mark is not None else end_ts
+        if lo > hi:
+            done[fv_name] = {"skipped": f"nothing before {hi.isoformat()}"}
+            continue
+        rows = _offline_rows(layout, view, lo, hi)
+        t0 = time.monotonic()
+        store.materialize(start_date=lo, end_date=hi, feature_views=[fv_name])
+        seconds = time.monotonic() - t0
+        done[fv_name] = {
+            "start": lo.isoformat(),
+            "end": hi.isoformat(),
+            "mode": "full" if mark is None else ("backfill" if lo < mark else "incremental"),
+            "offline_rows": rows,
+            "seconds": round(seconds, 2),
+        }
+        log.info("materialized", view=fv_name, **done[fv_name])
+    return done
+
+
+# --------------------------------------------------------------------------------------------
+# training sets and online reads
+# --------------------------------------------------------------------------------------------
+def _read_lake_frame(layout: StorageLayout, dataset: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+    import pyarrow.dataset as ds
+
+    paths = layout.partition_paths(dataset, start, end)
+    if not paths:
+        return pd.DataFrame()
+    files = [str(f) for p in paths for f in sorted(p.glob("*.parquet"))]
+    return ds.dataset(files, format="parquet").to_table().to_pandas()
+
+
+def labelled_transactions(
+    start: str | dt.date, end: str | dt.date, settings: Settings | None = None
+) -> pd.DataFrame:
+    """Lake transactions of days ``start..end`` with ``tx_fraud``: 1 iff a chargeback for the
+    transaction was reported by the end of day ``tx_day + label_delay_days``."""
+    settings = settings or get_settings()
+    layout = StorageLayout(settings)
+    start, end = as_date(start), as_date(end)
+    delay = settings.label_delay_days
+    tx = _read_lake_frame(layout, "transactions", start, end)
+    if tx.empty:
+        raise ValueError(f"transactions: no lake partition in {start}..{end} (rule: ingest first)")
+    tx = tx[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"]].copy()
+    tx["tx_datetime"] = _as_utc_naive(tx["tx_datetime"])
+    labels = _read_lake_frame(layout, "labels", start, end + dt.timedelta(days=delay))
+    if labels.empty:
+        labels = pd.DataFrame({"transaction_id": pd.Series(dtype="int64"), "reported_at": []})
+    labels = labels[["transaction_id", "reported_at"]].copy()
+    labels["reported_at"] = _as_utc_naive(labels["reported_at"])
+    labels = labels.groupby("transaction_id", as_index=False)["reported_at"].min()
+    tx = tx.merge(labels, on="transaction_id", how="left")
+    deadline = tx["tx_datetime"].dt.normalize() + pd.Timedelta(days=delay + 1)
+    tx["tx_fraud"] = (tx["reported_at"].notna() & (tx["reported_at"] < deadline)).astype("int64")
+    return tx.drop(columns="reported_at")
+
+
+def get_training_set(
+    start: str | dt.date, end: str | dt.date, settings: Settings | None = None
+) -> pd.DataFrame:
+    """Point-in-time correct training set of the transactions of days ``start..end``.
+
+    Columns: transaction_id, customer_id, terminal_id, tx_datetime (UTC, naive), tx_amount,
+    tx_fraud, then the request-time and ``fraud_v1`` features (:data:`FEATURE_COLUMNS` order after
+    tx_amount). Each row gets, through Feast's point-in-time join, the latest snapshot whose
+    ``event_timestamp <= tx_datetime`` within the views' TTL (the previous day's), missing values
+    filled with :data:`FEATURE_DEFAULTS` like serving does.
+
+    Labels: callers must only ask for windows whose labels have matured, i.e. whose days
+    ``end + label_delay_days`` have been ingested; otherwise recent frauds are still labelled 0
+    (a warning is logged when the label partitions do not reach that far).
+    """
+    settings = settings or get_settings()
+    layout = StorageLayout(settings)
+    log = get_logger("feature_store")
+    start, end = as_date(start), as_date(end)
+    mature = end + dt.timedelta(days=settings.label_delay_days)
+    label_days = layout.partitions("labels")
+    if not label_days or label_days[-1] < mature:
+        log.warning(
+            "labels not mature",
+            end=str(end),
+            needs_labels_until=str(mature),
+            latest_labels=str(label_days[-1]) if label_days else None,
+        )
+    tx = labelled_transactions(start, end, settings)
+    entity_df = tx.assign(event_timestamp=tx["tx_datetime"].dt.tz_localize("UTC"))
+    store = get_store(settings)
+    t0 = time.monotonic()
+    job = store.get_historical_features(
+        entity_df=entity_df, features=store.get_feature_service(settings.feature_service)
+    )
+    df = job.to_df()
+    df = fill_defaults(df)
+    df = request_features(df)
+    df["tx_datetime"] = _as_utc_naive(df["tx_datetime"])
+    df = df.sort_values(["tx_datetime", "transaction_id"], kind="stable").reset_index(drop=True)
+    log.info(
+        "training set",
+        start=str(start),
+        end=str(end),
+        rows=len(df),
+        frauds=int(df["tx_fraud"].sum()),
+        seconds=round(time.monotonic() - t0, 2),
+    )
+    return df[TRAINING_COLUMNS]
+
+
+def get_online_features(
+    rows: Iterable[Mapping[str, Any]], settings: Settings | None = None, store=None
+) -> pd.DataFrame:
+    """Features of live requests: each row needs customer_id, terminal_id, tx_datetime, tx_amount.
+
+    Returns the rows' columns plus :data:`FEATURE_COLUMNS`, read from the online store through the
+    same feature service as training (``settings.feature_service``), defaults for missing values.
+    """
+    settings = settings or get_settings()
+    frame = pd.DataFrame(list(rows))
+    missing = [c for c in ("customer_id", "terminal_id", "tx_datetime", "tx_amount") if c not in frame]
+    if missing:
+        raise KeyError(f"{missing[0]}: missing from the request rows (rule: required field)")
+    if frame.empty:
+        return pd.DataFrame(columns=[*frame.columns, *FEATURE_COLUMNS])
+    store = store or get_store(settings, cached=True)
+    entity_rows = [
+        {"customer_id": int(c), "terminal_id": int(t)}
+        for c, t in zip(frame["customer_id"], frame["terminal_id"], strict=True)
+    ]
+    online = store.get_online_features(
+        features=store.get_feature_service(settings.feature_service), entity_rows=entity_rows
+    ).to_dict()
+    out = frame.copy()
+    for name in FEAST_FEATURES:
+        out[name] = pd.Series(online.get(name, [None] * len(out)), index=out.index, dtype="object")
+    out = fill_defaults(out)
+    out["tx_amount"] = out["tx_amount"].astype("float64")
+    return request_features(out)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def describe(settings: Settings | None = None) -> dict[str, Any]:
+    store = get_store(settings)
+    return {
+        "project": store.project,
+        "entities": sorted(e.name for e in store.list_entities()),
+        "feature_views": {
+            v.name: {"features": [f.name for f in v.features], "ttl": str(v.ttl)}
+            for v in store.list_feature_views()
+        },
+        "feature_services": sorted(s.name for s in store.list_feature_services()),
+        "watermarks": {k: (v.isoformat() if v else None) for k, v in watermarks(store=store).items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.feature_store", description=__doc__.split("\n\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("apply", help="register feature_repo/ in the registry")
+    sub.add_parser("list", help="entities, views, services and watermarks in the registry")
+    m = sub.add_parser("materialize", help="load snapshots up to --end into the online store")
+    m.add_argument("--end", required=True, help="last snapshot day (YYYY-MM-DD) or an ISO datetime")
+    m.add_argument("--start", help="backfill: re-write from this snapshot day")
+    t = sub.add_parser("training-set", help="write a PIT-correct training set as parquet")
+    t.add_argument("--start", required=True)
+    t.add_argument("--end", required=True)
+    t.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "apply":
+        result: Any = apply()
+    elif args.command == "list":
+        result = describe()
+    elif args.command == "materialize":
+        result = materialize(args.end, start=args.start)
+    else:
+        df = get_training_set(args.start, args.end)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_parquet(args.out, index=False)
+        result = {"rows": len(df), "frauds": int(df["tx_fraud"].sum()), "out": str(args.out)}
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
