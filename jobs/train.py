@@ -1,0 +1,731 @@
+"""Training: a point-in-time correct training set from the feature service -> XGBoost with class
+imbalance handling -> one MLflow run -> a registered ``challenger`` -> evaluated against the
+champion on a later holdout -> promoted only if the gate says so.
+
+Imbalance: frauds are well under 1% of transactions. ``scale_pos_weight`` re-weights the positive
+class; the default strategy ``auto`` uses neg/pos of the training window (``sqrt`` and ``none`` are
+the alternatives the search may pick); the chosen strategy and value are logged.
+
+Hyperparameter search (``--hpo N``): N configurations from a small grid, each fitted on the early
+part of the training window and scored on its last ``--val-days`` days, after a gap of
+``label_delay_days`` (time-ordered, never shuffled); the best average precision wins and the final
+model is refitted on the whole window. Every trial is a nested MLflow run.
+
+CLI::
+
+    python -m jobs.train --train-start 2018-04-08 --train-end 2018-04-21 \\
+        [--holdout-start 2018-04-29 --holdout-end 2018-05-05] [--hpo 6] [--margin 0.01] [--reason ...]
+    python -m jobs.train --as-of 2018-05-05            # default windows ending at a date
+
+Without holdout dates the holdout is the ``holdout_days`` days starting ``label_delay_days`` + 1
+days after ``--train-end``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import hashlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jobs import metrics as M
+from jobs.config import Settings, get_settings
+from jobs.evaluate import (
+    Evaluation,
+    GateDecision,
+    Windows,
+    check_protocol,
+    default_windows,
+    evaluate_scores,
+    gate,
+    labels_through,
+    log_evaluation,
+)
+from jobs.logs import get_logger
+from jobs.storage import StorageLayout, as_date
+
+TrainingSetFn = Callable[[dt.date, dt.date], pd.DataFrame]
+
+ID_COLUMNS = ("transaction_id", "customer_id", "terminal_id", "tx_datetime", "tx_amount")
+
+
+@dataclass
+class TrainParams:
+    max_depth: int = 6
+    n_estimators: int = 100
+    learning_rate: float = 0.3
+    min_child_weight: float = 1.0
+    subsample: float = 1.0
+    colsample_bytree: float = 1.0
+    scale_pos_weight: str = "auto"  # auto = neg/pos | sqrt = sqrt(neg/pos) | none = 1 | a number
+    seed: int = 0
+    n_jobs: int = 2
+
+    def replace(self, **changes: Any) -> TrainParams:
+        return dataclasses.replace(self, **changes)
+
+
+SEARCH_GRID: dict[str, list[Any]] = {
+    "max_depth": [3, 4, 6],
+    "n_estimators": [50, 100, 200],
+    "learning_rate": [0.05, 0.1, 0.3],
+    "scale_pos_weight": ["auto", "sqrt", "none"],
+}
+
+
+def resolve_scale_pos_weight(y: np.ndarray, strategy: str) -> float:
+    """neg/pos (``auto``), its square root (``sqrt``), 1 (``none``) or an explicit number."""
+    pos = int(np.sum(y == 1))
+    neg = int(np.sum(y == 0))
+    if pos == 0:
+        raise ValueError("tx_fraud: 0 frauds in the training window; rule: need at least one positive")
+    ratio = neg / pos
+    if strategy == "auto":
+        return ratio
+    if strategy == "sqrt":
+        return float(np.sqrt(ratio))
+    if strategy == "none":
+        return 1.0
+    try:
+        value = float(strategy)
+    except ValueError:
+        raise ValueError(
+            f"scale_pos_weight: value {strategy!r} is invalid; rule: auto | sqrt | none | a positive number"
+        ) from None
+    if value <= 0:
+        raise ValueError(f"scale_pos_weight: value {value} is invalid; rule: must be > 0")
+    return value
+
+
+def fit_model(train_df: pd.DataFrame, features: list[str], params: TrainParams):
+    """An ``xgboost.XGBClassifier`` fitted on the named feature columns; returns (model, spw)."""
+    import xgboost as xgb
+
+    missing = [f for f in features if f not in train_df.columns]
+    if missing:
+        raise ValueError(f"training set: missing feature column(s) {missing}; rule: needs {features}")
+    y = train_df[M.LABEL].to_numpy(dtype=int)
+    spw = resolve_scale_pos_weight(y, str(params.scale_pos_weight))
+    model = xgb.XGBClassifier(
+        objective="binary:logistic",
+        tree_method="hist",
+        max_depth=int(params.max_depth),
+        n_estimators=int(params.n_estimators),
+        learning_rate=float(params.learning_rate),
+        min_child_weight=float(params.min_child_weight),
+        subsample=float(params.subsample),
+        colsample_bytree=float(params.colsample_bytree),
+        scale_pos_weight=spw,
+        random_state=int(params.seed),
+        n_jobs=int(params.n_jobs),
+        eval_metric="aucpr",
+    )
+    model.fit(train_df[features].astype("float64"), y)
+    return model, spw
+
+
+def data_fingerprint(df: pd.DataFrame, features: list[str]) -> str:
+    """sha256 of the training rows (ids, timestamps, features, label), independent of row order."""
+    cols = [c for c in ("transaction_id", "tx_datetime") if c in df.columns] + list(features) + [M.LABEL]
+    frame = df[cols]
+    if "transaction_id" in frame.columns:
+        frame = frame.sort_values("transaction_id", kind="stable")
+    row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    digest = hashlib.sha256(row_hashes.tobytes())
+    digest.update(json.dumps(cols).encode())
+    return digest.hexdigest()
+
+
+def split_validation(
+    df: pd.DataFrame, val_days: int, gap_days: int
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """Time-ordered split of a training window: fit on the early days, validate on the last
+    ``val_days`` days, with ``gap_days`` days left out between them."""
+    days = pd.to_datetime(df[M.TIME]).dt.normalize()
+    last = days.max()
+    val_start = last - pd.Timedelta(days=val_days - 1)
+    fit_end = val_start - pd.Timedelta(days=gap_days + 1)
+    fit = df[days <= fit_end]
+    val = df[days >= val_start]
+    if fit.empty or fit[M.LABEL].sum() == 0 or val[M.LABEL].nunique() < 2:
+        first = days.min().date()
+        raise ValueError(
+            f"hpo: training window {first}..{last.date()} is too short for a {val_days}-day validation "
+            f"window after a {gap_days}-day gap (need frauds on both sides); rule: use a longer window "
+            "or --hpo 0"
+        )
+    window = {
+        "fit_end": str(fit_end.date()),
+        "val_start": str(val_start.date()),
+        "val_end": str(last.date()),
+    }
+    return fit, val, window
+
+
+def candidate_params(base: TrainParams, n: int, seed: int = 0) -> list[TrainParams]:
+    """``n`` distinct configurations from :data:`SEARCH_GRID` (the base configuration first)."""
+    grid = [dict(zip(SEARCH_GRID, combo, strict=True)) for combo in itertools.product(*SEARCH_GRID.values())]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(grid))
+    out = [base]
+    for i in order:
+        cand = base.replace(**grid[i])
+        if cand not in out:
+            out.append(cand)
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def search_hyperparameters(
+    df: pd.DataFrame,
+    features: list[str],
+    base: TrainParams,
+    trials: int,
+    *,
+    val_days: int,
+    gap_days: int,
+    log=None,
+) -> tuple[TrainParams, pd.DataFrame]:
+    """Try ``trials`` configurations on a time-ordered validation window; best average precision wins."""
+    import mlflow
+
+    fit, val, window = split_validation(df, val_days, gap_days)
+    rows = []
+    for i, params in enumerate(candidate_params(base, trials, base.seed)):
+        started = time.monotonic()
+        model, spw = fit_model(fit, features, params)
+        scores = model.predict_proba(val[features].astype("float64"))[:, 1]
+        ranking = M.ranking_metrics(val[M.LABEL], scores)
+        cp = M.card_precision_at_k(val.assign(score=scores), 100)
+        row = {
+            "trial": i,
+            **dataclasses.asdict(params),
+            "scale_pos_weight_value": spw,
+            "val_auc_roc": ranking["auc_roc"],
+            "val_average_precision": ranking["average_precision"],
+            "val_card_precision_at_100": cp,
+            "fit_seconds": round(time.monotonic() - started, 2),
+        }
+        rows.append(row)
+        with mlflow.start_run(run_name=f"trial-{i}", nested=True):
+            mlflow.log_params({**dataclasses.asdict(params), **window})
+            mlflow.log_metrics(
+                {k: float(v) for k, v in row.items() if k.startswith("val_") and not np.isnan(v)}
+                | {"scale_pos_weight_value": spw}
+            )
+        if log is not None:
+            log.info("hpo trial", **{k: row[k] for k in ("trial", "val_average_precision", "val_auc_roc")})
+    table = pd.DataFrame(rows).sort_values(
+        ["val_average_precision", "trial"], ascending=[False, True], na_position="last"
+    )
+    best = table.iloc[0]
+    best_params = base.replace(**{k: best[k] for k in SEARCH_GRID})
+    best_params = best_params.replace(
+        max_depth=int(best_params.max_depth),
+        n_estimators=int(best_params.n_estimators),
+        learning_rate=float(best_params.learning_rate),
+    )
+    return best_params, table
+
+
+def importance_figure(model, top: int = 20):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gain = model.get_booster().get_score(importance_type="gain")
+    items = sorted(gain.items(), key=lambda kv: kv[1])[-top:]
+    fig, ax = plt.subplots(figsize=(7, max(3, 0.35 * len(items) + 1)))
+    ax.barh([k for k, _ in items], [v for _, v in items])
+    ax.set(xlabel="total gain / split (xgboost 'gain')", title="Feature importance")
+    fig.tight_layout()
+    return fig
+
+
+@dataclass
+class TrainingRun:
+    run_id: str
+    model_uri: str
+    model: Any
+    params: TrainParams
+    scale_pos_weight: float
+    data_sha256: str
+    train_rows: int
+    train_frauds: int
+    features: list[str]
+
+
+def train_and_log(
+    train_df: pd.DataFrame,
+    features: list[str],
+    params: TrainParams,
+    *,
+    windows: Windows,
+    feature_service: str,
+    feature_service_version: str,
+    hpo_trials: int = 0,
+    val_days: int = 7,
+    reason: str = "manual",
+    actor: str | None = None,
+    settings: Settings | None = None,
+    experiment: str | None = None,
+) -> TrainingRun:
+    """Fit (optionally after a search) and log everything to one MLflow run."""
+    import matplotlib.pyplot as plt
+    import mlflow
+    import mlflow.xgboost
+    from mlflow.models import infer_signature
+
+    from jobs import registry
+
+    settings = settings or get_settings()
+    log = get_logger("train", windows.train_end.isoformat())
+    registry.configure_mlflow(settings, experiment)
+    if train_df.empty:
+        raise ValueError(f"training set {windows.train_start}..{windows.train_end}: 0 rows; rule: need data")
+    days = pd.to_datetime(train_df[M.TIME]).dt.date
+    if days.min() < windows.train_start or days.max() > windows.train_end:
+        raise ValueError(
+            f"training set: rows from {days.min()}..{days.max()} outside the window "
+            f"{windows.train_start}..{windows.train_end}; rule: train only on the window"
+        )
+    digest = data_fingerprint(train_df, features)
+    y = train_df[M.LABEL].to_numpy(dtype=int)
+    run_name = f"train {windows.train_start}..{windows.train_end}"
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.set_tags(
+            {
+                "feature_service": feature_service,
+                "feature_service_version": feature_service_version,
+                "train_window": f"{windows.train_start}..{windows.train_end}",
+                "holdout_window": f"{windows.holdout_start}..{windows.holdout_end}",
+                "data_sha256": digest,
+                "reason": reason,
+                "actor": actor or registry.default_actor(),
+                "model_name": settings.model_name,
+            }
+        )
+        search_table = None
+        if hpo_trials > 1:
+            params, search_table = search_hyperparameters(
+                train_df,
+                features,
+                params,
+                hpo_trials,
+                val_days=val_days,
+                gap_days=settings.label_delay_days,
+                log=log,
+            )
+            best = search_table.iloc[0]
+            mlflow.log_metrics(
+                {
+                    k: float(best[k])
+                    for k in ("val_auc_roc", "val_average_precision", "val_card_precision_at_100")
+                    if not np.isnan(best[k])
+                }
+            )
+            mlflow.log_text(search_table.to_csv(index=False), "hpo/trials.csv")
+        started = time.monotonic()
+        model, spw = fit_model(train_df, features, params)
+        fit_seconds = time.monotonic() - started
+        mlflow.log_params(
+            {
+                **{k: v for k, v in dataclasses.asdict(params).items()},
+                "scale_pos_weight_strategy": params.scale_pos_weight,
+                "scale_pos_weight_value": round(spw, 4),
+                **windows.as_params(),
+                "label_delay_days": settings.label_delay_days,
+                "feature_service": feature_service,
+                "feature_service_version": feature_service_version,
+                "features": ",".join(features),
+                "hpo_trials": hpo_trials,
+                "cost_false_positive": settings.costs.false_positive,
+                "cost_false_negative": settings.costs.false_negative,
+            }
+        )
+        x = train_df[features].astype("float64")
+        in_sample = model.predict_proba(x)[:, 1]
+        ranking = M.ranking_metrics(y, in_sample)
+        mlflow.log_metrics(
+            {
+                "train_rows": len(train_df),
+                "train_frauds": int(y.sum()),
+                "train_fraud_rate": float(y.mean()),
+                "train_customers": int(train_df["customer_id"].nunique()),
+                "train_terminals": int(train_df["terminal_id"].nunique()),
+                "train_days": int(days.nunique()),
+                "scale_pos_weight": spw,
+                "fit_seconds": fit_seconds,
+                "train_auc_roc_in_sample": ranking["auc_roc"],
+                "train_average_precision_in_sample": ranking["average_precision"],
+            }
+        )
+        fig = importance_figure(model)
+        mlflow.log_figure(fig, "plots/feature_importance.png")
+        plt.close(fig)
+        example = x.head(5)
+        signature = infer_signature(example, model.predict_proba(example)[:, 1])
+        info = mlflow.xgboost.log_model(
+            model,
+            name="model",
+            model_format="ubj",
+            signature=signature,
+            input_example=example,
+            params={"decision_rule": "fraud if score >= decision_threshold"},
+        )
+        log.info(
+            "model trained",
+            run_id=run.info.run_id,
+            rows=len(train_df),
+            frauds=int(y.sum()),
+            scale_pos_weight=round(spw, 2),
+            fit_seconds=round(fit_seconds, 2),
+        )
+    return TrainingRun(
+        run_id=run.info.run_id,
+        model_uri=info.model_uri,
+        model=model,
+        params=params,
+        scale_pos_weight=spw,
+        data_sha256=digest,
+        train_rows=len(train_df),
+        train_frauds=int(y.sum()),
+        features=list(features),
+    )
+
+
+# --- evaluation against the champion and the gate ----------------------------------------------
+@dataclass
+class GateOutcome:
+    version: str
+    run_id: str
+    decision: GateDecision
+    challenger: Evaluation
+    champion: Evaluation | None
+    champion_version: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "run_id": self.run_id,
+            "promote": self.decision.promote,
+            "reason": self.decision.reason,
+            "champion_version": self.champion_version,
+            "metrics": _main_metrics(self.challenger),
+            "champion_metrics": None if self.champion is None else _main_metrics(self.champion),
+        }
+
+
+def _main_metrics(ev: Evaluation) -> dict[str, float]:
+    keys = ("auc_roc", "average_precision", "card_precision_at_100", "decision_threshold", "rows", "frauds")
+    return {k: float(ev.metrics[k]) for k in keys if k in ev.metrics}
+
+
+def evaluate_and_gate(
+    version: str,
+    run_id: str,
+    holdout_df: pd.DataFrame,
+    *,
+    policy=None,
+    reason: str = "",
+    actor: str | None = None,
+    settings: Settings | None = None,
+) -> GateOutcome:
+    """Score the challenger and the current champion on the same holdout, log the challenger's
+    evaluation to its run, tag the version with its decision threshold, and apply the gate.
+    A refusal is recorded in the audit log; a promotion is left to :func:`jobs.registry.promote`."""
+    from jobs import registry
+
+    settings = settings or get_settings()
+    policy = policy or settings.gate
+    log = get_logger("evaluate")
+    model, _, _ = _load_version(version, settings)
+    scores = registry.predict_scores(model, holdout_df)
+    challenger = evaluate_scores(holdout_df, scores, costs=settings.costs, model_version=str(version))
+    log_evaluation(run_id, holdout_df, scores, challenger)
+    registry.set_version_tags(
+        version,
+        {
+            registry.THRESHOLD_TAG: repr(challenger.threshold.threshold),
+            "holdout_window": f"{challenger.window[0]}..{challenger.window[1]}",
+            "holdout_average_precision": f"{challenger.metrics['average_precision']:.6f}",
+            "holdout_auc_roc": f"{challenger.metrics['auc_roc']:.6f}",
+            "holdout_card_precision_at_100": f"{challenger.metrics['card_precision_at_100']:.6f}",
+        },
+        settings,
+    )
+    champ_version = registry.champion_version(settings)
+    champion = None
+    if champ_version is not None and champ_version != str(version):
+        champ_model, _, _ = registry.load_model("champion", settings)
+        champion = evaluate_scores(
+            holdout_df,
+            registry.predict_scores(champ_model, holdout_df),
+            costs=settings.costs,
+            model_version=champ_version,
+        )
+    decision = gate(challenger, champion, policy)
+    import mlflow
+
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_dict(decision.as_dict(), "evaluation/gate.json")
+        if champion is not None:
+            mlflow.log_metrics(champion.flat(prefix="champion_holdout_"))
+        mlflow.set_tags(
+            {"gate": "pass" if decision.promote else "refused", "gate_reason": decision.reason[:4000]}
+        )
+    outcome = GateOutcome(str(version), run_id, decision, challenger, champion, champ_version)
+    log.info(
+        "gate decided",
+        version=str(version),
+        champion=champ_version,
+        promote=decision.promote,
+        reason=decision.reason,
+    )
+    if not decision.promote:
+        registry.record_refusal(
+            version,
+            reason=f"{decision.reason} (trigger: {reason})" if reason else decision.reason,
+            run_id=run_id,
+            actor=actor,
+            metrics=_main_metrics(challenger),
+            champion_metrics=None if champion is None else _main_metrics(champion),
+            checks=decision.checks,
+            settings=settings,
+        )
+    return outcome
+
+
+def _load_version(version: str, settings: Settings):
+    import mlflow.xgboost
+
+    return mlflow.xgboost.load_model(f"models:/{settings.model_name}/{version}"), str(version), None
+
+
+def promote_outcome(
+    outcome: dict[str, Any], *, reason: str, actor: str | None, settings: Settings | None = None
+):
+    """Promote the challenger of a passing gate outcome (``GateOutcome.as_dict()``)."""
+    from jobs import registry
+
+    if not outcome["promote"]:
+        raise ValueError(
+            f"version {outcome['version']}: the gate refused it; rule: only promote a passing gate"
+        )
+    return registry.promote(
+        outcome["version"],
+        reason=f"{outcome['reason']} (trigger: {reason})" if reason else outcome["reason"],
+        run_id=outcome["run_id"],
+        actor=actor,
+        metrics=outcome["metrics"],
+        champion_metrics=outcome.get("champion_metrics"),
+        settings=settings,
+    )
+
+
+# --- the feature service --------------------------------------------------------------------
+def feature_service_info(settings: Settings) -> tuple[list[str], str]:
+    """(model input columns, version) of the configured Feast feature service. The version is a
+    digest of the feature service's registered definition, so a changed definition is visible."""
+    from jobs import feature_store
+
+    store = feature_store.get_store(settings)
+    service = store.get_feature_service(settings.feature_service)
+    spec = service.to_proto().spec
+    digest = hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()[:16]
+    return list(feature_store.FEATURE_COLUMNS), digest
+
+
+def load_training_set(start: dt.date, end: dt.date, settings: Settings) -> pd.DataFrame:
+    from jobs import feature_store
+
+    return feature_store.get_training_set(start, end, settings=settings)
+
+
+def resolve_windows(
+    *,
+    settings: Settings,
+    train_start: str | None = None,
+    train_end: str | None = None,
+    holdout_start: str | None = None,
+    holdout_end: str | None = None,
+    as_of: str | None = None,
+    train_days: int | None = None,
+    holdout_days: int | None = None,
+) -> Windows:
+    """Windows from explicit dates, or defaults ending at ``as_of`` (else at the last label day),
+    checked against the label delay and the labels actually ingested."""
+    layout = StorageLayout(settings)
+    through = labels_through(layout)
+    if through is None:
+        raise ValueError("labels: no labels partition in the lake; rule: ingest labels before training")
+    delay = settings.label_delay_days
+    holdout_days = holdout_days or settings.holdout_days
+    if train_start or train_end:
+        if not (train_start and train_end):
+            raise ValueError("train window: give both --train-start and --train-end")
+        ts, te = as_date(train_start), as_date(train_end)
+        hs = as_date(holdout_start) if holdout_start else te + dt.timedelta(days=delay + 1)
+        he = as_date(holdout_end) if holdout_end else hs + dt.timedelta(days=holdout_days - 1)
+        windows = Windows(ts, te, hs, he)
+    else:
+        day = min(as_date(as_of), through) if as_of else through
+        tx_parts = layout.partitions("transactions")
+        windows = default_windows(
+            day, train_days or settings.train_days, holdout_days, delay, tx_parts[0] if tx_parts else None
+        )
+    check_protocol(windows, delay, labels_through=through)
+    return windows
+
+
+# --- the whole pipeline (CLI) ---------------------------------------------------------------------
+def run_pipeline(
+    windows: Windows,
+    params: TrainParams,
+    *,
+    hpo_trials: int = 0,
+    reason: str = "manual",
+    actor: str | None = None,
+    promote: bool = True,
+    settings: Settings | None = None,
+    policy=None,
+) -> dict[str, Any]:
+    """Train -> register challenger -> evaluate vs champion -> promote (if the gate passes)."""
+    from jobs import registry
+
+    settings = settings or get_settings()
+    features, fs_version = feature_service_info(settings)
+    train_df = load_training_set(windows.train_start, windows.train_end, settings)
+    run = train_and_log(
+        train_df,
+        features,
+        params,
+        windows=windows,
+        feature_service=settings.feature_service,
+        feature_service_version=fs_version,
+        hpo_trials=hpo_trials,
+        reason=reason,
+        actor=actor,
+        settings=settings,
+    )
+    version = register(run, windows, settings.feature_service, fs_version, reason, actor, settings)
+    holdout = load_training_set(windows.holdout_start, windows.holdout_end, settings)
+    outcome = evaluate_and_gate(
+        version, run.run_id, holdout, policy=policy, reason=reason, actor=actor, settings=settings
+    )
+    result = outcome.as_dict()
+    result["promoted"] = False
+    if outcome.decision.promote and promote:
+        promote_outcome(result, reason=reason, actor=actor, settings=settings)
+        result["promoted"] = True
+    result["champion"] = registry.champion_version(settings)
+    return result
+
+
+def register(
+    run: TrainingRun,
+    windows: Windows,
+    feature_service: str,
+    feature_service_version: str,
+    reason: str,
+    actor: str | None,
+    settings: Settings,
+) -> str:
+    from jobs import registry
+
+    return registry.register_challenger(
+        run.run_id,
+        run.model_uri,
+        reason=reason,
+        actor=actor,
+        tags={
+            "feature_service": feature_service,
+            "feature_service_version": feature_service_version,
+            "features": json.dumps(run.features),
+            "train_window": f"{windows.train_start}..{windows.train_end}",
+            "data_sha256": run.data_sha256,
+            "scale_pos_weight": f"{run.scale_pos_weight:.4f}",
+        },
+        metrics={"train_rows": run.train_rows, "train_frauds": run.train_frauds},
+        settings=settings,
+    )
+
+
+def params_from_args(args: argparse.Namespace) -> TrainParams:
+    return TrainParams(
+        max_depth=args.max_depth,
+        n_estimators=args.n_estimators,
+        learning_rate=args.learning_rate,
+        scale_pos_weight=args.scale_pos_weight,
+        seed=args.seed,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainParams()
+    p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--train-start")
+    p.add_argument("--train-end")
+    p.add_argument("--holdout-start")
+    p.add_argument("--holdout-end")
+    p.add_argument("--as-of", help="default windows end at this day (default: the last label day)")
+    p.add_argument("--train-days", type=int, default=None)
+    p.add_argument("--holdout-days", type=int, default=None)
+    p.add_argument("--hpo", type=int, default=0, help="number of search trials (0: no search)")
+    p.add_argument("--max-depth", type=int, default=defaults.max_depth)
+    p.add_argument("--n-estimators", type=int, default=defaults.n_estimators)
+    p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    p.add_argument(
+        "--scale-pos-weight", default=defaults.scale_pos_weight, help="auto | sqrt | none | number"
+    )
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--margin", type=float, default=None, help="gate margin on average precision")
+    p.add_argument("--reason", default="manual run")
+    p.add_argument("--actor", default=None)
+    p.add_argument("--no-promote", action="store_true", help="stop after the gate decision")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = get_settings()
+    windows = resolve_windows(
+        settings=settings,
+        train_start=args.train_start,
+        train_end=args.train_end,
+        holdout_start=args.holdout_start,
+        holdout_end=args.holdout_end,
+        as_of=args.as_of,
+        train_days=args.train_days,
+        holdout_days=args.holdout_days,
+    )
+    policy = (
+        settings.gate if args.margin is None else settings.gate.model_copy(update={"margin": args.margin})
+    )
+    result = run_pipeline(
+        windows,
+        params_from_args(args),
+        hpo_trials=args.hpo,
+        reason=args.reason,
+        actor=args.actor,
+        promote=not args.no_promote,
+        settings=settings,
+        policy=policy,
+    )
+    print(json.dumps({"windows": windows.as_params(), **result}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
