@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Derive every third-party setting (Airflow metadata DB, MLflow URI, Airflow home and DAG folder...) from the
+# ONE settings object (FRAUD_* variables + secrets.env), then run the command. A variable the container
+# already has wins, so compose can override e.g. the executor without a second source of truth.
+set -euo pipefail
+while IFS= read -r line; do
+  assignment="${line#export }"
+  key="${assignment%%=*}"
+  if [[ -z "${!key+x}" ]]; then
+    eval "export ${assignment}"
+  fi
+done < <(python -m jobs.config env)
+mkdir -p "${FRAUD_HOME}" "${AIRFLOW_HOME:-${FRAUD_HOME}/airflow}"
+exec "$@"
