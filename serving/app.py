@@ -1,0 +1,430 @@
+"""The real-time scoring API (FastAPI). Run: ``make serve`` or ``python -m serving.app``.
+
+Request path of ``POST /v1/score``: validate (pydantic) -> online features from Feast for the
+training feature service + request-time features from the shared function -> champion (and the
+challenger in shadow / canary) -> response -> prediction-log record on a bounded queue (written by a
+background thread) -> the transaction pushed to the Feast push source by another background thread.
+
+Errors: 422 names the field and the rule; 401 for a missing/wrong API key (when one is configured);
+503 with a JSON reason when the online store is unreachable or no champion is loaded; never a 500
+for a dependency failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import secrets
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from jobs.config import Settings, get_settings
+from jobs.logs import get_logger
+from jobs.storage import StorageLayout
+from serving.features import FeatureClient, FeatureStoreUnavailable, FeatureVector
+from serving.metrics import MetricsMiddleware, ServingMetrics
+from serving.models import LoadedModel, ModelBundle, ModelManager, ModelSource, ModelUnavailable
+from serving.prediction_log import PredictionLogWriter
+from serving.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ErrorBody,
+    Health,
+    Readiness,
+    ScoreResult,
+    Transaction,
+    ValidationErrorBody,
+)
+from serving.streaming import FeaturePusher
+
+log = get_logger("serving.app")
+
+API_KEY_HEADER = "X-API-Key"
+
+
+class ServiceUnavailable(RuntimeError):
+    def __init__(self, error: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error = error
+        self.reason = reason
+
+
+class ScoringService:
+    """Everything a request needs, independent of HTTP (used by the API and the benchmark)."""
+
+    def __init__(
+        self,
+        features: FeatureClient,
+        models: ModelManager,
+        log_writer: PredictionLogWriter | None,
+        metrics: ServingMetrics,
+        pusher: FeaturePusher | None = None,
+    ) -> None:
+        self.features = features
+        self.models = models
+        self.log_writer = log_writer
+        self.metrics = metrics
+        self.pusher = pusher
+
+    def score(self, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        bundle = self.models.bundle  # read once: the whole request uses one bundle
+        if bundle.champion is None:
+            reason = self.models.last_error or "no champion model is loaded"
+            raise ServiceUnavailable("model_unavailable", reason)
+        try:
+            vectors = self.features.fetch(transactions)
+        except FeatureStoreUnavailable as exc:
+            raise ServiceUnavailable("online_store_unavailable", str(exc)) from exc
+
+        scored_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        champion_scores = _predict(bundle.champion, vectors)
+        challenger_scores = (
+            _predict(bundle.challenger, vectors)
+            if bundle.challenger is not None and bundle.mode != "off"
+            else None
+        )
+        results, records = [], []
+        for i, (tx, vector) in enumerate(zip(transactions, vectors, strict=True)):
+            request_id = uuid.uuid4().hex
+            use_challenger = challenger_scores is not None and bundle.routes_to_challenger(tx["customer_id"])
+            model = bundle.challenger if use_challenger else bundle.champion
+            score = float(challenger_scores[i] if use_challenger else champion_scores[i])
+            arm = "challenger" if use_challenger else "champion"
+            decision = int(score >= model.threshold)
+            results.append(_result(request_id, tx, vector, model, score, decision, arm))
+            records.append(_record(request_id, tx, vector, model, score, decision, arm, scored_at))
+            self.metrics.scored.labels(arm, str(decision)).inc()
+            for entity in vector.unknown_entities:
+                self.metrics.unknown.labels(entity).inc()
+            if bundle.mode == "shadow" and challenger_scores is not None:
+                s = float(challenger_scores[i])
+                c = bundle.challenger
+                records.append(
+                    _record(request_id, tx, vector, c, s, int(s >= c.threshold), "shadow", scored_at)
+                )
+        if self.log_writer is not None:
+            self.log_writer.append(records)
+        if self.pusher is not None:
+            self.pusher.submit(transactions)
+        return results
+
+
+def _predict(model: LoadedModel, vectors: list[FeatureVector]) -> np.ndarray:
+    matrix = np.array(
+        [[v.values.get(name, math.nan) for name in model.feature_names] for v in vectors], dtype="float32"
+    )
+    return model.predict(matrix)
+
+
+def _freshness(tx: dict[str, Any], vector: FeatureVector) -> list[dict[str, Any]]:
+    out = []
+    for view, ts in vector.feature_timestamps.items():
+        age = None if ts is None else (tx["tx_datetime"] - ts).total_seconds()
+        out.append({"feature_view": view, "event_timestamp": ts, "age_seconds": age})
+    return out
+
+
+def _result(request_id, tx, vector, model, score, decision, arm) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "transaction_id": tx["transaction_id"],
+        "customer_id": tx["customer_id"],
+        "terminal_id": tx["terminal_id"],
+        "probability": score,
+        "decision": decision,
+        "threshold": model.threshold,
+        "model_name": model.name,
+        "model_version": model.version,
+        "arm": arm,
+        "unknown_entities": list(vector.unknown_entities),
+        "feature_freshness": _freshness(tx, vector),
+    }
+
+
+def _record(request_id, tx, vector, model, score, decision, arm, scored_at) -> dict[str, Any]:
+    record = {
+        "request_id": request_id,
+        "transaction_id": tx["transaction_id"],
+        "customer_id": tx["customer_id"],
+        "terminal_id": tx["terminal_id"],
+        "tx_datetime": tx["tx_datetime"].astimezone(dt.UTC).replace(tzinfo=None),
+        "scored_at": scored_at,
+        "score": score,
+        "decision": decision,
+        "threshold": model.threshold,
+        "model_name": model.name,
+        "model_version": model.version,
+        "arm": arm,
+        "unknown_entities": ",".join(vector.unknown_entities),
+    }
+    for name in model.feature_names:
+        record[name] = vector.values.get(name, math.nan)
+    return record
+
+
+# --- HTTP layer -------------------------------------------------------------------------
+
+
+def _validation_body(exc: RequestValidationError) -> dict[str, Any]:
+    issues = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        try:
+            value = jsonable_encoder(err.get("input"))
+        except Exception:
+            value = repr(err.get("input"))[:200]
+        issues.append(
+            {
+                "field": ".".join(loc) or "body",
+                "rule": err.get("type", "invalid"),
+                "message": err.get("msg", ""),
+                "value": value if len(repr(value)) <= 500 else repr(value)[:500],
+            }
+        )
+    return {"error": "validation_error", "errors": issues}
+
+
+def _unavailable(error: str, reason: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=503, content={"error": error, "reason": reason}, headers={"Retry-After": "1"}
+    )
+
+
+def _validate_model_inputs(available: list[str]):
+    def check(model: LoadedModel) -> None:
+        missing = sorted(set(model.feature_names) - set(available))
+        if missing:
+            raise ModelUnavailable(
+                f"{model.name} v{model.version} needs features the feature service does not provide: {missing}"
+            )
+
+    return check
+
+
+def create_app(
+    settings: Settings | None = None,
+    feature_client: FeatureClient | None = None,
+    model_source: ModelSource | None = None,
+    layout: StorageLayout | None = None,
+    log_predictions: bool = True,
+) -> FastAPI:
+    """Build the scoring app. Without injected clients it uses Feast (``jobs.feature_store``) and the MLflow
+    registry (``jobs.registry`` / ``models:/<name>@<alias>``) configured by ``settings``."""
+    settings = settings or get_settings()
+    layout = layout or StorageLayout(settings)
+    metrics = ServingMetrics()
+    if feature_client is None:
+        from serving.features import default_feature_client
+
+        feature_client = default_feature_client(settings)
+    if model_source is None:
+        from serving.models import RegistryModelSource
+
+        model_source = RegistryModelSource(settings, feature_columns=feature_client.feature_columns)
+
+    def on_swap(bundle: ModelBundle) -> None:
+        metrics.model_swaps.inc()
+        for alias, model in (("champion", bundle.champion), ("challenger", bundle.challenger)):
+            metrics.model_version.labels(alias).set(_version_number(model))
+
+    manager = ModelManager(
+        model_source,
+        mode=settings.serving_challenger_mode,
+        canary_share=settings.serving_canary_share,
+        reload_seconds=settings.serving_reload_seconds,
+        on_swap=on_swap,
+        validate=_validate_model_inputs(feature_client.feature_columns),
+    )
+    writer = (
+        PredictionLogWriter(
+            layout,
+            queue_size=settings.serving_log_queue_size,
+            flush_seconds=settings.serving_log_flush_seconds,
+            on_written=metrics.log_written.inc,
+            on_dropped=metrics.log_dropped.inc,
+        )
+        if log_predictions
+        else None
+    )
+    pusher = (
+        FeaturePusher(feature_client, on_failed=metrics.pushes_failed.inc)
+        if settings.serving_push_features and hasattr(feature_client, "push_transactions")
+        else None
+    )
+    service = ScoringService(feature_client, manager, writer, metrics, pusher)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if writer is not None:
+            writer.start()
+        if pusher is not None:
+            pusher.start()
+        try:
+            manager.refresh()
+        except Exception as exc:  # never refuse to start: /readyz reports it, the poller retries
+            manager.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("initial_model_load_failed")
+        manager.start()
+        log.info("serving_started", champion=_version(manager.bundle.champion), mode=manager.mode)
+        try:
+            yield
+        finally:
+            manager.stop()
+            if pusher is not None:
+                pusher.close()
+            if writer is not None:
+                writer.close()
+            log.info("serving_stopped")
+
+    app = FastAPI(
+        title="Fraud scoring API",
+        version="1.0.0",
+        description=__doc__,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.settings = settings
+
+    api_key = settings.serving_api_key.get_secret_value() if settings.serving_api_key else None
+    key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="required when configured")
+
+    def require_key(given: str | None = Depends(key_header)) -> None:
+        if api_key is None:
+            return
+        if given is None or not secrets.compare_digest(given.encode(), api_key.encode()):
+            raise _Unauthorized()
+
+    errors = {
+        401: {"model": ErrorBody, "description": "missing or wrong API key"},
+        422: {"model": ValidationErrorBody, "description": "invalid request: field and rule"},
+        503: {"model": ErrorBody, "description": "online store unreachable or no champion model"},
+    }
+    guarded = [Depends(require_key)] if api_key is not None else []
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(request: Request, exc: RequestValidationError):
+        metrics.errors.labels(request.url.path, "validation").inc()
+        return JSONResponse(status_code=422, content=_validation_body(exc))
+
+    @app.exception_handler(_Unauthorized)
+    async def _on_unauthorized(request: Request, exc: _Unauthorized):
+        metrics.errors.labels(request.url.path, "unauthorized").inc()
+        return JSONResponse(
+            status_code=401,
+            content={"error": "unauthorized", "reason": f"missing or wrong {API_KEY_HEADER} header"},
+            headers={"WWW-Authenticate": API_KEY_HEADER},
+        )
+
+    @app.exception_handler(ServiceUnavailable)
+    async def _on_unavailable(request: Request, exc: ServiceUnavailable):
+        metrics.errors.labels(request.url.path, exc.error).inc()
+        return _unavailable(exc.error, exc.reason)
+
+    @app.exception_handler(Exception)
+    async def _on_bug(request: Request, exc: Exception):  # a bug, not a dependency failure
+        metrics.errors.labels(request.url.path, "internal").inc()
+        log.exception("unhandled_error", path=request.url.path)
+        return JSONResponse(status_code=500, content={"error": "internal", "reason": type(exc).__name__})
+
+    @app.post(
+        "/v1/score", response_model=ScoreResult, responses=errors, dependencies=guarded, tags=["scoring"]
+    )
+    def score(tx: Transaction) -> dict[str, Any]:
+        """Score one transaction with the champion (or the challenger for canary customers)."""
+        return service.score([tx.model_dump()])[0]
+
+    @app.post(
+        "/v1/score/batch",
+        response_model=BatchResponse,
+        responses=errors,
+        dependencies=guarded,
+        tags=["scoring"],
+    )
+    def score_batch(batch: BatchRequest) -> dict[str, Any]:
+        """Score up to 1000 transactions in one call (one online-store round trip per feature view)."""
+        return {"results": service.score([t.model_dump() for t in batch.transactions])}
+
+    @app.get("/healthz", response_model=Health, tags=["ops"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}}, tags=["ops"])
+    def readyz():
+        """Readiness: a champion is loaded and the online store answers."""
+        bundle = manager.bundle
+        reasons = []
+        if bundle.champion is None:
+            reasons.append(manager.last_error or "no champion model loaded")
+        try:
+            feature_client.ping()
+            store = "ok"
+        except FeatureStoreUnavailable as exc:
+            store = "unreachable"
+            reasons.append(str(exc))
+        body = {
+            "status": "not_ready" if reasons else "ready",
+            "champion_version": _version(bundle.champion),
+            "challenger_version": _version(bundle.challenger),
+            "challenger_mode": bundle.mode,
+            "online_store": store,
+            "reasons": reasons,
+        }
+        return JSONResponse(status_code=503 if reasons else 200, content=body)
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    def prometheus_metrics() -> Response:
+        """Prometheus exposition format."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes = {r.path for r in app.routes if hasattr(r, "path")}
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
+    return app
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _version(model: LoadedModel | None) -> str | None:
+    return model.version if model is not None else None
+
+
+def _version_number(model: LoadedModel | None) -> float:
+    if model is None:
+        return 0
+    try:
+        return float(model.version)
+    except ValueError:
+        return -1
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.app", description="Run the scoring API (uvicorn)."
+    )
+    parser.add_argument("--host", default=settings.serving_host)
+    parser.add_argument("--port", type=int, default=settings.serving_port)
+    parser.add_argument("--log-level", default="warning")
+    args = parser.parse_args(argv)
+    uvicorn.run(
+        create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

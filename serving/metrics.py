@@ -1,0 +1,78 @@
+"""Prometheus metrics of the scoring service (one registry per app instance, exposed at ``/metrics``)."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServingMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "serving_requests", "HTTP requests by route and status", ["route", "method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "serving_request_latency_seconds",
+            "request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "serving_errors", "requests answered with an error", ["route", "reason"], registry=r
+        )
+        self.scored = Counter(
+            "serving_scored_transactions", "transactions scored", ["arm", "decision"], registry=r
+        )
+        self.unknown = Counter(
+            "serving_unknown_entities", "entities scored with defaults", ["entity"], registry=r
+        )
+        self.model_version = Gauge(
+            "serving_model_version", "registry version served per alias (0 = none)", ["alias"], registry=r
+        )
+        self.model_swaps = Counter("serving_model_swaps", "model bundle swaps", registry=r)
+        self.log_written = Counter(
+            "serving_prediction_log_written", "prediction log rows on disk", registry=r
+        )
+        self.log_dropped = Counter(
+            "serving_prediction_log_dropped", "prediction log rows dropped", registry=r
+        )
+        self.pushes_failed = Counter(
+            "serving_feature_push_failed", "failed pushes to the push source", registry=r
+        )
+        self.started = Gauge("serving_start_time_seconds", "process start time", registry=r)
+        self.started.set(time.time())
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: counts and times every HTTP request by its route template."""
+
+    def __init__(self, app, metrics: ServingMetrics, routes: set[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        route = path if path in self.routes else "other"  # bounded label cardinality
+        status = {"code": 500}
+
+        async def _send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(route, scope.get("method", ""), str(status["code"])).inc()

@@ -1,0 +1,177 @@
+"""Prediction log: every scored request, appended as parquet by a background writer thread.
+
+The request path only puts a dict on a bounded in-memory queue (``put_nowait``: no disk I/O, never
+blocks). A writer thread drains the queue and, every ``flush_seconds`` (or when a batch is large),
+writes one parquet file per date partition::
+
+    StorageLayout.path("prediction_log", date) / part-<utc time>-<uuid>.parquet
+
+Files are committed atomically (written as a temporary sibling, then renamed), so readers see whole
+files only. The partition date is the transaction's date (``tx_datetime``), which is what the
+monitoring and A/B jobs join labels on. Columns: request_id, transaction_id, customer_id, terminal_id,
+tx_datetime, scored_at, score, decision, threshold, model_name, model_version, arm
+(champion|challenger|shadow), unknown_entities, then one column per model feature.
+
+If the queue is full (the disk cannot keep up), the record is counted in ``dropped`` and in the
+``serving_prediction_log_dropped_total`` metric rather than slowing requests down.
+``close()`` drains and flushes everything still queued (called on application shutdown).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.logs import get_logger
+from jobs.storage import StorageLayout, staged_file
+
+log = get_logger("serving.prediction_log")
+
+LOG_COLUMNS: tuple[str, ...] = (
+    "request_id",
+    "transaction_id",
+    "customer_id",
+    "terminal_id",
+    "tx_datetime",
+    "scored_at",
+    "score",
+    "decision",
+    "threshold",
+    "model_name",
+    "model_version",
+    "arm",
+    "unknown_entities",
+)
+_TYPES = {
+    "request_id": pa.string(),
+    "transaction_id": pa.int64(),
+    "customer_id": pa.int64(),
+    "terminal_id": pa.int64(),
+    "tx_datetime": pa.timestamp("us"),
+    "scored_at": pa.timestamp("us"),
+    "score": pa.float64(),
+    "decision": pa.int32(),
+    "threshold": pa.float64(),
+    "model_name": pa.string(),
+    "model_version": pa.string(),
+    "arm": pa.string(),
+    "unknown_entities": pa.string(),
+}
+_STOP = object()
+
+
+def to_table(records: list[dict[str, Any]]) -> pa.Table:
+    feature_names: list[str] = []
+    seen = set(LOG_COLUMNS)
+    for r in records:
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                feature_names.append(k)
+    arrays, fields = [], []
+    for name in (*LOG_COLUMNS, *feature_names):
+        typ = _TYPES.get(name, pa.float64())
+        arrays.append(pa.array([r.get(name) for r in records], type=typ))
+        fields.append(pa.field(name, typ))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+class PredictionLogWriter:
+    def __init__(
+        self,
+        layout: StorageLayout,
+        queue_size: int = 100_000,
+        flush_seconds: float = 2.0,
+        max_batch: int = 50_000,
+        on_written: Callable[[int], None] | None = None,
+        on_dropped: Callable[[int], None] | None = None,
+    ) -> None:
+        self.layout = layout
+        self.flush_seconds = flush_seconds
+        self.max_batch = max_batch
+        self.on_written = on_written
+        self.on_dropped = on_dropped
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.written = 0
+        self.dropped = 0
+        self.files: list[str] = []
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # --- request path ------------------------------------------------------------------
+    def append(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            try:
+                self.queue.put_nowait(record)
+            except queue.Full:
+                self.dropped += 1
+                if self.on_dropped is not None:
+                    self.on_dropped(1)
+
+    # --- writer thread --------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        batch: list[dict[str, Any]] = []
+        deadline = time.monotonic() + self.flush_seconds
+        while True:
+            timeout = max(0.0, deadline - time.monotonic())
+            try:
+                item = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            stop = item is _STOP
+            if item is not None and not stop:
+                batch.append(item)
+            if stop or len(batch) >= self.max_batch or time.monotonic() >= deadline:
+                if batch:
+                    self._write(batch)
+                    batch = []
+                deadline = time.monotonic() + self.flush_seconds
+            if stop:
+                return
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        by_date: dict[dt.date, list[dict[str, Any]]] = defaultdict(list)
+        for r in batch:
+            by_date[r["tx_datetime"].date()].append(r)
+        for date, rows in sorted(by_date.items()):
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+            final = self.layout.path("prediction_log", date) / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+            try:
+                table = to_table(rows)
+                with staged_file(final) as tmp:
+                    pq.write_table(table, tmp)
+            except Exception:  # keep the writer alive; the rows are reported as dropped
+                log.exception("prediction_log_write_failed", rows=len(rows), partition=str(date))
+                self.dropped += len(rows)
+                if self.on_dropped is not None:
+                    self.on_dropped(len(rows))
+                continue
+            self.written += len(rows)
+            self.files.append(str(final))
+            if self.on_written is not None:
+                self.on_written(len(rows))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush everything queued so far and stop the writer."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self.queue.put(_STOP)  # blocks only if full; the writer is draining
+        thread.join(timeout=timeout)
+        log.info("prediction_log_closed", written=self.written, dropped=self.dropped)
