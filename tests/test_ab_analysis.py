@@ -187,3 +187,17 @@ def test_fast_metrics_match_sklearn():
     s = np.round(rng.random(2000) * 0.5 + 0.4 * y, 2)  # rounded: many ties
     assert _ap(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
     assert _auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_fast_card_precision_matches_the_metrics_module():
+    from jobs.ab_analysis import _cp_arrays
+    from jobs.metrics import card_precision_at_k
+
+    log = canary_log(n_customers=800, fraud_rate=0.1, seed=7)
+    log["score"] = np.round(log["score"], 2)  # ties between cards
+    cl = Clusters(log)
+    for k in (5, 20, 100):
+        expected = card_precision_at_k(cl.frame, k)
+        assert _cp_arrays(cl.day, cl.frame["customer_id"].to_numpy(), cl.s, cl.y, k) == pytest.approx(
+            expected
+        )
