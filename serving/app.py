@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from jobs.config import Settings, get_settings
 from jobs.logs import get_logger
 from jobs.storage import StorageLayout
+from serving.batching import MicroBatcher
 from serving.features import FeatureClient, FeatureStoreUnavailable, FeatureVector
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.models import LoadedModel, ModelBundle, ModelManager, ModelSource, ModelUnavailable
@@ -262,6 +263,7 @@ def create_app(
         else None
     )
     service = ScoringService(feature_client, manager, writer, metrics, pusher)
+    batcher = MicroBatcher(service.score)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -275,10 +277,12 @@ def create_app(
             manager.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("initial_model_load_failed")
         manager.start()
+        batcher.start()
         log.info("serving_started", champion=_version(manager.bundle.champion), mode=manager.mode)
         try:
             yield
         finally:
+            await batcher.stop()
             manager.stop()
             if pusher is not None:
                 pusher.close()
@@ -293,6 +297,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.batcher = batcher
     app.state.settings = settings
 
     api_key = settings.serving_api_key.get_secret_value() if settings.serving_api_key else None
@@ -339,9 +344,9 @@ def create_app(
     @app.post(
         "/v1/score", response_model=ScoreResult, responses=errors, dependencies=guarded, tags=["scoring"]
     )
-    def score(tx: Transaction) -> dict[str, Any]:
+    async def score(tx: Transaction) -> dict[str, Any]:
         """Score one transaction with the champion (or the challenger for canary customers)."""
-        return service.score([tx.model_dump()])[0]
+        return await batcher.submit(tx.model_dump())
 
     @app.post(
         "/v1/score/batch",
@@ -350,12 +355,12 @@ def create_app(
         dependencies=guarded,
         tags=["scoring"],
     )
-    def score_batch(batch: BatchRequest) -> dict[str, Any]:
+    async def score_batch(batch: BatchRequest) -> dict[str, Any]:
         """Score up to 1000 transactions in one call (one online-store round trip per feature view)."""
-        return {"results": service.score([t.model_dump() for t in batch.transactions])}
+        return {"results": await batcher.submit_many([t.model_dump() for t in batch.transactions])}
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
