@@ -237,6 +237,16 @@ def _read_lake(spark, layout: StorageLayout, dataset: str, start: dt.date, end: 
     return spark.read.parquet(*paths).select(*columns)
 
 
+def _partition_rows(root: Path) -> dict[str, int]:
+    """Rows per ``date=`` folder written by Spark (from the parquet footers; none if it wrote none)."""
+    import pyarrow.parquet as pq
+
+    counts: dict[str, int] = {}
+    for part in sorted(root.glob("date=*")) if root.exists() else []:
+        counts[part.name[5:]] = sum(pq.ParquetFile(f).metadata.num_rows for f in part.glob("*.parquet"))
+    return counts
+
+
 def _empty_partition(path: Path, key: str, features: list[str]) -> None:
     """A zero-row parquet file with the table's schema (a snapshot day with no active entity)."""
     import pyarrow as pa
@@ -293,8 +303,7 @@ def build_features(
             key = ENTITY_VIEWS[view]
             out = scratch / view
             df.repartition("date").sortWithinPartitions(key).write.partitionBy("date").parquet(str(out))
-            written = spark.read.parquet(str(out)).groupBy("date").count().collect()
-            counts = {str(r["date"]): int(r["count"]) for r in written}
+            counts = _partition_rows(out)
             for day in _days(start, end):
                 final = layout.path("features", day, view)
                 with staged_directory(final) as tmp:
