@@ -474,7 +474,8 @@ def _fmt_metric(entry: dict[str, Any], key: str) -> str:
     return "" if v is None else f"{v:.4f}"
 
 
-def print_history(entries: list[dict[str, Any]], out=sys.stdout) -> None:
+def print_history(entries: list[dict[str, Any]], out=None) -> None:
+    out = out or sys.stdout
     header = f"{'seq':>4}  {'time (UTC)':<25} {'action':<10} {'alias':<10} {'version':>7} {'prev':>5}  "
     header += f"{'AP':>7} {'AUC':>7}  {'actor':<16} reason"
     print(header, file=out)
