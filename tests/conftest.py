@@ -91,7 +91,7 @@ def load_dag(dag_id: str):
     """Parse the dags/ folder the way the scheduler does and return one DAG (asserting no import errors)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(REPO / "dags"), include_examples=False)
+    bag = DagBag(dag_folder=str(REPO / "dags"))  # examples are off via AIRFLOW__CORE__LOAD_EXAMPLES
     assert not bag.import_errors, f"DAG import errors: {bag.import_errors}"
     assert dag_id in bag.dags, f"{dag_id} not in {sorted(bag.dags)}"
     return bag.dags[dag_id]
