@@ -76,8 +76,8 @@ NIGHT_END_HOUR = 6  # a transaction before 06:00 UTC is a night transaction
 # --------------------------------------------------------------------------------------------
 # request-time features: ONE implementation for training and serving
 # --------------------------------------------------------------------------------------------
-def _as_utc_naive(values: pd.Series) -> pd.Series:
-    ts = pd.to_datetime(values, utc=True)
+def _as_utc_naive(values: pd.Series, errors: str = "raise") -> pd.Series:
+    ts = pd.to_datetime(values, utc=True, errors=errors, format="ISO8601")
     return ts.dt.tz_convert("UTC").dt.tz_localize(None)
 
 
@@ -86,7 +86,7 @@ def request_features(df: pd.DataFrame) -> pd.DataFrame:
     int64, computed from ``tx_datetime`` in UTC. Returns a new frame; the input is not modified."""
     if "tx_datetime" not in df.columns:
         raise KeyError("tx_datetime: missing (rule: request features need the transaction time)")
-    ts = _as_utc_naive(df["tx_datetime"])
+    ts = _as_utc_naive(df["tx_datetime"], errors="coerce")
     if ts.isna().any():
         bad = df.loc[ts.isna(), "tx_datetime"].iloc[0]
         raise ValueError(f"tx_datetime: value {bad!r} is not a timestamp (rule: ISO-8601 datetime)")
@@ -379,6 +379,44 @@ def labelled_transactions(
     return tx.drop(columns="reported_at")
 
 
+def historical_features(
+    entity_df: pd.DataFrame, settings: Settings | None = None, store=None
+) -> pd.DataFrame:
+    """Point-in-time join of the feature service onto ``entity_df`` (customer_id, terminal_id,
+    event_timestamp [UTC, naive or aware], any other columns pass through). Returns every input
+    row, in input order, with :data:`FEAST_FEATURES` (defaults where no snapshot is in the TTL).
+
+    Uses Feast's ``get_historical_features`` once per feature view of the service: the file
+    (dask) offline store drops an entity row from the whole result when its entity has feature
+    rows but none inside the TTL window (e.g. a customer's first day), so one joined call would
+    lose rows - and with them the other view's values. Per view, a lost row means exactly "no
+    snapshot", i.e. the defaults.
+    """
+    import numpy as np
+
+    settings = settings or get_settings()
+    store = store or get_store(settings)
+    service = store.get_feature_service(settings.feature_service)
+    out = entity_df.reset_index(drop=True).copy()
+    timestamps = pd.to_datetime(out["event_timestamp"], utc=True)
+    for projection in service.feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        keys = [c.name for c in view.entity_columns]
+        names = [f.name for f in projection.features]
+        # Feast keeps one result per (join keys, timestamp): join the distinct ones, then map back
+        combos = out[keys].assign(event_timestamp=timestamps)
+        unique = combos.drop_duplicates().reset_index(drop=True)
+        unique["_k"] = np.arange(len(unique), dtype=np.int64)
+        row_k = combos.merge(unique, on=[*keys, "event_timestamp"], how="left")["_k"].to_numpy()
+        joined = store.get_historical_features(
+            entity_df=unique, features=[f"{projection.name}:{n}" for n in names]
+        ).to_df()
+        values = joined[["_k", *names]].drop_duplicates("_k").set_index("_k").reindex(row_k)
+        for name in names:
+            out[name] = values[name].to_numpy()
+    return fill_defaults(out)
+
+
 def get_training_set(
     start: str | dt.date, end: str | dt.date, settings: Settings | None = None
 ) -> pd.DataFrame:
@@ -408,15 +446,9 @@ def get_training_set(
             latest_labels=str(label_days[-1]) if label_days else None,
         )
     tx = labelled_transactions(start, end, settings)
-    entity_df = tx.assign(event_timestamp=tx["tx_datetime"].dt.tz_localize("UTC"))
-    store = get_store(settings)
     t0 = time.monotonic()
-    job = store.get_historical_features(
-        entity_df=entity_df, features=store.get_feature_service(settings.feature_service)
-    )
-    df = job.to_df()
-    df = fill_defaults(df)
-    df = request_features(df)
+    df = historical_features(tx.assign(event_timestamp=tx["tx_datetime"]), settings=settings)
+    df = request_features(df.drop(columns="event_timestamp"))
     df["tx_datetime"] = _as_utc_naive(df["tx_datetime"])
     df = df.sort_values(["tx_datetime", "transaction_id"], kind="stable").reset_index(drop=True)
     log.info(
