@@ -216,6 +216,15 @@ def _since(t0: float) -> float:
     return round(time.monotonic() - t0, 3)
 
 
+def _rule_value(value: Any) -> Any:
+    """A rule parameter as people write it (GX hands numeric bounds back as floats)."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "null"
@@ -412,9 +421,7 @@ def validate(candidates, spec: DatasetSpec, parameters: dict[str, Any], docs_dir
             raise RuntimeError(f"GX returned {len(index_list)} of {expected} unexpected rows for {cfg.type}")
         rule_text = str((cfg.meta or {}).get("rule", cfg.type))
         with contextlib.suppress(KeyError, IndexError, ValueError):  # a rule without placeholders
-            rule_text = rule_text.format(
-                **{k: _fmt(v) if isinstance(v, dt.datetime) else v for k, v in kwargs.items()}
-            )
+            rule_text = rule_text.format(**{k: _rule_value(v) for k, v in kwargs.items()})
         columns = [kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs]
         for entry in index_list:
             values = {k: v for k, v in entry.items() if k != ROW_ID}
@@ -425,6 +432,9 @@ def validate(candidates, spec: DatasetSpec, parameters: dict[str, Any], docs_dir
             reasons, rules = bad.setdefault(int(entry[ROW_ID]), ([], []))
             reasons.append(f"{shown} violates '{rule_text}' ({cfg.type})")
             rules.append(f"{'/'.join(columns)}: {(cfg.meta or {}).get('rule', cfg.type)}")
+    for reasons, rules in bad.values():  # deterministic order, whatever order GX reports results in
+        pairs = sorted(zip(reasons, rules, strict=True))
+        reasons[:], rules[:] = [p[0] for p in pairs], [p[1] for p in pairs]
     if table_failures:
         raise IngestError(f"{spec.name}: table-level validation failed: " + "; ".join(table_failures))
     return {
