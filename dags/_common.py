@@ -46,6 +46,12 @@ CHAMPION_MODEL = Asset(
 
 
 def processing_date(context) -> str:
-    """The day a daily run processes: the start of its data interval (YYYY-MM-DD)."""
-    start = context.get("data_interval_start") or context["logical_date"]
-    return start.strftime("%Y-%m-%d")
+    """The day a daily run processes (YYYY-MM-DD): its logical date D.
+
+    Scheduled and backfill runs of DAILY have logical date D = data_interval_start (interval [D, D+1)); a manual
+    run or ``dag.test(logical_date=D)`` gets the inferred interval [D-1, D) but still logical date D, so the
+    logical date is the one value that means "day D" for every run type. Asset-triggered runs have no logical
+    date: they fall back to the data interval start.
+    """
+    day = context.get("logical_date") or context.get("data_interval_start")
+    return day.strftime("%Y-%m-%d")
