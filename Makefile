@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)
 export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
 DEMO_DAYS ?= 35
 
-.PHONY: install lock demo stop test test-production lint format serve ui bench clean db-production browser compose-plugin
+.PHONY: install lock demo stop handbook-eval test test-production lint format serve ui bench clean db-production browser compose-plugin
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,9 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+handbook-eval: install  ## the handbook's protocol (train a week, 7-day delay, test a week): AUC ROC, AP, card precision@100
+	$(PY) -m jobs.evaluate handbook
 
 bench: install  ## benchmarks with their baselines, side by side
 	$(PY) -m benchmarks
