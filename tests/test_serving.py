@@ -1,0 +1,688 @@
+"""Real-time scoring service: API contract, errors, model lifecycle, prediction log, stream path, fuzzing,
+Redis outage and champion promotion under load.
+
+Everything is real: a Feast repo applied from ``feature_repo/`` with a SQLite (and, for the outage test,
+a Redis) online store, an XGBoost model logged with ``mlflow.xgboost`` in the session's MLflow registry
+(under a test-only model name), uvicorn serving the app on 127.0.0.1, and a ``redis-server`` this
+module starts and kills on its own port (never the machine's shared Redis).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.timeout(300)
+
+MODEL_NAME = "fraud-detector-serving-tests"
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """uvicorn serving an app in a thread of this process (lifespan included)."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def body(tx) -> dict:
+    return {
+        "transaction_id": int(tx["transaction_id"]),
+        "customer_id": int(tx["customer_id"]),
+        "terminal_id": int(tx["terminal_id"]),
+        "tx_amount": float(tx["tx_amount"]),
+        "tx_datetime": pd.Timestamp(tx["tx_datetime"]).isoformat(),
+    }
+
+
+class Load:
+    """Closed-loop load from ``threads`` client threads; records (time, status, json) of every response."""
+
+    def __init__(self, url: str, bodies: list[dict], threads: int = 2, headers: dict | None = None) -> None:
+        self.url, self.bodies, self.headers = url, bodies, headers or {}
+        self.results: list[tuple[float, int, dict]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+        self._lock = threading.Lock()
+
+    def _run(self, k: int) -> None:
+        import httpx
+
+        with httpx.Client(timeout=10, headers=self.headers) as client:
+            i = k
+            while not self._stop.is_set():
+                try:
+                    r = client.post(self.url + "/v1/score", json=self.bodies[i % len(self.bodies)])
+                    item = (time.monotonic(), r.status_code, r.json())
+                except httpx.HTTPError as exc:  # a failed request is a result too
+                    item = (time.monotonic(), -1, {"exception": repr(exc)})
+                with self._lock:
+                    self.results.append(item)
+                i += len(self._threads)
+                time.sleep(0.002)
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=15)
+
+    def snapshot(self) -> list[tuple[float, int, dict]]:
+        with self._lock:
+            return list(self.results)
+
+    def wait_for(self, predicate, timeout: float, what: str) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for t, status, payload in self.snapshot():
+                if predicate(t, status, payload):
+                    return t
+            time.sleep(0.05)
+        raise AssertionError(f"{what} not seen within {timeout} s; last: {self.snapshot()[-3:]}")
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def serving_settings(settings):
+    return settings.model_copy(
+        update={
+            "model_name": MODEL_NAME,
+            "serving_reload_seconds": 0.25,
+            "serving_log_flush_seconds": 0.2,
+            "serving_api_key": None,
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory):
+    from serving.sandbox import build_feature_store
+
+    return build_feature_store(
+        tmp_path_factory.mktemp("feast-sqlite"), n_customers=200, n_terminals=300, days=6
+    )
+
+
+@pytest.fixture(scope="session")
+def champion(serving_settings, sandbox) -> str:
+    from serving.sandbox import train_and_register
+
+    return train_and_register(serving_settings, sandbox.training, sandbox.feature_columns, alias="champion")
+
+
+@pytest.fixture(scope="session")
+def challenger(serving_settings, sandbox, champion) -> str:
+    from serving.sandbox import train_and_register
+
+    return train_and_register(
+        serving_settings,
+        sandbox.training,
+        sandbox.feature_columns,
+        alias="challenger",
+        n_estimators=8,
+        seed=3,
+    )
+
+
+def make_app(settings, sandbox, **kwargs):
+    from serving.app import create_app
+    from serving.models import RegistryModelSource
+
+    return create_app(
+        settings,
+        feature_client=sandbox.feature_client(),
+        model_source=RegistryModelSource(settings),
+        **kwargs,
+    )
+
+
+def tmp_layout(settings, tmp_path):
+    """A storage layout rooted in the test's folder (the registry stays the session's)."""
+    from jobs.storage import StorageLayout
+
+    return StorageLayout(settings.model_copy(update={"home": tmp_path / "home"}))
+
+
+def read_log(layout) -> pd.DataFrame:
+    files = sorted(layout.dataset_root("prediction_log").rglob("part-*.parquet"))
+    assert files, "no prediction log files"
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+@pytest.fixture()
+def client(serving_settings, sandbox, champion):
+    from fastapi.testclient import TestClient
+
+    with TestClient(make_app(serving_settings, sandbox)) as c:
+        yield c
+
+
+# --- the API contract ----------------------------------------------------------------------------
+def test_score_matches_feast_and_mlflow_directly(client, serving_settings, sandbox, champion):
+    """The served probability equals the registered model applied to Feast's own online features."""
+    import mlflow.xgboost
+    from mlflow import MlflowClient
+
+    from serving.sandbox import sandbox_request_features
+
+    txs = sandbox.transactions.head(5)
+    responses = [client.post("/v1/score", json=body(tx)) for _, tx in txs.iterrows()]
+    assert [r.status_code for r in responses] == [200] * 5, responses[0].text
+
+    online = sandbox.store.get_online_features(
+        features=sandbox.store.get_feature_service("fraud_v1"),
+        entity_rows=[
+            {"customer_id": int(c), "terminal_id": int(t)}
+            for c, t in zip(txs.customer_id, txs.terminal_id, strict=True)
+        ],
+    ).to_df()
+    frame = sandbox_request_features(
+        txs.reset_index(drop=True).join(online.drop(columns=["customer_id", "terminal_id"]))
+    )
+    mlflow.set_tracking_uri(serving_settings.mlflow_tracking_uri)
+    model = mlflow.xgboost.load_model(f"models:/{MODEL_NAME}@champion")
+    expected = model.predict_proba(
+        frame.reindex(columns=model.get_booster().feature_names).fillna(0.0).astype("float32")
+    )[:, 1]
+    threshold = float(
+        MlflowClient(serving_settings.mlflow_tracking_uri)
+        .get_model_version(MODEL_NAME, champion)
+        .tags["decision_threshold"]
+    )
+    for r, p in zip(responses, expected, strict=True):
+        out = r.json()
+        assert out["probability"] == pytest.approx(float(p), abs=1e-6)
+        assert out["threshold"] == pytest.approx(threshold)
+        assert out["decision"] == int(out["probability"] >= threshold)
+        assert (out["model_name"], out["model_version"], out["arm"]) == (MODEL_NAME, champion, "champion")
+        assert out["unknown_entities"] == []
+        views = {f["feature_view"]: f for f in out["feature_freshness"]}
+        assert {"customer_spending", "terminal_risk"} <= set(views)
+        tx_time = pd.Timestamp(
+            txs.set_index("transaction_id").loc[out["transaction_id"], "tx_datetime"]
+        ).tz_localize("UTC")
+        snap = pd.Timestamp(views["customer_spending"]["event_timestamp"])
+        assert views["customer_spending"]["age_seconds"] == pytest.approx((tx_time - snap).total_seconds())
+
+
+def test_batch_equals_single(client, sandbox):
+    txs = [body(tx) for _, tx in sandbox.transactions.head(20).iterrows()]
+    batch = client.post("/v1/score/batch", json={"transactions": txs})
+    assert batch.status_code == 200, batch.text
+    singles = [client.post("/v1/score", json=tx).json()["probability"] for tx in txs]
+    assert [r["probability"] for r in batch.json()["results"]] == pytest.approx(singles, abs=1e-9)
+    assert [r["transaction_id"] for r in batch.json()["results"]] == [t["transaction_id"] for t in txs]
+
+
+def test_unknown_entities_scored_with_defaults_and_flagged(client, sandbox):
+    tx = body(sandbox.transactions.iloc[0])
+    unknown = client.post("/v1/score", json={**tx, "customer_id": 10**12, "terminal_id": 10**12})
+    assert unknown.status_code == 200, unknown.text
+    out = unknown.json()
+    assert sorted(out["unknown_entities"]) == ["customer", "terminal"]
+    fresh = {f["feature_view"]: f for f in out["feature_freshness"]}
+    assert fresh["customer_spending"]["event_timestamp"] is None
+    # the documented default is 0 for every store feature: same score as an explicit all-zero entity
+    metrics = client.get("/metrics").text
+    assert 'serving_unknown_entities_total{entity="customer"}' in metrics
+    assert 0.0 <= out["probability"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "rule"),
+    [
+        ({"tx_amount": -1}, "tx_amount", "greater_than_equal"),
+        ({"tx_amount": "lots"}, "tx_amount", "float_parsing"),
+        ({"customer_id": -5}, "customer_id", "greater_than_equal"),
+        ({"customer_id": 2**64}, "customer_id", "less_than_equal"),
+        ({"tx_datetime": "yesterday"}, "tx_datetime", "datetime_from_date_parsing"),
+        ({"tx_datetime": "1900-01-01T00:00:00"}, "tx_datetime", "value_error"),
+        ({"terminal_id": None}, "terminal_id", "int_type"),
+        ({"surprise": 1}, "surprise", "extra_forbidden"),
+    ],
+)
+def test_bad_requests_get_422_with_field_and_rule(client, sandbox, change, field, rule):
+    tx = {**body(sandbox.transactions.iloc[0]), **change}
+    r = client.post("/v1/score", json=tx)
+    assert r.status_code == 422, r.text
+    errors = r.json()["errors"]
+    assert {"field": field, "rule": rule} in [{"field": e["field"], "rule": e["rule"]} for e in errors], (
+        errors
+    )
+
+
+def test_missing_field_and_empty_batch_get_422(client, sandbox):
+    tx = body(sandbox.transactions.iloc[0])
+    del tx["tx_amount"]
+    r = client.post("/v1/score", json=tx)
+    assert r.status_code == 422
+    assert (r.json()["errors"][0]["field"], r.json()["errors"][0]["rule"]) == ("tx_amount", "missing")
+    r = client.post("/v1/score/batch", json={"transactions": []})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "transactions"
+    r = client.post("/v1/score", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["errors"][0]["rule"] == "json_invalid"
+
+
+def test_api_key_required_when_configured(serving_settings, sandbox, champion):
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    settings = serving_settings.model_copy(update={"serving_api_key": SecretStr("s3cret")})
+    tx = body(sandbox.transactions.iloc[0])
+    with TestClient(make_app(settings, sandbox)) as c:
+        assert c.post("/v1/score", json=tx).status_code == 401
+        wrong = c.post("/v1/score", json=tx, headers={"X-API-Key": "nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"] == "unauthorized"
+        assert c.post("/v1/score", json=tx, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.get("/healthz").status_code == 200  # probes stay open
+        schemes = c.get("/openapi.json").json()["components"]["securitySchemes"]
+        assert any(s.get("name") == "X-API-Key" for s in schemes.values())
+
+
+def test_production_profile_turns_auth_on(serving_settings):
+    from jobs.config import Settings
+
+    prod = Settings(profile="production", home=serving_settings.home)
+    assert prod.serving_api_key is not None
+
+
+def test_no_champion_gives_503_not_500(serving_settings, sandbox, champion):
+    from fastapi.testclient import TestClient
+
+    settings = serving_settings.model_copy(update={"model_name": "no-such-model-serving-tests"})
+    with TestClient(make_app(settings, sandbox)) as c:
+        r = c.post("/v1/score", json=body(sandbox.transactions.iloc[0]))
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "model_unavailable" and r.json()["reason"]
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["champion_version"] is None
+        assert c.get("/healthz").status_code == 200
+
+
+def test_unreachable_online_store_gives_503(serving_settings, sandbox, champion, tmp_path):
+    """An online store that cannot be read (its SQLite file replaced by a directory) -> 503 with a reason."""
+    from fastapi.testclient import TestClient
+
+    from serving.sandbox import clone_sandbox
+
+    broken = clone_sandbox(sandbox, tmp_path / "feast", "sqlite")
+    online_db = tmp_path / "feast" / "online.db"
+    with TestClient(make_app(serving_settings, broken)) as c:
+        assert c.post("/v1/score", json=body(sandbox.transactions.iloc[0])).status_code == 200
+        broken.store._get_provider().online_store._conn = None  # drop the cached connection
+        online_db.unlink()
+        online_db.mkdir()  # not a database any more
+        r = c.post("/v1/score", json=body(sandbox.transactions.iloc[1]))
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "online_store_unavailable"
+        assert c.get("/readyz").json()["online_store"] == "unreachable"
+
+
+def test_openapi_and_metrics(client, champion):
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/score", "/v1/score/batch", "/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
+    score = schema["paths"]["/v1/score"]["post"]
+    assert {"200", "422", "503"} <= set(score["responses"])
+    client.get("/healthz")
+    text = client.get("/metrics").text
+    assert "serving_requests_total" in text and "serving_request_latency_seconds_bucket" in text
+    assert f'serving_model_version{{alias="champion"}} {float(champion)}' in text
+    assert client.get("/readyz").json()["status"] == "ready"
+
+
+# --- prediction log ------------------------------------------------------------------------------
+def test_prediction_log_has_every_scored_request(serving_settings, sandbox, champion, tmp_path):
+    from fastapi.testclient import TestClient
+
+    settings = serving_settings
+    layout = tmp_layout(settings, tmp_path)
+    txs = [body(tx) for _, tx in sandbox.transactions.head(30).iterrows()]
+    with TestClient(make_app(settings, sandbox, layout=layout)) as c:
+        single = [c.post("/v1/score", json=tx).json() for tx in txs[:10]]
+        batch = c.post("/v1/score/batch", json={"transactions": txs[10:]}).json()["results"]
+    # leaving the client shut the app down: the writer flushed everything
+    day = pd.Timestamp(txs[0]["tx_datetime"]).date()
+    part = layout.path("prediction_log", day)
+    files = sorted(part.glob("part-*.parquet"))
+    assert files and not list(part.glob("_tmp-*")), "only committed files in the partition"
+    log = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    responses = pd.DataFrame(single + batch)
+    assert len(log) == 30 and set(log["request_id"]) == set(responses["request_id"])
+    merged = log.merge(responses, on="request_id", suffixes=("", "_api"))
+    assert np.allclose(merged["score"], merged["probability"])
+    assert (merged["decision"] == merged["decision_api"]).all()
+    assert set(log["arm"]) == {"champion"} and set(log["model_version"]) == {champion}
+    for column in (
+        "transaction_id",
+        "customer_id",
+        "terminal_id",
+        "tx_datetime",
+        "scored_at",
+        "customer_nb_tx_7d",
+    ):
+        assert column in log.columns
+    assert str(log["tx_datetime"].dtype).startswith("datetime64")
+
+
+# --- challenger: shadow and canary --------------------------------------------------------------
+def test_shadow_scores_challenger_without_returning_it(
+    serving_settings, sandbox, champion, challenger, tmp_path
+):
+    from fastapi.testclient import TestClient
+
+    settings = serving_settings.model_copy(update={"serving_challenger_mode": "shadow"})
+    layout = tmp_layout(settings, tmp_path)
+    txs = [body(tx) for _, tx in sandbox.transactions.head(12).iterrows()]
+    with TestClient(make_app(settings, sandbox, layout=layout)) as c:
+        out = [c.post("/v1/score", json=tx).json() for tx in txs]
+        ready = c.get("/readyz").json()
+        assert ready["challenger_version"] == challenger, ready["reasons"]
+    assert {o["arm"] for o in out} == {"champion"} and {o["model_version"] for o in out} == {champion}
+    log = read_log(layout)
+    assert log.groupby("arm").size().to_dict() == {"champion": 12, "shadow": 12}
+    shadow = log[log.arm == "shadow"]
+    assert set(shadow["model_version"]) == {challenger}
+    assert set(shadow["request_id"]) == {o["request_id"] for o in out}
+
+
+def test_canary_split_is_deterministic_by_customer(serving_settings, sandbox, champion, challenger):
+    from fastapi.testclient import TestClient
+
+    from serving.models import canary_bucket
+
+    settings = serving_settings.model_copy(
+        update={"serving_challenger_mode": "canary", "serving_canary_share": 0.5}
+    )
+    txs = [body(tx) for _, tx in sandbox.transactions.head(60).iterrows()]
+    with TestClient(make_app(settings, sandbox, log_predictions=False)) as c:
+        first = c.post("/v1/score/batch", json={"transactions": txs}).json()["results"]
+        again = c.post("/v1/score/batch", json={"transactions": txs}).json()["results"]
+    arms = [r["arm"] for r in first]
+    assert arms == [r["arm"] for r in again]
+    assert arms == ["challenger" if canary_bucket(t["customer_id"]) < 0.5 else "champion" for t in txs]
+    assert {"champion", "challenger"} == set(arms)
+    for r in first:
+        assert r["model_version"] == (challenger if r["arm"] == "challenger" else champion)
+
+
+# --- stream path ----------------------------------------------------------------------------------
+def test_pushed_transactions_make_short_window_features_fresh(serving_settings, sandbox, champion, tmp_path):
+    from fastapi.testclient import TestClient
+
+    settings = serving_settings
+    layout = tmp_layout(settings, tmp_path)
+    t0 = dt.datetime(2018, 4, 6, 12, 0, tzinfo=dt.UTC)
+    customer, terminal = (
+        int(sandbox.transactions.customer_id.iloc[0]),
+        int(sandbox.transactions.terminal_id.iloc[0]),
+    )
+    tx = {"customer_id": customer, "terminal_id": terminal, "tx_amount": 10.0}
+    with TestClient(make_app(settings, sandbox, layout=layout)) as c:
+        pusher = c.app.state.service.pusher
+        for k, minutes in enumerate((0, 10, 20, 90)):
+            when = (t0 + dt.timedelta(minutes=minutes)).isoformat()
+            r = c.post("/v1/score", json={**tx, "transaction_id": 9_000_000 + k, "tx_datetime": when})
+            assert r.status_code == 200
+            assert pusher.wait_idle(10), "push not done"
+        views = {f["feature_view"]: f for f in r.json()["feature_freshness"]}
+        assert views["customer_recent_activity"]["age_seconds"] == pytest.approx(70 * 60)
+    log = read_log(layout)
+    log = log.sort_values("tx_datetime")
+    # [t-1h, t): 0 before the first, then 1 and 2, and none within the hour before the 90-minute one
+    assert log["customer_nb_tx_1h"].tolist() == [0, 1, 2, 0]
+    assert log["customer_amount_1h"].tolist() == [0.0, 10.0, 20.0, 0.0]
+
+
+def test_stream_window_functions():
+    from serving.streaming import derive_recent, merge_recent
+
+    ids, epochs, amounts = merge_recent([], [], [], [(1, 1000, 5.0), (2, 2000, 7.0)])
+    ids, epochs, amounts = merge_recent(ids, epochs, amounts, [(2, 2000, 7.0), (3, 5000, 1.0)])
+    assert ids == [2, 3]  # id 1 fell out of the hour before the newest, id 2 not duplicated
+    assert derive_recent(ids, epochs, amounts, tx_id=4, tx_epoch=5000) == {
+        "customer_nb_tx_1h": 1.0,
+        "customer_amount_1h": 7.0,
+    }
+    assert derive_recent(ids, epochs, amounts, tx_id=3, tx_epoch=5000)["customer_nb_tx_1h"] == 1.0
+
+
+# --- fuzzing ---------------------------------------------------------------------------------------
+def test_fuzz_openapi_schema_finds_no_server_errors(serving_settings, sandbox, champion):
+    import schemathesis
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+
+    with Server(make_app(serving_settings, sandbox, log_predictions=False)) as server:
+        schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
+        checked = 0
+        for path, method in (
+            ("/v1/score", "POST"),
+            ("/v1/score/batch", "POST"),
+            ("/readyz", "GET"),
+            ("/healthz", "GET"),
+        ):
+            operation = schema[path][method]
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+                @hsettings(
+                    max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None
+                )
+                @given(case=operation.as_strategy(generation_mode=mode))
+                def run(case):
+                    nonlocal checked
+                    case.call_and_validate(
+                        base_url=server.url,
+                        checks=[not_a_server_error, status_code_conformance, response_schema_conformance],
+                    )
+                    checked += 1
+
+                run()
+        assert checked >= 100
+
+
+# --- outage and promotion under load ---------------------------------------------------------------
+@pytest.fixture()
+def own_redis(tmp_path):
+    """A redis-server of this test only (AOF on, so a restart keeps the data), on a free port."""
+    binary = shutil.which("redis-server")
+    assert binary, (
+        "redis-server not found; install Redis (the platform needs it): it is started as "
+        '`redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no`'
+    )
+    port = free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(data),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+            assert time.monotonic() < deadline, f"redis-server on port {port} did not start"
+            time.sleep(0.05)
+
+    state = {"proc": start()}
+
+    class Handle:
+        connection = f"127.0.0.1:{port}"
+
+        def stop(self) -> None:
+            state["proc"].kill()
+            state["proc"].wait(10)
+
+        def restart(self) -> None:
+            state["proc"] = start()
+
+    yield Handle()
+    state["proc"].kill()
+    state["proc"].wait(10)
+
+
+def test_redis_outage_gives_503_then_recovers_without_restart(
+    serving_settings, sandbox, champion, own_redis, tmp_path
+):
+    from pydantic import SecretStr
+
+    from serving.sandbox import clone_sandbox
+
+    redis_box = clone_sandbox(sandbox, tmp_path / "feast-redis", "redis", own_redis.connection)
+    # production profile: Redis online store, API key on (the model registry stays the session's)
+    settings = serving_settings.model_copy(
+        update={"profile": "production", "serving_api_key": SecretStr("k")}
+    )
+    headers = {"X-API-Key": "k"}
+    bodies = [body(tx) for _, tx in sandbox.transactions.head(50).iterrows()]
+    import httpx
+
+    with (
+        Server(make_app(settings, redis_box, log_predictions=False)) as server,
+        Load(server.url, bodies, headers=headers) as load,
+    ):
+        load.wait_for(lambda t, s, p: s == 200, 20, "a first 200")
+        time.sleep(0.5)
+        own_redis.stop()
+        stopped = time.monotonic()
+        load.wait_for(lambda t, s, p: t > stopped and s == 503, 20, "a 503 after Redis stopped")
+        ready = httpx.get(server.url + "/readyz")
+        assert ready.status_code == 503 and ready.json()["online_store"] == "unreachable"
+        time.sleep(0.5)
+        own_redis.restart()
+        restarted = time.monotonic()
+        load.wait_for(lambda t, s, p: t > restarted and s == 200, 30, "a 200 after Redis came back")
+        time.sleep(0.5)
+        assert httpx.get(server.url + "/readyz").json()["status"] == "ready"
+    results = load.snapshot()
+    statuses = {s for _, s, _ in results}
+    assert statuses <= {200, 503}, statuses
+    for _, s, payload in results:
+        if s == 503:
+            assert payload["error"] == "online_store_unavailable" and "reason" in payload
+    after = [s for t, s, _ in results if t > restarted + 3]
+    assert after and set(after) == {200}, "recovered for good"
+
+
+def test_promoting_a_new_champion_under_load_fails_no_request(
+    serving_settings, sandbox, champion, challenger
+):
+    from jobs import registry
+    from serving.sandbox import train_and_register
+
+    settings = serving_settings.model_copy(update={"serving_challenger_mode": "off"})
+    new_version = train_and_register(
+        settings, sandbox.training, sandbox.feature_columns, alias=None, seed=11, n_estimators=12
+    )
+    previous = registry.champion_version(settings)
+    bodies = [body(tx) for _, tx in sandbox.transactions.head(50).iterrows()]
+    try:
+        with (
+            Server(make_app(settings, sandbox, log_predictions=False)) as server,
+            Load(server.url, bodies) as load,
+        ):
+            load.wait_for(lambda t, s, p: s == 200, 20, "a first 200")
+            time.sleep(0.5)
+            registry.promote(new_version, reason="serving test: promotion under load", settings=settings)
+            promoted = time.monotonic()
+            first_new = load.wait_for(
+                lambda t, s, p: s == 200 and p["model_version"] == new_version, 10, "the new champion"
+            )
+            time.sleep(0.5)
+        results = load.snapshot()
+        assert {s for _, s, _ in results} == {200}, "no failed request during the swap"
+        assert first_new - promoted < 5.0, "new champion served within 5 s (poll interval 0.25 s)"
+        versions = [p["model_version"] for _, _, p in sorted(results, key=lambda r: r[0])]
+        switch = versions.index(new_version)
+        assert set(versions[:switch]) == {previous}
+        assert set(versions[switch + 1 :]) - {previous} == {new_version}
+        # after the switch only stragglers of batches started before it may still carry the old version
+        assert versions[-20:] == [new_version] * 20
+    finally:
+        registry.promote(previous, reason="serving test: restore", settings=settings)
+
+
+def test_model_poller_survives_registry_errors(serving_settings, champion):
+    from serving.models import LoadedModel, ModelManager, ModelUnavailable, RegistryModelSource
+
+    real = RegistryModelSource(serving_settings)
+
+    class Flaky:
+        name = MODEL_NAME
+        fail = False
+
+        def version(self, alias):
+            if self.fail:
+                raise ModelUnavailable("registry down")
+            return real.version(alias)
+
+        def load(self, alias) -> LoadedModel:
+            return real.load(alias)
+
+    source = Flaky()
+    manager = ModelManager(source)
+    assert manager.refresh() and manager.bundle.champion.version == champion
+    source.fail = True
+    assert manager.refresh() is False
+    assert manager.bundle.champion.version == champion and "registry down" in manager.last_error
+    source.fail = False
+    manager.refresh()
+    assert manager.last_error is None
+    assert not math.isnan(manager.bundle.champion.threshold)
