@@ -301,7 +301,6 @@ def train_and_log(
 
     settings = settings or get_settings()
     log = get_logger("train", windows.train_end.isoformat())
-    registry.configure_mlflow(settings, experiment)
     if train_df.empty:
         raise ValueError(f"training set {windows.train_start}..{windows.train_end}: 0 rows; rule: need data")
     days = pd.to_datetime(train_df[M.TIME]).dt.date
@@ -312,6 +311,7 @@ def train_and_log(
         )
     digest = data_fingerprint(train_df, features)
     y = train_df[M.LABEL].to_numpy(dtype=int)
+    registry.configure_mlflow(settings, experiment)
     run_name = f"train {windows.train_start}..{windows.train_end}"
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.set_tags(
