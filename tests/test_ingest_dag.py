@@ -26,7 +26,8 @@ def test_dag_shape():
 
 
 @pytest.mark.airflow
-def test_ingest_dag_runs_two_days(airflow_db, layout):
+def test_ingest_dag_runs_two_days(airflow_db, layout, spark):
+    # `spark`: the tasks run in this process and reuse the session, which the fixture stops at the end
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
 
