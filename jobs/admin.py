@@ -2,6 +2,7 @@
 
 ``python -m jobs.admin create-databases``  one PostgreSQL database per component (idempotent)
 ``python -m jobs.admin migrate``           Airflow ``db migrate`` + MLflow tracking/registry schema
+``python -m jobs.admin create-bucket``     the S3 bucket of published predictions/reports (idempotent)
 ``python -m jobs.admin check-services``    PostgreSQL, Redis and S3 reachable? says how to start each one
 
 Everything is derived from :class:`jobs.config.Settings` (``FRAUD_*`` variables), so the same commands
@@ -152,6 +153,21 @@ def create_databases(settings: Settings | None = None) -> dict[str, bool]:
     return created
 
 
+def create_bucket(settings: Settings | None = None) -> bool:
+    """Create the platform's S3 bucket if missing (idempotent). Returns whether it was created."""
+    import boto3
+
+    settings = settings or get_settings()
+    require("s3", settings)
+    client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region)
+    names = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    if settings.s3_bucket in names:
+        return False
+    client.create_bucket(Bucket=settings.s3_bucket)
+    get_logger("admin.create_bucket").info("bucket_created", bucket=settings.s3_bucket)
+    return True
+
+
 def drop_databases(settings: Settings) -> None:
     """Drop this settings' databases (test clean-up; refuses the default ``fraud`` prefix)."""
     from psycopg2 import sql
@@ -199,7 +215,7 @@ def migrate_airflow(settings: Settings | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.admin", description=__doc__)
-    parser.add_argument("command", choices=["create-databases", "migrate", "check-services"])
+    parser.add_argument("command", choices=["create-databases", "migrate", "create-bucket", "check-services"])
     parser.add_argument(
         "--services", default="postgres,redis,s3", help="comma-separated subset for check-services"
     )
@@ -210,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "create-databases":
             for name, was_created in create_databases(settings).items():
                 print(f"{name}: {'created' if was_created else 'exists'}")
+        elif args.command == "create-bucket":
+            created = create_bucket(settings)
+            print(f"s3://{settings.s3_bucket}: {'created' if created else 'exists'}")
         elif args.command == "migrate":
             migrate_airflow(settings)
             print(f"airflow metadata schema: migrated ({settings.postgres_databases['airflow']})")

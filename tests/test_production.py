@@ -262,3 +262,12 @@ def test_mlflow_tracking_and_registry_on_postgres_with_s3_artifacts(prod: Settin
     conn.close()
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="mlflow/").get("Contents", [])]
     assert any(k.endswith(".ubj") for k in keys), keys
+
+
+@pytest.mark.production
+def test_create_bucket_is_idempotent_on_the_s3_endpoint(prod: Settings) -> None:
+    bucket_settings = prod.model_copy(update={"s3_bucket": f"{TEST_PREFIX.replace('_', '-')}-{os.getpid()}"})
+    assert admin.create_bucket(bucket_settings) is True
+    assert admin.create_bucket(bucket_settings) is False
+    status = admin.check_s3(bucket_settings)
+    assert status.ok and f"{bucket_settings.s3_bucket!r} exists" in status.detail
