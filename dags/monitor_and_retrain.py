@@ -27,8 +27,8 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, task
 
 _T = {  # defaults mirror jobs.monitor.Thresholds / MonitorConfig (kept literal: no heavy import here)
-    "drift_share": 0.3,
-    "prediction_drift": 0.1,
+    "drift_share": 0.25,
+    "prediction_drift": 0.2,
     "max_ap_drop": 0.3,
     "min_average_precision": 0.0,
     "min_frauds": 20,

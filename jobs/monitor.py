@@ -68,7 +68,7 @@ class MonitorConfig:
     cat_method: str = "jensenshannon"  # ... for categorical (binary / low-cardinality) features
     cat_threshold: float = 0.1
     prediction_method: str = "wasserstein"
-    prediction_threshold: float = 0.1
+    prediction_threshold: float = 0.2
     max_categories: int = 10  # an integer feature with at most this many values is categorical
     min_rows: int = 200  # below this the window is reported as insufficient, not as drift
     cp_k: int = 100
@@ -79,8 +79,8 @@ class MonitorConfig:
 class Thresholds:
     """When monitoring figures call for retraining."""
 
-    drift_share: float = 0.3  # share of drifted features at or above which data drift is flagged
-    prediction_drift: float = 0.1  # score drift (Evidently drift score) at or above which it is flagged
+    drift_share: float = 0.25  # share of drifted features at or above which data drift is flagged
+    prediction_drift: float = 0.2  # score drift (Evidently drift score) at or above which it is flagged
     max_ap_drop: float = 0.3  # relative drop of average precision vs the champion's baseline
     min_average_precision: float = 0.0  # absolute floor for average precision (0 = off)
     min_frauds: int = 20  # quality is judged only on at least this many matured frauds
@@ -632,7 +632,16 @@ def run_monitoring(
     features = list(feature_store.FEATURE_COLUMNS)
     reference = load_reference(layout, champion, cfg, log)
 
-    current = load_window(*window)
+    q_start, q_end = matured_window(day, cfg.window_days, settings.label_delay_days)
+    if champion.train_end is not None and q_start <= champion.train_end:
+        q_start = champion.train_end + dt.timedelta(days=1)  # never judge a model on its own training days
+    quality_window = (q_start, q_end) if q_start <= q_end else None
+    # one point-in-time read covers both windows (the feature store's cost is mostly per call)
+    first = min(window[0], q_start) if quality_window else window[0]
+    frame = load_window(first, day)
+    frame_day = pd.to_datetime(frame["tx_datetime"]).dt.date if len(frame) else None
+
+    current = frame[(frame_day >= window[0]).to_numpy()] if len(frame) else frame
     drift = snapshot = None
     if len(current) < cfg.min_rows:
         notes.append(f"current window has {len(current)} rows < min_rows {cfg.min_rows}: drift not assessed")
@@ -651,15 +660,14 @@ def run_monitoring(
             prediction=drift["prediction"]["score"] if drift["prediction"] else None,
         )
 
-    q_start, q_end = matured_window(day, cfg.window_days, settings.label_delay_days)
-    if champion.train_end is not None and q_start <= champion.train_end:
-        q_start = champion.train_end + dt.timedelta(days=1)  # never judge a model on its own training days
     quality = None
-    quality_window = (q_start, q_end) if q_start <= q_end else None
     if quality_window is None:
         notes.append("no matured post-training days yet: quality not assessed")
     else:
-        matured = load_window(q_start, q_end)
+        if len(frame):
+            matured = frame[((frame_day >= q_start) & (frame_day <= q_end)).to_numpy()].reset_index(drop=True)
+        else:
+            matured = frame
         if len(matured):
             matured = attach_labels(matured, labels_as_of(layout, q_start, day))
             matured[SCORE] = score_frame(champion.model, matured)
