@@ -60,11 +60,7 @@ def configure_mlflow(settings: Settings | None = None, experiment: str | None = 
     import mlflow
 
     settings = settings or get_settings()
-    uri = settings.mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    uri = _set_uris(settings)
     name = experiment or settings.model_name
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
@@ -86,11 +82,23 @@ def configure_mlflow(settings: Settings | None = None, experiment: str | None = 
     return exp_id
 
 
+def _set_uris(settings: Settings) -> str:
+    import mlflow
+
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
 def client(settings: Settings | None = None):
+    """An ``MlflowClient`` on the platform's tracking/registry store (the active experiment is untouched)."""
     from mlflow import MlflowClient
 
     settings = settings or get_settings()
-    configure_mlflow(settings)
+    _set_uris(settings)
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
@@ -127,22 +135,21 @@ def load_model(
     settings = settings or get_settings()
     c = client(settings)
     name = settings.model_name
-    for _ in range(3):  # the alias may move between resolving and loading: retry until stable
-        if version is not None:
-            mv = c.get_model_version(name, str(version))
-            uri = f"models:/{name}/{mv.version}"
-        else:
-            mv = _version_by_alias(c, name, alias or CHAMPION)
+    if version is not None:
+        mv = c.get_model_version(name, str(version))
+        model = mlflow.xgboost.load_model(f"models:/{name}/{mv.version}")
+    else:
+        alias = alias or CHAMPION
+        for _ in range(3):  # the alias may move between resolving and loading: retry until stable
+            mv = _version_by_alias(c, name, alias)
             if mv is None:
                 raise ModelNotFoundError(f"model {name!r} has no version with alias {alias!r}")
-            uri = f"models:/{name}@{alias}"
-        model = mlflow.xgboost.load_model(uri)
-        if version is not None or str(_version_by_alias(c, name, alias or CHAMPION).version) == str(
-            mv.version
-        ):
-            break
-    else:
-        raise ModelNotFoundError(f"alias {alias!r} of {name!r} kept moving while loading")
+            model = mlflow.xgboost.load_model(f"models:/{name}@{alias}")
+            now = _version_by_alias(c, name, alias)
+            if now is not None and str(now.version) == str(mv.version):
+                break
+        else:
+            raise ModelNotFoundError(f"alias {alias!r} of {name!r} kept moving while loading")
     raw = mv.tags.get(THRESHOLD_TAG)
     if raw is None:
         raise ModelNotFoundError(

@@ -461,7 +461,8 @@ def evaluate_and_gate(
     settings = settings or get_settings()
     policy = policy or settings.gate
     log = get_logger("evaluate")
-    model, _, _ = _load_version(version, settings)
+    registry.client(settings)  # points MLflow at the platform's tracking/registry store
+    model = _load_version(version, settings)
     scores = registry.predict_scores(model, holdout_df)
     challenger = evaluate_scores(holdout_df, scores, costs=settings.costs, model_version=str(version))
     log_evaluation(run_id, holdout_df, scores, challenger)
@@ -521,7 +522,7 @@ def evaluate_and_gate(
 def _load_version(version: str, settings: Settings):
     import mlflow.xgboost
 
-    return mlflow.xgboost.load_model(f"models:/{settings.model_name}/{version}"), str(version), None
+    return mlflow.xgboost.load_model(f"models:/{settings.model_name}/{version}")
 
 
 def promote_outcome(
