@@ -1,0 +1,88 @@
+"""The build_features DAG: asset-scheduled, runs end to end under dag.test() on a simulated lake."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+
+import pytest
+from conftest import load_dag, run_dag
+from test_features_store import offline_snapshot, write_simulated_lake
+
+pytestmark = [pytest.mark.airflow, pytest.mark.spark]
+
+
+@pytest.fixture
+def private_home(tmp_path, monkeypatch):
+    """Point the process-wide settings (read by the DAG's tasks, which dag.test runs in-process)
+    at a private home, so this test's lake and online store are its own."""
+    from jobs.config import get_settings
+
+    monkeypatch.setenv("FRAUD_HOME", str(tmp_path))
+    monkeypatch.setenv("FRAUD_FEAST_PROJECT", "fraud_test_dag")
+    get_settings.cache_clear()
+    yield get_settings()
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_dag_is_scheduled_on_the_transactions_asset(airflow_db):
+    from _common import FEATURES, TRANSACTIONS
+
+    dag = load_dag("build_features")
+    assert [a.name for a in dag.timetable.asset_condition.objects] == [TRANSACTIONS.name]
+    assert [t.task_id for t in dag.topological_sort()] == ["build", "materialize"]
+    assert dag.get_task("materialize").outlets == [FEATURES]
+    assert dag.doc_md and dag.default_args["retries"] >= 1 and dag.max_active_runs == 1
+
+
+def test_days_come_from_asset_events_or_the_date_param():
+    from build_features import snapshot_days
+
+    event = lambda day: SimpleNamespace(extra={"date": day})  # noqa: E731
+    context = {
+        "params": {"date": None, "end": None},
+        "triggering_asset_events": {"lake_transactions": [event("2018-04-12"), event("2018-04-11T00:00:00")]},
+    }
+    assert snapshot_days(context) == ["2018-04-11", "2018-04-12"]
+    assert snapshot_days({"params": {"date": "2018-04-10", "end": "2018-04-12"}}) == [
+        "2018-04-10",
+        "2018-04-11",
+        "2018-04-12",
+    ]
+    with pytest.raises(ValueError, match="date: no value"):
+        snapshot_days({"params": {"date": None}, "triggering_asset_events": {}})
+    with pytest.raises(ValueError, match="end: value 2018-04-09 is before date 2018-04-10"):
+        snapshot_days({"params": {"date": "2018-04-10", "end": "2018-04-09"}})
+
+
+def test_dag_builds_materializes_and_emits_the_features_asset(airflow_db, private_home):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    from jobs import feature_store as fs
+    from jobs.storage import StorageLayout
+
+    settings = private_home
+    layout = StorageLayout(settings)
+    write_simulated_lake(layout, dt.date(2018, 4, 1), dt.date(2018, 4, 11))
+    run_dag("build_features", "2018-04-12", conf={"date": "2018-04-10", "end": "2018-04-11"})
+
+    assert layout.partitions("features", "customer") == [dt.date(2018, 4, 10), dt.date(2018, 4, 11)]
+    # the online store serves the 04-11 snapshot to requests of 04-12
+    snap = offline_snapshot(layout, "customer", dt.date(2018, 4, 11))
+    rows = [
+        {"customer_id": int(c), "terminal_id": 0, "tx_datetime": "2018-04-12 09:00:00", "tx_amount": 1.0}
+        for c in snap.index[:10]
+    ]
+    online = fs.get_online_features(rows, settings=settings, store=fs.get_store(settings))
+    assert online["customer_nb_tx_30d"].tolist() == snap["customer_nb_tx_30d"].iloc[:10].tolist()
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == "offline_features", AssetEvent.source_dag_id == "build_features")
+            .all()
+        )
+    assert events and events[-1].extra["date"] == "2018-04-11"
+    assert events[-1].extra["dates"] == ["2018-04-10", "2018-04-11"]
