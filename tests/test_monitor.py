@@ -187,3 +187,29 @@ def test_trigger_state_is_idempotent_and_only_looks_back(layout):
     later = decide(summary(date="2018-05-12", share=0.5), Thresholds(), last_triggers(records, "2018-05-12"))
     assert not later.retrain and later.suppressed == ["feature_drift"]
     json.dumps(later.to_dict())
+
+
+@pytest.mark.airflow
+def test_dag_wiring():
+    from conftest import load_dag
+
+    dag = load_dag("monitor_and_retrain")
+    assert dag.doc_md and "cool-down" in dag.doc_md
+    assert set(dag.params) >= {
+        "drift_share",
+        "prediction_drift",
+        "max_ap_drop",
+        "cooldown_days",
+        "window_days",
+    }
+    assert dag.params.get_param("cooldown_days").schema["type"] == "integer"
+    trigger = dag.get_task("trigger_train_model")
+    assert trigger.trigger_dag_id == "train_model"
+    assert set(trigger.conf) == {"reason"}
+    assert [t.task_id for t in dag.get_task("monitor").downstream_list] == ["decide"]
+    assert {t.task_id for t in dag.get_task("decide").downstream_list} == {"should_retrain", "record_trigger"}
+    assert [t.task_id for t in dag.get_task("should_retrain").downstream_list] == ["trigger_train_model"]
+    assert [t.task_id for t in trigger.downstream_list] == ["record_trigger"]
+    assert Thresholds().drift_share == dag.params["drift_share"]
+    assert Thresholds().prediction_drift == dag.params["prediction_drift"]
+    assert Thresholds().cooldown_days == dag.params["cooldown_days"]
