@@ -65,10 +65,12 @@ def configure_mlflow(settings: Settings | None = None, experiment: str | None = 
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
         location = None
-        if not uri.startswith("http"):
-            root = Path(settings.mlflow_artifact_root)
-            root.mkdir(parents=True, exist_ok=True)
-            location = (root / name).as_uri()
+        root = settings.mlflow_artifact_root
+        if "://" in root:  # an object store (s3://...): MLflow writes there directly
+            location = f"{root.rstrip('/')}/{name}"
+        elif not uri.startswith("http"):  # a tracking server chooses its own artifact store
+            Path(root).mkdir(parents=True, exist_ok=True)
+            location = (Path(root) / name).as_uri()
         try:
             exp_id = mlflow.create_experiment(name, artifact_location=location)
         except Exception:  # another process created it meanwhile
