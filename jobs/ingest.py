@@ -536,6 +536,10 @@ def ingest(
             result.status = "failed"
         log.error("ingest failed", dataset=spec.name, error=str(exc))
         raise
+    except Exception as exc:  # unexpected (a bug, Spark down): still leave a report behind, then re-raise
+        result.error = f"{type(exc).__name__}: {exc}"
+        log.exception("ingest crashed", dataset=spec.name)
+        raise
     finally:
         result.seconds = round(time.monotonic() - started, 3)
         result.report_path = str(report_path)
