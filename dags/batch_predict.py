@@ -20,7 +20,9 @@ by `build_features`). It fails after `FEATURE_WAIT` if they never appear.
    last (`jobs.publish`). Re-running a date replaces its partition. Emits the `batch_predictions`
    asset with extra `{"date": D, "model_version": ..., "rows": ...}`.
 
-Param `alias` scores with the `challenger` instead (e.g. to compare offline before a promotion).
+Params: `alias` scores with the `challenger` instead (e.g. to compare offline before a promotion);
+`date` re-scores a given day from a manual trigger. Where the output is: the task's XCom (`path`, and
+`published` in production) and the `predictions_written` log line.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ from airflow.sdk import Param, dag, task
 FEATURE_WAIT = dt.timedelta(hours=6)
 
 
+def _day(context) -> str:
+    """The day to score: the ``date`` param when given (manual re-scoring), else the data interval's."""
+    return context["params"].get("date") or processing_date(context)
+
+
 @dag(
     dag_id="batch_predict",
     schedule=DAILY,
@@ -43,6 +50,12 @@ FEATURE_WAIT = dt.timedelta(hours=6)
     doc_md=__doc__,
     tags=["fraud", "serving", "batch"],
     params={
+        "date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="score this day (YYYY-MM-DD) instead of the run's data interval (manual re-scoring)",
+        ),
         "alias": Param(
             "champion",
             type="string",
@@ -57,7 +70,7 @@ def batch_predict():
         from jobs.batch_predict import missing_inputs
         from jobs.logs import get_logger
 
-        date = processing_date(context)
+        date = _day(context)
         missing = missing_inputs(date)
         if missing:
             get_logger("batch_predict", date).info("waiting_for_inputs", missing=missing)
@@ -67,7 +80,7 @@ def batch_predict():
     def score(**context) -> dict:
         from jobs.batch_predict import run
 
-        summary = run(processing_date(context), alias=context["params"]["alias"])
+        summary = run(_day(context), alias=context["params"]["alias"])
         context["outlet_events"][PREDICTIONS].extra = {
             "date": summary["date"],
             "model_version": summary["model_version"],
