@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jobs.config import Settings, get_settings
 from jobs.logs import get_logger
@@ -310,6 +311,7 @@ def create_app(
             raise _Unauthorized()
 
     errors = {
+        400: {"model": ErrorBody, "description": "body is not parseable (e.g. not UTF-8 JSON)"},
         401: {"model": ErrorBody, "description": "missing or wrong API key"},
         422: {"model": ValidationErrorBody, "description": "invalid request: field and rule"},
         503: {"model": ErrorBody, "description": "online store unreachable or no champion model"},
@@ -328,6 +330,19 @@ def create_app(
             status_code=401,
             content={"error": "unauthorized", "reason": f"missing or wrong {API_KEY_HEADER} header"},
             headers={"WWW-Authenticate": API_KEY_HEADER},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http_error(request: Request, exc: StarletteHTTPException):
+        # e.g. 400 for a body that is not decodable, 404/405 for unknown routes: same JSON shape
+        kind = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        metrics.errors.labels(request.url.path if exc.status_code != 404 else "other", kind).inc()
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": kind, "reason": str(exc.detail)},
+            headers=getattr(exc, "headers", None),
         )
 
     @app.exception_handler(ServiceUnavailable)

@@ -121,7 +121,9 @@ class FeastFeatureClient:
         push_source: str | None = PUSH_SOURCE_NAME,
         defaults: dict[str, float] | None = None,
         stream_view: str | None = RECENT_ACTIVITY_VIEW,
+        online_timeout_seconds: float = 0.25,
     ) -> None:
+        self.online_timeout_seconds = online_timeout_seconds
         self.defaults = dict(defaults or {})
         self.stream_view = stream_view
         self.store = store
@@ -173,8 +175,26 @@ class FeastFeatureClient:
                 kinds = tuple(_KIND_BY_DTYPE.get(str(f.dtype), "int64_val") for f in view.entity_columns)
                 features = tuple(f.name for f in view.features)
                 plans.append(_ViewPlan(view.name, view, keys, kinds, features, _label_for(keys), True))
+        self._harden_online_store()
         self._plans = plans
         return plans
+
+    def _harden_online_store(self) -> None:
+        """Fail fast instead of stalling every queued request: redis-py's default policy retries a
+        failed command 3 times with exponential backoff from 1 s (up to ~7 s per call) and has no
+        socket timeout. Serving wants one immediate retry (a pooled connection gone stale after a Redis
+        restart) and short timeouts, so an outage is a 503 within milliseconds."""
+        online = getattr(self.store._get_provider(), "online_store", None)
+        if type(online).__name__ != "RedisOnlineStore":
+            return
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        client = online._get_client(self.store.config.online_store)
+        client.set_retry(Retry(NoBackoff(), 1))
+        client.connection_pool.connection_kwargs.update(
+            socket_timeout=self.online_timeout_seconds, socket_connect_timeout=self.online_timeout_seconds
+        )
 
     def refresh(self) -> None:
         """Forget the resolved feature service (after ``feast apply`` changed it)."""

@@ -162,14 +162,16 @@ def challenger(serving_settings, sandbox, champion) -> str:
     )
 
 
-def make_app(settings, sandbox, **kwargs):
+def make_app(settings, sandbox, registry_settings=None, **kwargs):
+    """The app on the sandbox's Feast store and the session's MLflow registry (``registry_settings``
+    when the app's own settings point elsewhere, e.g. the production profile's PostgreSQL)."""
     from serving.app import create_app
     from serving.models import RegistryModelSource
 
     return create_app(
         settings,
         feature_client=sandbox.feature_client(),
-        model_source=RegistryModelSource(settings),
+        model_source=RegistryModelSource(registry_settings or settings),
         **kwargs,
     )
 
@@ -503,7 +505,12 @@ def test_fuzz_openapi_schema_finds_no_server_errors(serving_settings, sandbox, c
             ("/healthz", "GET"),
         ):
             operation = schema[path][method]
-            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            modes = (
+                (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+                if method == "POST"
+                else (GenerationMode.POSITIVE,)
+            )
+            for mode in modes:
 
                 @hsettings(
                     max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None
@@ -595,7 +602,9 @@ def test_redis_outage_gives_503_then_recovers_without_restart(
     import httpx
 
     with (
-        Server(make_app(settings, redis_box, log_predictions=False)) as server,
+        Server(
+            make_app(settings, redis_box, registry_settings=serving_settings, log_predictions=False)
+        ) as server,
         Load(server.url, bodies, headers=headers) as load,
     ):
         load.wait_for(lambda t, s, p: s == 200, 20, "a first 200")
@@ -609,7 +618,7 @@ def test_redis_outage_gives_503_then_recovers_without_restart(
         own_redis.restart()
         restarted = time.monotonic()
         load.wait_for(lambda t, s, p: t > restarted and s == 200, 30, "a 200 after Redis came back")
-        time.sleep(0.5)
+        load.wait_for(lambda t, s, p: t > restarted + 3, 30, "load going on after the recovery")
         assert httpx.get(server.url + "/readyz").json()["status"] == "ready"
     results = load.snapshot()
     statuses = {s for _, s, _ in results}
@@ -640,21 +649,23 @@ def test_promoting_a_new_champion_under_load_fails_no_request(
         ):
             load.wait_for(lambda t, s, p: s == 200, 20, "a first 200")
             time.sleep(0.5)
-            registry.promote(new_version, reason="serving test: promotion under load", settings=settings)
             promoted = time.monotonic()
+            registry.promote(new_version, reason="serving test: promotion under load", settings=settings)
             first_new = load.wait_for(
                 lambda t, s, p: s == 200 and p["model_version"] == new_version, 10, "the new champion"
             )
-            time.sleep(0.5)
-        results = load.snapshot()
+            load.wait_for(lambda t, s, p: t > first_new + 1.5, 30, "load continuing after the swap")
+        results = sorted(load.snapshot(), key=lambda r: r[0])
         assert {s for _, s, _ in results} == {200}, "no failed request during the swap"
         assert first_new - promoted < 5.0, "new champion served within 5 s (poll interval 0.25 s)"
-        versions = [p["model_version"] for _, _, p in sorted(results, key=lambda r: r[0])]
-        switch = versions.index(new_version)
-        assert set(versions[:switch]) == {previous}
-        assert set(versions[switch + 1 :]) - {previous} == {new_version}
-        # after the switch only stragglers of batches started before it may still carry the old version
-        assert versions[-20:] == [new_version] * 20
+        before = {p["model_version"] for t, _, p in results if t < promoted}
+        assert before == {previous}
+        # a request scored just before the swap may be answered a moment after the first new one
+        late_old = [
+            t - first_new for t, _, p in results if t > first_new and p["model_version"] != new_version
+        ]
+        assert not [d for d in late_old if d > 0.5], f"old version answered long after the swap: {late_old}"
+        assert sum(1 for t, _, _ in results if t > first_new + 0.5) >= 5
     finally:
         registry.promote(previous, reason="serving test: restore", settings=settings)
 
