@@ -42,6 +42,9 @@ format: install
 handbook-eval: install  ## the handbook's protocol (train a week, 7-day delay, test a week): AUC ROC, AP, card precision@100
 	$(PY) -m jobs.evaluate handbook
 
+serve: install  ## the real-time scoring API (uvicorn) on FRAUD_SERVING_HOST:FRAUD_SERVING_PORT
+	$(PY) -m serving.app
+
 bench: install  ## benchmarks with their baselines, side by side
 	$(PY) -m benchmarks
 
