@@ -12,8 +12,8 @@ Daily. For the run's day **D** (`jobs.monitor`):
    average precision vs the champion's holdout baseline; each cause has a cool-down
    (`cooldown_days`) read from `reports/monitoring/triggers.jsonl`.
 3. **should_retrain** short-circuits the rest on a quiet day.
-4. **trigger_train_model** starts `train_model` with `conf={"reason": ...}` (run id
-   `retrain__D`, so re-running D does not start a second training), and **record_trigger** appends
+4. **trigger_train_model** starts `train_model` with `conf={"reason": ...}` (logical date D, run
+   id `retrain__D`, so re-running D does not start a second training), and **record_trigger** appends
    the trigger to the state file.
 
 The weekly retrain is `train_model`'s own schedule; this DAG only adds drift-driven runs. Every
@@ -136,11 +136,13 @@ def monitor_and_retrain():
         return str(record_trigger(StorageLayout(), d, run_id=run_id))
 
     decided = decide(monitor())
+    # the run id and logical date come from the day `monitor` processed (one notion of "the day")
+    day = "{{ ti.xcom_pull(task_ids='decide')['date'] }}"
     trigger = TriggerDagRunOperator(
         task_id="trigger_train_model",
         trigger_dag_id="train_model",
-        trigger_run_id="retrain__{{ data_interval_start | ds }}",
-        logical_date="{{ data_interval_end }}",
+        trigger_run_id="retrain__" + day,
+        logical_date=day,
         conf={"reason": "{{ ti.xcom_pull(task_ids='decide')['reason'] }}"},
         skip_when_already_exists=True,
         retries=0,
