@@ -331,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", help="first snapshot day of a range")
     parser.add_argument("--end", help="last snapshot day of a range (default: --start)")
     parser.add_argument(
-        "--materialize", action="store_true", help="then materialize the range to the online store"
+        "--materialize",
+        action="store_true",
+        help="then apply feature_repo/ and materialize to the online store",
     )
     args = parser.parse_args(argv)
     start = args.date or args.start
@@ -341,8 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     result = build_features(start, end)
     print(result.as_dict())
     if args.materialize:
-        from jobs.feature_store import materialize
+        from jobs.feature_store import apply, materialize
 
+        apply()  # idempotent; keeps the materialization watermark of unchanged views
         print(materialize(snapshot_timestamp(end), start=snapshot_timestamp(start)))
     return 0
 
