@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import signal
 import subprocess
@@ -399,3 +400,29 @@ def test_concurrent_first_publication_has_exactly_one_winner(tmp_path, s3_settin
     thread.join(120)
     assert isinstance(outcome["a"], ConcurrentPublish)
     assert read_manifest(uri, s3_settings) == b
+
+
+def test_publish_partition_maps_the_storage_layout_and_the_cli_shows_it(s3_settings, capsys, monkeypatch):
+    from jobs.publish import main, publish_partition
+    from jobs.storage import StorageLayout
+
+    layout = StorageLayout(s3_settings)
+    make_partition(layout.path("reports", "2018-05-06", "monitoring"), n_files=1)
+    manifest = publish_partition("reports", "2018-05-06", "monitoring", settings=s3_settings)
+    assert manifest["uri"] == layout.s3_uri("reports", "2018-05-06", "monitoring")
+    assert manifest["uri"].endswith("/platform/reports/monitoring/date=2018-05-06")
+    assert manifest["metadata"] == {"dataset": "reports", "date": "2018-05-06"}
+
+    # the CLI reads settings from the environment like every job; aim it at the same endpoint
+    from jobs.config import get_settings
+
+    monkeypatch.setenv("FRAUD_S3_ENDPOINT_URL", s3_settings.s3_endpoint_url)
+    monkeypatch.setenv("FRAUD_S3_BUCKET", s3_settings.s3_bucket)
+    get_settings.cache_clear()
+    try:
+        assert main(["show", manifest["uri"]]) == 0
+        assert json.loads(capsys.readouterr().out)["generation"] == manifest["generation"]
+        assert main(["show", manifest["uri"].replace("2018-05-06", "2018-05-07")]) == 1
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
