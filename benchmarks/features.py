@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> dict:
     built = build_features(first, last - dt.timedelta(days=1), settings=settings, spark=spark)
     out["build_s"] = time.monotonic() - t0
     out["feature_rows"] = sum(built.rows.values())
+    out["build_tx_read"] = built.transactions_read
     out["build_tx_per_s"] = built.transactions_read / out["build_s"]
     out["build_rows_per_s"] = out["feature_rows"] / out["build_s"]
     t0 = time.monotonic()
