@@ -60,7 +60,7 @@ LABEL_TYPES = {
     "reported_at": "datetime64[us]",
     "tx_fraud": "int32",
 }
-pytestmark = [pytest.mark.airflow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.airflow, pytest.mark.timeout(1500)]
 
 
 def _free_port() -> int:
