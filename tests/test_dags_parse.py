@@ -51,7 +51,8 @@ def test_dag_file_imports_fast_in_a_fresh_process(path: Path):
     assert timing["cpu"] < BUDGET_S, (
         f"{path.name}: import took {timing['cpu']:.2f} s CPU (budget {BUDGET_S} s)"
     )
-    assert timing["wall"] < 5 * BUDGET_S, f"{path.name}: import took {timing['wall']:.2f} s wall (hang?)"
+    # wall time only guards against a hang: on a shared 2-core box at load 20 a 0.7 s-CPU import took 12 s wall
+    assert timing["wall"] < 30, f"{path.name}: import took {timing['wall']:.2f} s wall (hang?)"
     assert not {"pyspark", "great_expectations", "mlflow", "xgboost"} & set(timing["heavy"]), (
         f"{path.name} imports heavy libraries at module level: {timing['heavy']}"
     )
