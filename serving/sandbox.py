@@ -226,7 +226,7 @@ def train_and_register(
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    X = training.reindex(columns=feature_columns).fillna(0.0).astype("float32")
+    X = training.reindex(columns=feature_columns).fillna(0.0).astype("float64")
     y = training["tx_fraud"].astype(int)
     model = xgb.XGBClassifier(
         n_estimators=n_estimators,
