@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 export PYTHONPATH := $(CURDIR)
 export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
-DEMO_DAYS ?= 35
+DEMO_DAYS ?= 50
 
 .PHONY: install lock demo stop handbook-eval test test-production lint format serve ui bench clean db-production browser compose-plugin
 

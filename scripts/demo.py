@@ -6,7 +6,7 @@ Steps, all on the embedded default profile (SQLite, local files, Spark local mod
 2. simulate ``--days`` days of card transactions (and their late chargebacks) into the landing zone;
 3. run the DAGs through Airflow itself (``dag.test`` per logical date: parsed from ``dags/`` by a
    DagBag and recorded in the metadata database, so every run is visible in the web UI):
-   ingest_transactions (each day) -> build_features (each day) -> train_model -> batch_predict
+   ingest_transactions (each day) -> build_features (the whole range) -> train_model -> batch_predict
    (last day) -> monitor_and_retrain (last day);
 4. start the Airflow API server/UI (with scheduler and DAG processor), the MLflow UI and the scoring
    API in the background and print their URLs. ``make stop`` ends them.
@@ -61,7 +61,7 @@ class DagRunner:
     def __init__(self) -> None:
         from airflow.dag_processing.dagbag import DagBag
 
-        self.bag = DagBag(dag_folder=str(REPO / "dags"), include_examples=False)
+        self.bag = DagBag(dag_folder=str(REPO / "dags"))
         if self.bag.import_errors:
             raise SystemExit(f"DAG import errors: {json.dumps(self.bag.import_errors, indent=2)}")
         self.results: list[dict[str, object]] = []
@@ -115,6 +115,14 @@ def _rows(pq, path: Path) -> int:
     if not path.exists():
         return 0
     return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(path.glob("*.parquet")))
+
+
+def feature_registry() -> None:
+    subprocess.run([sys.executable, "-m", "jobs.feature_store", "list"], check=False, env=os.environ)
+
+
+def registry_state() -> None:
+    subprocess.run([sys.executable, "-m", "jobs.registry", "history"], check=False, env=os.environ)
 
 
 # --- background services ----------------------------------------------------------------
@@ -214,7 +222,7 @@ def stop_services() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/demo.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--days", type=int, default=35, help="days to simulate (>= 30)")
+    parser.add_argument("--days", type=int, default=50, help="days to simulate (>= 30)")
     parser.add_argument("--fresh", action="store_true", help="wipe .platform first")
     parser.add_argument("--no-services", action="store_true", help="do not leave the UIs running")
     parser.add_argument("command", nargs="?", choices=["run", "stop"], default="run")
@@ -257,17 +265,21 @@ def main(argv: list[str] | None = None) -> int:
     ingest_counts(days)
 
     if runner.has("build_features"):
-        banner("build_features: one Airflow run per day")
-        for day in days:
-            runner.run("build_features", day, {"date": day.isoformat()})
+        banner("build_features: one Airflow run over the generated days (Spark windows + Feast materialize)")
+        runner.run("build_features", days[-1], {"date": days[0].isoformat(), "end": days[-1].isoformat()})
+        feature_registry()
 
     if runner.has("train_model"):
         banner("train_model")
-        runner.run("train_model", days[-1], {"reason": "demo: first model"})
+        runner.run("train_model", days[-1], {"reason": "demo: first model", "as_of": days[-1].isoformat()})
+        registry_state()
 
     if runner.has("batch_predict"):
         banner("batch_predict for the last day")
         runner.run("batch_predict", days[-1], {"date": days[-1].isoformat()})
+        from jobs.storage import StorageLayout
+
+        print(f"  predictions for {days[-1]}: {StorageLayout(SETTINGS).uri('predictions', days[-1])}")
 
     if runner.has("monitor_and_retrain"):
         banner("monitor_and_retrain for the last day")
