@@ -29,7 +29,7 @@ stop:  ## stop the services `make demo` left running
 	$(PY) scripts/demo.py stop
 
 test: install browser compose-plugin  ## unit, integration and DAG tests
-	$(PY) -m pytest tests -x -q -p no:cacheprovider
+	$(PY) -m pytest tests -m "not production" -q -p no:cacheprovider --durations=25 --timeout=1800
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -60,7 +60,7 @@ db-production: install  ## PostgreSQL databases per component + Airflow and MLfl
 
 test-production: db-production compose-plugin  ## tests marked `production`, in the production profile (real PostgreSQL/Redis/S3)
 	$(PROD) $(PY) -m jobs.admin check-services --services postgres,redis
-	$(PROD) $(PY) -m pytest tests -m production -x -q -p no:cacheprovider
+	$(PROD) $(PY) -m pytest tests -m production -q -p no:cacheprovider --durations=10 --timeout=1800
 
 browser:  ## Debian's Chromium for the Playwright UI test (never `playwright install`: it cannot download)
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
