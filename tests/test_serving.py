@@ -513,7 +513,7 @@ def test_fuzz_openapi_schema_finds_no_server_errors(serving_settings, sandbox, c
             for mode in modes:
 
                 @hsettings(
-                    max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None
+                    max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None
                 )
                 @given(case=operation.as_strategy(generation_mode=mode))
                 def run(case):
@@ -525,7 +525,7 @@ def test_fuzz_openapi_schema_finds_no_server_errors(serving_settings, sandbox, c
                     checked += 1
 
                 run()
-        assert checked >= 100
+        assert checked >= 60
 
 
 # --- outage and promotion under load ---------------------------------------------------------------
