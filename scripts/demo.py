@@ -225,11 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=50, help="days to simulate (>= 30)")
     parser.add_argument("--fresh", action="store_true", help="wipe .platform first")
     parser.add_argument("--no-services", action="store_true", help="do not leave the UIs running")
-    parser.add_argument("command", nargs="?", choices=["run", "stop"], default="run")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["run", "services", "stop"],
+        default="run",
+        help="run: everything; services: only (re)start the UIs and the API; stop: end them",
+    )
     args = parser.parse_args(argv)
     if args.command == "stop":
         stop_services()
         print("stopped")
+        return 0
+    if args.command == "services":
+        start_services()
         return 0
     if args.days < 30:
         parser.error("--days must be at least 30 (features look back 30 days)")
