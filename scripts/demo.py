@@ -215,6 +215,14 @@ def start_services() -> dict[str, str]:
     return urls
 
 
+def print_login() -> None:
+    passwords = SETTINGS.airflow_home / "passwords.json"
+    if passwords.exists():
+        for user, password in json.loads(passwords.read_text()).items():
+            print(f"  Airflow login: {user} / {password}   (generated for this machine: {passwords})")
+    print("  The DAGs start paused: unpause one in the UI to let the scheduler run it on its schedule.")
+
+
 def stop_services() -> None:
     for name in SERVICES:
         stop_one(name)
@@ -239,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "services":
         start_services()
+        print_login()
         return 0
     if args.days < 30:
         parser.error("--days must be at least 30 (features look back 30 days)")
@@ -298,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_services:
         banner("services (left running; `make stop` ends them)")
         start_services()
-        print("  Airflow login: admin / see .platform/airflow/passwords.json")
+        print_login()
     return 0
 
 
