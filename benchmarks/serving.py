@@ -5,14 +5,21 @@ One run on this machine, everything on 127.0.0.1:
 * setup: a sandbox Feast repo from ``feature_repo/`` (simulator world, daily snapshots online) with a
   SQLite online store and a copy on a Redis server started here (own port), a small XGBoost model logged
   with ``mlflow.xgboost`` and aliased ``champion`` in a temporary MLflow registry (``serving.sandbox``);
-* (a) this service: ``uvicorn`` (1 worker) serving ``serving.app`` on the SQLite store, then on Redis —
-  prediction log and stream push on, as in production;
+* (a) this service: ``uvicorn`` (1 worker, uvloop + httptools, no access log, as ``python -m
+  serving.app`` runs it) serving ``serving.app`` on the SQLite store, then on Redis — prediction log
+  and stream push on, as in production;
 * (b) the baseline a user would assemble: ``feast serve`` (1 worker) for the features of ``fraud_v1`` +
   ``mlflow models serve --env-manager local`` (1 worker) for the same model; the client calls Feast,
   computes the request-time features (weekend, night), then calls MLflow;
-* an open-loop async load generator sends requests at fixed rates for a fixed time (bounded in-flight,
-  self-stopping; latency measured from each request's *scheduled* send time, so queueing counts), then
-  a closed-loop phase measures the maximum throughput of each.
+* the load generator runs in its own process (one per step), on raw asyncio streams (uvloop): HTTP/1.1
+  keep-alive over a fixed pool of connections, request bytes serialised before the clock starts.
+  Fixed-rate steps are open loop: request i is due at ``start + i / rate`` whatever happened before and
+  its latency is measured from that *scheduled* time (no coordinated omission: queueing for a
+  connection or behind a slow server counts); bounded (rate x seconds requests, a connection pool, a
+  drain deadline after which late requests are cancelled and counted as errors) and self-stopping.
+  Then a closed-loop step (``--concurrency`` connections back to back) measures the maximum throughput.
+* CPUs: on a machine with >= 2 CPUs the service is pinned to CPU 0 and the generator to the last CPU
+  (``os.sched_setaffinity``; ``--no-pin`` to turn off); the baseline's two servers are left unpinned.
 
 Run: ``python -m benchmarks.serving [--seconds 10] [--rates 100,300]`` (``make bench``).
 Targets: p99 < 10 ms at 300 req/s for (a) with SQLite and with Redis; (a) max throughput >= 5x (b).
@@ -24,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import os
 import shutil
 import signal
@@ -82,143 +90,301 @@ def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     return proc
 
 
-# --- load generation ------------------------------------------------------------------------------
-async def open_loop(call, bodies: list[dict], rate: float, seconds: float, max_in_flight: int = 256) -> dict:
-    """Send at ``rate`` req/s for ``seconds``; latency from the scheduled send time; bounded in-flight."""
-    n = int(rate * seconds)
-    latencies: list[float] = []
-    errors = 0
-    sem = asyncio.Semaphore(max_in_flight)
-    start = time.perf_counter() + 0.05
+# --- load generation (runs in its own process: ``--loadgen SPEC``) ---------------------------------
+class HttpConnection:
+    """One HTTP/1.1 keep-alive connection on raw asyncio streams: write pre-serialised request bytes,
+    read the status line, headers and a Content-Length (or chunked) body. Nothing else."""
 
-    async def one(i: int) -> None:
-        nonlocal errors
-        scheduled = start + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        async with sem:
-            try:
-                ok = await call(bodies[i % len(bodies)])
-            except Exception:
-                ok = False
-        if ok:
-            latencies.append(time.perf_counter() - scheduled)
-        else:
-            errors += 1
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
 
-    await asyncio.gather(*(one(i) for i in range(n)))
-    elapsed = time.perf_counter() - start
-    return summarize(latencies, errors, elapsed, f"{rate:.0f}/s")
+    @classmethod
+    async def open(cls, port: int) -> HttpConnection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(reader, writer)
 
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length, chunked = 0, False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if not chunked:
+            return status, await self.reader.readexactly(length) if length else b""
+        parts = []
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            chunk = await self.reader.readexactly(size + 2)
+            if size == 0:
+                return status, b"".join(parts)
+            parts.append(chunk[:-2])
 
-async def closed_loop(call, bodies: list[dict], concurrency: int, seconds: float) -> dict:
-    """``concurrency`` workers back to back for ``seconds``: the maximum throughput."""
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def worker(k: int) -> None:
-        nonlocal errors
-        i = k
-        while time.perf_counter() < stop_at:
-            t = time.perf_counter()
-            try:
-                ok = await call(bodies[i % len(bodies)])
-            except Exception:
-                ok = False
-            if ok:
-                latencies.append(time.perf_counter() - t)
-            else:
-                errors += 1
-            i += concurrency
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    return summarize(latencies, errors, time.perf_counter() - start, f"max (c={concurrency})")
+    def close(self) -> None:
+        self.writer.close()
 
 
-def summarize(latencies: list[float], errors: int, elapsed: float, label: str) -> dict:
-    arr = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return {
-        "load": label,
-        "ok": len(latencies),
-        "errors": errors,
-        "throughput": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(arr, 50)),
-        "p99_ms": float(np.percentile(arr, 99)),
-    }
+def http_post(port: int, path: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
-# --- the two systems ---------------------------------------------------------------------------------
-def ours_call(client, url: str):
-    async def call(body: dict) -> bool:
-        r = await client.post(url + "/v1/score", json=body)
-        return r.status_code == 200
+class Pool:
+    """A fixed set of keep-alive connections to one port; a request waits for a free one."""
 
-    return call
+    def __init__(self, port: int, size: int) -> None:
+        self.port, self.size = port, size
+        self.idle: asyncio.Queue[HttpConnection] = asyncio.Queue()
+
+    async def open(self) -> None:
+        for conn in await asyncio.gather(*(HttpConnection.open(self.port) for _ in range(self.size))):
+            self.idle.put_nowait(conn)
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        conn = await self.idle.get()
+        try:
+            result = await conn.request(raw)
+        except BaseException:
+            conn.close()  # broken or cancelled mid-response: replace it
+            self.idle.put_nowait(await HttpConnection.open(self.port))
+            raise
+        self.idle.put_nowait(conn)
+        return result
+
+    def close(self) -> None:
+        while not self.idle.empty():
+            self.idle.get_nowait().close()
 
 
-def baseline_call(client, feast_url: str, mlflow_url: str, columns: list[str]):
-    async def call(body: dict) -> bool:
-        r = await client.post(
-            feast_url + "/get-online-features",
-            json={
-                "feature_service": "fraud_v1",
-                "entities": {"customer_id": [body["customer_id"]], "terminal_id": [body["terminal_id"]]},
-            },
-        )
-        if r.status_code != 200:
-            raise RuntimeError(f"feast {r.status_code}: {r.text[:300]}")
-        payload = r.json()
-        names = payload["metadata"]["feature_names"]
-        values = {n: res["values"][0] for n, res in zip(names, payload["results"], strict=True)}
+class OursClient:
+    """This service: one pre-serialised ``POST /v1/score`` per transaction."""
+
+    def __init__(self, spec: dict) -> None:
+        port = spec["port"]
+        self.pool = Pool(port, spec["connections"])
+        self.raw = [http_post(port, "/v1/score", json.dumps(b).encode()) for b in spec["bodies"]]
+        self.pools = [self.pool]
+
+    async def call(self, i: int) -> None:
+        status, payload = await self.pool.request(self.raw[i % len(self.raw)])
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {payload[:200]!r}")
+
+
+class BaselineClient:
+    """What a user assembles from the two servers: Feast ``/get-online-features`` for the feature
+    service, the request-time features (weekend, night) computed by the client, then MLflow
+    ``/invocations`` with the model's columns."""
+
+    def __init__(self, spec: dict) -> None:
+        self.feast = Pool(spec["port"], spec["connections"])
+        self.mlflow = Pool(spec["mlflow_port"], spec["connections"])
+        self.pools = [self.feast, self.mlflow]
+        self.columns = spec["columns"]
+        self.bodies = spec["bodies"]
+        self.raw = [
+            http_post(
+                spec["port"],
+                "/get-online-features",
+                json.dumps(
+                    {
+                        "feature_service": "fraud_v1",
+                        "entities": {"customer_id": [b["customer_id"]], "terminal_id": [b["terminal_id"]]},
+                    }
+                ).encode(),
+            )
+            for b in self.bodies
+        ]
+        self.mlflow_port = spec["mlflow_port"]
+
+    async def call(self, i: int) -> None:
+        body = self.bodies[i % len(self.bodies)]
+        status, payload = await self.feast.request(self.raw[i % len(self.raw)])
+        if status != 200:
+            raise RuntimeError(f"feast HTTP {status}: {payload[:200]!r}")
+        answer = json.loads(payload)
+        names = answer["metadata"]["feature_names"]
+        values = {n: res["values"][0] for n, res in zip(names, answer["results"], strict=True)}
         ts = dt.datetime.fromisoformat(body["tx_datetime"])
         values["tx_amount"] = body["tx_amount"]
         values["tx_during_weekend"] = int(ts.weekday() >= 5)
         values["tx_during_night"] = int(ts.hour < 6)
-        row = [0.0 if values.get(c) is None else float(values[c]) for c in columns]
-        r = await client.post(
-            mlflow_url + "/invocations", json={"dataframe_split": {"columns": columns, "data": [row]}}
-        )
-        if r.status_code != 200:
-            raise RuntimeError(f"mlflow {r.status_code}: {r.text[:300]}")
-        return True
-
-    return call
+        row = [0.0 if values.get(c) is None else float(values[c]) for c in self.columns]
+        invocation = json.dumps({"dataframe_split": {"columns": self.columns, "data": [row]}}).encode()
+        status, payload = await self.mlflow.request(http_post(self.mlflow_port, "/invocations", invocation))
+        if status != 200:
+            raise RuntimeError(f"mlflow HTTP {status}: {payload[:200]!r}")
 
 
-async def measure(name: str, call, bodies, rates, seconds, concurrency) -> list[dict]:
-    # warm-up (connection pools, registry caches, first model calls); a failing system fails loudly here
-    for body in bodies[:20]:
-        await call(body)
+async def run_load(spec: dict) -> dict:
+    """One load step against one system; returns the summary (see :func:`summarize`)."""
+    client = (OursClient if spec["system"] == "ours" else BaselineClient)(spec)
+    for pool in client.pools:
+        await pool.open()
+    try:
+        for i in range(spec.get("warmup", 20)):  # connections, caches, first model calls
+            await client.call(i)
+        if spec["mode"] == "open":
+            return await open_loop(client, spec["rate"], spec["seconds"], spec["drain_seconds"])
+        return await closed_loop(client, spec["connections"], spec["seconds"])
+    finally:
+        for pool in client.pools:
+            pool.close()
+
+
+async def open_loop(client, rate: float, seconds: float, drain_seconds: float) -> dict:
+    """Open loop at a fixed rate: request i is due at ``start + i / rate`` whatever happened before;
+    its latency is measured from that scheduled time (no coordinated omission: waiting for a free
+    connection or behind a slow server counts). Requests still unanswered ``drain_seconds`` after the
+    last one was due are cancelled and counted as errors."""
+    n = int(rate * seconds)
+    latencies: list[float] = []
+    errors: list[str] = []
+    start = time.perf_counter() + 0.05
+
+    async def one(i: int, scheduled: float) -> None:
+        try:
+            await client.call(i)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+        else:
+            latencies.append(time.perf_counter() - scheduled)
+
+    tasks = []
+    for i in range(n):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one(i, scheduled)))
+    done, pending = await asyncio.wait(tasks, timeout=drain_seconds)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+        errors.extend(["timeout: no answer within the drain time"] * len(pending))
+    return summarize(latencies, errors, time.perf_counter() - start, f"{rate:.0f}/s")
+
+
+async def closed_loop(client, concurrency: int, seconds: float) -> dict:
+    """``concurrency`` clients back to back for ``seconds``: the maximum throughput."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    start = time.perf_counter()
+    stop_at = start + seconds
+
+    async def worker(k: int) -> None:
+        i = k
+        while time.perf_counter() < stop_at:
+            t = time.perf_counter()
+            try:
+                await client.call(i)
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+            else:
+                latencies.append(time.perf_counter() - t)
+            i += concurrency
+
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    return summarize(latencies, errors, time.perf_counter() - start, f"max (c={concurrency})")
+
+
+def summarize(latencies: list[float], errors: list[str], elapsed: float, label: str) -> dict:
+    arr = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return {
+        "load": label,
+        "ok": len(latencies),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "throughput": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p99_ms": float(np.percentile(arr, 99)),
+        "max_ms": float(np.max(arr)),
+    }
+
+
+def loadgen_main(spec_path: str) -> int:
+    """Entry of the generator process: pin to the given CPUs, run one step, print the JSON summary."""
+    spec = json.loads(Path(spec_path).read_text())
+    if spec.get("cpus"):
+        os.sched_setaffinity(0, set(spec["cpus"]))
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    with runner:
+        result = runner.run(run_load(spec))
+    print(json.dumps(result))
+    return 0
+
+
+def generate(spec: dict, work: Path) -> dict:
+    """Run one load step in a separate generator process (own interpreter, own CPU when pinned)."""
+    path = work / f"loadgen-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(spec))
+    budget = spec["seconds"] + spec.get("drain_seconds", 0) + 120
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.serving", "--loadgen", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=budget,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(name: str, base_spec: dict, rates: list[float], args, work: Path) -> list[dict]:
     rows = []
     for rate in rates:
-        rows.append({"system": name, **await open_loop(call, bodies, rate, seconds)})
+        spec = {**base_spec, "mode": "open", "rate": rate, "seconds": args.seconds}
+        rows.append({"system": name, **generate(spec, work)})
         print(fmt(rows[-1]), flush=True)
-    rows.append({"system": name, **await closed_loop(call, bodies, concurrency, seconds)})
+    spec = {**base_spec, "mode": "closed", "connections": args.concurrency, "seconds": args.seconds}
+    rows.append({"system": name, **generate(spec, work)})
     print(fmt(rows[-1]), flush=True)
     return rows
 
 
 def fmt(r: dict) -> str:
-    return (
+    line = (
         f"  {r['system']:<34} {r['load']:>12} {r['ok']:>7} {r['errors']:>6} "
-        f"{r['throughput']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}"
+        f"{r['throughput']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.1f}"
     )
+    if r.get("first_error"):
+        line += f"\n      first error: {r['first_error'][:200]}"
+    return line
 
 
-HEADER = f"  {'system':<34} {'load':>12} {'ok':>7} {'errors':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+HEADER = (
+    f"  {'system':<34} {'load':>12} {'ok':>7} {'errors':>6} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+    f" {'max ms':>8}"
+)
 
 
 # --- our server process ------------------------------------------------------------------------------
-def serve_ours(repo: str, port: int) -> None:
+def serve_ours(repo: str, port: int, cpus: list[int]) -> None:
     """Child process: the scoring app on the sandbox's Feast repo (any online store) via uvicorn."""
+    if cpus:
+        os.sched_setaffinity(0, set(cpus))  # before any thread starts: they all inherit it
     import uvicorn
     from feast import FeatureStore
 
     from jobs.config import get_settings
-    from serving.app import create_app
+    from serving.app import create_app, tune_process, uvicorn_options
     from serving.features import FeastFeatureClient
     from serving.sandbox import (
         CUSTOMER_FEATURES,
@@ -236,7 +402,23 @@ def serve_ours(repo: str, port: int) -> None:
         request_fn=sandbox_request_features,
     )
     app = create_app(settings, feature_client=client)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    tune_process()  # as ``python -m serving.app`` does
+    uvicorn.run(app, host="127.0.0.1", port=port, **uvicorn_options())
+
+
+def cpu_plan(pin: bool) -> tuple[list[int], list[int], str]:
+    """(server CPUs, generator CPUs, description): on >= 2 CPUs the service gets CPU 0 and the load
+    generator the last CPU, so the generator never steals the server's core."""
+    available = sorted(os.sched_getaffinity(0))
+    if not pin or len(available) < 2:
+        return [], [], f"not pinned ({len(available)} CPUs available)"
+    server, gen = available[:1], available[-1:]
+    return (
+        server,
+        gen,
+        f"this service pinned to CPU {server[0]}, load generator (own process) to CPU {gen[0]}; "
+        "feast serve / mlflow serve unpinned (may use every CPU)",
+    )
 
 
 # --- main ----------------------------------------------------------------------------------------------
@@ -247,12 +429,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each load step")
     parser.add_argument("--rates", default="100,300", help="fixed request rates for this service")
     parser.add_argument("--baseline-rates", default="10,30", help="fixed request rates for the baseline")
-    parser.add_argument("--concurrency", type=int, default=16, help="clients in the max-throughput step")
+    parser.add_argument("--concurrency", type=int, default=16, help="connections in the max-throughput step")
+    parser.add_argument("--connections", type=int, default=64, help="connection pool of the fixed-rate steps")
+    parser.add_argument(
+        "--drain-seconds", type=float, default=15.0, help="wait for late answers, then cancel"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin server and generator to CPUs")
     parser.add_argument("--only", choices=["ours", "baseline"], help="run one side only")
-    parser.add_argument("--serve-ours", nargs=2, metavar=("REPO", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-ours", nargs=3, metavar=("REPO", "PORT", "CPUS"), help=argparse.SUPPRESS)
+    parser.add_argument("--loadgen", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.loadgen:
+        return loadgen_main(args.loadgen)
     if args.serve_ours:
-        serve_ours(args.serve_ours[0], int(args.serve_ours[1]))
+        cpus = [int(c) for c in args.serve_ours[2].split(",") if c]
+        serve_ours(args.serve_ours[0], int(args.serve_ours[1]), cpus)
         return 0
 
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
@@ -266,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONPATH"] = str(REPO)
     # mlflow models serve execs `uvicorn` from PATH
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    server_cpus, gen_cpus, pinning = cpu_plan(not args.no_pin)
     procs: list[subprocess.Popen] = []
     try:
         print("setup: simulator world, Feast repos (SQLite, Redis), model in MLflow ...", flush=True)
@@ -303,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  model {settings.model_name} v{version}, {len(sqlite_box.transactions)} transactions to replay"
         )
+        print(f"  CPUs: {pinning}", flush=True)
         txs = sqlite_box.transactions
         bodies = [
             {
@@ -315,97 +508,77 @@ def main(argv: list[str] | None = None) -> int:
             for r in txs.itertuples()
         ]
         model_columns = list(sqlite_box.feature_columns)  # the model signature (stream features: 0 here)
-
-        import httpx
-
         rates = [float(x) for x in args.rates.split(",") if x]
         base_rates = [float(x) for x in args.baseline_rates.split(",") if x]
+        common = {
+            "bodies": bodies,
+            "connections": args.connections,
+            "drain_seconds": args.drain_seconds,
+            "cpus": gen_cpus,
+        }
         rows: list[dict] = []
-
-        async def run_all() -> None:
-            limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-            async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-                systems = [("(a) this service, SQLite", sqlite_box), ("(a) this service, Redis", redis_box)]
-                for label, box in [] if args.only == "baseline" else systems:
-                    port = free_port()
-                    proc = spawn(
-                        [
-                            sys.executable,
-                            "-m",
-                            "benchmarks.serving",
-                            "--serve-ours",
-                            str(box.root),
-                            str(port),
-                        ],
-                        env,
-                        work / f"ours-{box.online}.log",
-                    )
-                    procs.append(proc)
-                    url = f"http://127.0.0.1:{port}"
-                    wait_http(url + "/readyz", proc=proc)
-                    rows.extend(
-                        await measure(
-                            label, ours_call(client, url), bodies, rates, args.seconds, args.concurrency
-                        )
-                    )
-                    stop(proc)
-
-                if args.only == "ours":
-                    return
-                feast_port, mlflow_port = free_port(), free_port()
-                feast = spawn(
-                    [
-                        str(Path(sys.executable).parent / "feast"),
-                        "-c",
-                        str(sqlite_box.root),
-                        "serve",
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        str(feast_port),
-                        "--no-access-log",
-                    ],
-                    env,
-                    work / "feast-serve.log",
-                )
-                mlflow_proc = spawn(
-                    [
-                        str(Path(sys.executable).parent / "mlflow"),
-                        "models",
-                        "serve",
-                        "-m",
-                        f"models:/{settings.model_name}@champion",
-                        "--env-manager",
-                        "local",
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        str(mlflow_port),
-                        "-w",
-                        "1",
-                    ],
-                    env,
-                    work / "mlflow-serve.log",
-                )
-                procs.extend([feast, mlflow_proc])
-                wait_http(f"http://127.0.0.1:{feast_port}/health", proc=feast)
-                wait_http(f"http://127.0.0.1:{mlflow_port}/health", proc=mlflow_proc)
-                call = baseline_call(
-                    client, f"http://127.0.0.1:{feast_port}", f"http://127.0.0.1:{mlflow_port}", model_columns
-                )
-                rows.extend(
-                    await measure(
-                        "(b) feast serve + mlflow serve, SQLite",
-                        call,
-                        bodies,
-                        base_rates,
-                        args.seconds,
-                        args.concurrency,
-                    )
-                )
-
         print(HEADER, flush=True)
-        asyncio.run(run_all())
+        systems = [("(a) this service, SQLite", sqlite_box), ("(a) this service, Redis", redis_box)]
+        for label, box in [] if args.only == "baseline" else systems:
+            port = free_port()
+            cpus = ",".join(map(str, server_cpus))
+            proc = spawn(
+                [sys.executable, "-m", "benchmarks.serving", "--serve-ours", str(box.root), str(port), cpus],
+                env,
+                work / f"ours-{box.online}.log",
+            )
+            procs.append(proc)
+            wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc)
+            rows.extend(measure(label, {**common, "system": "ours", "port": port}, rates, args, work))
+            stop(proc)
+
+        if args.only != "ours":
+            feast_port, mlflow_port = free_port(), free_port()
+            feast = spawn(
+                [
+                    str(Path(sys.executable).parent / "feast"),
+                    "-c",
+                    str(sqlite_box.root),
+                    "serve",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(feast_port),
+                    "--no-access-log",
+                ],
+                env,
+                work / "feast-serve.log",
+            )
+            mlflow_proc = spawn(
+                [
+                    str(Path(sys.executable).parent / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    f"models:/{settings.model_name}@champion",
+                    "--env-manager",
+                    "local",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(mlflow_port),
+                    "-w",
+                    "1",
+                ],
+                env,
+                work / "mlflow-serve.log",
+            )
+            procs.extend([feast, mlflow_proc])
+            wait_http(f"http://127.0.0.1:{feast_port}/health", proc=feast)
+            wait_http(f"http://127.0.0.1:{mlflow_port}/health", proc=mlflow_proc)
+            base_spec = {
+                **common,
+                "system": "baseline",
+                "port": feast_port,
+                "mlflow_port": mlflow_port,
+                "columns": model_columns,
+            }
+            rows.extend(measure("(b) feast serve + mlflow serve, SQLite", base_spec, base_rates, args, work))
 
         print("\nsummary")
         print(HEADER)
@@ -418,18 +591,21 @@ def main(argv: list[str] | None = None) -> int:
             if r["system"].startswith("(a)") and r["load"] == "300/s":
                 ok = r["p99_ms"] < 10 and r["errors"] == 0
                 verdicts.append(
-                    f"  p99 at 300 req/s, {r['system']}: {r['p99_ms']:.2f} ms -> {'MET' if ok else 'NOT MET'} (< 10 ms)"
+                    f"  p99 at 300 req/s, {r['system']}: {r['p99_ms']:.2f} ms, {r['errors']} errors"
+                    f" -> {'MET' if ok else 'NOT MET'} (< 10 ms, no errors)"
                 )
         for system, thr in best.items():
             if system.startswith("(a)"):
                 ratio = thr / base if base else float("nan")
                 verdicts.append(
-                    f"  max throughput {system}: {thr:.0f} req/s = {ratio:.1f}x baseline ({base:.0f} req/s) -> {'MET' if ratio >= 5 else 'NOT MET'} (>= 5x)"
+                    f"  max throughput {system}: {thr:.0f} req/s = {ratio:.1f}x baseline ({base:.0f} req/s)"
+                    f" -> {'MET' if ratio >= 5 else 'NOT MET'} (>= 5x)"
                 )
         print("\ntargets")
         print("\n".join(verdicts))
+        print(f"\n  CPUs: {pinning}")
         print(
-            f"\n  load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (machine shared: figures vary)"
+            f"  load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (machine shared: figures vary)"
         )
     finally:
         for proc in reversed(procs):

@@ -55,7 +55,12 @@ class MicroBatcher:
         return list(await asyncio.gather(*futures))
 
     async def submit(self, item: dict[str, Any]) -> Any:
-        return (await self.submit_many([item]))[0]
+        if self._task is None:
+            raise RuntimeError("batcher not started")
+        future = asyncio.get_running_loop().create_future()  # no gather() for the common case of one
+        self._pending.append((item, future))
+        self._wakeup.set()
+        return await future
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

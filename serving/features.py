@@ -260,25 +260,28 @@ class FeastFeatureClient:
     def _add_request_features(self, transactions: Sequence[dict[str, Any]], out: list[FeatureVector]) -> None:
         if self.request_fn is None:
             return
+        # typed numpy columns: half the cost of letting pandas infer them from lists (hot path)
         frame = pd.DataFrame(
             {
-                "transaction_id": [tx["transaction_id"] for tx in transactions],
-                "customer_id": [tx["customer_id"] for tx in transactions],
-                "terminal_id": [tx["terminal_id"] for tx in transactions],
-                "tx_amount": [float(tx["tx_amount"]) for tx in transactions],
+                "transaction_id": np.array([tx["transaction_id"] for tx in transactions], dtype="int64"),
+                "customer_id": np.array([tx["customer_id"] for tx in transactions], dtype="int64"),
+                "terminal_id": np.array([tx["terminal_id"] for tx in transactions], dtype="int64"),
+                "tx_amount": np.array([tx["tx_amount"] for tx in transactions], dtype="float64"),
                 # the lake stores UTC as naive timestamps; the shared function sees the same
-                "tx_datetime": pd.to_datetime(
-                    [tx["tx_datetime"].astimezone(UTC).replace(tzinfo=None) for tx in transactions]
+                "tx_datetime": np.array(
+                    [tx["tx_datetime"].astimezone(UTC).replace(tzinfo=None) for tx in transactions],
+                    dtype="datetime64[ns]",
                 ),
             }
         )
         enriched = self.request_fn(frame)
         served = set(out[0].values) if out else set()
         wanted = [c for c in self._feature_columns if c in enriched.columns and c not in served]
-        columns = {c: enriched[c].to_numpy(dtype="float64", na_value=np.nan) for c in wanted}
+        columns = {c: enriched[c].to_numpy(dtype="float64", na_value=np.nan).tolist() for c in wanted}
         for i, vector in enumerate(out):
-            for c, arr in columns.items():
-                vector.values[c] = float(arr[i])
+            values = vector.values
+            for c, col in columns.items():
+                values[c] = col[i]
 
     def ping(self) -> None:
         plans = self._resolve()

@@ -47,6 +47,16 @@ class ServingMetrics:
         )
         self.started = Gauge("serving_start_time_seconds", "process start time", registry=r)
         self.started.set(time.time())
+        self._children: dict[tuple, object] = {}
+
+    def child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, memoised: the per-request label lookup (and its lock) is paid
+        once per label combination (all label sets here are bounded)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
 
 class MetricsMiddleware:
@@ -74,5 +84,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, _send)
         finally:
-            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(route, scope.get("method", ""), str(status["code"])).inc()
+            m = self.metrics
+            m.child(m.latency, route).observe(time.perf_counter() - start)
+            m.child(m.requests, route, scope.get("method", ""), str(status["code"])).inc()

@@ -1,7 +1,8 @@
 """Streaming path: push each scored transaction to the Feast push source, off the request path.
 
 :class:`FeaturePusher` owns a bounded queue and a thread; the request path only enqueues. The thread
-drains the queue in small batches and calls ``client.push_transactions(batch)`` (see
+drains the queue in small batches (lingering ``linger_seconds`` after the first transaction so that a
+busy service pushes once per batch, not once per request) and calls ``client.push_transactions(batch)`` (see
 ``serving.features.FeastFeatureClient.push_transactions``), which updates the customer's recent-activity
 row in the online store so the short-window features are fresh at the next request.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,9 +70,11 @@ class FeaturePusher:
         queue_size: int = 10_000,
         max_batch: int = 500,
         on_failed: Callable[[int], None] | None = None,
+        linger_seconds: float = 0.02,
     ) -> None:
         self.client = client
         self.max_batch = max_batch
+        self.linger_seconds = linger_seconds
         self.on_failed = on_failed
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.pushed = 0
@@ -101,9 +105,12 @@ class FeaturePusher:
         while True:
             item = self.queue.get()
             batch = [] if item is _STOP else [item]
+            # linger briefly after the first transaction: one read-modify-write for everything that
+            # arrives meanwhile instead of one per request (less CPU and GIL taken from requests)
+            deadline = time.monotonic() + self.linger_seconds if batch else 0.0
             while len(batch) < self.max_batch:
                 try:
-                    nxt = self.queue.get_nowait()
+                    nxt = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if nxt is _STOP:

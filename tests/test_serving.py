@@ -254,6 +254,23 @@ def test_batch_equals_single(client, sandbox):
     assert [r["transaction_id"] for r in batch.json()["results"]] == [t["transaction_id"] for t in txs]
 
 
+def test_responses_are_the_published_schema(client, sandbox):
+    """/v1/score answers are encoded without FastAPI's response-model pass: they must still be exactly
+    what the published models (ScoreResult, BatchResponse) serialise to."""
+    from serving.schemas import BatchResponse, ScoreResult
+
+    txs = [body(tx) for _, tx in sandbox.transactions.head(3).iterrows()]
+    unknown = {**txs[0], "customer_id": 10**12}
+    for tx in [*txs, unknown]:
+        r = client.post("/v1/score", json=tx)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        assert ScoreResult.model_validate(r.json()).model_dump(mode="json") == r.json()
+    r = client.post("/v1/score/batch", json={"transactions": [*txs, unknown]})
+    assert BatchResponse.model_validate(r.json()).model_dump(mode="json") == r.json()
+    stamps = [f["event_timestamp"] for f in r.json()["results"][0]["feature_freshness"]]
+    assert any(s is not None for s in stamps)
+
+
 def test_unknown_entities_scored_with_defaults_and_flagged(client, sandbox):
     tx = body(sandbox.transactions.iloc[0])
     unknown = client.post("/v1/score", json={**tx, "customer_id": 10**12, "terminal_id": 10**12})
@@ -484,6 +501,60 @@ def test_stream_window_functions():
         "customer_amount_1h": 7.0,
     }
     assert derive_recent(ids, epochs, amounts, tx_id=3, tx_epoch=5000)["customer_nb_tx_1h"] == 1.0
+
+
+def test_pusher_pushes_a_burst_in_few_batches():
+    """The pusher lingers after the first transaction: a burst is one read-modify-write, not one per
+    request; everything submitted is pushed."""
+    from serving.streaming import FeaturePusher
+
+    class Recorder:  # the pusher's client protocol (push_transactions)
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def push_transactions(self, batch) -> int:
+            self.calls.append(len(batch))
+            return len(batch)
+
+    rec = Recorder()
+    pusher = FeaturePusher(rec, linger_seconds=0.2)
+    pusher.start()
+    try:
+        pusher.submit([{"transaction_id": i} for i in range(40)])
+        for i in range(40, 60):
+            pusher.submit([{"transaction_id": i}])
+        assert pusher.wait_idle(10)
+    finally:
+        pusher.close()
+    assert sum(rec.calls) == 60 and pusher.pushed == 60
+    assert len(rec.calls) <= 2, rec.calls
+
+
+def test_benchmark_load_generator_counts_answers_and_errors(serving_settings, sandbox, champion):
+    """The benchmark's raw-socket generator against the real service: every fixed-rate request is
+    answered and timed; non-200 answers are errors."""
+    import asyncio
+
+    from benchmarks.serving import run_load
+
+    bodies = [body(tx) for _, tx in sandbox.transactions.head(50).iterrows()]
+    with Server(make_app(serving_settings, sandbox, log_predictions=False)) as srv:
+        spec = {
+            "system": "ours",
+            "port": srv.port,
+            "bodies": bodies,
+            "connections": 4,
+            "drain_seconds": 10,
+            "warmup": 2,
+            "mode": "open",
+            "rate": 50,
+            "seconds": 1.0,
+        }
+        ok = asyncio.run(run_load(spec))
+        bad = asyncio.run(run_load({**spec, "bodies": [{**b, "tx_amount": -1} for b in bodies], "warmup": 0}))
+    assert (ok["ok"], ok["errors"]) == (50, 0)
+    assert 0 < ok["p50_ms"] <= ok["p99_ms"] <= ok["max_ms"] < 10_000
+    assert (bad["ok"], bad["errors"]) == (0, 50) and "HTTP 422" in bad["first_error"]
 
 
 # --- fuzzing ---------------------------------------------------------------------------------------
