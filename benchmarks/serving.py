@@ -19,7 +19,9 @@ One run on this machine, everything on 127.0.0.1:
   drain deadline after which late requests are cancelled and counted as errors) and self-stopping.
   Then a closed-loop step (``--concurrency`` connections back to back) measures the maximum throughput.
 * CPUs: on a machine with >= 2 CPUs the service is pinned to CPU 0 and the generator to the last CPU
-  (``os.sched_setaffinity``; ``--no-pin`` to turn off); the baseline's two servers are left unpinned.
+  (``os.sched_setaffinity``; ``--no-pin`` to turn off); the baseline's two servers are left unpinned
+  and ``feast serve`` runs without its default worker recycling (``--max-requests``): the baseline
+  gets at least as much CPU as this service and no self-inflicted stalls.
 
 Run: ``python -m benchmarks.serving [--seconds 10] [--rates 100,300]`` (``make bench``).
 Targets: p99 < 10 ms at 300 req/s for (a) with SQLite and with Redis; (a) max throughput >= 5x (b).
@@ -140,11 +142,15 @@ def http_post(port: int, path: str, body: bytes) -> bytes:
 
 
 class Pool:
-    """A fixed set of keep-alive connections to one port; a request waits for a free one."""
+    """A fixed number of keep-alive connections to one port; a request waits for a free one. Last in,
+    first out, so a low rate keeps reusing the same few connections instead of letting them idle into
+    the server's keep-alive timeout. Like any HTTP client, a connection the server closed while idle
+    is replaced, and a request that got no byte of answer on such a connection is sent once more on a
+    new one (both are read-only scoring calls); the time spent doing so counts in its latency."""
 
     def __init__(self, port: int, size: int) -> None:
         self.port, self.size = port, size
-        self.idle: asyncio.Queue[HttpConnection] = asyncio.Queue()
+        self.idle: asyncio.LifoQueue[HttpConnection | None] = asyncio.LifoQueue()
 
     async def open(self) -> None:
         for conn in await asyncio.gather(*(HttpConnection.open(self.port) for _ in range(self.size))):
@@ -153,17 +159,31 @@ class Pool:
     async def request(self, raw: bytes) -> tuple[int, bytes]:
         conn = await self.idle.get()
         try:
-            result = await conn.request(raw)
+            if conn is None or conn.reader.at_eof():  # broken earlier / closed by the server while idle
+                if conn is not None:
+                    conn.close()
+                conn = await HttpConnection.open(self.port)
+            try:
+                result = await conn.request(raw)
+            except (ConnectionResetError, BrokenPipeError, asyncio.IncompleteReadError) as exc:
+                if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                    raise  # an answer was cut off: that is an error, not a stale connection
+                conn.close()
+                conn = await HttpConnection.open(self.port)
+                result = await conn.request(raw)
         except BaseException:
-            conn.close()  # broken or cancelled mid-response: replace it
-            self.idle.put_nowait(await HttpConnection.open(self.port))
+            if conn is not None:
+                conn.close()
+            self.idle.put_nowait(None)  # reopened by the next request that takes it
             raise
         self.idle.put_nowait(conn)
         return result
 
     def close(self) -> None:
         while not self.idle.empty():
-            self.idle.get_nowait().close()
+            conn = self.idle.get_nowait()
+            if conn is not None:
+                conn.close()
 
 
 class OursClient:
@@ -545,6 +565,10 @@ def main(argv: list[str] | None = None) -> int:
                     "-p",
                     str(feast_port),
                     "--no-access-log",
+                    # no worker recycling during the run (default: a restart every ~1000 requests,
+                    # a ~1.5 s stall): the baseline at its best
+                    "--max-requests",
+                    "1000000000",
                 ],
                 env,
                 work / "feast-serve.log",
