@@ -278,7 +278,7 @@ def test_login_dag_list_trigger_train_model_from_the_form(stack, api, page) -> N
     page.screenshot(path=str(ARTIFACTS / "airflow-trigger-form.png"), full_page=True)
     dialog.get_by_role("button", name="Trigger", exact=True).click()
     dialog.wait_for(state="hidden")
-    page.get_by_text("Dag Run Triggered").wait_for()
+    page.get_by_text("Dag Run Triggered").first.wait_for()  # the UI renders the toast in two toasters
     page.wait_for_url(f"**/dags/train_model/runs/{run_id}**")
 
     # the run exists with the form's values as its conf, then finishes
