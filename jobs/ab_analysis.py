@@ -55,6 +55,7 @@ from scipy.stats import rankdata
 
 from jobs.config import Settings, get_settings
 from jobs.logs import get_logger
+from jobs.metrics import json_safe
 from jobs.storage import StorageLayout, as_date, staged_directory
 
 CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
@@ -280,19 +281,7 @@ class ABResult:
     promotion: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+        return json_safe(asdict(self))
 
 
 def analyse(log: pd.DataFrame, cfg: ABConfig | None = None, *, start="", end="", as_of="") -> ABResult:

@@ -151,29 +151,17 @@ class Evaluation:
         return {
             "window": list(self.window),
             "model_version": self.model_version,
-            "metrics": _clean(self.metrics),
-            "threshold": _clean(dataclasses.asdict(self.threshold)),
-            "card_precision_per_day": _clean(
+            "metrics": M.json_safe(self.metrics),
+            "threshold": M.json_safe(dataclasses.asdict(self.threshold)),
+            "card_precision_per_day": M.json_safe(
                 self.per_day.assign(day=self.per_day["day"].astype(str)).to_dict("records")
             ),
-            "slices": _clean(self.slices),
+            "slices": M.json_safe(self.slices),
         }
 
 
 def _isnan(v: Any) -> bool:
     return isinstance(v, float) and math.isnan(v)
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj
 
 
 def evaluate_scores(
@@ -225,7 +213,7 @@ class GateDecision:
         return [c for c in self.checks if not c["passed"]]
 
     def as_dict(self) -> dict[str, Any]:
-        return _clean({"promote": self.promote, "reason": self.reason, "checks": self.checks})
+        return M.json_safe({"promote": self.promote, "reason": self.reason, "checks": self.checks})
 
 
 def gate(challenger: Evaluation, champion: Evaluation | None, policy: Gate | None = None) -> GateDecision:
@@ -467,7 +455,7 @@ def run_handbook_protocol(
         "train_rows": len(train_df),
         "test_rows": len(test_df),
         "handbook_reference": HANDBOOK_FIGURES,
-        "results": {k: {**_clean(v.metrics), **v.extra} for k, v in results.items()},
+        "results": {k: {**M.json_safe(v.metrics), **v.extra} for k, v in results.items()},
         "mlflow_tracking_uri": settings.mlflow_tracking_uri,
     }
     out = StorageLayout(base).path("reports", None, "handbook") / "protocol.json"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -234,3 +235,16 @@ def slice_metrics(
                 row["precision_at_threshold"] = tp / int(flag.sum()) if flag.sum() else math.nan
             out[f"{name}={value}"] = row
     return out
+
+
+def json_safe(obj: Any) -> Any:
+    """Metrics as plain JSON: numpy scalars to Python, non-finite floats (NaN, inf) to None, keys to str."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
