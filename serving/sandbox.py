@@ -247,12 +247,11 @@ def train_and_register(
             for t in grid
         ]
         threshold = float(grid[int(np.argmin(cost))])
+    from jobs.registry import configure_mlflow
+
+    # artifacts under settings.mlflow_artifact_root, never MLflow's default ./mlruns in the working directory
+    configure_mlflow(settings, "serving-sandbox")
     uri = settings.mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    mlflow.set_experiment("serving-sandbox")
     with mlflow.start_run():
         info = mlflow.xgboost.log_model(
             model,
