@@ -22,36 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pandas as pd
-
-
-def _write_lake(layout, cfg, first: dt.date, last: dt.date) -> int:
-    from jobs.simulate import Simulator
-
-    sim = Simulator(cfg)
-    opts = {"index": False, "coerce_timestamps": "us", "allow_truncated_timestamps": True}
-    total = 0
-    day = first
-    while day <= last:
-        tx = sim.transactions(day)
-        total += len(tx)
-        path = layout.path("transactions", day)
-        path.mkdir(parents=True, exist_ok=True)
-        cols = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"]
-        tx[cols].to_parquet(path / "part-00000.parquet", **opts)
-        labels = sim.labels_reported_on(day)
-        labels = labels.assign(
-            transaction_id=labels["transaction_id"].astype("int64"),
-            tx_datetime=pd.to_datetime(labels["tx_datetime"]),
-            reported_at=pd.to_datetime(labels["reported_at"]),
-            tx_fraud=labels["tx_fraud"].astype("int32"),
-        )
-        path = layout.path("labels", day)
-        path.mkdir(parents=True, exist_ok=True)
-        labels.to_parquet(path / "part-00000.parquet", **opts)
-        day += dt.timedelta(days=1)
-    return total
-
 
 def _fresh_store(settings) -> None:
     """Drop the registry and online store (the offline tables stay)."""
@@ -62,7 +32,7 @@ def run(args: argparse.Namespace) -> dict:
     from jobs import feature_store as fs
     from jobs.config import Settings
     from jobs.features import build_features, snapshot_timestamp
-    from jobs.simulate import SimulatorConfig
+    from jobs.simulate import SimulatorConfig, write_lake
     from jobs.storage import StorageLayout
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-features-"))
@@ -74,7 +44,7 @@ def run(args: argparse.Namespace) -> dict:
 
     t0 = time.monotonic()
     cfg = SimulatorConfig(n_customers=args.customers, n_terminals=args.terminals)
-    out["transactions"] = _write_lake(layout, cfg, first, last)
+    out["transactions"] = write_lake(cfg, first, last, layout)
     out["lake_write_s"] = time.monotonic() - t0
 
     # feature computation: all snapshot days but the last (kept for the daily run below)

@@ -104,7 +104,9 @@ class Settings(BaseSettings):
     # --- model / decision -------------------------------------------------------------
     model_name: str = "fraud-detector"
     feature_service: str = "fraud_v1"
-    feast_project: str = Field("fraud", description="Feast project (registry namespace, online-store key prefix)")
+    feast_project: str = Field(
+        "fraud", description="Feast project (registry namespace, online-store key prefix)"
+    )
     costs: Costs = Field(default_factory=Costs)
     gate: Gate = Field(default_factory=Gate)
     train_days: int = Field(14, ge=1, description="default training window (days) of scheduled training")

@@ -350,27 +350,6 @@ HANDBOOK_WINDOWS = Windows(
 HANDBOOK_FIGURES = {"auc_roc": 0.87, "average_precision": 0.68, "card_precision_at_100": 0.28}
 
 
-def _write_lake_from_simulator(sim, layout: StorageLayout, day: dt.date) -> None:
-    """The lake partitions of one day exactly as ingestion publishes them (contract types)."""
-    from jobs.storage import staged_directory
-
-    tx = sim.transactions(day)[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"]]
-    tx = tx.astype({"transaction_id": "int64", "customer_id": "int64", "terminal_id": "int64"})
-    tx = tx.astype({"tx_datetime": "datetime64[us]", "tx_amount": "float64"})
-    labels = sim.labels_reported_on(day).astype(
-        {
-            "transaction_id": "int64",
-            "tx_datetime": "datetime64[us]",
-            "reported_at": "datetime64[us]",
-            "tx_fraud": "int32",
-        }
-    )
-    for dataset, frame in (("transactions", tx), ("labels", labels)):
-        with staged_directory(layout.path(dataset, day)) as tmp:
-            tmp.mkdir(parents=True)
-            frame.to_parquet(tmp / "part-00000.parquet", index=False)
-
-
 def run_handbook_protocol(
     n_customers: int = 5_000,
     n_terminals: int = 10_000,
@@ -391,7 +370,7 @@ def run_handbook_protocol(
 
     from jobs import feature_store
     from jobs.features import LOOKBACK_DAYS, build_features
-    from jobs.simulate import Simulator, SimulatorConfig
+    from jobs.simulate import Simulator, SimulatorConfig, write_lake
     from jobs.spark import get_spark
     from jobs.train import TrainParams, train_and_log
 
@@ -417,8 +396,7 @@ def run_handbook_protocol(
             ingest("transactions", day, settings, spark)
             ingest("labels", day, settings, spark)
     else:
-        for day in days:
-            _write_lake_from_simulator(sim, layout, day)
+        write_lake(sim, days[0], days[-1], layout)
     check_protocol(w, delay, labels_through=labels_through(layout))
     build_features(w.train_start - dt.timedelta(days=1), w.holdout_end, settings, spark=spark)
     shutil.rmtree(settings.home / "feast", ignore_errors=True)  # a fresh registry for this world

@@ -40,8 +40,14 @@ from scipy.spatial import cKDTree
 
 from jobs.config import get_settings
 from jobs.logs import get_logger
-from jobs.schema import RAW_LABEL_COLUMNS, RAW_TRANSACTION_COLUMNS, TIMESTAMP_FORMAT
-from jobs.storage import StorageLayout, as_date, staged_file
+from jobs.schema import (
+    LABEL_SCHEMA,
+    RAW_LABEL_COLUMNS,
+    RAW_TRANSACTION_COLUMNS,
+    TIMESTAMP_FORMAT,
+    TRANSACTION_SCHEMA,
+)
+from jobs.storage import StorageLayout, as_date, staged_directory, staged_file
 
 SECONDS_PER_DAY = 86_400
 ID_STRIDE = 10**8  # transaction ids are day_index * ID_STRIDE + sequence within the day
@@ -279,6 +285,38 @@ def simulate(
         rows.append(row)
         day += dt.timedelta(days=1)
     return pd.DataFrame(rows)
+
+
+_PANDAS_TYPES = {"bigint": "int64", "int": "int32", "double": "float64", "timestamp": "datetime64[us]"}
+
+
+def _contract_frame(df: pd.DataFrame, schema: dict[str, str]) -> pd.DataFrame:
+    return df[list(schema)].astype({col: _PANDAS_TYPES[kind] for col, kind in schema.items()})
+
+
+def write_lake(
+    sim: Simulator | SimulatorConfig, start: dt.date, end: dt.date, layout: StorageLayout | None = None
+) -> int:
+    """Write the lake partitions of [start, end] straight from the simulator, in the ingestion contract's
+    columns and types (what ingestion publishes for clean input), atomically per partition.
+
+    For benchmarks, tests and the handbook protocol, where running ingestion day by day is not the point.
+    Returns the number of transactions written.
+    """
+    sim = sim if isinstance(sim, Simulator) else Simulator(sim)
+    layout = layout or StorageLayout()
+    total = 0
+    day = start
+    while day <= end:
+        tx = _contract_frame(sim.transactions(day), TRANSACTION_SCHEMA)
+        labels = _contract_frame(sim.labels_reported_on(day), LABEL_SCHEMA)
+        for dataset, frame in (("transactions", tx), ("labels", labels)):
+            with staged_directory(layout.path(dataset, day)) as tmp:
+                tmp.mkdir(parents=True)
+                frame.to_parquet(tmp / "part-00000.parquet", index=False)
+        total += len(tx)
+        day += dt.timedelta(days=1)
+    return total
 
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:

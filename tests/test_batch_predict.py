@@ -103,28 +103,10 @@ def platform(settings, layout, spark):
 
     from jobs import feature_store, registry
     from jobs.features import build_features
-    from jobs.simulate import Simulator, SimulatorConfig
+    from jobs.simulate import Simulator, SimulatorConfig, write_lake
 
     sim = Simulator(SimulatorConfig(n_customers=200, n_terminals=400, seed=7))
-    day = FIRST
-    while day <= LAST:
-        tx = sim.transactions(day)[
-            ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"]
-        ]
-        (layout.path("transactions", day)).mkdir(parents=True, exist_ok=True)
-        tx = tx.astype({"tx_datetime": "datetime64[us]"})  # the lake's parquet timestamps (Spark reads us)
-        tx.to_parquet(layout.path("transactions", day) / "part-00000.parquet", index=False)
-        labels = sim.labels_reported_on(day).astype(
-            {
-                "transaction_id": "int64",
-                "tx_datetime": "datetime64[us]",
-                "reported_at": "datetime64[us]",
-                "tx_fraud": "int32",
-            }
-        )
-        layout.path("labels", day).mkdir(parents=True, exist_ok=True)
-        labels.to_parquet(layout.path("labels", day) / "part-00000.parquet", index=False)
-        day += dt.timedelta(days=1)
+    write_lake(sim, FIRST, LAST, layout)
     build_features(FIRST, LAST, settings, spark=spark)
     feature_store.apply(settings)
 

@@ -16,7 +16,7 @@ import pytest
 from jobs import feature_store as fs
 from jobs.config import REPO_ROOT, Settings
 from jobs.features import CUSTOMER_FEATURES, TERMINAL_FEATURES, build_features, snapshot_timestamp
-from jobs.simulate import Simulator, SimulatorConfig
+from jobs.simulate import Simulator, SimulatorConfig, write_lake
 from jobs.storage import StorageLayout
 
 pytestmark = pytest.mark.spark
@@ -31,27 +31,7 @@ def write_simulated_lake(
     layout: StorageLayout, first: dt.date, last: dt.date, cfg: SimulatorConfig = SIM
 ) -> None:
     """Lake partitions per the data contract, straight from the simulator (what ingestion publishes)."""
-    sim = Simulator(cfg)
-    opts = {"index": False, "coerce_timestamps": "us", "allow_truncated_timestamps": True}
-    day = first
-    while day <= last:
-        tx = sim.transactions(day)[
-            ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"]
-        ]
-        path = layout.path("transactions", day)
-        path.mkdir(parents=True, exist_ok=True)
-        tx.to_parquet(path / "part-00000.parquet", **opts)
-        labels = sim.labels_reported_on(day)
-        labels = labels.assign(
-            transaction_id=labels["transaction_id"].astype("int64"),
-            tx_datetime=pd.to_datetime(labels["tx_datetime"]),
-            reported_at=pd.to_datetime(labels["reported_at"]),
-            tx_fraud=labels["tx_fraud"].astype("int32"),
-        )
-        path = layout.path("labels", day)
-        path.mkdir(parents=True, exist_ok=True)
-        labels.to_parquet(path / "part-00000.parquet", **opts)
-        day += dt.timedelta(days=1)
+    write_lake(cfg, first, last, layout)
 
 
 def offline_snapshot(layout: StorageLayout, view: str, day: dt.date) -> pd.DataFrame:

@@ -21,7 +21,7 @@ import os
 
 import pytest
 
-from jobs.simulate import DriftConfig, Simulator, SimulatorConfig
+from jobs.simulate import DriftConfig, SimulatorConfig, write_lake
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.spark]
 
@@ -60,28 +60,6 @@ def platform_at(home):
         get_settings.cache_clear()
 
 
-def write_lake(cfg: SimulatorConfig, layout) -> None:
-    """Lake partitions (the ingestion contract's columns and types) straight from the simulator."""
-    from jobs.storage import staged_directory
-
-    sim = Simulator(cfg)
-    day = START
-    while day <= END:
-        tx = sim.transactions(day)[
-            ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"]
-        ]
-        tx = tx.astype({"tx_datetime": "datetime64[us]", "tx_amount": "float64"})
-        labels = sim.labels_reported_on(day).astype(
-            {"transaction_id": "int64", "tx_datetime": "datetime64[us]", "reported_at": "datetime64[us]"}
-        )
-        labels["tx_fraud"] = labels["tx_fraud"].astype("int32")
-        for dataset, frame in (("transactions", tx), ("labels", labels)):
-            with staged_directory(layout.path(dataset, day)) as tmp:
-                tmp.mkdir(parents=True)
-                frame.to_parquet(tmp / "part-00000.parquet", index=False)
-        day += dt.timedelta(days=1)
-
-
 def triggered_run(day: dt.date):
     """The train_model run the monitor DAG queued for ``day`` (None if it did not trigger)."""
     from airflow.models.dagrun import DagRun
@@ -111,7 +89,7 @@ def play(home, drift: bool) -> dict:
             label_delay_days=settings.label_delay_days,
             drift=DriftConfig(SHIFT, amount_factor=2.5) if drift else DriftConfig(),
         )
-        write_lake(cfg, layout)
+        write_lake(cfg, START, END, layout)
         run_dag("build_features", START.isoformat(), conf={"date": START.isoformat(), "end": END.isoformat()})
         run_dag("train_model", "2018-05-20", conf=INITIAL)
         first_champion = registry.champion_version(settings)

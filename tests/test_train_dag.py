@@ -24,31 +24,13 @@ def platform(tmp_path_factory, spark):
     from jobs import feature_store
     from jobs.config import get_settings
     from jobs.features import build_features
-    from jobs.simulate import Simulator, SimulatorConfig
+    from jobs.simulate import Simulator, SimulatorConfig, write_lake
     from jobs.storage import StorageLayout
 
     settings = fresh_home(tmp_path_factory)
     layout = StorageLayout(settings)
     sim = Simulator(SimulatorConfig(n_customers=300, n_terminals=600, seed=5))
-    day = FIRST
-    while day <= LAST:
-        tx = sim.transactions(day)[
-            ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"]
-        ]
-        layout.path("transactions", day).mkdir(parents=True)
-        tx = tx.astype({"tx_datetime": "datetime64[us]"})  # the lake's contract: microseconds
-        tx.to_parquet(layout.path("transactions", day) / "part-00000.parquet", index=False)
-        labels = sim.labels_reported_on(day).astype(
-            {
-                "transaction_id": "int64",
-                "tx_fraud": "int32",
-                "tx_datetime": "datetime64[us]",
-                "reported_at": "datetime64[us]",
-            }
-        )
-        layout.path("labels", day).mkdir(parents=True)
-        labels.to_parquet(layout.path("labels", day) / "part-00000.parquet", index=False)
-        day += dt.timedelta(days=1)
+    write_lake(sim, FIRST, LAST, layout)
     with pytest.MonkeyPatch.context() as mp:
         # the DAG's tasks read the process-wide settings: point them at this home
         mp.setenv("FRAUD_HOME", str(settings.home))

@@ -46,20 +46,6 @@ FORM = {
     "max_depth": "3",
     "n_estimators": "30",
 }
-# the lake's data contract (what ingestion publishes)
-TX_TYPES = {
-    "transaction_id": "int64",
-    "tx_datetime": "datetime64[us]",
-    "customer_id": "int64",
-    "terminal_id": "int64",
-    "tx_amount": "float64",
-}
-LABEL_TYPES = {
-    "transaction_id": "int64",
-    "tx_datetime": "datetime64[us]",
-    "reported_at": "datetime64[us]",
-    "tx_fraud": "int32",
-}
 pytestmark = [pytest.mark.airflow, pytest.mark.timeout(1500)]
 
 
@@ -71,20 +57,12 @@ def _free_port() -> int:
 
 def _write_lake(settings: Settings) -> None:
     """Lake partitions as ingestion publishes them (data contract columns/types), from the simulator."""
-    from jobs.simulate import Simulator, SimulatorConfig
+    from jobs.simulate import SimulatorConfig, write_lake
     from jobs.storage import StorageLayout
 
-    layout = StorageLayout(settings)
-    sim = Simulator(SimulatorConfig(n_customers=200, n_terminals=400, seed=11))
-    day = FIRST
-    while day <= LAST:
-        tx = sim.transactions(day)[list(TX_TYPES)].astype(TX_TYPES)
-        layout.path("transactions", day).mkdir(parents=True, exist_ok=True)
-        tx.to_parquet(layout.path("transactions", day) / "part-00000.parquet", index=False)
-        labels = sim.labels_reported_on(day)[list(LABEL_TYPES)].astype(LABEL_TYPES)
-        layout.path("labels", day).mkdir(parents=True, exist_ok=True)
-        labels.to_parquet(layout.path("labels", day) / "part-00000.parquet", index=False)
-        day += dt.timedelta(days=1)
+    write_lake(
+        SimulatorConfig(n_customers=200, n_terminals=400, seed=11), FIRST, LAST, StorageLayout(settings)
+    )
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: int = 600) -> None:
