@@ -14,7 +14,7 @@ by `build_features`). It fails after `FEATURE_WAIT` if they never appear.
 
 1. **wait_for_features** — sensor described above.
 2. **score** — `jobs.batch_predict.run(D, alias)`: PIT features from the Feast offline store through
-   the feature service `fraud_v1`, scoring inside Spark (`mapInPandas`, model broadcast as raw native
+   the feature service `fraud_v2`, scoring inside Spark (`mapInPandas`, model broadcast as raw native
    bytes), atomic write of `predictions/date=D` (transaction_id, score, decision, model_version,
    scored_at); in the production profile the partition is published to S3 with a manifest written
    last (`jobs.publish`). Re-running a date replaces its partition. Emits the `batch_predictions`

@@ -5,7 +5,7 @@ Weekly (Monday 03:00 UTC), by hand from the UI with the typed params below, or t
 `monitor_and_retrain` with `conf={"reason": "..."}` when drift or decay is detected.
 
 1. **train** (`jobs.train`) — the point-in-time correct training set of the training window from
-   the Feast feature service (`fraud_v1`), XGBoost with `scale_pos_weight` for the class
+   the Feast feature service (`fraud_v2`), XGBoost with `scale_pos_weight` for the class
    imbalance (optional time-ordered hyperparameter search), everything logged to one MLflow run
    (params, metrics, feature service and version, windows, row counts, data hash, plots, the
    model in native UBJ format with signature and input example); the model is registered as a

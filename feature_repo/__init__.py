@@ -1,9 +1,13 @@
 """Feast feature repository of the fraud use case (one file per concern).
 
-* ``entities.py``          the join keys: ``customer`` and ``terminal``
+* ``entities.py``          the join keys: ``customer``, ``terminal`` and ``transaction``
 * ``data_sources.py``      parquet sources over the offline feature tables written by ``jobs.features``
-* ``feature_views.py``     ``customer_spending`` and ``terminal_risk`` (daily snapshots, TTL one day)
-* ``feature_services.py``  ``fraud_v1``: the versioned set that training and serving both read
+* ``feature_views.py``     ``customer_spending`` and ``terminal_risk`` (daily snapshots, TTL one day),
+                           ``customer_activity_1h`` (per transaction, offline only)
+* ``feature_services.py``  ``fraud_v1`` and ``fraud_v2`` (+ the last hour): the versioned sets that
+                           training and serving both read
+* ``streaming.py``         the push source and view ``customer_recent_activity`` that keep the
+                           last-hour features fresh online (registered by the scoring service)
 
 The platform drives this repo from ``jobs.feature_store`` (config built from the settings); the
 ``feature_store*.yaml`` files are the equivalent configurations for the ``feast`` CLI, e.g.

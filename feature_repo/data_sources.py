@@ -1,7 +1,11 @@
-"""Offline sources: the daily snapshot tables written by ``jobs.features``.
+"""Offline sources: the feature tables written by ``jobs.features``.
 
-``features/<view>/date=D/*.parquet`` with ``event_timestamp = D+1 00:00 UTC``. The folder comes
-from the platform's storage layout (``jobs.storage``), so it follows ``FRAUD_HOME``.
+* ``features/<view>/date=D/*.parquet`` (customer, terminal): daily snapshots with
+  ``event_timestamp = D+1 00:00 UTC``;
+* ``features/recent/date=D/*.parquet``: one row per transaction of day ``D`` with
+  ``event_timestamp = tx_datetime`` (the customer's activity in the hour before it).
+
+The folders come from the platform's storage layout (``jobs.storage``), so they follow ``FRAUD_HOME``.
 """
 
 from feast import FileSource
@@ -24,3 +28,11 @@ def feature_table_source(view: str, layout: StorageLayout | None = None) -> File
 
 customer_snapshots = feature_table_source("customer")
 terminal_snapshots = feature_table_source("terminal")
+
+recent_activity = FileSource(
+    name="transaction_recent_activity",
+    path=str(StorageLayout().dataset_root("features", "recent")),
+    file_format=ParquetFormat(),
+    timestamp_field="event_timestamp",
+    description="Per transaction: the customer's activity in the hour before it (jobs.features).",
+)

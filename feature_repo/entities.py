@@ -15,3 +15,10 @@ terminal = Entity(
     value_type=ValueType.INT64,
     description="A point-of-sale terminal (simulator terminal id).",
 )
+
+transaction = Entity(
+    name="transaction",
+    join_keys=["transaction_id"],
+    value_type=ValueType.INT64,
+    description="One card transaction: keys features that describe the moment just before it.",
+)

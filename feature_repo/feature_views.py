@@ -1,4 +1,5 @@
-"""Feature views: the handbook's baseline behaviour features (chapter 3.4), as daily snapshots.
+"""Feature views: the handbook's baseline behaviour features (chapter 3.4), as daily snapshots, and
+the customer's activity in the hour before each transaction.
 
 TTL is one day: a row timestamped ``D+1 00:00`` serves requests of day ``D+1`` only. An entity
 that leaves its look-back window gets one all-zero row, then none; a missing value means "no
@@ -11,11 +12,11 @@ from feast import FeatureView, Field
 from feast.types import Float64, Int64
 
 try:  # loaded as the ``feature_repo`` package (the platform)
-    from .data_sources import customer_snapshots, terminal_snapshots
-    from .entities import customer, terminal
+    from .data_sources import customer_snapshots, recent_activity, terminal_snapshots
+    from .entities import customer, terminal, transaction
 except ImportError:  # loaded by the ``feast`` CLI from this folder
-    from data_sources import customer_snapshots, terminal_snapshots
-    from entities import customer, terminal
+    from data_sources import customer_snapshots, recent_activity, terminal_snapshots
+    from entities import customer, terminal, transaction
 
 WINDOWS = (1, 7, 30)
 SNAPSHOT_TTL = timedelta(days=1)
@@ -66,4 +67,28 @@ terminal_risk = FeatureView(
     source=terminal_snapshots,
     tags={"owner": "ml-platform", "handbook": "3.4"},
     description="Terminal fraud risk over windows shifted back by the label delay, known labels only.",
+)
+
+STREAM_VIEW = "customer_recent_activity"  # = streaming.RECENT_ACTIVITY_VIEW (the online twin)
+
+customer_activity_1h = FeatureView(
+    name="customer_activity_1h",
+    entities=[transaction],
+    # the PIT join matches each transaction's own row (event_timestamp = tx_datetime)
+    ttl=timedelta(hours=1),
+    schema=[
+        Field(
+            name="customer_nb_tx_1h",
+            dtype=Int64,
+            description="the customer's other transactions in [t - 1 h, t)",
+        ),
+        Field(name="customer_amount_1h", dtype=Float64, description="their total amount (0 if none)"),
+    ],
+    # Offline only: a transaction being scored is not in any table yet. Online, the same two
+    # features are derived per request from the pushed view ``customer_recent_activity``
+    # (feature_repo/streaming.py) with jobs.features.derive_recent; the tag tells readers where.
+    online=False,
+    source=recent_activity,
+    tags={"owner": "ml-platform", "online_source": STREAM_VIEW},
+    description="Customer activity in the hour before each transaction (batch twin of the stream path).",
 )

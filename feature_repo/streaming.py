@@ -3,15 +3,17 @@
 The daily snapshots (``feature_views.py``) are one day old at best. For features over the last hour the
 scoring service pushes every scored transaction to ``customer_transactions_push``; the view
 ``customer_recent_activity`` holds, per customer, the ids, times (epoch seconds) and amounts of its
-transactions of the last ``RECENT_WINDOW_SECONDS``. At request time ``serving.streaming`` derives from
-them, strictly before the transaction being scored:
+transactions of the last ``RECENT_WINDOW_SECONDS``. At request time ``serving.features`` derives from
+them, strictly before the transaction being scored (``jobs.features.derive_recent``):
 
 * ``customer_nb_tx_1h``     number of the customer's transactions in ``[t - 1 h, t)``
 * ``customer_amount_1h``    their total amount
 
-The batch path must compute the same two columns with the same definition (a 1-hour range window per
-customer over ``lake/transactions``, excluding the current transaction) so training sees them; until it
-does they are served, logged and available to models, but no model is trained on them.
+The batch path computes the same two columns with the same definition
+(``jobs.features.compute_recent_activity``: a 1-hour range window per customer over
+``lake/transactions``, excluding the current transaction) into the offline view
+``customer_activity_1h`` of ``fraud_v2``, so training and batch scoring see them too; a skew test
+(``tests/test_recent_activity.py``) keeps the served values equal to the batch ones.
 """
 
 from datetime import timedelta
@@ -27,7 +29,6 @@ try:  # loaded as the ``feature_repo`` package (the platform)
 except ImportError:  # loaded by the ``feast`` CLI from this folder
     from entities import customer
 
-RECENT_WINDOW_SECONDS = 3600
 PUSH_SOURCE_NAME = "customer_transactions_push"
 RECENT_ACTIVITY_VIEW = "customer_recent_activity"
 

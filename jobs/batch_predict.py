@@ -4,7 +4,7 @@ For a logical date ``D``:
 
 1. read ``lake/transactions/date=D`` (the validated, deduplicated transactions);
 2. get their point-in-time correct features from the Feast offline store through the same feature
-   service training uses (``settings.feature_service``, ``fraud_v1``): the entity frame is the day's
+   service training uses (``settings.feature_service``, ``fraud_v2``): the entity frame is the day's
    transactions with ``event_timestamp = tx_datetime``, so every row sees the snapshot that was valid
    when it happened - exactly what online serving saw - plus the shared request-time features
    (``jobs.feature_store.request_features``);
@@ -193,7 +193,7 @@ def pit_features(transactions: pd.DataFrame, settings: Settings | None = None) -
     entity_df = transactions.assign(
         event_timestamp=pd.to_datetime(transactions["tx_datetime"]).dt.tz_localize("UTC")
     )
-    frame = fs.historical_features(entity_df, settings)
+    frame = fs.historical_features(entity_df, settings, complete=True)
     if len(frame) != len(transactions) or frame["transaction_id"].duplicated().any():
         raise BatchPredictError(
             f"point-in-time join returned {len(frame)} rows for {len(transactions)} transactions; "
@@ -210,15 +210,17 @@ def missing_inputs(date: str | dt.date, settings: Settings | None = None) -> lis
     """Inputs of day ``date`` that do not exist yet (empty list = ready to score).
 
     Scoring day D needs the lake partition of D and the feature snapshots its rows are joined with
-    point-in-time: the snapshot of D-1 (``event_timestamp = D 00:00``) of every entity view.
+    point-in-time: the snapshot of D-1 (``event_timestamp = D 00:00``) of every entity view, and
+    the per-transaction table of D (the customers' last hour before each transaction).
     """
-    from jobs.features import ENTITY_VIEWS, snapshot_day_for
+    from jobs.features import ENTITY_VIEWS, RECENT_VIEW, snapshot_day_for
 
     layout = StorageLayout(settings or get_settings())
     day = as_date(date)
     snapshot_day = snapshot_day_for(dt.datetime(day.year, day.month, day.day, 12))
     wanted = [layout.path("transactions", day)]
     wanted += [layout.path("features", snapshot_day, view) for view in ENTITY_VIEWS]
+    wanted.append(layout.path("features", day, RECENT_VIEW))
     return [str(p) for p in wanted if not p.is_dir()]
 
 

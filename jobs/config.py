@@ -103,7 +103,7 @@ class Settings(BaseSettings):
 
     # --- model / decision -------------------------------------------------------------
     model_name: str = "fraud-detector"
-    feature_service: str = "fraud_v1"
+    feature_service: str = "fraud_v2"
     feast_project: str = Field(
         "fraud", description="Feast project (registry namespace, online-store key prefix)"
     )

@@ -363,7 +363,7 @@ def run_handbook_protocol(
     Runs in its own platform home (``<home>/handbook``): simulates the days the features need,
     publishes them to the lake (directly in the ingestion contract, or through ``jobs.ingest`` with
     ``via_ingest``), builds the daily feature snapshots with Spark (``jobs.features``), applies the
-    Feast repo and assembles both windows through the ``fraud_v1`` feature service; then trains the
+    Feast repo and assembles both windows through the configured feature service (``fraud_v2``); then trains the
     platform's XGBoost (``scale_pos_weight`` = neg/pos) and the handbook's unweighted default, logs
     both to MLflow (experiment ``handbook-protocol``) and evaluates them on the test week."""
     import shutil

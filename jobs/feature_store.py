@@ -4,7 +4,8 @@
   file registry + SQLite online store + file (dask) offline store in the ``local`` profile, a SQL
   registry in PostgreSQL + Redis online store in ``production``. ``feature_repo/feature_store*.yaml``
   are the equivalent files for the ``feast`` CLI (a test keeps them in agreement).
-* :func:`apply` registers the definitions of ``feature_repo/`` (entities, views, ``fraud_v1``).
+* :func:`apply` registers the definitions of ``feature_repo/`` (entities, views, ``fraud_v1``,
+  ``fraud_v2``).
 * :func:`materialize` loads the offline snapshots into the online store, incrementally and safely:
   it never trusts a missing watermark. Feast's ``materialize_incremental`` falls back to
   ``now - ttl`` when a view has no recorded interval - which is what a ``feast apply`` that
@@ -37,7 +38,10 @@ import pandas as pd
 from jobs.config import REPO_ROOT, Settings, get_settings
 from jobs.features import (
     CUSTOMER_FEATURES,
+    RECENT_FEATURES,
+    RECENT_VIEW,
     TERMINAL_FEATURES,
+    derive_recent,
     feature_dtype,
     snapshot_timestamp,
 )
@@ -46,13 +50,19 @@ from jobs.storage import StorageLayout, as_date
 
 REPO_PATH = REPO_ROOT / "feature_repo"
 
-# entity view name in jobs.features -> Feast feature view name
+# entity view name in jobs.features -> Feast feature view name (materialized to the online store)
 FEATURE_VIEWS: dict[str, str] = {"customer": "customer_spending", "terminal": "terminal_risk"}
+# table in jobs.features -> Feast feature view that is offline only (one row per past transaction)
+OFFLINE_VIEWS: dict[str, str] = {RECENT_VIEW: "customer_activity_1h"}
+STREAM_VIEW = "customer_recent_activity"
+"""The pushed view (feature_repo/streaming.py) the last-hour features are derived from online."""
 
 REQUEST_FEATURES: list[str] = ["tx_during_weekend", "tx_during_night"]
-FEAST_FEATURES: list[str] = CUSTOMER_FEATURES + TERMINAL_FEATURES
+SNAPSHOT_FEATURES: list[str] = CUSTOMER_FEATURES + TERMINAL_FEATURES
+FEAST_FEATURES: list[str] = SNAPSHOT_FEATURES + RECENT_FEATURES
 FEATURE_COLUMNS: list[str] = ["tx_amount", *REQUEST_FEATURES, *FEAST_FEATURES]
-"""Model inputs, in order: the amount, request-time features, then the ``fraud_v1`` features."""
+"""Model inputs, in order: the amount, request-time features, then the ``fraud_v2`` features (daily
+snapshots, then the customer's last hour)."""
 
 FEATURE_DEFAULTS: dict[str, int | float] = {
     name: (0 if feature_dtype(name) == "int64" else 0.0) for name in FEAST_FEATURES
@@ -200,7 +210,7 @@ def repo_objects(settings: Settings | None = None) -> list:
     out = []
     for obj in objects:
         if isinstance(obj, FeatureView) and isinstance(obj.batch_source, FileSource):
-            view = next(v for v, name in FEATURE_VIEWS.items() if name == obj.name)
+            view = next(v for v, name in {**FEATURE_VIEWS, **OFFLINE_VIEWS}.items() if name == obj.name)
             path = str(layout.dataset_root("features", view))
             if obj.batch_source.path != path:  # another data root than the process-wide settings
                 obj = copy.deepcopy(obj)
@@ -380,17 +390,24 @@ def labelled_transactions(
 
 
 def historical_features(
-    entity_df: pd.DataFrame, settings: Settings | None = None, store=None
+    entity_df: pd.DataFrame, settings: Settings | None = None, store=None, complete: bool = False
 ) -> pd.DataFrame:
-    """Point-in-time join of the feature service onto ``entity_df`` (customer_id, terminal_id,
-    event_timestamp [UTC, naive or aware], any other columns pass through). Returns every input
-    row, in input order, with :data:`FEAST_FEATURES` (defaults where no snapshot is in the TTL).
+    """Point-in-time join of the feature service onto ``entity_df`` (the views' join keys -
+    transaction_id, customer_id, terminal_id - and event_timestamp [UTC, naive or aware]; any other
+    columns pass through). Returns every input row, in input order, with :data:`FEAST_FEATURES`
+    (defaults where no snapshot is in the TTL).
+
+    ``complete=True`` (lake transactions: training sets, batch scoring) requires a row of every
+    per-transaction view (``customer_activity_1h``) for every input row, and raises naming the view
+    and an example transaction otherwise: a missing row there means the feature job did not run
+    for that day, not "no activity", and must not silently become a 0.
 
     Uses Feast's ``get_historical_features`` once per feature view of the service: the file
     (dask) offline store drops an entity row from the whole result when its entity has feature
     rows but none inside the TTL window (e.g. a customer's first day), so one joined call would
     lose rows - and with them the other view's values. Per view, a lost row means exactly "no
-    snapshot", i.e. the defaults.
+    snapshot", i.e. the defaults. When no row matches at all, the dask store fails to sort the
+    empty join; that case is caught and is "no snapshot" for every row too.
     """
     import numpy as np
 
@@ -403,15 +420,40 @@ def historical_features(
         view = store.get_feature_view(projection.name)
         keys = [c.name for c in view.entity_columns]
         names = [f.name for f in projection.features]
+        absent = [k for k in keys if k not in out.columns]
+        if absent:
+            raise KeyError(
+                f"{absent[0]}: missing from the entity rows (rule: join key of feature view "
+                f"{projection.name!r} in {settings.feature_service!r})"
+            )
         # Feast keeps one result per (join keys, timestamp): join the distinct ones, then map back
         combos = out[keys].assign(event_timestamp=timestamps)
         unique = combos.drop_duplicates().reset_index(drop=True)
         unique["_k"] = np.arange(len(unique), dtype=np.int64)
         row_k = combos.merge(unique, on=[*keys, "event_timestamp"], how="left")["_k"].to_numpy()
-        joined = store.get_historical_features(
-            entity_df=unique, features=[f"{projection.name}:{n}" for n in names]
-        ).to_df()
+        try:
+            joined = store.get_historical_features(
+                entity_df=unique, features=[f"{projection.name}:{n}" for n in names]
+            ).to_df()
+        except NotImplementedError as exc:
+            # the dask offline store cannot sort an empty join (no feature row of the view matches
+            # any entity row, e.g. terminal windows before label_delay_days of history): its
+            # timestamps are all null and dask refuses to compute divisions. That is "no row".
+            if "Divisions calculation failed" not in str(exc):
+                raise
+            get_logger("feature_store").warning(
+                "no feature rows matched", view=projection.name, entity_rows=len(unique)
+            )
+            joined = pd.DataFrame({"_k": pd.Series(dtype="int64"), **{n: [] for n in names}})
         values = joined[["_k", *names]].drop_duplicates("_k").set_index("_k").reindex(row_k)
+        if complete and projection.name in OFFLINE_VIEWS.values():
+            lost = values[names[0]].isna().to_numpy()
+            if lost.any():
+                example = out.loc[lost, keys].iloc[0].to_dict()
+                raise ValueError(
+                    f"{projection.name}: no row for {int(lost.sum())} of {len(out)} transactions, e.g. "
+                    f"{example} (rule: run build_features for their days first)"
+                )
         for name in names:
             out[name] = values[name].to_numpy()
     return fill_defaults(out)
@@ -423,7 +465,7 @@ def get_training_set(
     """Point-in-time correct training set of the transactions of days ``start..end``.
 
     Columns: transaction_id, customer_id, terminal_id, tx_datetime (UTC, naive), tx_amount,
-    tx_fraud, then the request-time and ``fraud_v1`` features (:data:`FEATURE_COLUMNS` order after
+    tx_fraud, then the request-time and feature service features (:data:`FEATURE_COLUMNS` order after
     tx_amount). Each row gets, through Feast's point-in-time join, the latest snapshot whose
     ``event_timestamp <= tx_datetime`` within the views' TTL (the previous day's), missing values
     filled with :data:`FEATURE_DEFAULTS` like serving does.
@@ -447,7 +489,7 @@ def get_training_set(
         )
     tx = labelled_transactions(start, end, settings)
     t0 = time.monotonic()
-    df = historical_features(tx.assign(event_timestamp=tx["tx_datetime"]), settings=settings)
+    df = historical_features(tx.assign(event_timestamp=tx["tx_datetime"]), settings=settings, complete=True)
     df = request_features(df.drop(columns="event_timestamp"))
     df["tx_datetime"] = _as_utc_naive(df["tx_datetime"])
     df = df.sort_values(["tx_datetime", "transaction_id"], kind="stable").reset_index(drop=True)
@@ -465,10 +507,15 @@ def get_training_set(
 def get_online_features(
     rows: Iterable[Mapping[str, Any]], settings: Settings | None = None, store=None
 ) -> pd.DataFrame:
-    """Features of live requests: each row needs customer_id, terminal_id, tx_datetime, tx_amount.
+    """Features of live requests: each row needs customer_id, terminal_id, tx_datetime, tx_amount
+    (transaction_id optional: the request's own id, excluded from its last-hour window).
 
     Returns the rows' columns plus :data:`FEATURE_COLUMNS`, read from the online store through the
     same feature service as training (``settings.feature_service``), defaults for missing values.
+    The service's offline-only views (``customer_activity_1h``) have no online table: their
+    features are derived, with :func:`jobs.features.derive_recent`, from the customer's recent
+    transactions in the pushed view ``customer_recent_activity`` (0 when it is not registered or
+    holds nothing for the customer), as the scoring service does.
     """
     settings = settings or get_settings()
     frame = pd.DataFrame(list(rows))
@@ -482,15 +529,45 @@ def get_online_features(
         {"customer_id": int(c), "terminal_id": int(t)}
         for c, t in zip(frame["customer_id"], frame["terminal_id"], strict=True)
     ]
-    online = store.get_online_features(
-        features=store.get_feature_service(settings.feature_service), entity_rows=entity_rows
-    ).to_dict()
+    service = store.get_feature_service(settings.feature_service)
+    refs, derived = [], False
+    for projection in service.feature_view_projections:
+        if store.get_feature_view(projection.name).online:
+            refs += [f"{projection.name}:{f.name}" for f in projection.features]
+        else:
+            derived = True
+    online = store.get_online_features(features=refs, entity_rows=entity_rows).to_dict()
     out = frame.copy()
     for name in FEAST_FEATURES:
         out[name] = pd.Series(online.get(name, [None] * len(out)), index=out.index, dtype="object")
+    if derived:
+        for name, values in _recent_online(store, out).items():
+            out[name] = pd.Series(values, index=out.index, dtype="object")
     out = fill_defaults(out)
     out["tx_amount"] = out["tx_amount"].astype("float64")
     return request_features(out)
+
+
+def _recent_online(store, frame: pd.DataFrame) -> dict[str, list[float]]:
+    """Last-hour features of request rows from the pushed recent activity (see serving.features)."""
+    names = ["recent_tx_ids", "recent_tx_epochs", "recent_tx_amounts"]
+    try:
+        store.get_feature_view(STREAM_VIEW)
+    except Exception:  # not registered: nothing was ever pushed
+        return {name: [0.0] * len(frame) for name in RECENT_FEATURES}
+    recent = store.get_online_features(
+        features=[f"{STREAM_VIEW}:{n}" for n in names],
+        entity_rows=[{"customer_id": int(c)} for c in frame["customer_id"]],
+    ).to_dict()
+    times = _as_utc_naive(frame["tx_datetime"])
+    tx_ids = frame["transaction_id"] if "transaction_id" in frame else pd.Series(-1, index=frame.index)
+    out: dict[str, list[float]] = {name: [] for name in RECENT_FEATURES}
+    for i, (tx_id, ts) in enumerate(zip(tx_ids, times, strict=True)):
+        ids, epochs, amounts = (recent[n][i] or [] for n in names)
+        epoch = int(ts.tz_localize("UTC").timestamp())
+        for name, value in derive_recent(ids, epochs, amounts, int(tx_id), epoch).items():
+            out[name].append(value)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

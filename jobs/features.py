@@ -26,12 +26,25 @@ Snapshot membership: a customer is in snapshot ``D`` iff it has a transaction in
 longest window, so the last value written to the online store is never stale; after that the
 entity has no rows and readers use the defaults (0), exactly like the zero row.
 
+Short-window customer activity, per **transaction** (the batch twin of the scoring service's
+stream path, ``feature_repo/streaming.py``): for a transaction of customer ``c`` at ``t``,
+
+* ``customer_nb_tx_1h``   number of ``c``'s other transactions in ``[t - 1 h, t)``
+* ``customer_amount_1h``  their total amount
+
+in whole seconds (``t`` truncated to the second, like the stream path's epoch seconds; a
+transaction in the same second as ``t`` is not counted). :func:`derive_recent` is the same
+definition evaluated per request on the pushed recent activity; a test keeps the two equal.
+Rows: ``features/recent/date=D`` holds one row per transaction of day ``D`` with
+``event_timestamp = tx_datetime``, so Feast's point-in-time join gives each transaction its own row.
+
 Computation: per-entity daily aggregates on a dense (entity x day) grid, then window functions
 over rows (one row per day) for the sums; the late labels are joined to the snapshot calendar
 with a range join (label known at ``D`` iff ``to_date(reported_at) <= D``).
 
-Output: ``features/customer/date=D`` and ``features/terminal/date=D`` (parquet, one partition per
-snapshot day), each replaced atomically; re-running a day gives the same partition.
+Output: ``features/customer/date=D``, ``features/terminal/date=D`` (parquet, one partition per
+snapshot day) and ``features/recent/date=D`` (the transactions of day ``D``), each replaced
+atomically; re-running a day gives the same partition.
 
 CLI: ``python -m jobs.build_features --start 2018-05-01 --end 2018-05-07`` (or ``--date D``);
 also ``spark-submit jobs/features.py ...``.
@@ -46,6 +59,7 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +82,13 @@ TERMINAL_FEATURES: list[str] = [
 ]
 VIEW_FEATURES: dict[str, list[str]] = {"customer": CUSTOMER_FEATURES, "terminal": TERMINAL_FEATURES}
 
+RECENT_VIEW = "recent"  # per-transaction table features/recent
+RECENT_WINDOW_SECONDS = 3600
+RECENT_FEATURES: list[str] = ["customer_nb_tx_1h", "customer_amount_1h"]
+TABLE_KEYS: dict[str, str] = {**ENTITY_VIEWS, RECENT_VIEW: "transaction_id"}
+"""Every table the job writes -> its key column (the entity views plus the per-transaction table)."""
+TABLE_COLUMNS: dict[str, list[str]] = {**VIEW_FEATURES, RECENT_VIEW: ["customer_id", *RECENT_FEATURES]}
+
 
 def feature_dtype(name: str) -> str:
     """'int64' for counts, 'float64' for means and shares (the types of the feature tables)."""
@@ -85,6 +106,21 @@ def snapshot_day_for(timestamp: dt.datetime) -> dt.date:
     if timestamp.tzinfo is not None:
         timestamp = timestamp.astimezone(dt.UTC).replace(tzinfo=None)
     return timestamp.date() - dt.timedelta(days=1)
+
+
+def derive_recent(
+    ids: Sequence[int], epochs: Sequence[int], amounts: Sequence[float], tx_id: int, tx_epoch: int
+) -> dict[str, float]:
+    """Short-window features of transaction ``tx_id`` at ``tx_epoch`` (epoch seconds) from the
+    customer's recent transactions (ids, epoch seconds, amounts): those in ``[t - 1 h, t)`` other
+    than the transaction itself. The per-request form of :func:`compute_recent_activity`."""
+    count, total = 0, 0.0
+    lo = tx_epoch - RECENT_WINDOW_SECONDS
+    for i, e, a in zip(ids, epochs, amounts, strict=False):
+        if i != tx_id and lo <= e < tx_epoch:
+            count += 1
+            total += a
+    return {"customer_nb_tx_1h": float(count), "customer_amount_1h": float(total)}
 
 
 def _days(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -204,6 +240,42 @@ def compute_features(transactions, labels, start: dt.date, end: dt.date, delay: 
     return {"customer": customer, "terminal": terminal}
 
 
+def compute_recent_activity(transactions, start: dt.date, end: dt.date):
+    """Per transaction of days ``start..end``: the customer's activity in the hour before it.
+
+    ``transactions`` must cover the last hour of ``start - 1`` too. A range window per customer over
+    the transaction time in epoch seconds, frame ``[t - 3600, t - 1]`` = ``[t - 1 h, t)``: the
+    transaction itself and any other in the same second are outside it (see :func:`derive_recent`).
+    Returns ``transaction_id, customer_id, event_timestamp (= tx_datetime), customer_nb_tx_1h,
+    customer_amount_1h, date`` (``date`` = the transaction's day).
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    start, end = as_date(start), as_date(end)
+    lo = dt.datetime(start.year, start.month, start.day) - dt.timedelta(seconds=RECENT_WINDOW_SECONDS)
+    hi = snapshot_timestamp(end).replace(tzinfo=None)
+    tx = transactions.select(
+        F.col("transaction_id").cast("bigint").alias("transaction_id"),
+        F.col("customer_id").cast("bigint").alias("customer_id"),
+        F.col("tx_datetime").cast("timestamp").alias("tx_datetime"),
+        F.col("tx_amount").cast("double").alias("tx_amount"),
+    ).where((F.col("tx_datetime") >= F.lit(lo)) & (F.col("tx_datetime") < F.lit(hi)))
+    epoch = F.unix_seconds(F.col("tx_datetime"))  # whole seconds, like the stream path
+    frame = Window.partitionBy("customer_id").orderBy(epoch).rangeBetween(-RECENT_WINDOW_SECONDS, -1)
+    # the window sees the look-back hour before ``start``; only the days asked for are returned
+    windowed = tx.select(
+        "transaction_id",
+        "customer_id",
+        F.col("tx_datetime").alias("event_timestamp"),
+        F.count(F.lit(1)).over(frame).cast("bigint").alias("customer_nb_tx_1h"),
+        F.coalesce(F.sum("tx_amount").over(frame), F.lit(0.0)).cast("double").alias("customer_amount_1h"),
+    )
+    return windowed.where(F.to_date("event_timestamp") >= F.lit(start)).withColumn(
+        "date", F.date_format("event_timestamp", "yyyy-MM-dd")
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # the job: read the lake, compute, write partitions atomically
 # --------------------------------------------------------------------------------------------
@@ -247,8 +319,8 @@ def _partition_rows(root: Path) -> dict[str, int]:
     return counts
 
 
-def _empty_partition(path: Path, key: str, features: list[str]) -> None:
-    """A zero-row parquet file with the table's schema (a snapshot day with no active entity)."""
+def _empty_partition(path: Path, key: str, columns: list[str]) -> None:
+    """A zero-row parquet file with the table's schema (a day with no active entity / no transaction)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -256,7 +328,10 @@ def _empty_partition(path: Path, key: str, features: list[str]) -> None:
         pa.field(key, pa.int64()),
         pa.field("event_timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
-    fields += [pa.field(f, pa.int64() if feature_dtype(f) == "int64" else pa.float64()) for f in features]
+    fields += [
+        pa.field(c, pa.int64() if c.endswith("_id") or feature_dtype(c) == "int64" else pa.float64())
+        for c in columns
+    ]
     path.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.schema(fields).empty_table(), path / "part-00000-empty.parquet")
 
@@ -267,7 +342,8 @@ def build_features(
     settings: Settings | None = None,
     spark=None,
 ) -> BuildResult:
-    """Compute and write the snapshots of days ``start..end`` (inclusive); idempotent."""
+    """Compute and write the snapshots and the per-transaction recent activity of days
+    ``start..end`` (inclusive); idempotent."""
     from pyspark.sql import functions as F
 
     from jobs.schema import LABEL_SCHEMA, TRANSACTION_SCHEMA
@@ -295,12 +371,13 @@ def build_features(
         log.warning("no lake partition for the last snapshot day", day=str(end))
 
     tables = compute_features(transactions, labels, start, end, delay)
+    tables[RECENT_VIEW] = compute_recent_activity(transactions, start, end)
     root = layout.dataset_root("features")
     scratch = root / f"{TMP_PREFIX}build-{uuid.uuid4().hex[:8]}"
     rows: dict[str, int] = {}
     try:
         for view, df in tables.items():
-            key = ENTITY_VIEWS[view]
+            key = TABLE_KEYS[view]
             out = scratch / view
             df.repartition("date").sortWithinPartitions(key).write.partitionBy("date").parquet(str(out))
             counts = _partition_rows(out)
@@ -311,7 +388,7 @@ def build_features(
                     if src.exists():
                         os.replace(src, tmp)
                     else:
-                        _empty_partition(tmp, key, VIEW_FEATURES[view])
+                        _empty_partition(tmp, key, TABLE_COLUMNS[view])
             rows[view] = sum(counts.values())
             log.info("view written", view=view, rows=rows[view], days=len(counts))
     finally:

@@ -2,9 +2,12 @@
 
 The scoring path needs, per transaction, the values of the model's input columns:
 
-* entity features (daily snapshots per customer and per terminal, plus short-window features pushed by the
-  stream path) read from the Feast **online store** for the feature views of the feature service used in
-  training (``Settings.feature_service``, ``fraud_v1``);
+* entity features (daily snapshots per customer and per terminal) read from the Feast **online store** for
+  the feature views of the feature service used in training (``Settings.feature_service``, ``fraud_v2``);
+* the last-hour features (``customer_nb_tx_1h``, ``customer_amount_1h``): offline they are the
+  per-transaction view ``customer_activity_1h``, which has no online table; here they are derived per
+  request (``jobs.features.derive_recent``, the same definition as the batch Spark window) from the
+  customer's recent transactions that the stream path pushed to ``customer_recent_activity``;
 * request-time features (weekend, night, ...) computed by the same shared function training uses
   (``jobs.feature_store.request_features``).
 
@@ -34,7 +37,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from serving.streaming import derive_recent, epoch_seconds, merge_recent
+from jobs.features import derive_recent
+from serving.streaming import epoch_seconds, merge_recent
 
 PUSH_SOURCE_NAME = "customer_transactions_push"  # = feature_repo.streaming.PUSH_SOURCE_NAME
 RECENT_ACTIVITY_VIEW = "customer_recent_activity"  # = feature_repo.streaming.RECENT_ACTIVITY_VIEW
@@ -157,7 +161,9 @@ class FeastFeatureClient:
                     break
                 except Exception:  # not that kind of view (e.g. an on-demand view: computed at request time)
                     continue
-            if view is None:
+            if view is None or not getattr(view, "online", True):
+                # an offline-only view (``customer_activity_1h``: one row per past transaction) has no
+                # online table; its features are derived per request from the stream view below
                 continue
             keys = tuple(f.name for f in view.entity_columns)
             kinds = tuple(_KIND_BY_DTYPE.get(str(f.dtype), "int64_val") for f in view.entity_columns)
@@ -387,8 +393,9 @@ def default_feature_client(settings: Any) -> FeastFeatureClient:
     from jobs import feature_store
 
     store = feature_store.get_store(settings)
-    if settings.serving_push_features:
-        ensure_stream_objects(store)
+    # registered even when this service does not push (another writer may): the last-hour features
+    # are always derived from it, never from the offline-only batch view
+    ensure_stream_objects(store)
     return FeastFeatureClient(
         store=store,
         feature_service=settings.feature_service,

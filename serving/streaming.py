@@ -16,34 +16,22 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from jobs.features import RECENT_FEATURES, RECENT_WINDOW_SECONDS, derive_recent
 from jobs.logs import get_logger
 
 log = get_logger("serving.streaming")
 _STOP = object()
 
-WINDOW_SECONDS = 3600  # = feature_repo.streaming.RECENT_WINDOW_SECONDS
+WINDOW_SECONDS = RECENT_WINDOW_SECONDS
 MAX_RECENT = 256  # per customer; a card with more than this per hour is an anomaly in itself
-STREAM_FEATURES: tuple[str, ...] = ("customer_nb_tx_1h", "customer_amount_1h")
+STREAM_FEATURES: tuple[str, ...] = tuple(RECENT_FEATURES)
+__all__ = ["FeaturePusher", "derive_recent", "epoch_seconds", "merge_recent"]
 
 
 def epoch_seconds(ts: dt.datetime) -> int:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=dt.UTC)
     return int(ts.timestamp())
-
-
-def derive_recent(
-    ids: Sequence[int], epochs: Sequence[int], amounts: Sequence[float], tx_id: int, tx_epoch: int
-) -> dict[str, float]:
-    """Short-window features of a transaction from the customer's recent activity:
-    transactions in ``[t - 1 h, t)`` other than the transaction itself."""
-    count, total = 0, 0.0
-    lo = tx_epoch - WINDOW_SECONDS
-    for i, e, a in zip(ids, epochs, amounts, strict=False):
-        if i != tx_id and lo <= e < tx_epoch:
-            count += 1
-            total += a
-    return {"customer_nb_tx_1h": float(count), "customer_amount_1h": float(total)}
 
 
 def merge_recent(

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_features_store import expected_features, offline_snapshot, write_simulated_lake
+from test_recent_activity import assert_no_skew, replay_through_serving
 
 from jobs import feature_store as fs
 from jobs.config import Settings
@@ -54,12 +55,18 @@ def _require_services(settings: Settings) -> None:
 def online_equals_offline(settings, layout, snap_day: dt.date, customers, terminals) -> pd.DataFrame:
     day = snap_day + dt.timedelta(days=1)
     rows = [
-        {"customer_id": int(c), "terminal_id": int(t), "tx_datetime": f"{day} 08:00:00", "tx_amount": 3.0}
-        for c, t in zip(customers, terminals, strict=True)
+        {
+            "transaction_id": 10**12 + i,
+            "customer_id": int(c),
+            "terminal_id": int(t),
+            "tx_datetime": f"{day} 08:00:00",
+            "tx_amount": 3.0,
+        }
+        for i, (c, t) in enumerate(zip(customers, terminals, strict=True))
     ]
     online = fs.get_online_features(rows, settings=settings, store=fs.get_store(settings))
     offline = fs.historical_features(
-        pd.DataFrame(rows)[["customer_id", "terminal_id"]].assign(
+        pd.DataFrame(rows)[["transaction_id", "customer_id", "terminal_id"]].assign(
             event_timestamp=pd.Timestamp(f"{day} 08:00")
         ),
         settings=settings,
@@ -88,7 +95,7 @@ def test_apply_materialize_and_read_with_postgres_registry_and_redis(spark, tmp_
     write_simulated_lake(layout, dt.date(2018, 4, 1), dt.date(2018, 4, 11))
     build_features(dt.date(2018, 4, 10), dt.date(2018, 4, 11), settings=settings, spark=spark)
     summary = fs.apply(settings)
-    assert summary["feature_services"] == ["fraud_v1"] and summary["project"] == PROJECT
+    assert summary["feature_services"] == ["fraud_v1", "fraud_v2"] and summary["project"] == PROJECT
     done = fs.materialize(dt.date(2018, 4, 11), settings=settings)
     assert {v["mode"] for v in done.values()} == {"full"}
     assert client.dbsize() > 0  # written to our Redis database
@@ -124,4 +131,7 @@ def test_apply_materialize_and_read_with_postgres_registry_and_redis(spark, tmp_
 
     # the watermark lives in PostgreSQL: a fresh process (new store object) sees it
     assert set(fs.watermarks(settings).values()) == {snapshot_timestamp("2018-04-11")}
+
+    # the last-hour features: served from the pushed view in Redis == the batch values training sees
+    assert_no_skew(*replay_through_serving(settings, dt.date(2018, 4, 11)))
     client.flushdb()

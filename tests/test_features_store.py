@@ -15,7 +15,13 @@ import pytest
 
 from jobs import feature_store as fs
 from jobs.config import REPO_ROOT, Settings
-from jobs.features import CUSTOMER_FEATURES, TERMINAL_FEATURES, build_features, snapshot_timestamp
+from jobs.features import (
+    CUSTOMER_FEATURES,
+    RECENT_FEATURES,
+    TERMINAL_FEATURES,
+    build_features,
+    snapshot_timestamp,
+)
 from jobs.simulate import Simulator, SimulatorConfig, write_lake
 from jobs.storage import StorageLayout
 
@@ -42,8 +48,8 @@ def offline_snapshot(layout: StorageLayout, view: str, day: dt.date) -> pd.DataF
 
 
 def expected_features(layout: StorageLayout, customer: int, terminal: int, day: dt.date) -> dict:
-    """What a request on ``day`` must see: the snapshot of day-1, or the defaults."""
-    out = dict(fs.FEATURE_DEFAULTS)
+    """The snapshot features a request on ``day`` must see: the snapshot of day-1, or the defaults."""
+    out = {name: fs.FEATURE_DEFAULTS[name] for name in fs.SNAPSHOT_FEATURES}
     for view, entity in (("customer", customer), ("terminal", terminal)):
         snap = offline_snapshot(layout, view, day - dt.timedelta(days=1))
         if entity in snap.index:
@@ -67,11 +73,17 @@ def online_vs_offline(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Online values (serving path) and offline PIT values (training path) for requests on ``day``."""
     rows = [
-        {"customer_id": int(c), "terminal_id": int(t), "tx_datetime": f"{day} 10:30:00", "tx_amount": 12.5}
-        for c, t in zip(customers, terminals, strict=True)
+        {
+            "transaction_id": 10**12 + i,  # new transactions: no last-hour row offline, nothing pushed online
+            "customer_id": int(c),
+            "terminal_id": int(t),
+            "tx_datetime": f"{day} 10:30:00",
+            "tx_amount": 12.5,
+        }
+        for i, (c, t) in enumerate(zip(customers, terminals, strict=True))
     ]
     online = fs.get_online_features(rows, settings=settings, store=fs.get_store(settings))
-    entity_df = pd.DataFrame(rows)[["customer_id", "terminal_id"]].assign(
+    entity_df = pd.DataFrame(rows)[["transaction_id", "customer_id", "terminal_id"]].assign(
         event_timestamp=pd.Timestamp(f"{day} 10:30:00", tz="UTC")
     )
     offline = fs.historical_features(entity_df, settings=settings)
@@ -122,14 +134,18 @@ def test_registry_lists_entities_views_and_service(env):
     settings, _ = env
     info = fs.describe(settings)
     assert info["project"] == "fraud_test_local"
-    assert info["entities"] == ["customer", "terminal"]
-    assert set(info["feature_views"]) == {"customer_spending", "terminal_risk"}
+    assert info["entities"] == ["customer", "terminal", "transaction"]
+    assert set(info["feature_views"]) == {"customer_spending", "terminal_risk", "customer_activity_1h"}
     assert info["feature_views"]["customer_spending"]["features"] == CUSTOMER_FEATURES
     assert info["feature_views"]["terminal_risk"]["features"] == TERMINAL_FEATURES
-    assert info["feature_services"] == ["fraud_v1"]
-    service = fs.get_store(settings).get_feature_service("fraud_v1")
+    assert info["feature_views"]["customer_activity_1h"]["features"] == RECENT_FEATURES
+    assert info["feature_services"] == ["fraud_v1", "fraud_v2"]
+    assert settings.feature_service == "fraud_v2"
+    service = fs.get_store(settings).get_feature_service("fraud_v2")
     names = [f.name for p in service.feature_view_projections for f in p.features]
     assert names == fs.FEATURE_COLUMNS[3:]
+    v1 = fs.get_store(settings).get_feature_service("fraud_v1")  # kept for the models trained on it
+    assert [f.name for p in v1.feature_view_projections for f in p.features] == fs.SNAPSHOT_FEATURES
     assert fs.FEATURE_COLUMNS[:3] == ["tx_amount", "tx_during_weekend", "tx_during_night"]
 
 
