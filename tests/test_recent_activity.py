@@ -206,3 +206,60 @@ def test_training_set_refuses_days_without_the_batch_table(platform, tmp_path):
             fs.get_training_set(day, day, settings)
     finally:
         shutil.move(backup, part)
+
+
+def test_scoring_api_serves_a_fraud_v2_champion_with_fresh_last_hour_features(platform, settings, tmp_path):
+    """End to end on the platform's own store and registry: a champion trained on the fraud_v2
+    training set is served by the API, whose pushes make the next request's last-hour features fresh."""
+    import mlflow
+    import mlflow.xgboost
+    import xgboost as xgb
+    from fastapi.testclient import TestClient
+    from mlflow.models import infer_signature
+
+    from jobs import registry
+    from serving.app import create_app
+
+    psettings, _ = platform
+    psettings = psettings.model_copy(update={"serving_log_flush_seconds": 0.2})
+    train = fs.get_training_set(DAY - dt.timedelta(days=1), DAY, psettings)
+    x, y = train[fs.FEATURE_COLUMNS], train["tx_fraud"]
+    model = xgb.XGBClassifier(n_estimators=10, max_depth=3, n_jobs=1, base_score=0.5).fit(x, y)
+    registry.configure_mlflow(psettings)
+    try:
+        with mlflow.start_run() as run:
+            info = mlflow.xgboost.log_model(
+                model, name="model", signature=infer_signature(x, model.predict_proba(x)[:, 1])
+            )
+        version = registry.register_challenger(
+            run.info.run_id, info.model_uri, reason="test", settings=psettings
+        )
+        registry.set_version_tags(version, {registry.THRESHOLD_TAG: "0.5"}, psettings)
+        registry.promote(version, reason="test", settings=psettings)
+
+        layout = StorageLayout(psettings.model_copy(update={"home": tmp_path / "serving-home"}))
+        customer = int(train["customer_id"].iloc[0])
+        terminal = int(train["terminal_id"].iloc[0])
+        t0 = dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(10, 0), tzinfo=dt.UTC)
+        with TestClient(create_app(psettings, layout=layout)) as client:
+            pusher = client.app.state.service.pusher
+            for k, (minutes, amount) in enumerate(((0, 40.0), (10, 25.5), (30, 3.0))):
+                r = client.post(
+                    "/v1/score",
+                    json={
+                        "transaction_id": 5_000_000_000 + k,
+                        "customer_id": customer,
+                        "terminal_id": terminal,
+                        "tx_amount": amount,
+                        "tx_datetime": (t0 + dt.timedelta(minutes=minutes)).isoformat(),
+                    },
+                )
+                assert r.status_code == 200, r.text
+                assert r.json()["model_version"] == str(version)
+                assert pusher.wait_idle(10)
+        files = sorted(layout.dataset_root("prediction_log").rglob("part-*.parquet"))
+        log = pd.concat([pd.read_parquet(f) for f in files]).sort_values("tx_datetime")
+        assert log["customer_nb_tx_1h"].tolist() == [0, 1, 2]
+        assert log["customer_amount_1h"].tolist() == [0.0, 40.0, 65.5]
+    finally:
+        registry.configure_mlflow(settings)  # the session's registry for the tests that follow
