@@ -14,9 +14,11 @@ from feast.types import Float64, Int64
 try:  # loaded as the ``feature_repo`` package (the platform)
     from .data_sources import customer_snapshots, recent_activity, terminal_snapshots
     from .entities import customer, terminal, transaction
+    from .streaming import RECENT_ACTIVITY_VIEW
 except ImportError:  # loaded by the ``feast`` CLI from this folder
     from data_sources import customer_snapshots, recent_activity, terminal_snapshots
     from entities import customer, terminal, transaction
+    from streaming import RECENT_ACTIVITY_VIEW
 
 WINDOWS = (1, 7, 30)
 SNAPSHOT_TTL = timedelta(days=1)
@@ -69,8 +71,6 @@ terminal_risk = FeatureView(
     description="Terminal fraud risk over windows shifted back by the label delay, known labels only.",
 )
 
-STREAM_VIEW = "customer_recent_activity"  # = streaming.RECENT_ACTIVITY_VIEW (the online twin)
-
 customer_activity_1h = FeatureView(
     name="customer_activity_1h",
     entities=[transaction],
@@ -89,6 +89,6 @@ customer_activity_1h = FeatureView(
     # (feature_repo/streaming.py) with jobs.features.derive_recent; the tag tells readers where.
     online=False,
     source=recent_activity,
-    tags={"owner": "ml-platform", "online_source": STREAM_VIEW},
+    tags={"owner": "ml-platform", "online_source": RECENT_ACTIVITY_VIEW},
     description="Customer activity in the hour before each transaction (batch twin of the stream path).",
 )

@@ -54,8 +54,6 @@ REPO_PATH = REPO_ROOT / "feature_repo"
 FEATURE_VIEWS: dict[str, str] = {"customer": "customer_spending", "terminal": "terminal_risk"}
 # table in jobs.features -> Feast feature view that is offline only (one row per past transaction)
 OFFLINE_VIEWS: dict[str, str] = {RECENT_VIEW: "customer_activity_1h"}
-STREAM_VIEW = "customer_recent_activity"
-"""The pushed view (feature_repo/streaming.py) the last-hour features are derived from online."""
 
 REQUEST_FEATURES: list[str] = ["tx_during_weekend", "tx_during_night"]
 SNAPSHOT_FEATURES: list[str] = CUSTOMER_FEATURES + TERMINAL_FEATURES
@@ -540,33 +538,34 @@ def get_online_features(
         for c, t in zip(frame["customer_id"], frame["terminal_id"], strict=True)
     ]
     service = store.get_feature_service(settings.feature_service)
-    refs, derived = [], False
+    refs, stream_views = [], []
     for projection in service.feature_view_projections:
-        if store.get_feature_view(projection.name).online:
+        view = store.get_feature_view(projection.name)
+        if view.online:
             refs += [f"{projection.name}:{f.name}" for f in projection.features]
-        else:
-            derived = True
+        else:  # offline only: served from the pushed view its tag names
+            stream_views.append(view.tags["online_source"])
     online = store.get_online_features(features=refs, entity_rows=entity_rows).to_dict()
     out = frame.copy()
     for name in FEAST_FEATURES:
         out[name] = pd.Series(online.get(name, [None] * len(out)), index=out.index, dtype="object")
-    if derived:
-        for name, values in _recent_online(store, out).items():
+    for stream_view in dict.fromkeys(stream_views):
+        for name, values in _recent_online(store, stream_view, out).items():
             out[name] = pd.Series(values, index=out.index, dtype="object")
     out = fill_defaults(out)
     out["tx_amount"] = out["tx_amount"].astype("float64")
     return request_features(out)
 
 
-def _recent_online(store, frame: pd.DataFrame) -> dict[str, list[float]]:
+def _recent_online(store, stream_view: str, frame: pd.DataFrame) -> dict[str, list[float]]:
     """Last-hour features of request rows from the pushed recent activity (see serving.features)."""
     names = ["recent_tx_ids", "recent_tx_epochs", "recent_tx_amounts"]
     try:
-        store.get_feature_view(STREAM_VIEW)
+        store.get_feature_view(stream_view)
     except Exception:  # not registered: nothing was ever pushed
         return {name: [0.0] * len(frame) for name in RECENT_FEATURES}
     recent = store.get_online_features(
-        features=[f"{STREAM_VIEW}:{n}" for n in names],
+        features=[f"{stream_view}:{n}" for n in names],
         entity_rows=[{"customer_id": int(c)} for c in frame["customer_id"]],
     ).to_dict()
     times = _as_utc_naive(frame["tx_datetime"])

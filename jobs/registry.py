@@ -29,7 +29,6 @@ import datetime as dt
 import fcntl
 import getpass
 import json
-import math
 import os
 import sys
 import time
@@ -211,25 +210,15 @@ def _read(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    return obj
-
-
 def _append(path: Path, entries: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
     entry = {
         "seq": (entries[-1]["seq"] + 1) if entries else 1,
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **fields,
     }
-    entry = _jsonable(entry)
+    from jobs.metrics import json_safe  # lazy: sklearn stays off the serving start-up path
+
+    entry = json_safe(entry)
     with open(path, "a") as f:
         f.write(json.dumps(entry, sort_keys=False) + "\n")
         f.flush()
