@@ -143,15 +143,16 @@ def score_spark(
 ):
     """Spark DataFrame with transaction_id + features -> predictions, scored on the executors.
 
-    The raw model bytes are broadcast once; ``mapInPandas`` feeds Arrow batches to :func:`score_frame`.
+    The raw model bytes travel inside the scoring function (Spark ships a Python function once per
+    stage, broadcast when large; this works in-process and over Spark Connect alike); ``mapInPandas``
+    feeds Arrow batches to :func:`score_frame`.
     """
-    sc = df.sparkSession.sparkContext
-    model_bc = sc.broadcast(model_raw)
     names = list(feature_names)
     columns = ["transaction_id", *names]
+    raw = bytes(model_raw)
 
     def _score(batches):
-        booster = booster_from_raw(model_bc.value)
+        booster = booster_from_raw(raw)
         for batch in batches:
             yield score_frame(batch, booster, threshold, model_version, scored_at, names)
 
@@ -236,7 +237,7 @@ def run(
 ) -> dict[str, Any]:
     """Score day ``date`` and (re)write ``predictions/date=D``; publish to S3 in production."""
     from jobs.registry import load_model
-    from jobs.spark import get_spark
+    from jobs.spark import default_parallelism, get_spark
 
     settings = settings or get_settings()
     day = as_date(date)
@@ -255,7 +256,7 @@ def run(
     log.info("features_ready", rows=len(features), feature_service=settings.feature_service)
 
     spark = spark or get_spark("batch_predict", settings)
-    parallelism = max(1, min(spark.sparkContext.defaultParallelism, len(features) // 50_000 + 1))
+    parallelism = max(1, min(default_parallelism(spark, settings), len(features) // 50_000 + 1))
     sdf = spark.createDataFrame(features[["transaction_id", *names]]).repartition(parallelism)
     predictions = score_spark(sdf, raw, threshold, version, scored_at, names)
 

@@ -67,15 +67,43 @@ class Settings(BaseSettings):
 
     # --- simulator / data -------------------------------------------------------------
     start_date: str = "2018-04-01"
+    schedule_end_date: str | None = Field(
+        None,
+        description="last logical date the time-scheduled DAGs run for (a simulated world ends; default: none)",
+    )
     label_delay_days: int = Field(7, ge=1, description="labels of a day are complete this many days later")
 
     # --- ingestion gate ----------------------------------------------------------------
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="the ingest gate fails above this share")
     max_customer_id: int = Field(10_000_000, gt=0, description="ingest rejects customer ids outside [0, max)")
     max_terminal_id: int = Field(10_000_000, gt=0, description="ingest rejects terminal ids outside [0, max)")
+    gx_engine: Literal["auto", "pandas", "spark"] = Field(
+        "auto", description="where GX validates a batch: auto = pandas up to gx_pandas_max_rows, else Spark"
+    )
+    gx_pandas_max_rows: int = Field(
+        2_000_000, ge=0, description="auto: batches up to this many rows are validated in the driver"
+    )
+    landing_wait_seconds: int = Field(
+        6 * 3600, ge=0, description="a daily run waits this long for its landing files, then fails"
+    )
+    sensor_poke_seconds: int = Field(60, ge=1, description="how often a waiting daily run looks again")
 
     # --- spark ------------------------------------------------------------------------
-    spark_master: str = "local[2]"
+    spark_master: str = Field(
+        "local[2]",
+        description="master of the Spark service (or of an in-process session): local[N] or spark://",
+    )
+    spark_connect_url: str | None = Field(
+        "sc://127.0.0.1:15002",
+        description="Spark Connect server every job uses; empty = an in-process driver per job",
+    )
+    spark_connect_autostart: bool = Field(
+        True, description="start the embedded Connect server on first use when a loopback URL has none"
+    )
+    spark_cluster_cores: int = Field(2, ge=1, description="cores of a spark:// cluster (sizes partitioning)")
+    spark_pool_slots: int = Field(
+        2, ge=1, description="Airflow pool `spark`: Spark tasks that may run at once against the service"
+    )
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 4
 
@@ -127,10 +155,33 @@ class Settings(BaseSettings):
     serving_log_flush_seconds: float = Field(2.0, gt=0, description="prediction-log file roll interval")
     serving_push_features: bool = Field(True, description="push scored transactions to the Feast push source")
     airflow_port: int = 8080
+    airflow_preload_modules: list[str] = Field(
+        default_factory=lambda: [
+            "pandas",
+            "pyarrow.parquet",
+            "pyspark.sql.connect.session",
+            "great_expectations",
+            "feast",
+            "xgboost",
+            "mlflow",
+            "jobs.ingest",
+            "jobs.features",
+            "jobs.feature_store",
+            "jobs.batch_predict",
+            "jobs.train",
+            "jobs.monitor",
+        ],
+        description="imported by the scheduler before it forks workers, so tasks start with them loaded",
+    )
     mlflow_port: int = 5000
     mlflow_server_url: str | None = Field(
         None, description="production containers: talk to this MLflow tracking server, not its database"
     )
+
+    @field_validator("spark_connect_url", mode="after")
+    @classmethod
+    def _empty_is_in_process(cls, value: str | None) -> str | None:
+        return value or None
 
     @field_validator("home", mode="after")
     @classmethod
@@ -216,12 +267,17 @@ class Settings(BaseSettings):
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "AIRFLOW__API__PORT": str(self.airflow_port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            # tasks report to the API server's execution API (Airflow 3): the same host and port
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.airflow_port}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.airflow_home / "passwords.json"),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
             "PYTHONPATH": str(REPO_ROOT),
             "FRAUD_PROFILE": self.profile,
             "FRAUD_HOME": str(self.home),
+            **({"FRAUD_SCHEDULE_END_DATE": self.schedule_end_date} if self.schedule_end_date else {}),
+            **({"FRAUD_SPARK_CONNECT_URL": self.spark_connect_url} if self.spark_connect_url else {}),
         }
 
     def public_dict(self) -> dict[str, object]:

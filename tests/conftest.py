@@ -26,6 +26,10 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["FRAUD_HOME"] = str(_HOME)
     os.environ.setdefault("FRAUD_PROFILE", "local")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if "FRAUD_SPARK_CONNECT_URL" not in os.environ:
+        # this session's own Spark Connect server (started on first use, stopped at the end), never one
+        # that a demo or another checkout left running on the default port
+        os.environ["FRAUD_SPARK_CONNECT_URL"] = f"sc://127.0.0.1:{free_port()}"
     from jobs.config import get_settings
 
     get_settings.cache_clear()
@@ -36,7 +40,20 @@ def pytest_configure(config: pytest.Config) -> None:
         sys.path.insert(0, str(REPO / "dags"))
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
+    from jobs.config import get_settings
+    from jobs.spark import stop_server
+
+    if _HOME is not None:
+        stop_server(get_settings())
     if _HOME is not None and not os.environ.get("FRAUD_KEEP_TEST_HOME"):
         shutil.rmtree(_HOME, ignore_errors=True)
 
@@ -73,17 +90,9 @@ def spark(settings):
 @pytest.fixture(scope="session")
 def airflow_db(settings) -> Path:
     """A migrated Airflow metadata database for this test session (SQLite in the local profile)."""
-    settings.airflow_home.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        capture_output=True,
-        text=True,
-        env=os.environ.copy(),
-        timeout=600,
-    )
-    assert result.returncode == 0, (
-        f"airflow db migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    )
+    from jobs.admin import migrate_airflow
+
+    migrate_airflow(settings)  # `airflow db migrate` + the `spark` pool, as an operator would
     return settings.airflow_home
 
 
@@ -111,13 +120,10 @@ def run_dag(dag_id: str, logical_date: str, conf: dict | None = None, expect: st
 @pytest.fixture(scope="session")
 def s3_endpoint(platform_home) -> str:
     """A real S3-compatible HTTP endpoint: ``moto_server`` on a free 127.0.0.1 port (never patched clients)."""
-    import socket
     import time
     import urllib.request
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     # boto3 reads credentials from the standard chain; moto accepts any key pair
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",
