@@ -80,10 +80,11 @@ def _settings(home: Path, **kw) -> Settings:
     return Settings(home=home, **kw)
 
 
-@pytest.fixture(scope="module")
-def corpus_run(tmp_path_factory, spark):
-    home = tmp_path_factory.mktemp("bad-inputs")
-    settings = _settings(home, max_bad_fraction=1.0)  # this test inspects rows, not the gate
+@pytest.fixture(scope="module", params=["pandas", "spark"])
+def corpus_run(request, tmp_path_factory, spark):
+    # both GX engines (driver-side pandas for small batches, Spark for large ones) must agree to the letter
+    home = tmp_path_factory.mktemp(f"bad-inputs-{request.param}")
+    settings = _settings(home, max_bad_fraction=1.0, gx_engine=request.param)  # rows, not the gate
     layout = StorageLayout(settings)
     landing = layout.path("landing_transactions", DAY)
     landing.mkdir(parents=True)
