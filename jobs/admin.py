@@ -13,7 +13,6 @@ containers of ``docker/compose.yaml``.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from jobs.config import Settings, get_settings
 from jobs.logs import get_logger
+from jobs.procs import child_env
 
 START_HINTS: dict[str, str] = {
     "postgres": "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
@@ -205,12 +205,31 @@ def migrate_mlflow(settings: Settings | None = None) -> str:
 def migrate_airflow(settings: Settings | None = None) -> None:
     """``airflow db migrate`` against the settings' metadata database (a subprocess, like an operator)."""
     settings = settings or get_settings()
-    env = {**os.environ, **settings.service_env()}
+    env = child_env(**settings.service_env())
     airflow = shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     result = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    ensure_pools(settings, env)
+
+
+def ensure_pools(settings: Settings, env: dict[str, str] | None = None) -> None:
+    """The Airflow pool that bounds concurrent Spark work (idempotent: ``airflow pools set``)."""
+    from jobs.spark import AIRFLOW_POOL
+
+    env = env or child_env(**settings.service_env())
+    airflow = shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
+    description = "tasks that run Spark jobs against the platform's Spark service"
+    result = subprocess.run(
+        [airflow, "pools", "set", AIRFLOW_POOL, str(settings.spark_pool_slots), description],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"airflow pools set {AIRFLOW_POOL} failed:\n{result.stderr[-2000:]}")
 
 
 def main(argv: list[str] | None = None) -> int:
