@@ -12,9 +12,14 @@ from airflow.sdk import Asset
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from jobs.config import get_settings
+from jobs.spark import AIRFLOW_POOL
 from jobs.storage import StorageLayout
 
 START_DATE = pendulum.parse(get_settings().start_date, tz="UTC")
+# the last day the time-scheduled DAGs run for (None: open-ended); `make demo` bounds it by the simulated days
+END_DATE = (
+    pendulum.parse(get_settings().schedule_end_date, tz="UTC") if get_settings().schedule_end_date else None
+)
 
 # A run with logical date D processes day D and starts once D has ended (data-interval semantics).
 DAILY = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
@@ -30,6 +35,19 @@ DEFAULT_ARGS = {
 }
 
 _layout = StorageLayout()
+SPARK_POOL = AIRFLOW_POOL  # tasks that run Spark jobs; bounded by Settings.spark_pool_slots
+
+
+def data_wait() -> dict:
+    """Arguments of a sensor that waits for a day's data: reschedule mode (the worker slot is free between
+    pokes), poke interval and timeout from the settings."""
+    settings = get_settings()
+    return {
+        "mode": "reschedule",
+        "poke_interval": settings.sensor_poke_seconds,
+        "timeout": dt.timedelta(seconds=settings.landing_wait_seconds),
+        "retries": 0,
+    }
 
 
 def _asset(name: str, dataset: str, *sub: str) -> Asset:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from _common import DAILY, DEFAULT_ARGS, PREDICTIONS, START_DATE, processing_date
+from _common import DAILY, DEFAULT_ARGS, END_DATE, PREDICTIONS, SPARK_POOL, START_DATE, processing_date
 from airflow.sdk import Param, dag, task
 
 FEATURE_WAIT = dt.timedelta(hours=6)
@@ -44,6 +44,7 @@ def _day(context) -> str:
     dag_id="batch_predict",
     schedule=DAILY,
     start_date=START_DATE,
+    end_date=END_DATE,
     catchup=False,
     max_active_runs=4,
     default_args=DEFAULT_ARGS,
@@ -76,7 +77,7 @@ def batch_predict():
             get_logger("batch_predict", date).info("waiting_for_inputs", missing=missing)
         return not missing
 
-    @task(task_id="score", outlets=[PREDICTIONS])
+    @task(task_id="score", outlets=[PREDICTIONS], pool=SPARK_POOL)
     def score(**context) -> dict:
         from jobs.batch_predict import run
 

@@ -1,10 +1,13 @@
 """
 ### Build features: daily snapshots -> offline feature tables -> Feast online store
 
-**Scheduled on the `lake_transactions` asset**: each time ingestion publishes a day **D** (asset
-event extra `{"date": D}`), this DAG computes the feature snapshot of D and loads it into the
-online store. Asset-triggered runs have no logical date: the days come from the triggering events
-(several events queued together are processed in one run). For a manual run or a backfill use
+**Scheduled on the `lake_transactions` or `lake_labels` asset**: each time ingestion publishes a day
+**D** (asset event extra `{"date": D}`), this DAG computes the feature snapshots that day changes and
+loads them into the online store. Asset-triggered runs have no logical date: the days come from the
+triggering events (several events queued together are processed in one run) through
+`jobs.features.days_to_build`: in daily operation just D; in a backfill whose days finished out of
+order, also the later snapshots (up to `label_delay_days` + 30 days after D) that were built without D,
+so the feature tables never depend on the order ingest runs finished in. For a manual run or a backfill use
 *Trigger DAG w/ config* with the `date` param (and optionally `end` for a range).
 
 1. **build** - `jobs.features.build_features(start, end)` (Spark): customer spending (count and
@@ -22,7 +25,7 @@ Runs one at a time (`max_active_runs=1`) so the online store only moves forward.
 
 from __future__ import annotations
 
-from _common import DEFAULT_ARGS, FEATURES, START_DATE, TRANSACTIONS
+from _common import DEFAULT_ARGS, FEATURES, LABELS, SPARK_POOL, START_DATE, TRANSACTIONS
 from airflow.sdk import Param, dag, task
 
 
@@ -37,22 +40,24 @@ def snapshot_days(context) -> list[str]:
         if end < start:
             raise ValueError(f"end: value {end} is before date {start} (rule: date <= end)")
         return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
-    days = set()
+    from jobs.features import days_to_build
+
+    changed = set()
     for events in (context.get("triggering_asset_events") or {}).values():
         for event in events:
             day = (event.extra or {}).get("date")
             if day:
-                days.add(str(day)[:10])
-    if not days:
+                changed.add(str(day)[:10])
+    if not changed:
         raise ValueError(
             "date: no value (rule: an asset event extra {'date': D} or the `date` param is required)"
         )
-    return sorted(days)
+    return [d.isoformat() for d in days_to_build(sorted(changed))]
 
 
 @dag(
     dag_id="build_features",
-    schedule=[TRANSACTIONS],
+    schedule=(TRANSACTIONS | LABELS),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -75,7 +80,7 @@ def snapshot_days(context) -> list[str]:
     },
 )
 def build_features():
-    @task(task_id="build")
+    @task(task_id="build", pool=SPARK_POOL)
     def build(**context) -> list[str]:
         from jobs.features import build_features as build_snapshots
         from jobs.logs import get_logger

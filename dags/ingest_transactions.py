@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from _common import DAILY, DEFAULT_ARGS, LABELS, START_DATE, TRANSACTIONS, processing_date
+from _common import (
+    DAILY,
+    DEFAULT_ARGS,
+    END_DATE,
+    LABELS,
+    SPARK_POOL,
+    START_DATE,
+    TRANSACTIONS,
+    data_wait,
+    processing_date,
+)
 from airflow.sdk import Param, dag, task
 
 DOC_MD = """
@@ -13,7 +23,9 @@ A run with logical date **D** (data interval D 00:00 → D+1 00:00 UTC) ingests
 * `landing/transactions/date=D/*.csv` → `lake/transactions/date=D` (asset `lake_transactions`), and
 * `landing/labels/date=D/*.csv` (chargebacks that *arrived* on D) → `lake/labels/date=D` (asset `lake_labels`).
 
-Each task parses, casts, de-duplicates on `transaction_id` and validates with the Great Expectations suite in
+`wait_for_landing` first waits for both landing folders (a sensor in reschedule mode: the files of D
+arrive after D has ended; it fails after `landing_wait_seconds`, settings). The two ingest tasks run in the
+`spark` pool, which bounds how many Spark jobs hit the Spark service at once. Each task parses, casts, de-duplicates on `transaction_id` and validates with the Great Expectations suite in
 `expectations/<dataset>.json`. Bad rows go to `quarantine/<dataset>/date=D` with their reasons; GX data docs to
 `reports/gx_data_docs/<dataset>/date=D`; a run summary to `reports/ingest/<dataset>/date=D/summary.json`.
 Rows in = rows published + rows quarantined is asserted on every run.
@@ -66,6 +78,7 @@ def _ingest(dataset: str, asset, context) -> dict:
     dag_id="ingest_transactions",
     schedule=DAILY,
     start_date=START_DATE,
+    end_date=END_DATE,
     catchup=False,
     max_active_runs=2,
     default_args=DEFAULT_ARGS,
@@ -88,12 +101,24 @@ def _ingest(dataset: str, asset, context) -> dict:
     },
 )
 def ingest_transactions():
-    @task(outlets=[TRANSACTIONS])
+    @task.sensor(task_id="wait_for_landing", **data_wait())
+    def wait_for_landing(**context) -> bool:
+        """Day D's files land after D has ended: wait for them (reschedule mode), fail after the timeout."""
+        from jobs.ingest import missing_landing
+        from jobs.logs import get_logger
+
+        day = _day(context)
+        missing = missing_landing(day)
+        if missing:
+            get_logger("ingest_transactions", day).info("waiting_for_landing", missing=missing)
+        return not missing
+
+    @task(outlets=[TRANSACTIONS], pool=SPARK_POOL)
     def ingest_transactions(**context) -> dict:
         """Landing transactions of D -> lake/transactions/date=D (or quarantine)."""
         return _ingest("transactions", TRANSACTIONS, context)
 
-    @task(outlets=[LABELS])
+    @task(outlets=[LABELS], pool=SPARK_POOL)
     def ingest_labels(**context) -> dict:
         """Chargebacks that arrived on D -> lake/labels/date=D (or quarantine)."""
         return _ingest("labels", LABELS, context)
@@ -110,7 +135,9 @@ def ingest_transactions():
         get_logger("ingest_transactions", transactions["date"]).info("ingest counts", **counts)
         return counts
 
-    log_counts(ingest_transactions(), ingest_labels())
+    transactions, labels = ingest_transactions(), ingest_labels()
+    wait_for_landing() >> [transactions, labels]
+    log_counts(transactions, labels)
 
 
 ingest_transactions()

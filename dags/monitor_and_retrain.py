@@ -22,7 +22,7 @@ threshold is a typed param, so an operator can re-run a day by hand with other t
 
 from __future__ import annotations
 
-from _common import DAILY, DEFAULT_ARGS, START_DATE, processing_date
+from _common import DAILY, DEFAULT_ARGS, END_DATE, START_DATE, processing_date
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
@@ -41,6 +41,7 @@ _T = {  # defaults mirror jobs.monitor.Thresholds / MonitorConfig (kept literal:
     dag_id="monitor_and_retrain",
     schedule=DAILY,
     start_date=START_DATE,
+    end_date=END_DATE,
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

@@ -29,7 +29,7 @@ History and one-step rollback: `python -m jobs.registry history | rollback --rea
 
 from __future__ import annotations
 
-from _common import CHAMPION_MODEL, DEFAULT_ARGS, START_DATE, WEEKLY
+from _common import CHAMPION_MODEL, DEFAULT_ARGS, END_DATE, START_DATE, WEEKLY
 from airflow.sdk import Param, dag, task
 
 from jobs.config import get_settings
@@ -60,6 +60,7 @@ def _actor(context) -> str:
     dag_id="train_model",
     schedule=WEEKLY,
     start_date=START_DATE,
+    end_date=END_DATE,
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
