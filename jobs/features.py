@@ -336,6 +336,37 @@ def _empty_partition(path: Path, key: str, columns: list[str]) -> None:
     pq.write_table(pa.schema(fields).empty_table(), path / "part-00000-empty.parquet")
 
 
+def snapshot_horizon_days(settings: Settings) -> int:
+    """How many days after a lake day its data still enters a snapshot: a change to transactions or
+    labels of day E changes the snapshots of E .. E + horizon (the longest window, shifted by the delay)."""
+    return settings.label_delay_days + LOOKBACK_DAYS
+
+
+def days_to_build(changed: list[str | dt.date], settings: Settings | None = None) -> list[dt.date]:
+    """The snapshot days to (re)build after the lake partitions of ``changed`` days were (re)written.
+
+    Day D's snapshot reads the lake from ``D - horizon`` to D, so a change on day E invalidates the
+    snapshots of E .. E + horizon that can exist (up to the newest lake transactions day). In daily
+    operation E is the newest day and this is just [E]; in a backfill whose days finish out of order it
+    also rebuilds the later snapshots that were computed without E, so the result never depends on the
+    order in which ingest runs finished.
+    """
+    settings = settings or get_settings()
+    layout = StorageLayout(settings)
+    days = sorted({as_date(d) for d in changed})
+    if not days:
+        return []
+    lake_days = layout.partitions("transactions")
+    newest = max([*lake_days, days[-1]])
+    horizon = dt.timedelta(days=snapshot_horizon_days(settings))
+    out: set[dt.date] = set()
+    for day in days:
+        last = min(day + horizon, newest)
+        out.update(d for d in lake_days if day <= d <= last)
+        out.add(day)
+    return sorted(out)
+
+
 def build_features(
     start: str | dt.date,
     end: str | dt.date | None = None,

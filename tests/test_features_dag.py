@@ -26,17 +26,20 @@ def private_home(tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
-def test_dag_is_scheduled_on_the_transactions_asset(airflow_db):
-    from _common import FEATURES, TRANSACTIONS
+def test_dag_is_scheduled_on_the_lake_assets(airflow_db):
+    from _common import FEATURES, LABELS, TRANSACTIONS
 
     dag = load_dag("build_features")
-    assert [a.name for a in dag.timetable.asset_condition.objects] == [TRANSACTIONS.name]
+    condition = dag.timetable.asset_condition
+    assert type(condition).__name__ == "AssetAny"  # either lake asset changing triggers a run
+    assert [a.name for a in condition.objects] == [TRANSACTIONS.name, LABELS.name]
+    assert dag.get_task("build").pool == "spark"
     assert [t.task_id for t in dag.topological_sort()] == ["build", "materialize"]
     assert dag.get_task("materialize").outlets == [FEATURES]
     assert dag.doc_md and dag.default_args["retries"] >= 1 and dag.max_active_runs == 1
 
 
-def test_days_come_from_asset_events_or_the_date_param():
+def test_days_come_from_asset_events_or_the_date_param(private_home):
     from build_features import snapshot_days
 
     event = lambda day: SimpleNamespace(extra={"date": day})  # noqa: E731
@@ -54,6 +57,26 @@ def test_days_come_from_asset_events_or_the_date_param():
         snapshot_days({"params": {"date": None}, "triggering_asset_events": {}})
     with pytest.raises(ValueError, match="end: value 2018-04-09 is before date 2018-04-10"):
         snapshot_days({"params": {"date": "2018-04-10", "end": "2018-04-09"}})
+
+
+def test_a_late_day_rebuilds_the_snapshots_it_enters(private_home):
+    """Backfill days finishing out of order: an older day's data enters the later snapshots already built
+    (up to label_delay_days + 30 days later), so they are rebuilt too; the newest day is just itself."""
+    from jobs.features import days_to_build
+    from jobs.storage import StorageLayout
+
+    layout = StorageLayout(private_home)
+    lake = [dt.date(2018, 4, 1) + dt.timedelta(days=i) for i in range(60)]
+    for day in lake:
+        layout.path("transactions", day).mkdir(parents=True)
+    horizon = private_home.label_delay_days + 30
+    assert days_to_build(["2018-05-30"]) == [dt.date(2018, 5, 30)]  # the newest lake day
+    late = days_to_build(["2018-04-05"])
+    assert late == [dt.date(2018, 4, 5) + dt.timedelta(days=i) for i in range(horizon + 1)]
+    assert days_to_build(["2018-05-20", "2018-04-05"]) == sorted(
+        set(late) | {dt.date(2018, 5, 20) + dt.timedelta(days=i) for i in range(11)}
+    )
+    assert days_to_build([]) == []
 
 
 def test_dag_builds_materializes_and_emits_the_features_asset(airflow_db, private_home):

@@ -17,7 +17,11 @@ DAYS = [dt.date(2018, 6, 1), dt.date(2018, 6, 2)]  # days no other test module w
 
 def test_dag_shape():
     dag = load_dag("ingest_transactions")
-    assert set(dag.task_ids) == {"ingest_transactions", "ingest_labels", "log_counts"}
+    assert set(dag.task_ids) == {"wait_for_landing", "ingest_transactions", "ingest_labels", "log_counts"}
+    sensor = dag.get_task("wait_for_landing")
+    assert sensor.mode == "reschedule" and sensor.retries == 0
+    assert {"ingest_transactions", "ingest_labels"} <= sensor.downstream_task_ids
+    assert {dag.get_task(t).pool for t in ("ingest_transactions", "ingest_labels")} == {"spark"}
     assert dag.catchup is False and dag.doc_md
     assert {a.name for a in dag.get_task("ingest_transactions").outlets} == {"lake_transactions"}
     assert {a.name for a in dag.get_task("ingest_labels").outlets} == {"lake_labels"}

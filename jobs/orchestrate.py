@@ -1,0 +1,112 @@
+"""The pipeline through the Airflow scheduler, as a user runs it (``make demo``, the scheduler-path test and
+``benchmarks/scheduler``): a backfill of ``ingest_transactions`` over the simulated days, the asset events it
+emits triggering ``build_features``, then manual runs of the model DAGs, each waited for with a progress
+callback. Everything goes through the REST API (:mod:`jobs.airflow_api`); the scheduler runs every task.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from jobs.airflow_api import AirflowClient, RunState
+
+INGEST_DAG = "ingest_transactions"
+FEATURES_DAG = "build_features"
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class StageResult:
+    dag_id: str
+    runs: list[RunState] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def task_seconds(self) -> list[float]:
+        return [r.seconds for r in self.runs if r.seconds is not None]
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def queue_backfill(client: AirflowClient, start: dt.date, end: dt.date, max_active_runs: int = 2) -> None:
+    """Unpause the ingest and feature DAGs and create the backfill of ``ingest_transactions`` over
+    start..end (one run per day). On SQLite, do this before the scheduler starts: Airflow refuses (503) or
+    half-creates a backfill while the scheduler writes to the same database."""
+    client.wait_for_dags([INGEST_DAG, FEATURES_DAG])
+    client.set_paused(FEATURES_DAG, False)  # an asset-scheduled DAG only queues runs while unpaused
+    client.set_paused(INGEST_DAG, False)
+    client.create_backfill(INGEST_DAG, start, end, max_active_runs=max_active_runs)
+
+
+def backfill_ingest(
+    client: AirflowClient,
+    start: dt.date,
+    end: dt.date,
+    timeout: float = 3600.0,
+    progress: Progress = _quiet,
+) -> tuple[StageResult, StageResult]:
+    """Wait until every run of the backfill of start..end succeeded and ``build_features`` has processed
+    every asset event those runs emitted."""
+    t0 = time.monotonic()
+    total = (end - start).days + 1
+
+    def ingest_done() -> tuple[int, int, list[RunState]]:
+        runs = [r for r in client.runs(INGEST_DAG, run_type="backfill") if _in(r, start, end)]
+        return (
+            sum(r.state == "success" for r in runs),
+            total,
+            [r for r in runs if r.state == "failed"],
+        )
+
+    client.wait_for(ingest_done, timeout, lambda d, n: progress(INGEST_DAG, d, n))
+    ingest = StageResult(
+        INGEST_DAG,
+        [r for r in client.runs(INGEST_DAG, run_type="backfill") if _in(r, start, end)],
+        time.monotonic() - t0,
+    )
+
+    # Every ingest task registered its asset events when it succeeded, so once the ingest runs are done
+    # the feature DAG has settled when no event is still queued for it and none of its runs is active
+    # (the scheduler turns queued events into a run in one transaction).
+    def features_done() -> tuple[int, int, list[RunState]]:
+        queued = client.request("GET", f"/api/v2/dags/{FEATURES_DAG}/assets/queuedEvents")["total_entries"]
+        runs = client.runs(FEATURES_DAG)
+        active = [r for r in runs if r.state not in ("success", "failed")]
+        finished = len(runs) - len(active)
+        settled = runs and not queued and not active
+        return finished, finished if settled else finished + 1, [r for r in runs if r.state == "failed"]
+
+    client.wait_for(features_done, timeout, lambda d, n: progress(FEATURES_DAG, d, n))
+    features = StageResult(FEATURES_DAG, client.runs(FEATURES_DAG), time.monotonic() - t0)
+    return ingest, features
+
+
+def trigger_and_wait(
+    client: AirflowClient,
+    dag_id: str,
+    logical_date: dt.date,
+    conf: dict | None = None,
+    timeout: float = 1800.0,
+    progress: Progress = _quiet,
+) -> StageResult:
+    """Unpause ``dag_id`` (a paused DAG's runs stay queued), trigger one run and wait for it."""
+    t0 = time.monotonic()
+    client.wait_for_dags([dag_id])
+    client.set_paused(dag_id, False)
+    run = client.trigger(dag_id, logical_date, conf)
+
+    def done() -> tuple[int, int, list[RunState]]:
+        state = client.run(dag_id, run.run_id)
+        return int(state.state == "success"), 1, [state] if state.state == "failed" else []
+
+    client.wait_for(done, timeout, lambda d, n: progress(dag_id, d, n))
+    return StageResult(dag_id, [client.run(dag_id, run.run_id)], time.monotonic() - t0)
+
+
+def _in(run: RunState, start: dt.date, end: dt.date) -> bool:
+    return bool(run.logical_date) and start <= dt.date.fromisoformat(run.logical_date[:10]) <= end

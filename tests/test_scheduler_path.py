@@ -1,0 +1,168 @@
+"""The pipeline the way users run it: the Airflow scheduler (LocalExecutor) on a temporary home, driven only
+through the REST API — a backfill of ``ingest_transactions`` whose asset events trigger ``build_features`` —
+with every Spark task talking to the Spark Connect service. The lake and the feature tables must equal those
+of the in-process path (the same job functions called directly) for the same days.
+
+The scheduler is started from an environment that carries a Feast metrics folder that no longer exists,
+exactly what a scheduler spawned by ``make demo`` (which imports Feast) used to inherit: ``materialize`` then
+failed on every try with ``FileNotFoundError`` on ``gauge_liveall_*.db``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import free_port
+
+from jobs.config import Settings
+from jobs.simulate import SimulatorConfig, simulate
+from jobs.storage import StorageLayout
+
+pytestmark = [pytest.mark.airflow, pytest.mark.spark, pytest.mark.slow]
+
+FIRST, LAST = dt.date(2018, 4, 1), dt.date(2018, 4, 8)  # 8 days through the scheduler
+SIM = SimulatorConfig(n_customers=300, n_terminals=600, dup_rate=0.01)
+
+
+def _settings(home: Path, **kw) -> Settings:
+    return Settings(home=home, feast_project=f"sched_{home.name[-6:].replace('-', '_')}", **kw)
+
+
+@pytest.fixture(scope="module")
+def scheduler_home(tmp_path_factory, settings):
+    """A home with its own Airflow (SQLite) and lake; the session's Spark Connect server; free ports."""
+    from jobs.admin import migrate_airflow
+    from jobs.services import Supervisor, start_airflow
+
+    home = tmp_path_factory.mktemp("scheduler-path")
+    env = {
+        "FRAUD_HOME": str(home),
+        "FRAUD_AIRFLOW_PORT": str(free_port()),
+        "FRAUD_SCHEDULE_END_DATE": LAST.isoformat(),
+        "FRAUD_SENSOR_POKE_SECONDS": "5",
+    }
+    saved = {k: os.environ.get(k) for k in [*env, "PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"]}
+    os.environ.update(env)
+    # what a process that imported Feast and exited leaves its children (see jobs/procs.py)
+    gone = str(home / "feast_metrics_gone")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = gone
+    sched = Settings()
+    sched_env = {**sched.service_env(), "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
+    migrate_airflow(sched)
+    simulate(SIM, FIRST, LAST, StorageLayout(sched))
+    supervisor = Supervisor(sched)
+    os.environ.update(sched_env)
+    try:
+        start_airflow(sched, scheduler=False)
+        yield sched, supervisor
+    finally:
+        for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor"):
+            supervisor.stop(name)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        from jobs.config import get_settings
+
+        get_settings.cache_clear()
+        for key, value in settings.service_env().items():  # back to the session's Airflow
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def backfilled(scheduler_home):
+    from jobs.airflow_api import AirflowClient
+    from jobs.orchestrate import backfill_ingest, queue_backfill
+    from jobs.services import start_scheduler
+
+    sched, supervisor = scheduler_home
+    with AirflowClient(settings=sched) as client:
+        try:
+            queue_backfill(client, FIRST, LAST, max_active_runs=2)
+            start_scheduler(sched)
+            ingest, features = backfill_ingest(client, FIRST, LAST, timeout=1500)
+        except Exception as exc:  # the scheduler's own log says why a run never started
+            log = supervisor.log_path("airflow-scheduler").read_text()[-3000:]
+            raise AssertionError(f"{exc}\n--- scheduler log tail ---\n{log}") from exc
+        sensor = client.request(
+            "GET", f"/api/v2/dags/ingest_transactions/dagRuns/{ingest.runs[0].run_id}/taskInstances"
+        )
+    return sched, ingest, features, sensor
+
+
+def test_backfill_through_the_scheduler_succeeds(backfilled):
+    sched, ingest, features, task_instances = backfilled
+    assert len(ingest.runs) == (LAST - FIRST).days + 1
+    assert {r.state for r in ingest.runs} == {"success"}
+    assert {r.run_type for r in ingest.runs} == {"backfill"}
+    # real durations, not the logical date: the scheduler records when the run started
+    assert all(0 < r.seconds < 900 for r in ingest.runs)
+    assert features.runs and {r.state for r in features.runs} == {"success"}
+    assert {r.run_type for r in features.runs} == {"asset_triggered"}  # started by the ingest asset events
+    pools = {t["task_id"]: t["pool"] for t in task_instances["task_instances"]}
+    assert pools["ingest_transactions"] == pools["ingest_labels"] == "spark"
+
+
+def test_lake_and_features_equal_the_in_process_path(backfilled, tmp_path, spark):
+    """The same days ingested and built in-process (one range build) give the same partitions: the lake
+    byte for byte, the feature tables row for row, whatever order the scheduler ran the days in."""
+    from jobs.features import build_features
+    from jobs.ingest import ingest
+
+    sched = backfilled[0]
+    local = _settings(tmp_path / "in-process")
+    simulate(SIM, FIRST, LAST, StorageLayout(local))
+    for day in [FIRST + dt.timedelta(days=i) for i in range((LAST - FIRST).days + 1)]:
+        ingest("transactions", day, local, spark)
+        ingest("labels", day, local, spark)
+    build_features(FIRST, LAST, local, spark)
+
+    a, b = StorageLayout(sched), StorageLayout(local)
+    for dataset in ("transactions", "labels", "quarantine_transactions", "quarantine_labels"):
+        for day in b.partitions(dataset):
+            left = sorted(a.path(dataset, day).glob("*.parquet"))
+            right = sorted(b.path(dataset, day).glob("*.parquet"))
+            assert [p.name for p in left] == [p.name for p in right], (dataset, day)
+            for x, y in zip(left, right, strict=True):
+                assert x.read_bytes() == y.read_bytes(), f"{dataset} {day}: {x.name} differs"
+    views = ("customer", "terminal", "recent")
+    assert b.partitions("features", "customer"), "the in-process build wrote nothing"
+    for view in views:
+        assert a.partitions("features", view) == b.partitions("features", view), view
+        for day in b.partitions("features", view):
+            left, right = (_frame(lay.path("features", day, view)) for lay in (a, b))
+            pd.testing.assert_frame_equal(left, right, check_exact=True, obj=f"{view} {day}")
+
+
+def _frame(path: Path) -> pd.DataFrame:
+    df = pd.concat([pd.read_parquet(f) for f in sorted(path.glob("*.parquet"))])
+    return df.sort_values(list(df.columns)).reset_index(drop=True)
+
+
+def test_a_stale_inherited_metrics_folder_is_dropped(tmp_path):
+    """A child that inherits a Feast metrics folder that is gone drops it before Feast is imported, so
+    Feast's gauges (what materialize writes) work; a user's own, existing folder is kept."""
+    code = (
+        "import os, jobs, feast.metrics;"
+        "from prometheus_client import Gauge; Gauge('g', 'g', multiprocess_mode='liveall').set(1);"
+        "print(os.environ['PROMETHEUS_MULTIPROC_DIR'])"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "feast_metrics_gone")}
+    env["PROMETHEUS_MULTIPROCESS_DIR"] = env["PROMETHEUS_MULTIPROC_DIR"]
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "feast_metrics_gone" not in out.stdout
+
+    from jobs.procs import child_env
+
+    mine = tmp_path / "my-metrics"
+    mine.mkdir()
+    assert "PROMETHEUS_MULTIPROC_DIR" not in child_env({"PROMETHEUS_MULTIPROC_DIR": "/tmp/feast_metrics_x1"})
+    assert child_env({"PROMETHEUS_MULTIPROC_DIR": str(mine)})["PROMETHEUS_MULTIPROC_DIR"] == str(mine)
