@@ -166,3 +166,37 @@ def test_a_stale_inherited_metrics_folder_is_dropped(tmp_path):
     mine.mkdir()
     assert "PROMETHEUS_MULTIPROC_DIR" not in child_env({"PROMETHEUS_MULTIPROC_DIR": "/tmp/feast_metrics_x1"})
     assert child_env({"PROMETHEUS_MULTIPROC_DIR": str(mine)})["PROMETHEUS_MULTIPROC_DIR"] == str(mine)
+
+
+def test_ui_shows_the_backfill_and_the_asset_triggered_runs(backfilled):
+    """What a person sees after the backfill: the ingest DAG's runs (backfill, real durations) and the
+    feature DAG's asset-triggered runs, screenshotted to test-artifacts/."""
+    from playwright.sync_api import sync_playwright
+
+    from jobs.airflow_api import admin_password
+    from jobs.config import REPO_ROOT
+
+    chromium = Path("/usr/bin/chromium")
+    assert chromium.exists(), "Debian's Chromium is missing at /usr/bin/chromium: run `make browser`"
+    sched = backfilled[0]
+    base = f"http://127.0.0.1:{sched.airflow_port}"
+    artifacts = REPO_ROOT / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium), args=args)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page.set_default_timeout(90_000)
+        page.goto(f"{base}/")
+        page.wait_for_url("**/auth/login**")
+        page.get_by_label("Username").fill("admin")
+        page.get_by_label("Password").fill(admin_password(sched))
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/auth/login" not in url)
+        page.goto(f"{base}/dags/ingest_transactions/runs")
+        page.get_by_text("backfill__2018-04-02", exact=False).first.wait_for()
+        page.screenshot(path=str(artifacts / "scheduler-backfill-runs.png"), full_page=True)
+        page.goto(f"{base}/dags/build_features/runs")
+        page.get_by_text("asset_triggered", exact=False).first.wait_for()
+        page.screenshot(path=str(artifacts / "scheduler-asset-triggered-runs.png"), full_page=True)
+        browser.close()

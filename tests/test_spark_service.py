@@ -1,0 +1,53 @@
+"""The Spark service contract and the daily DAGs' data wait, without a scheduler."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from jobs.config import Settings
+from jobs.ingest import missing_landing
+from jobs.spark import default_parallelism, ensure_connect_server, is_connect
+from jobs.storage import StorageLayout
+
+
+def test_a_connect_url_that_does_not_answer_is_a_clear_error(tmp_path):
+    remote = Settings(home=tmp_path, spark_connect_url="sc://127.0.0.1:1", spark_connect_autostart=False)
+    with pytest.raises(
+        RuntimeError, match=r"spark_connect_url: no Spark Connect server answers at sc://127\.0\.0\.1:1"
+    ):
+        ensure_connect_server(remote)
+    with pytest.raises(
+        ValueError, match=r"spark_connect_url: 'http://x:1' is not a Spark Connect URL \(rule"
+    ):
+        ensure_connect_server(Settings(home=tmp_path, spark_connect_url="http://x:1"))
+    assert Settings(home=tmp_path, spark_connect_url="").spark_connect_url is None  # empty: in-process
+
+
+def test_jobs_get_a_connect_session_from_the_service(spark, settings):
+    assert is_connect(spark), "the default profile's jobs talk to the Spark Connect server"
+    assert spark.range(5).count() == 5
+    assert default_parallelism(spark, settings) == 2  # master local[2]
+
+
+def test_missing_landing_names_the_folders_a_day_waits_for(tmp_path):
+    settings = Settings(home=tmp_path)
+    layout = StorageLayout(settings)
+    day = dt.date(2018, 4, 2)
+    assert missing_landing(day, settings) == [
+        "landing/transactions/date=2018-04-02",
+        "landing/labels/date=2018-04-02",
+    ]
+    tx = layout.path("landing_transactions", day)
+    tx.mkdir(parents=True)
+    (tx / "notes.txt").write_text("not a landing file")
+    assert missing_landing(day, settings) == [
+        "landing/transactions/date=2018-04-02",
+        "landing/labels/date=2018-04-02",
+    ]
+    (tx / "transactions.csv").write_text("header\n")
+    labels = layout.path("landing_labels", day)
+    labels.mkdir(parents=True)
+    (labels / "labels.csv").write_text("header\n")
+    assert missing_landing(day, settings) == []
