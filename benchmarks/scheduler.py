@@ -4,7 +4,8 @@
     ``ingest_transactions`` created through the REST API; ``build_features`` started by its asset events;
     every task a fresh process talking to the Spark Connect server.
 (b) **in-process** (the baseline, what ``dag.test()`` measured): the same job functions called one after the
-    other in one process with one warm Spark session.
+    other in one process with one warm session of the same Spark Connect server (so the comparison is of the
+    orchestration, not of two Spark modes). It runs first, so the server is warm for (a) too.
 
 Per-task seconds come from Airflow's task instances (start -> end, so the scheduler's queueing is not
 counted but each task's process start, imports and Spark round trips are) and from timing each call in (b).
@@ -18,21 +19,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from jobs.procs import free_port
+
 FIRST = dt.date(2018, 4, 1)
 TARGET_RATIO = 3.0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def scheduler_path(home: Path, days: list[dt.date], sim) -> dict[str, list[float]]:
@@ -40,14 +36,14 @@ def scheduler_path(home: Path, days: list[dt.date], sim) -> dict[str, list[float
     from jobs.airflow_api import AirflowClient
     from jobs.config import Settings
     from jobs.orchestrate import backfill_ingest, queue_backfill
-    from jobs.services import start_airflow, start_scheduler
+    from jobs.services import AIRFLOW, Supervisor, start_airflow, start_scheduler
     from jobs.simulate import simulate
     from jobs.storage import StorageLayout
 
     os.environ.update(
         {
             "FRAUD_HOME": str(home),
-            "FRAUD_AIRFLOW_PORT": str(_free_port()),
+            "FRAUD_AIRFLOW_PORT": str(free_port()),
             "FRAUD_SCHEDULE_END_DATE": days[-1].isoformat(),
             "FRAUD_SENSOR_POKE_SECONDS": "5",
         }
@@ -56,8 +52,9 @@ def scheduler_path(home: Path, days: list[dt.date], sim) -> dict[str, list[float
     os.environ.update(settings.service_env())
     migrate_airflow(settings)
     simulate(sim, days[0], days[-1], StorageLayout(settings))
-    supervisor = start_airflow(settings, scheduler=False)
+    supervisor = Supervisor(settings)
     try:
+        start_airflow(settings, scheduler=False)
         with AirflowClient(settings=settings) as client:
             queue_backfill(client, days[0], days[-1], max_active_runs=settings.spark_pool_slots + 1)
             started = time.monotonic()
@@ -75,8 +72,7 @@ def scheduler_path(home: Path, days: list[dt.date], sim) -> dict[str, list[float
                             per_task.setdefault(ti["task_id"], []).append(float(ti["duration"]))
         return per_task
     finally:
-        for name in ("airflow-api-server", "airflow-scheduler", "airflow-dag-processor"):
-            supervisor.stop(name)
+        supervisor.stop_all(AIRFLOW)
 
 
 def in_process_path(home: Path, days: list[dt.date], sim) -> dict[str, list[float]]:
@@ -128,9 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     sim = SimulatorConfig(n_customers=200, n_terminals=400) if args.smoke else SimulatorConfig()
     days = [FIRST + dt.timedelta(days=i) for i in range(n_days)]
     root = Path(tempfile.mkdtemp(prefix="bench-scheduler-"))
+    # this run's own Spark Connect server on a free port, stopped at the end (never a demo's)
+    os.environ["FRAUD_SPARK_CONNECT_URL"] = f"sc://127.0.0.1:{free_port()}"
+    from jobs.config import Settings
+    from jobs.spark import stop_server
+
     load_before = os.getloadavg()[0]
-    baseline = in_process_path(root / "in-process", days, sim)
-    scheduled = scheduler_path(root / "scheduler", days, sim)
+    try:
+        baseline = in_process_path(root / "in-process", days, sim)
+        scheduled = scheduler_path(root / "scheduler", days, sim)
+    finally:
+        stop_server(Settings(home=root), any_home=True)
+        shutil.rmtree(root, ignore_errors=True)
     load_after = os.getloadavg()[0]
 
     print(f"\n{n_days} days, load average {load_before:.1f} before, {load_after:.1f} after (2 cores)")

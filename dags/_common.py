@@ -17,9 +17,8 @@ from jobs.storage import StorageLayout
 
 START_DATE = pendulum.parse(get_settings().start_date, tz="UTC")
 # the last day the time-scheduled DAGs run for (None: open-ended); `make demo` bounds it by the simulated days
-END_DATE = (
-    pendulum.parse(get_settings().schedule_end_date, tz="UTC") if get_settings().schedule_end_date else None
-)
+_END = get_settings().schedule_end_date
+END_DATE = pendulum.datetime(_END.year, _END.month, _END.day, tz="UTC") if _END else None
 
 # A run with logical date D processes day D and starts once D has ended (data-interval semantics).
 DAILY = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")

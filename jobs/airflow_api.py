@@ -22,8 +22,6 @@ import httpx
 
 from jobs.config import Settings, get_settings
 
-FINISHED = {"success", "failed"}
-
 
 class AirflowApiError(RuntimeError):
     """The API answered with an error: the message has the method, the path, the status and the body."""
@@ -104,7 +102,13 @@ class AirflowClient:
     # --- plumbing -------------------------------------------------------------------------------------
     def login(self) -> None:
         password = self._password or admin_password(self.settings, self.username)
-        resp = self._http.post("/auth/token", json={"username": self.username, "password": password})
+        try:
+            resp = self._http.post("/auth/token", json={"username": self.username, "password": password})
+        except httpx.HTTPError as exc:
+            raise AirflowApiError(
+                f"POST /auth/token: no answer from the Airflow API server at {self.base_url} "
+                f"({type(exc).__name__}; is it running? port: FRAUD_AIRFLOW_PORT)"
+            ) from exc
         if resp.status_code not in (200, 201):
             raise AirflowApiError(f"POST /auth/token: {resp.status_code} {resp.text[:500]}")
         self._token = resp.json()["access_token"]
@@ -114,15 +118,24 @@ class AirflowClient:
             self.login()
         relogged = False
         for attempt in range(1, self.attempts + 1):
-            resp = self._http.request(
-                method, path, headers={"Authorization": f"Bearer {self._token}"}, **kwargs
-            )
+            try:
+                resp = self._http.request(
+                    method, path, headers={"Authorization": f"Bearer {self._token}"}, **kwargs
+                )
+            except httpx.HTTPError as exc:
+                if attempt < self.attempts:  # a busy API server on 2 cores: try again
+                    time.sleep(min(2.0 * attempt, 10.0))
+                    continue
+                raise AirflowApiError(
+                    f"{method} {path}: no answer from the Airflow API server at {self.base_url} "
+                    f"({type(exc).__name__}; is it running? port: FRAUD_AIRFLOW_PORT)"
+                ) from exc
             if resp.status_code == 401 and not relogged:  # token expired: log in again once
                 self.login()
                 relogged = True
                 continue
-            # 503: the metadata database was busy (SQLite is locked while the scheduler writes); the
-            # request changed nothing, so it is safe to send again after a pause
+            # 503: the metadata database was busy (SQLite is locked while the scheduler writes); Airflow
+            # rolled the request back, so it is safe to send again after a pause
             if resp.status_code == 503 and attempt < self.attempts:
                 time.sleep(min(2.0 * attempt, 10.0))
                 continue
@@ -132,20 +145,6 @@ class AirflowClient:
         return resp.json() if resp.content else None
 
     # --- what users do --------------------------------------------------------------------------------
-    def wait_healthy(self, timeout: float = 180.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if self._http.get("/api/v2/monitor/health").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AirflowApiError(
-                    f"the Airflow API server at {self.base_url} did not answer in {timeout:.0f}s"
-                )
-            time.sleep(1)
-
     def scheduler_healthy(self) -> bool:
         try:
             body = self._http.get("/api/v2/monitor/health").json()
@@ -213,21 +212,22 @@ class AirflowClient:
         timeout: float,
         progress: Callable[[int, int], None] | None = None,
         poll: float = 2.0,
-    ) -> list[RunState]:
-        """Poll ``done() -> (finished, total, failed_runs)`` until finished == total; raise on a failed run
-        or the timeout, naming the runs."""
+    ) -> None:
+        """Poll ``done() -> (finished, total, failed_runs)`` until finished == total; raise on a failed run,
+        on the timeout, or when a scheduler that was heartbeating stops for ``scheduler_grace`` seconds."""
         deadline = time.monotonic() + timeout
+        seen_healthy = False
         unhealthy_since: float | None = None
         while True:
-            if not self.scheduler_healthy():
+            if self.scheduler_healthy():
+                seen_healthy, unhealthy_since = True, None
+            elif seen_healthy:
                 unhealthy_since = unhealthy_since or time.monotonic()
                 if time.monotonic() - unhealthy_since > self.scheduler_grace:
                     raise AirflowApiError(
-                        f"the scheduler has not heartbeat for {self.scheduler_grace:.0f}s "
+                        f"the scheduler stopped heartbeating {self.scheduler_grace:.0f}s ago "
                         "(see the airflow-scheduler log under <home>/logs)"
                     )
-            else:
-                unhealthy_since = None
             finished, total, failed = done()
             if progress:
                 progress(finished, total)
@@ -235,7 +235,7 @@ class AirflowClient:
                 names = ", ".join(f"{r.dag_id}/{r.run_id}" for r in failed[:5])
                 raise AirflowApiError(f"{len(failed)} run(s) failed: {names} (task logs: Airflow UI)")
             if total and finished >= total:
-                return []
+                return
             if time.monotonic() > deadline:
                 raise AirflowApiError(f"{finished} of {total} runs finished after {timeout:.0f}s")
             time.sleep(poll)

@@ -15,6 +15,7 @@ Run ``python -m jobs.config`` to print the effective settings (secrets masked) o
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -67,7 +68,7 @@ class Settings(BaseSettings):
 
     # --- simulator / data -------------------------------------------------------------
     start_date: str = "2018-04-01"
-    schedule_end_date: str | None = Field(
+    schedule_end_date: dt.date | None = Field(
         None,
         description="last logical date the time-scheduled DAGs run for (a simulated world ends; default: none)",
     )
@@ -81,7 +82,7 @@ class Settings(BaseSettings):
         "auto", description="where GX validates a batch: auto = pandas up to gx_pandas_max_rows, else Spark"
     )
     gx_pandas_max_rows: int = Field(
-        2_000_000, ge=0, description="auto: batches up to this many rows are validated in the driver"
+        500_000, ge=0, description="auto: batches up to this many rows are validated in the driver"
     )
     landing_wait_seconds: int = Field(
         6 * 3600, ge=0, description="a daily run waits this long for its landing files, then fails"
@@ -155,6 +156,7 @@ class Settings(BaseSettings):
     serving_log_flush_seconds: float = Field(2.0, gt=0, description="prediction-log file roll interval")
     serving_push_features: bool = Field(True, description="push scored transactions to the Feast push source")
     airflow_port: int = 8080
+    airflow_parallelism: int = Field(4, ge=1, description="task slots of the local scheduler (LocalExecutor)")
     airflow_preload_modules: list[str] = Field(
         default_factory=lambda: [
             "pandas",
@@ -164,12 +166,6 @@ class Settings(BaseSettings):
             "feast",
             "xgboost",
             "mlflow",
-            "jobs.ingest",
-            "jobs.features",
-            "jobs.feature_store",
-            "jobs.batch_predict",
-            "jobs.train",
-            "jobs.monitor",
         ],
         description="imported by the scheduler before it forks workers, so tasks start with them loaded",
     )
@@ -181,7 +177,18 @@ class Settings(BaseSettings):
     @field_validator("spark_connect_url", mode="after")
     @classmethod
     def _empty_is_in_process(cls, value: str | None) -> str | None:
-        return value or None
+        if not value:
+            return None
+        from urllib.parse import urlparse
+
+        url = urlparse(value)
+        try:
+            port = url.port
+        except ValueError:
+            port = -1
+        if url.scheme != "sc" or not url.hostname or port == -1:
+            raise ValueError(f"{value!r} is not a Spark Connect URL (rule: sc://host:port)")
+        return value
 
     @field_validator("home", mode="after")
     @classmethod
@@ -265,6 +272,8 @@ class Settings(BaseSettings):
                 else {}
             ),
             "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
+            # the LocalExecutor forks this many workers up front: sized for the machine, not 32
+            "AIRFLOW__CORE__PARALLELISM": str(self.airflow_parallelism),
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "AIRFLOW__API__PORT": str(self.airflow_port),
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -276,7 +285,7 @@ class Settings(BaseSettings):
             "PYTHONPATH": str(REPO_ROOT),
             "FRAUD_PROFILE": self.profile,
             "FRAUD_HOME": str(self.home),
-            **({"FRAUD_SCHEDULE_END_DATE": self.schedule_end_date} if self.schedule_end_date else {}),
+            **({"FRAUD_SCHEDULE_END_DATE": str(self.schedule_end_date)} if self.schedule_end_date else {}),
             **({"FRAUD_SPARK_CONNECT_URL": self.spark_connect_url} if self.spark_connect_url else {}),
         }
 

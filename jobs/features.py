@@ -346,24 +346,18 @@ def days_to_build(changed: list[str | dt.date], settings: Settings | None = None
     """The snapshot days to (re)build after the lake partitions of ``changed`` days were (re)written.
 
     Day D's snapshot reads the lake from ``D - horizon`` to D, so a change on day E invalidates the
-    snapshots of E .. E + horizon that can exist (up to the newest lake transactions day). In daily
-    operation E is the newest day and this is just [E]; in a backfill whose days finish out of order it
-    also rebuilds the later snapshots that were computed without E, so the result never depends on the
-    order in which ingest runs finished.
+    snapshots of E .. E + horizon **already built**; a later snapshot not built yet will be built from its
+    own day's event, after E is in the lake. In daily operation E is the newest day and this is just [E];
+    in a backfill whose days finish out of order it also rebuilds the later snapshots that were computed
+    without E, so the tables never depend on the order in which ingest runs finished.
     """
     settings = settings or get_settings()
-    layout = StorageLayout(settings)
     days = sorted({as_date(d) for d in changed})
-    if not days:
-        return []
-    lake_days = layout.partitions("transactions")
-    newest = max([*lake_days, days[-1]])
+    built = StorageLayout(settings).partitions("features", "customer")
     horizon = dt.timedelta(days=snapshot_horizon_days(settings))
-    out: set[dt.date] = set()
+    out = set(days)
     for day in days:
-        last = min(day + horizon, newest)
-        out.update(d for d in lake_days if day <= d <= last)
-        out.add(day)
+        out.update(d for d in built if day < d <= day + horizon)
     return sorted(out)
 
 

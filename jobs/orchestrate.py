@@ -54,9 +54,11 @@ def backfill_ingest(
     every asset event those runs emitted."""
     t0 = time.monotonic()
     total = (end - start).days + 1
+    # feature runs that had finished before this wait began belong to an earlier backfill (a re-run)
+    earlier = {r.run_id for r in client.runs(FEATURES_DAG) if r.end_date}
 
     def ingest_done() -> tuple[int, int, list[RunState]]:
-        runs = [r for r in client.runs(INGEST_DAG, run_type="backfill") if _in(r, start, end)]
+        runs = latest_per_day(client.runs(INGEST_DAG, run_type="backfill"), start, end)
         return (
             sum(r.state == "success" for r in runs),
             total,
@@ -66,7 +68,7 @@ def backfill_ingest(
     client.wait_for(ingest_done, timeout, lambda d, n: progress(INGEST_DAG, d, n))
     ingest = StageResult(
         INGEST_DAG,
-        [r for r in client.runs(INGEST_DAG, run_type="backfill") if _in(r, start, end)],
+        latest_per_day(client.runs(INGEST_DAG, run_type="backfill"), start, end),
         time.monotonic() - t0,
     )
 
@@ -75,14 +77,16 @@ def backfill_ingest(
     # (the scheduler turns queued events into a run in one transaction).
     def features_done() -> tuple[int, int, list[RunState]]:
         queued = client.request("GET", f"/api/v2/dags/{FEATURES_DAG}/assets/queuedEvents")["total_entries"]
-        runs = client.runs(FEATURES_DAG)
+        runs = [r for r in client.runs(FEATURES_DAG) if r.run_id not in earlier]
         active = [r for r in runs if r.state not in ("success", "failed")]
         finished = len(runs) - len(active)
         settled = runs and not queued and not active
         return finished, finished if settled else finished + 1, [r for r in runs if r.state == "failed"]
 
     client.wait_for(features_done, timeout, lambda d, n: progress(FEATURES_DAG, d, n))
-    features = StageResult(FEATURES_DAG, client.runs(FEATURES_DAG), time.monotonic() - t0)
+    features = StageResult(
+        FEATURES_DAG, [r for r in client.runs(FEATURES_DAG) if r.run_id not in earlier], time.monotonic() - t0
+    )
     return ingest, features
 
 
@@ -108,5 +112,10 @@ def trigger_and_wait(
     return StageResult(dag_id, [client.run(dag_id, run.run_id)], time.monotonic() - t0)
 
 
-def _in(run: RunState, start: dt.date, end: dt.date) -> bool:
-    return bool(run.logical_date) and start <= dt.date.fromisoformat(run.logical_date[:10]) <= end
+def latest_per_day(runs: list[RunState], start: dt.date, end: dt.date) -> list[RunState]:
+    """The newest run of each logical date in start..end (a re-run of a failed day replaces it)."""
+    latest: dict[str, RunState] = {}
+    for run in runs:  # ordered by run_after
+        if run.logical_date and start <= dt.date.fromisoformat(run.logical_date[:10]) <= end:
+            latest[run.logical_date[:10]] = run
+    return [latest[d] for d in sorted(latest)]

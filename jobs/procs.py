@@ -10,7 +10,9 @@ environment without Feast's own folder, and a process that inherits a folder tha
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from collections.abc import Mapping, MutableMapping
 
 METRICS_DIR_VARS = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
@@ -30,6 +32,20 @@ def child_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, 
             del env[var]
     env.update(extra)
     return env
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def drop_missing_metrics_dirs(env: MutableMapping[str, str] | None = None) -> list[str]:

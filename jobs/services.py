@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.config import REPO_ROOT, Settings
-from jobs.procs import child_env
+from jobs.procs import child_env, port_open
 
 BIN = Path(sys.executable).parent
 AIRFLOW = ("airflow-dag-processor", "airflow-scheduler", "airflow-api-server")
@@ -106,7 +106,7 @@ class Supervisor:
 
     def start(self, service: Service) -> int:
         self.stop(service.name)
-        if service.port is not None and _listening(service.port):
+        if service.port is not None and port_open("127.0.0.1", service.port):
             raise RuntimeError(
                 f"{service.port_setting}: port {service.port} is already in use, so {service.name} cannot "
                 "start (another platform home's services? `make stop` there, or choose another port)"
@@ -131,18 +131,21 @@ class Supervisor:
             return int((self.run_dir / f"{name}.pid").read_text())
         return None
 
+    def alive(self, name: str) -> bool:
+        pid = self.pid(name)
+        return pid is not None and _group_alive(pid)
+
     def stop(self, name: str, timeout: float = 20.0) -> bool:
+        """SIGTERM the service's process group, SIGKILL after ``timeout``; True when it was running."""
         pid = self.pid(name)
         (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
-        if pid is None:
+        if pid is None or not _group_alive(pid):
             return False
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except (ProcessLookupError, PermissionError):
+            if not _group_alive(pid):
                 return True
             time.sleep(0.2)
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -157,11 +160,17 @@ class Supervisor:
         stop_server(self.settings)
 
 
-def _listening(port: int) -> bool:
-    import socket
+def _group_alive(pgid: int) -> bool:
+    """Whether any live process is left in the group (a group leader that is our zombie child is reaped,
+    and a pid file left by a crash whose pid now belongs to an unrelated process is not a group leader)."""
+    import psutil
 
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pgid, os.WNOHANG)  # reap our own exited child
+    for proc in psutil.process_iter(["pid", "status"]):
+        with contextlib.suppress(psutil.Error):
+            if os.getpgid(proc.info["pid"]) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
     return False
 
 

@@ -22,7 +22,6 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from jobs.config import REPO_ROOT, Settings, get_settings
-from jobs.procs import child_env
+from jobs.procs import child_env, port_open
 
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 # the Airflow pool every Spark task runs in; its size is ``Settings.spark_pool_slots`` (``jobs.admin``)
@@ -104,12 +103,6 @@ def _is_local(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
-def _listening(host: str, port: int, timeout: float = 0.5) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
-        return True
-    return False
-
-
 def _paths(settings: Settings) -> dict[str, Path]:
     run, logs = settings.home / "run", settings.home / "logs"
     return {
@@ -171,7 +164,7 @@ def ensure_connect_server(settings: Settings, timeout: float = 180.0) -> None:
     clear error naming the URL.
     """
     host, port = _endpoint(settings)
-    if _listening(host, port):
+    if port_open(host, port):
         return
     if not (_is_local(host) and settings.spark_connect_autostart):
         raise RuntimeError(
@@ -183,7 +176,7 @@ def ensure_connect_server(settings: Settings, timeout: float = 180.0) -> None:
     paths["lock"].parent.mkdir(parents=True, exist_ok=True)
     with open(paths["lock"], "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _listening(host, port):
+        if port_open(host, port):
             return
         start_server(settings)
         wait_for_server(settings, timeout)
@@ -222,7 +215,7 @@ def wait_for_server(settings: Settings, timeout: float = 180.0) -> None:
     host, port = _endpoint(settings)
     deadline = time.monotonic() + timeout
     pid = _pid(settings)
-    while not _listening(host, port):
+    while not port_open(host, port):
         if pid is not None and not _alive(pid):
             raise RuntimeError(
                 f"the Spark Connect server exited during start-up; see {_paths(settings)['log']}"
@@ -269,23 +262,27 @@ def _listener_pid(settings: Settings) -> int | None:
     return None
 
 
-def stop_server(settings: Settings, timeout: float = 30.0) -> bool:
-    """Stop the embedded server of this URL (started by this home, or found listening on its loopback
-    port); True when one was running."""
+def stop_server(settings: Settings, timeout: float = 30.0, any_home: bool = False) -> bool:
+    """Stop the embedded server started from this home; with ``any_home``, also one found listening on
+    this URL's loopback port (a test session's own port, whichever home's job started it). True when one
+    was running."""
     pid = _pid(settings)
     _paths(settings)["pid"].unlink(missing_ok=True)
-    if pid is None or not _alive(pid):
-        pid = _listener_pid(settings) if settings.spark_connect_url else None
+    if (pid is None or not _alive(pid)) and any_home and settings.spark_connect_url:
+        pid = _listener_pid(settings)
     if pid is None or not _alive(pid):
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGTERM)
+        else:
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     if _alive(pid):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
     return True
 
 
@@ -315,12 +312,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(health(settings)))
         return 0
     if args.command == "serve":  # foreground, for a process supervisor
-        os.execve(server_command(settings)[0], server_command(settings), server_env(settings))
+        argv = server_command(settings)
+        os.execve(argv[0], argv, server_env(settings))
     if args.command == "stop":
         print("stopped" if stop_server(settings) else "not running")
         return 0
     host, port = _endpoint(settings)
-    if not _listening(host, port):
+    if not port_open(host, port):
         print(json.dumps({"url": settings.spark_connect_url, "ok": False}))
         return 1
     print(json.dumps(health(settings)))

@@ -42,15 +42,19 @@ def demo_state_path(home: Path) -> Path:
     return home / "run" / "demo.json"
 
 
-def load_settings(end_date: str | None = None):
+def load_settings(end_date: str | None = None, remember: bool = True):
     """Settings for this demo home; the simulated range, once known, bounds the DAG schedules."""
     from jobs.config import get_settings
 
     home = get_settings().home
-    if end_date is None and demo_state_path(home).exists():
-        end_date = json.loads(demo_state_path(home).read_text()).get("end")
+    state = demo_state_path(home)
+    end_date = end_date or os.environ.get("FRAUD_SCHEDULE_END_DATE")  # a user's own end date wins
+    if not end_date and state.exists():
+        end_date = json.loads(state.read_text()).get("end")
     if end_date:
         os.environ["FRAUD_SCHEDULE_END_DATE"] = end_date
+        if remember and state.exists():  # remembered for `scripts/demo.py services`
+            state.write_text(json.dumps({**json.loads(state.read_text()), "end": end_date}))
     get_settings.cache_clear()
     settings = get_settings()
     os.environ.update(settings.service_env())
@@ -143,8 +147,7 @@ def start_uis(settings) -> dict[str, str]:
     from jobs.services import Supervisor, airflow_services, ui_services, wait_http
 
     supervisor = Supervisor(settings)
-    running = {s.name for s in airflow_services(settings) if supervisor.pid(s.name)}
-    if len(running) < 3:
+    if not all(supervisor.alive(s.name) for s in airflow_services(settings)):
         start_platform(settings)
     for service in ui_services(settings):
         supervisor.start(service)
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.command == "stop":
-        stop_all(load_settings())
+        stop_all(load_settings(remember=False))
         print("stopped")
         return 0
     if args.command == "services":

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from jobs.procs import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 _HOME: Path | None = None
 
@@ -26,10 +28,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["FRAUD_HOME"] = str(_HOME)
     os.environ.setdefault("FRAUD_PROFILE", "local")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    if "FRAUD_SPARK_CONNECT_URL" not in os.environ:
-        # this session's own Spark Connect server (started on first use, stopped at the end), never one
-        # that a demo or another checkout left running on the default port
-        os.environ["FRAUD_SPARK_CONNECT_URL"] = f"sc://127.0.0.1:{free_port()}"
+    # this session's own Spark Connect server on a free port (started on first use, stopped at the end),
+    # never one a demo, a user's shell (`eval "$(python -m jobs.config env)"`) or another checkout points at
+    os.environ["FRAUD_SPARK_CONNECT_URL"] = f"sc://127.0.0.1:{free_port()}"
     from jobs.config import get_settings
 
     get_settings.cache_clear()
@@ -40,20 +41,12 @@ def pytest_configure(config: pytest.Config) -> None:
         sys.path.insert(0, str(REPO / "dags"))
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def pytest_unconfigure(config: pytest.Config) -> None:
     from jobs.config import get_settings
     from jobs.spark import stop_server
 
-    if _HOME is not None:
-        stop_server(get_settings())
+    if _HOME is not None:  # the session's port is its own: stop whichever test's job started the server
+        stop_server(get_settings(), any_home=True)
     if _HOME is not None and not os.environ.get("FRAUD_KEEP_TEST_HOME"):
         shutil.rmtree(_HOME, ignore_errors=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 from conftest import load_dag, run_dag
 from test_features_store import offline_snapshot, write_simulated_lake
@@ -61,22 +62,63 @@ def test_days_come_from_asset_events_or_the_date_param(private_home):
 
 def test_a_late_day_rebuilds_the_snapshots_it_enters(private_home):
     """Backfill days finishing out of order: an older day's data enters the later snapshots already built
-    (up to label_delay_days + 30 days later), so they are rebuilt too; the newest day is just itself."""
+    (up to label_delay_days + 30 days later), so those are rebuilt too; the newest day is just itself."""
     from jobs.features import days_to_build
     from jobs.storage import StorageLayout
 
     layout = StorageLayout(private_home)
-    lake = [dt.date(2018, 4, 1) + dt.timedelta(days=i) for i in range(60)]
-    for day in lake:
-        layout.path("transactions", day).mkdir(parents=True)
+    built = [dt.date(2018, 4, 1) + dt.timedelta(days=i) for i in range(60)]
+    for day in built:
+        layout.path("features", day, "customer").mkdir(parents=True)
     horizon = private_home.label_delay_days + 30
-    assert days_to_build(["2018-05-30"]) == [dt.date(2018, 5, 30)]  # the newest lake day
+    assert days_to_build(["2018-05-30"]) == [dt.date(2018, 5, 30)]  # nothing built after it
     late = days_to_build(["2018-04-05"])
     assert late == [dt.date(2018, 4, 5) + dt.timedelta(days=i) for i in range(horizon + 1)]
     assert days_to_build(["2018-05-20", "2018-04-05"]) == sorted(
         set(late) | {dt.date(2018, 5, 20) + dt.timedelta(days=i) for i in range(11)}
     )
+    assert days_to_build(["2018-06-10"]) == [dt.date(2018, 6, 10)]  # not built yet: its own day
     assert days_to_build([]) == []
+
+
+def test_out_of_order_builds_end_equal_to_one_range_build(tmp_path, spark):
+    """The scheduler's order, forced: the later days are built before an earlier day reaches the lake; the
+    rebuild that days_to_build asks for then gives exactly the tables of one build over the range."""
+    from jobs.config import Settings
+    from jobs.features import build_features, days_to_build
+    from jobs.simulate import SimulatorConfig, write_lake
+    from jobs.storage import StorageLayout
+
+    sim = SimulatorConfig(n_customers=80, n_terminals=160, dup_rate=0.0)
+    first, late, last = dt.date(2018, 4, 1), dt.date(2018, 4, 9), dt.date(2018, 4, 12)
+    ordered = Settings(home=tmp_path / "in-order")
+    write_lake(sim, first, last, StorageLayout(ordered))
+    build_features(first, last, ordered, spark)
+
+    shuffled = Settings(home=tmp_path / "out-of-order")
+    layout = StorageLayout(shuffled)
+    write_lake(sim, first, last, layout)
+    held = tmp_path / "held"
+    held.mkdir()
+    for dataset in ("transactions", "labels"):  # day `late` lands after the later days were built
+        layout.path(dataset, late).rename(held / dataset)
+    build_features(first, last, shuffled, spark)
+    for dataset in ("transactions", "labels"):
+        (held / dataset).rename(layout.path(dataset, late))
+    rebuild = days_to_build([late], shuffled)
+    assert rebuild == [late + dt.timedelta(days=i) for i in range((last - late).days + 1)]
+    build_features(rebuild[0], rebuild[-1], shuffled, spark)
+
+    a, b = StorageLayout(ordered), layout
+    for view in ("customer", "terminal", "recent"):
+        for day in a.partitions("features", view):
+            left, right = (_frame(lay.path("features", day, view)) for lay in (a, b))
+            pd.testing.assert_frame_equal(left, right, check_exact=True, obj=f"{view} {day}")
+
+
+def _frame(path):
+    df = pd.concat([pd.read_parquet(f) for f in sorted(path.glob("*.parquet"))])
+    return df.sort_values(list(df.columns)).reset_index(drop=True)
 
 
 def test_dag_builds_materializes_and_emits_the_features_asset(airflow_db, private_home):

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import free_port
 
 from jobs.config import Settings
+from jobs.procs import free_port
 from jobs.simulate import SimulatorConfig, simulate
 from jobs.storage import StorageLayout
 
@@ -49,8 +49,9 @@ def scheduler_home(tmp_path_factory, settings):
     }
     saved = {k: os.environ.get(k) for k in [*env, "PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"]}
     os.environ.update(env)
-    # what a process that imported Feast and exited leaves its children (see jobs/procs.py)
-    gone = str(home / "feast_metrics_gone")
+    # a metrics folder that is gone, inherited from a parent that has exited (see jobs/procs.py): the
+    # scheduler and its tasks must drop it before Feast is imported
+    gone = str(home / "metrics_gone")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = gone
     sched = Settings()
     sched_env = {**sched.service_env(), "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}

@@ -28,7 +28,8 @@ def test_a_connect_url_that_does_not_answer_is_a_clear_error(tmp_path):
 def test_jobs_get_a_connect_session_from_the_service(spark, settings):
     assert is_connect(spark), "the default profile's jobs talk to the Spark Connect server"
     assert spark.range(5).count() == 5
-    assert default_parallelism(spark, settings) == 2  # master local[2]
+    assert spark.conf.get("spark.master") == settings.spark_master == "local[2]"  # the server's master
+    assert default_parallelism(spark, settings) == 2
 
 
 def test_missing_landing_names_the_folders_a_day_waits_for(tmp_path):
