@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from pydantic import ValidationError
 
 from jobs.config import Settings
 from jobs.ingest import missing_landing
@@ -18,10 +19,9 @@ def test_a_connect_url_that_does_not_answer_is_a_clear_error(tmp_path):
         RuntimeError, match=r"spark_connect_url: no Spark Connect server answers at sc://127\.0\.0\.1:1"
     ):
         ensure_connect_server(remote)
-    with pytest.raises(
-        ValueError, match=r"spark_connect_url: 'http://x:1' is not a Spark Connect URL \(rule"
-    ):
-        ensure_connect_server(Settings(home=tmp_path, spark_connect_url="http://x:1"))
+    for bad in ("http://x:1", "sc://h:abc", "sc://"):  # refused with the settings, naming the field
+        with pytest.raises(ValidationError, match=r"spark_connect_url\n.*is not a Spark Connect URL \(rule"):
+            Settings(home=tmp_path, spark_connect_url=bad)
     assert Settings(home=tmp_path, spark_connect_url="").spark_connect_url is None  # empty: in-process
 
 
