@@ -164,8 +164,13 @@ class Settings(BaseSettings):
             "pyspark.sql.connect.session",
             "great_expectations",
             "feast",
+            "feast.infra.offline_stores.dask",
+            "feast.infra.online_stores.sqlite",
+            "dask.dataframe",
             "xgboost",
             "mlflow",
+            "sklearn.metrics",
+            "evidently",
         ],
         description="imported by the scheduler before it forks workers, so tasks start with them loaded",
     )
