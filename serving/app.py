@@ -340,6 +340,24 @@ def create_app(
         503: {"model": ErrorBody, "description": "online store unreachable or no champion model"},
     }
     guarded = [Depends(require_key)] if api_key is not None else []
+    # OpenAPI links (stateful clients and schemathesis' stateful phase): the service keeps state per card,
+    # since every scored transaction is pushed to the customer's last-hour view the next request reads
+    again = {
+        "description": "score another transaction of the same card at the same terminal: its last-hour "
+        "features now include the one just scored",
+        "operationId": "score",
+        "requestBody": {
+            "customer_id": "$response.body#/customer_id",
+            "terminal_id": "$response.body#/terminal_id",
+        },
+    }
+    again_from_batch = {
+        **again,
+        "requestBody": {
+            "customer_id": "$response.body#/results/0/customer_id",
+            "terminal_id": "$response.body#/results/0/terminal_id",
+        },
+    }
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError):
@@ -387,7 +405,12 @@ def create_app(
         return JSONResponse(status_code=500, content={"error": "internal", "reason": type(exc).__name__})
 
     @app.post(
-        "/v1/score", response_model=ScoreResult, responses=errors, dependencies=guarded, tags=["scoring"]
+        "/v1/score",
+        response_model=ScoreResult,
+        responses={**errors, 200: {"links": {"ScoreSameCardAgain": again}}},
+        dependencies=guarded,
+        tags=["scoring"],
+        operation_id="score",
     )
     async def score(tx: Transaction) -> dict[str, Any]:
         """Score one transaction with the champion (or the challenger for canary customers)."""
@@ -396,9 +419,10 @@ def create_app(
     @app.post(
         "/v1/score/batch",
         response_model=BatchResponse,
-        responses=errors,
+        responses={**errors, 200: {"links": {"ScoreFirstCardAgain": again_from_batch}}},
         dependencies=guarded,
         tags=["scoring"],
+        operation_id="score_batch",
     )
     async def score_batch(batch: BatchRequest) -> dict[str, Any]:
         """Score up to 1000 transactions in one call (one online-store round trip per feature view)."""

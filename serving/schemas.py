@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 INT64_MAX = 2**63 - 1
@@ -13,10 +13,23 @@ MIN_TX_DATETIME = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
 MAX_TX_DATETIME = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 
 
+def _json_integer(value: Any) -> Any:
+    """An id is a JSON integer as JSON Schema defines it (``42``, also ``42.0``); a boolean or a string never is."""
+    if isinstance(value, bool | str | bytes):
+        raise PydanticCustomError(
+            "int_type", "Input should be a JSON integer, not a {kind}", {"kind": type(value).__name__}
+        )
+    return value
+
+
+Id = Annotated[int, BeforeValidator(_json_integer), Field(ge=0, le=INT64_MAX)]
+
+
 class Transaction(BaseModel):
     """One card transaction to score. A timestamp without a zone is taken as UTC. Numbers are JSON numbers:
-    ids are JSON integers, the amount an integer or a decimal; a string ("57.2"), a boolean, NaN or Infinity
-    is never a number (422 with the field and the rule: ``int_type``, ``float_type``, ``finite_number``)."""
+    ids are JSON integers (``42``; ``42.0`` too, as JSON Schema defines an integer, but not ``42.5``), the amount
+    an integer or a decimal; a string (``"57.2"``), a boolean, NaN or Infinity is never a number (422 with the
+    field and the rule: ``int_type``, ``int_from_float``, ``float_type``, ``finite_number``)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -33,18 +46,9 @@ class Transaction(BaseModel):
         },
     )
 
-    transaction_id: int = Field(
-        ge=0, le=INT64_MAX, strict=True, description="unique transaction id (JSON integer)"
-    )
-    customer_id: int = Field(
-        ge=0, le=INT64_MAX, strict=True, description="card holder id (Feast entity `customer`; JSON integer)"
-    )
-    terminal_id: int = Field(
-        ge=0,
-        le=INT64_MAX,
-        strict=True,
-        description="payment terminal id (Feast entity `terminal`; JSON integer)",
-    )
+    transaction_id: Id = Field(description="unique transaction id (a JSON integer)")
+    customer_id: Id = Field(description="card holder id (Feast entity `customer`; a JSON integer)")
+    terminal_id: Id = Field(description="payment terminal id (Feast entity `terminal`; a JSON integer)")
     tx_amount: float = Field(
         ge=0,
         le=1_000_000,

@@ -261,7 +261,7 @@ def test_responses_are_the_published_schema(client, sandbox):
     from serving.schemas import BatchResponse, ScoreResult
 
     txs = [body(tx) for _, tx in sandbox.transactions.head(3).iterrows()]
-    unknown = {**txs[0], "customer_id": 10**12}
+    unknown = {**txs[0], "transaction_id": 10**12, "customer_id": 10**12}  # ids are unique within a batch
     for tx in [*txs, unknown]:
         r = client.post("/v1/score", json=tx)
         assert r.status_code == 200 and r.headers["content-type"] == "application/json"
@@ -352,7 +352,7 @@ def test_non_finite_amount_gets_422_not_500(client, sandbox, literal):
         ({"transaction_id": False}, "transaction_id", "int_type"),
         ({"tx_amount": "57.2"}, "tx_amount", "float_type"),  # numbers are JSON numbers, never strings
         ({"customer_id": "42"}, "customer_id", "int_type"),
-        ({"customer_id": 42.0}, "customer_id", "int_type"),  # ids are JSON integers
+        ({"customer_id": 42.5}, "customer_id", "int_from_float"),  # ids are JSON integers (42.0 is one)
         ({"tx_amount": 1e400}, "tx_amount", "finite_number"),  # overflows to inf
     ],
 )
@@ -369,9 +369,11 @@ def test_booleans_and_numeric_strings_are_never_numbers(client, sandbox, change,
     )
 
 
-def test_integral_amount_is_a_number(client, sandbox):
-    r = client.post("/v1/score", json={**body(sandbox.transactions.iloc[0]), "tx_amount": 57})
+def test_integral_amount_and_integral_ids_are_numbers(client, sandbox):
+    tx = body(sandbox.transactions.iloc[0])
+    r = client.post("/v1/score", json={**tx, "tx_amount": 57, "customer_id": float(tx["customer_id"])})
     assert r.status_code == 200, r.text
+    assert r.json()["customer_id"] == tx["customer_id"]
 
 
 def test_duplicate_ids_in_a_batch_get_422(client, sandbox):
@@ -674,17 +676,52 @@ def test_benchmark_load_generator_counts_answers_and_errors(serving_settings, sa
 
 
 # --- fuzzing ---------------------------------------------------------------------------------------
+def _names_field_and_rule(ctx, response, case):
+    """schemathesis check: a 4xx answer is JSON naming the field and the rule it broke."""
+    if 400 <= response.status_code < 500:
+        payload = response.json()
+        issues = payload.get("errors") or [payload]
+        missing = [i for i in issues if not (i.get("field") and i.get("rule"))]
+        assert not missing, f"{response.status_code} without field/rule: {payload}"
+
+
 def test_fuzz_openapi_schema_finds_no_server_errors(serving_settings, sandbox, champion):
+    """Schemathesis against the running service: generated (positive and negative) requests per operation,
+    the hostile cases of issue 18 through the same checks, and stateful sequences along the OpenAPI links.
+    Zero 5xx; every 4xx names the field and the rule; negative data is always rejected."""
+    from collections import Counter
+
     import schemathesis
     from hypothesis import HealthCheck, given
     from hypothesis import settings as hsettings
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+    from schemathesis.specs.openapi.checks import (
+        negative_data_rejection,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
-    with Server(make_app(serving_settings, sandbox, log_predictions=False)) as server:
+    checks = [not_a_server_error, status_code_conformance, response_schema_conformance, _names_field_and_rule]
+    statuses: Counter = Counter()
+    settings = serving_settings.model_copy(update={"serving_max_request_bytes": 64 * 1024})
+    with Server(make_app(settings, sandbox, log_predictions=False)) as server:
         schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
-        checked = 0
+        rejection = schema.config.checks.negative_data_rejection  # a body over the size limit is rejected too
+        rejection.expected_statuses = [*rejection.expected_statuses, "413"]
+        budget = hsettings(
+            max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
+
+        def fuzz(operation, mode, mode_checks) -> None:
+            @budget
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def run(case):
+                response = case.call_and_validate(base_url=server.url, checks=mode_checks)
+                statuses[response.status_code] += 1
+
+            run()
+
         for path, method in (
             ("/v1/score", "POST"),
             ("/v1/score/batch", "POST"),
@@ -698,21 +735,60 @@ def test_fuzz_openapi_schema_finds_no_server_errors(serving_settings, sandbox, c
                 else (GenerationMode.POSITIVE,)
             )
             for mode in modes:
-
-                @hsettings(
-                    max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None
+                fuzz(
+                    operation,
+                    mode,
+                    checks + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else []),
                 )
-                @given(case=operation.as_strategy(generation_mode=mode))
-                def run(case):
-                    nonlocal checked
-                    case.call_and_validate(
-                        base_url=server.url,
-                        checks=[not_a_server_error, status_code_conformance, response_schema_conformance],
-                    )
-                    checked += 1
 
-                run()
-        assert checked >= 60
+        # the hostile inputs of issue 18, sent as raw JSON text (NaN / Infinity are not JSON, Python accepts them)
+        tx = body(sandbox.transactions.iloc[0])
+        text = json.dumps(tx)
+        hostile = {
+            "/v1/score": [
+                (text.replace(str(tx["tx_amount"]), literal), 422)
+                for literal in ("NaN", "Infinity", "-Infinity", "1e400", "true", "false", '"57.2"')
+            ]
+            + [(json.dumps({**tx, "customer_id": True}), 422), (json.dumps({**tx, "customer_id": "42"}), 422)]
+            + [(json.dumps({**tx, "pad": "x" * 70_000}), 413), (text, 200)],
+            "/v1/score/batch": [
+                (json.dumps({"transactions": [tx, {**tx, "tx_amount": 1.0}]}), 422),
+                (json.dumps({"transactions": [tx] * 600}), 413),
+                (json.dumps({"transactions": [tx]}).replace(str(tx["tx_amount"]), "NaN"), 422),
+            ],
+        }
+        for path, cases in hostile.items():
+            operation = schema[path]["POST"]
+            for raw, expected in cases:
+                case = operation.Case(media_type="application/json")
+                response = case.call(
+                    base_url=server.url, data=raw.encode(), headers={"content-type": "application/json"}
+                )
+                case.validate_response(response, checks=checks)
+                assert response.status_code == expected, (raw[:200], response.text)
+                statuses[response.status_code] += 1
+
+        # stateful: sequences of calls following the OpenAPI links (score -> same card again)
+        # positive data, so that sequences get past their first 200 (negative data was fuzzed above)
+        schema.config.generation.modes = [GenerationMode.POSITIVE]
+        machine = schema.as_state_machine()
+
+        class Stateful(machine):
+            def validate_response(self, response, case, additional_checks=None, **kwargs):
+                case.validate_response(response, checks=checks)
+                statuses[response.status_code] += 1
+                statuses["stateful steps"] += 1
+
+            def step(self, input):
+                statuses["stateful steps along a link"] += input.transition is not None
+                return super().step(input)
+
+        Stateful.run(settings=hsettings(budget, max_examples=20, stateful_step_count=4))
+    print("schemathesis statuses:", dict(statuses))
+    assert not [code for code in statuses if isinstance(code, int) and code >= 500], statuses
+    assert statuses[200] >= 10 and statuses[422] >= 20 and statuses[413] >= 2, statuses
+    assert statuses["stateful steps"] >= 10 and statuses["stateful steps along a link"] >= 2, statuses
+    assert sum(v for k, v in statuses.items() if isinstance(k, int)) >= 120, statuses
 
 
 # --- outage and promotion under load ---------------------------------------------------------------
