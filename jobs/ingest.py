@@ -8,6 +8,11 @@ One run handles one dataset for one day (``transactions`` of day D, or ``labels`
 Flow (every input line is accounted for; ``rows_in == published + quarantined`` is computed, logged and
 asserted on every run):
 
+0. **Byte contract** (per landing file, :mod:`jobs.landing`, pure Python): UTF-8 with one leading BOM
+   tolerated; lines end at LF, CRLF or a lone CR; rows in = every line after the header. A data line that
+   is not UTF-8 is quarantined as ``encoding: invalid UTF-8 at byte N`` (N: offset in the line) with its
+   bytes escaped (``\\xNN``) in ``raw_record``, and the rest of the file is published; a header line that
+   is not UTF-8 fails the run (:class:`IngestError` naming file, line 1, byte and rule).
 1. **Header contract** (per landing file, before Spark): the file must start with a header line naming
    every required column, with no unknown or repeated column. A broken header fails the run with an
    :class:`IngestError` naming the file, the column and the rule. (A header problem is a contract break
@@ -16,7 +21,10 @@ asserted on every run):
 2. **Parse** (Spark): every line keeps ``source_file`` and ``source_line``; a line with the wrong number
    of fields (truncated, extra delimiter) or a blank line is quarantined as ``malformed line``.
 3. **Cast** to the lake types of :mod:`jobs.schema`; a value that does not cast is quarantined with a
-   reason such as ``tx_amount: 'abc' is not a number``.
+   reason such as ``tx_amount: 'abc' is not a number``. Integers are ASCII digits with an optional sign
+   (``INTEGER_PATTERN``); numbers are ASCII decimals with an optional exponent (``DECIMAL_PATTERN``),
+   finite, ``-0`` stored as ``0`` (Java's ``1d``, ``0x1p3``, ``Infinity`` are not numbers); timestamps
+   are UTC wall-clock ``TIMESTAMP_FORMATS`` without an offset, and impossible dates do not cast.
 4. **De-duplicate** on ``transaction_id``: the first copy (by file, then line) is kept, later copies are
    quarantined with ``duplicate transaction_id (first copy at <file>:<line>)``.
 5. **Validate** with the versioned Great Expectations suite ``expectations/<dataset>.json`` (GX 1.x:

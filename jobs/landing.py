@@ -77,7 +77,7 @@ def split_landing(data: bytes, name: str) -> LandingFile:
     header, error = decode_line(physical[0])
     if header is None:
         raise IngestError(
-            f"{name}:1: {error.removeprefix('encoding: ')} of the header line {escape(physical[0])[:200]!r} "
+            f"{name}:1: {error.removeprefix('encoding: ')} of the header line {physical[0][:40]!r} "
             f"({UTF8_RULE})"
         )
     lines = []

@@ -42,7 +42,7 @@ COLUMNS = SPECS["transactions"].raw_columns
 DAY = dt.date(2018, 4, 1)
 MAX_ID = 10_000_000  # Settings.max_customer_id / max_terminal_id defaults
 TERMINATOR = re.compile(rb"\r\n|\r|\n")
-SPARK_SHARE = 100  # one end-to-end Spark day per this many pure-Python examples of the profile
+SPARK_SHARE = 150  # one end-to-end Spark day per this many pure-Python examples of the profile
 TALLY: Counter = Counter()
 
 
@@ -119,13 +119,15 @@ def hostile_field(draw, column: str, clean: str) -> str:
     return clean + draw(st.sampled_from(["é", "€", "\ufeff", "\U0001f4b3", "\u0301", "\ufffd"]))
 
 
+GOOD_HEADERS = ["plain"] * 6 + ["bom", "quoted", "spaced"]
+BROKEN_HEADERS = ["missing", "unknown", "twice", "utf16"]
+
+
 @st.composite
-def landing_file(draw, next_id) -> tuple[bytes, list[int]]:
+def landing_file(draw, next_id, broken_header: bool = False) -> tuple[bytes, list[int]]:
     """(file bytes, ids of the rows generated clean). Rows mix clean ones and every kind of breakage."""
     order = draw(st.permutations(COLUMNS))
-    header_kind = draw(
-        st.sampled_from(["plain"] * 12 + ["bom", "quoted", "spaced", "missing", "unknown", "twice", "utf16"])
-    )
+    header_kind = draw(st.sampled_from(BROKEN_HEADERS if broken_header else GOOD_HEADERS))
     event(f"header: {header_kind}")
     header = list(order)
     if header_kind == "quoted":
@@ -247,7 +249,7 @@ def test_any_bytes_split_into_lines_or_fail_on_the_header(data):
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example])
 @given(st.data())
 def test_generated_landing_files_split_as_the_contract_says(data):
-    raw, _ = data.draw(landing_file(id_counter()))
+    raw, _ = data.draw(landing_file(id_counter(), broken_header=data.draw(st.integers(0, 4)) == 0))
     check_split(raw)
 
 
@@ -283,7 +285,8 @@ def header_rule(message: str) -> str:
     raise AssertionError(f"an IngestError the contract does not define: {message}")
 
 
-def _check_day(files: dict[str, bytes], clean_ids: set[int], home: Path, spark) -> None:
+def _check_day(files: dict[str, bytes], clean_ids: set[int], broken: str | None, home: Path, spark) -> None:
+    """Ingest one generated day; ``broken`` is the file whose header breaks the contract (None: all good)."""
     settings_ = Settings(home=home, max_bad_fraction=1.0)  # the rows are the subject here, not the gate
     layout = StorageLayout(settings_)
     landing = layout.path("landing_transactions", DAY)
@@ -298,11 +301,13 @@ def _check_day(files: dict[str, bytes], clean_ids: set[int], home: Path, spark) 
     except IngestError as exc:
         message = str(exc)
         note(message)
-        assert re.match(r"^f\d\d\.csv(:1)?: ", message), message  # names the file (and line)
+        assert broken is not None, f"a day the contract accepts failed: {message}"
+        assert re.match(rf"^{re.escape(broken)}(:1)?: ", message), message  # names the file (and line)
         assert "(rule: " in message
         TALLY[f"e2e: IngestError {header_rule(message)}"] += 1
         assert not layout.path("transactions", DAY).exists()
         return
+    assert broken is None, f"{broken} breaks the header contract, yet the run did not fail"
     expected_in = sum(oracle_lines(d) for d in files.values())
     assert result.rows_in == expected_in == result.published + result.quarantined
     # the files themselves: pandas reads a folder holding one empty file as a frame without columns
@@ -355,8 +360,13 @@ def test_generated_landing_days_are_accounted_for(spark, tmp_path_factory, tally
     def run(data):
         next_id = id_counter()
         drawn = data.draw(st.lists(landing_file(next_id), min_size=2, max_size=8), label="files")
+        broken = None
+        if data.draw(st.integers(0, 4), label="one broken header in five days") == 0:
+            at = data.draw(st.integers(0, len(drawn)), label="broken file at")
+            drawn.insert(at, data.draw(landing_file(next_id, broken_header=True), label="broken file"))
+            broken = f"f{at:02d}.csv"
         files = {f"f{i:02d}.csv": raw for i, (raw, _) in enumerate(drawn)}
         clean = {tid for _, ids in drawn for tid in ids}
-        _check_day(files, clean, home / "day", spark)
+        _check_day(files, clean, broken, home / "day", spark)
 
     run()
