@@ -189,6 +189,10 @@ def _validation_body(exc: RequestValidationError) -> dict[str, Any]:
     issues = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        message = err.get("msg", "")
+        if err.get("type") == "json_invalid":  # FastAPI puts the character offset in loc: it is the body's
+            offset, loc = loc, []
+            message = f"{message} at character {'.'.join(offset)}: {(err.get('ctx') or {}).get('error', '')}"
         try:  # NaN / Infinity (which Python's JSON parser accepts) are echoed as the strings "NaN", "Infinity"
             value = json.loads(
                 pydantic_core.to_json(err.get("input"), inf_nan_mode="strings", serialize_unknown=True)
@@ -199,7 +203,7 @@ def _validation_body(exc: RequestValidationError) -> dict[str, Any]:
             {
                 "field": ".".join(loc) or "body",
                 "rule": err.get("type", "invalid"),
-                "message": err.get("msg", ""),
+                "message": message,
                 "value": value if len(repr(value)) <= 500 else repr(value)[:500],
             }
         )

@@ -318,7 +318,8 @@ def test_missing_field_and_empty_batch_get_422(client, sandbox):
     r = client.post("/v1/score/batch", json={"transactions": []})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "transactions"
     r = client.post("/v1/score", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 422 and r.json()["errors"][0]["rule"] == "json_invalid"
+    assert r.status_code == 422 and _issue(r) == ("body", "json_invalid")
+    assert "at character 1" in r.json()["errors"][0]["message"]
 
 
 def _issue(r) -> tuple[str, str]:
