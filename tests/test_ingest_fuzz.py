@@ -260,15 +260,18 @@ def spark_examples() -> int:
     return max(2, settings.default.max_examples // SPARK_SHARE)
 
 
+def write_tally() -> None:
+    """The run's figures so far, to test-artifacts/ingest_fuzz.json (rewritten after every Spark day)."""
+    out = REPO_ROOT / "test-artifacts" / "ingest_fuzz.json"
+    out.parent.mkdir(exist_ok=True)
+    payload = {"profile": settings.get_current_profile_name(), **dict(sorted(TALLY.items()))}
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+
+
 @pytest.fixture(scope="module")
 def tally():
     yield TALLY
-    out = REPO_ROOT / "test-artifacts" / "ingest_fuzz.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(
-        json.dumps({"profile": settings.get_current_profile_name(), **dict(sorted(TALLY.items()))}, indent=2)
-        + "\n"
-    )
+    write_tally()
     print("\ningest fuzz tally:", json.dumps(dict(sorted(TALLY.items()))))
 
 
@@ -367,6 +370,9 @@ def test_generated_landing_days_are_accounted_for(spark, tmp_path_factory, tally
             broken = f"f{at:02d}.csv"
         files = {f"f{i:02d}.csv": raw for i, (raw, _) in enumerate(drawn)}
         clean = {tid for _, ids in drawn for tid in ids}
-        _check_day(files, clean, broken, home / "day", spark)
+        try:
+            _check_day(files, clean, broken, home / "day", spark)
+        finally:
+            write_tally()
 
     run()
