@@ -39,8 +39,8 @@ class BodySizeLimit:
             return
         declared = None
         for name, value in scope.get("headers", ()):
-            if name == b"content-length":
-                declared = int(value)  # the server has already rejected a malformed length
+            if name == b"content-length" and value.isdigit():  # servers reject a malformed one before us
+                declared = int(value)
                 break
         if declared is not None:
             if declared > self.max_bytes:
