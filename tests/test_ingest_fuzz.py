@@ -147,7 +147,7 @@ def landing_file(draw, next_id, broken_header: bool = False) -> tuple[bytes, lis
 
     parts: list[bytes] = [",".join(header).encode() + end().encode()]
     clean_ids = []
-    for _ in range(draw(st.integers(0, 12))):
+    for _ in range(draw(st.integers(0, 40))):  # rows are nearly free next to a Spark run's overhead
         kind = draw(
             st.sampled_from(
                 ["clean"] * 6
@@ -249,7 +249,7 @@ def test_any_bytes_split_into_lines_or_fail_on_the_header(data):
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example])
 @given(st.data())
 def test_generated_landing_files_split_as_the_contract_says(data):
-    raw, _ = data.draw(landing_file(id_counter(), broken_header=data.draw(st.integers(0, 4)) == 0))
+    raw, _ = data.draw(landing_file(id_counter(), broken_header=data.draw(st.integers(0, 4)) == 4))
     check_split(raw)
 
 
@@ -362,9 +362,9 @@ def test_generated_landing_days_are_accounted_for(spark, tmp_path_factory, tally
     @given(st.data())
     def run(data):
         next_id = id_counter()
-        drawn = data.draw(st.lists(landing_file(next_id), min_size=2, max_size=8), label="files")
+        drawn = data.draw(st.lists(landing_file(next_id), min_size=2, max_size=10), label="files")
         broken = None
-        if data.draw(st.integers(0, 4), label="one broken header in five days") == 0:
+        if data.draw(st.integers(0, 4), label="one broken header in five days") == 4:  # shrinks to "none"
             at = data.draw(st.integers(0, len(drawn)), label="broken file at")
             drawn.insert(at, data.draw(landing_file(next_id, broken_header=True), label="broken file"))
             broken = f"f{at:02d}.csv"
