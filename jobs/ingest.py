@@ -24,7 +24,7 @@ asserted on every run):
    reason such as ``tx_amount: 'abc' is not a number``. Integers are ASCII digits with an optional sign
    (``INTEGER_PATTERN``); numbers are ASCII decimals with an optional exponent (``DECIMAL_PATTERN``),
    finite, ``-0`` stored as ``0`` (Java's ``1d``, ``0x1p3``, ``Infinity`` are not numbers); timestamps
-   are UTC wall-clock ``TIMESTAMP_FORMATS`` without an offset, and impossible dates do not cast.
+   are UTC wall-clock ``TIMESTAMP_FORMATS`` without an offset, years 0001-9999; impossible dates do not cast.
 4. **De-duplicate** on ``transaction_id``: the first copy (by file, then line) is kept, later copies are
    quarantined with ``duplicate transaction_id (first copy at <file>:<line>)``.
 5. **Validate** with the versioned Great Expectations suite ``expectations/<dataset>.json`` (GX 1.x:
@@ -310,7 +310,10 @@ def _typed(column: str, spark_type: str):
         finite = raw.rlike(DECIMAL_PATTERN) & ~F.isnan(value) & (F.abs(value) < float("inf"))
         return F.when(finite, F.when(value == 0, F.lit(0.0)).otherwise(value))  # -0 is stored as 0
     if spark_type == "timestamp":
-        return F.coalesce(*[F.try_to_timestamp(raw, F.lit(fmt)) for fmt in TIMESTAMP_FORMATS])
+        value = F.coalesce(*[F.try_to_timestamp(raw, F.lit(fmt)) for fmt in TIMESTAMP_FORMATS])
+        return F.when(
+            F.year(value) >= 1, value
+        )  # Spark parses year 0000 (1 BC); Python and GX cannot hold it
     raise ValueError(f"no cast rule for {spark_type}")
 
 
