@@ -311,9 +311,8 @@ def _typed(column: str, spark_type: str):
         return F.when(finite, F.when(value == 0, F.lit(0.0)).otherwise(value))  # -0 is stored as 0
     if spark_type == "timestamp":
         value = F.coalesce(*[F.try_to_timestamp(raw, F.lit(fmt)) for fmt in TIMESTAMP_FORMATS])
-        return F.when(
-            F.year(value) >= 1, value
-        )  # Spark parses year 0000 (1 BC); Python and GX cannot hold it
+        # Spark parses year 0000 (1 BC) and "+10000-01-01": Python's datetime, hence GX, cannot hold them
+        return F.when(F.year(value).between(1, 9999), value)
     raise ValueError(f"no cast rule for {spark_type}")
 
 
