@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)
 export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
 DEMO_DAYS ?= 50
 
-.PHONY: install lock demo stop handbook-eval test test-production lint format serve ui bench clean db-production browser compose-plugin
+.PHONY: install lock demo stop handbook-eval test fuzz test-production lint format serve ui bench clean db-production browser compose-plugin
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,9 @@ stop:  ## stop the services `make demo` left running
 
 test: install browser compose-plugin  ## unit, integration and DAG tests
 	$(PY) -m pytest tests -m "not production" -q -p no:cacheprovider --durations=25 --timeout=1800
+
+fuzz: install  ## the long property-based run of ingestion (hypothesis profile `fuzz`); tally in test-artifacts/ingest_fuzz.json
+	$(PY) -m pytest tests/test_ingest_fuzz.py -q -p no:cacheprovider -s --hypothesis-profile=fuzz --hypothesis-show-statistics --timeout=7200
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     serving_log_queue_size: int = Field(100_000, ge=1, description="bounded prediction-log queue")
     serving_log_flush_seconds: float = Field(2.0, gt=0, description="prediction-log file roll interval")
     serving_push_features: bool = Field(True, description="push scored transactions to the Feast push source")
+    serving_max_request_bytes: int = Field(
+        1_048_576, ge=1, description="request bodies over this size are answered 413 before they are parsed"
+    )
     airflow_port: int = 8080
     airflow_parallelism: int = Field(4, ge=1, description="task slots of the local scheduler (LocalExecutor)")
     airflow_preload_modules: list[str] = Field(

@@ -8,6 +8,11 @@ One run handles one dataset for one day (``transactions`` of day D, or ``labels`
 Flow (every input line is accounted for; ``rows_in == published + quarantined`` is computed, logged and
 asserted on every run):
 
+0. **Byte contract** (per landing file, :mod:`jobs.landing`, pure Python): UTF-8 with one leading BOM
+   tolerated; lines end at LF, CRLF or a lone CR; rows in = every line after the header. A data line that
+   is not UTF-8 is quarantined as ``encoding: invalid UTF-8 at byte N`` (N: offset in the line) with its
+   bytes escaped (``\\xNN``) in ``raw_record``, and the rest of the file is published; a header line that
+   is not UTF-8 fails the run (:class:`IngestError` naming file, line 1, byte and rule).
 1. **Header contract** (per landing file, before Spark): the file must start with a header line naming
    every required column, with no unknown or repeated column. A broken header fails the run with an
    :class:`IngestError` naming the file, the column and the rule. (A header problem is a contract break
@@ -16,7 +21,10 @@ asserted on every run):
 2. **Parse** (Spark): every line keeps ``source_file`` and ``source_line``; a line with the wrong number
    of fields (truncated, extra delimiter) or a blank line is quarantined as ``malformed line``.
 3. **Cast** to the lake types of :mod:`jobs.schema`; a value that does not cast is quarantined with a
-   reason such as ``tx_amount: 'abc' is not a number``.
+   reason such as ``tx_amount: 'abc' is not a number``. Integers are ASCII digits with an optional sign
+   (``INTEGER_PATTERN``); numbers are ASCII decimals with an optional exponent (``DECIMAL_PATTERN``),
+   finite, ``-0`` stored as ``0`` (Java's ``1d``, ``0x1p3``, ``Infinity`` are not numbers); timestamps
+   are UTC wall-clock ``TIMESTAMP_FORMATS`` without an offset, years 0001-9999; impossible dates do not cast.
 4. **De-duplicate** on ``transaction_id``: the first copy (by file, then line) is kept, later copies are
    quarantined with ``duplicate transaction_id (first copy at <file>:<line>)``.
 5. **Validate** with the versioned Great Expectations suite ``expectations/<dataset>.json`` (GX 1.x:
@@ -53,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import REPO_ROOT, Settings, get_settings
+from jobs.landing import ENCODING_RULE, IngestError, LandingFile, read_landing
 from jobs.logs import JobLogger, get_logger
 from jobs.schema import LABEL_SCHEMA, RAW_LABEL_COLUMNS, RAW_TRANSACTION_COLUMNS, TRANSACTION_SCHEMA
 from jobs.storage import TMP_PREFIX, StorageLayout, as_date, staged_directory, staged_file
@@ -63,10 +72,10 @@ LINE_STRIDE = 10**9  # row_id = file_index * LINE_STRIDE + source_line: unique, 
 # accepted timestamp spellings in landing files (the simulator writes the first)
 TIMESTAMP_FORMATS = ("yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd'T'HH:mm:ss", "yyyy-MM-dd HH:mm:ss.SSSSSS")
 PART_FILE = "part-00000.snappy.parquet"
-
-
-class IngestError(Exception):
-    """An expected, explained failure: the message names the file or field, the value and the rule."""
+# the spellings of numbers in landing files (ASCII digits; Java's extras such as "1d", "0x1p3", "Infinity" are
+# not numbers here, nor are values that overflow a double)
+INTEGER_PATTERN = r"^[+-]?[0-9]+$"
+DECIMAL_PATTERN = r"^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?$"
 
 
 class IngestGateError(IngestError):
@@ -180,33 +189,30 @@ def missing_landing(
     return missing
 
 
-def read_header(path: Path, spec: DatasetSpec) -> list[str]:
+def check_header(landed: LandingFile, spec: DatasetSpec) -> list[str]:
     """Check the header contract of one landing file; return its columns in file order."""
-    with path.open("r", encoding="utf-8", newline="") as fh:
-        first = fh.readline()
-    if not first.strip():
+    name = landed.name
+    if not landed.header.strip():
         raise IngestError(
-            f"{path.name}: empty file, no header line (rule: a landing file starts with the header "
+            f"{name}: empty file, no header line (rule: a landing file starts with the header "
             f"{','.join(spec.raw_columns)})"
         )
-    columns = [c.strip() for c in next(csv.reader([first.lstrip("\ufeff").rstrip("\r\n")]))]
+    columns = [c.strip() for c in next(csv.reader([landed.header]))]
     seen: set[str] = set()
     for column in columns:
         if column in seen:
-            raise IngestError(
-                f"{path.name}: column {column!r} appears twice in the header (rule: unique columns)"
-            )
+            raise IngestError(f"{name}: column {column!r} appears twice in the header (rule: unique columns)")
         seen.add(column)
     for column in spec.raw_columns:
         if column not in seen:
             raise IngestError(
-                f"{path.name}: required column {column!r} is missing from the header {columns} "
+                f"{name}: required column {column!r} is missing from the header {columns} "
                 f"(rule: required columns {list(spec.raw_columns)})"
             )
     unknown = [c for c in columns if c not in spec.raw_columns]
     if unknown:
         raise IngestError(
-            f"{path.name}: unknown column {unknown[0]!r} in the header {columns} "
+            f"{name}: unknown column {unknown[0]!r} in the header {columns} "
             f"(rule: no unknown columns; the contract is {list(spec.raw_columns)})"
         )
     return columns
@@ -254,37 +260,57 @@ def _fmt(value: Any) -> str:
 # --- Spark stages ----------------------------------------------------------------------------
 
 
-def _read_lines(spark, files: list[Path], headers: list[list[str]], spec: DatasetSpec, layout: StorageLayout):
-    """Every data line of every file: row_id, source_file, source_line, raw_record, raw columns, _corrupt."""
-    from pyspark.sql import Window
+def _read_lines(
+    spark,
+    landed: list[LandingFile],
+    headers: list[list[str]],
+    paths: list[Path],
+    spec: DatasetSpec,
+    layout: StorageLayout,
+):
+    """Every data line of every file: row_id, source_file, source_line, raw_record, raw columns, _corrupt,
+    _encoding. Lines are split and decoded by :mod:`jobs.landing` (one definition of a line, also fuzzed);
+    Spark parses the fields of each line with ``from_csv``."""
+    import pandas as pd
     from pyspark.sql import functions as F
 
+    rows = [
+        (
+            index * LINE_STRIDE + line.number,
+            index,
+            _rel(layout, path),
+            line.number,
+            line.text,
+            line.record,
+            line.error,
+        )
+        for index, (path, f) in enumerate(zip(paths, landed, strict=True))
+        for line in f.lines
+    ]
+    schema = (
+        f"{ROW_ID} bigint, _file int, source_file string, source_line bigint, value string, "
+        "raw_record string, _encoding string"
+    )
+    columns = [name.split()[0] for name in schema.split(", ")]
+    lines = spark.createDataFrame(pd.DataFrame(rows, columns=columns), schema)
+    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}
     frames = []
-    for index, (path, header) in enumerate(zip(files, headers, strict=True)):
-        line_window = Window.partitionBy("_file").orderBy("_block", "_mid")
-        schema = ", ".join([f"`c{i}` string" for i in range(len(header))] + ["`_corrupt` string"])
-        options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}
-        frame = (
-            spark.read.text(str(path))
+    for header in sorted({tuple(h) for h in headers}):  # files with the same column order parse together
+        indexes = [i for i, h in enumerate(headers) if tuple(h) == header]
+        csv_schema = ", ".join([f"`c{i}` string" for i in range(len(header))] + ["`_corrupt` string"])
+        frames.append(
+            lines.filter(F.col("_file").isin(indexes))
+            .withColumn("_p", F.from_csv("value", csv_schema, options))
             .select(
-                F.lit(index).alias("_file"),
-                "value",
-                F.col("_metadata.file_block_start").alias("_block"),
-                F.monotonically_increasing_id().alias("_mid"),
-            )
-            .withColumn("source_line", F.row_number().over(line_window).cast("bigint"))
-            .filter(F.col("source_line") > 1)  # line 1 is the header
-            .withColumn("_p", F.from_csv("value", schema, options))
-            .select(
-                (F.lit(index * LINE_STRIDE).cast("bigint") + F.col("source_line")).alias(ROW_ID),
-                F.lit(_rel(layout, path)).alias("source_file"),
+                ROW_ID,
+                "source_file",
                 "source_line",
-                F.col("value").alias("raw_record"),
+                "raw_record",
                 *[F.trim(F.col(f"_p.c{header.index(c)}")).alias(c) for c in spec.raw_columns],
                 F.col("_p._corrupt").alias("_corrupt"),
+                "_encoding",
             )
         )
-        frames.append(frame)
     out = frames[0]
     for frame in frames[1:]:
         out = out.unionByName(frame)
@@ -296,12 +322,15 @@ def _typed(column: str, spark_type: str):
 
     raw = F.col(column)
     if spark_type in ("bigint", "int"):
-        return F.when(raw.rlike(r"^[+-]?[0-9]+$"), raw.try_cast(spark_type))
+        return F.when(raw.rlike(INTEGER_PATTERN), raw.try_cast(spark_type))
     if spark_type == "double":
         value = raw.try_cast("double")
-        return F.when(~F.isnan(value) & (F.abs(value) < float("inf")), value)
+        finite = raw.rlike(DECIMAL_PATTERN) & ~F.isnan(value) & (F.abs(value) < float("inf"))
+        return F.when(finite, F.when(value == 0, F.lit(0.0)).otherwise(value))  # -0 is stored as 0
     if spark_type == "timestamp":
-        return F.coalesce(*[F.try_to_timestamp(raw, F.lit(fmt)) for fmt in TIMESTAMP_FORMATS])
+        value = F.coalesce(*[F.try_to_timestamp(raw, F.lit(fmt)) for fmt in TIMESTAMP_FORMATS])
+        # Spark parses year 0000 (1 BC) and "+10000-01-01": Python's datetime, hence GX, cannot hold them
+        return F.when(F.year(value).between(1, 9999), value)
     raise ValueError(f"no cast rule for {spark_type}")
 
 
@@ -310,6 +339,7 @@ def _parse_and_cast(lines, spec: DatasetSpec):
     from pyspark.sql import functions as F
 
     n = len(spec.raw_columns)
+    undecodable = F.col("_encoding").isNotNull()
     blank = F.trim(F.col("raw_record")) == ""
     malformed = blank | F.col("_corrupt").isNotNull()
     fields = F.size(F.split(F.col("raw_record"), ","))
@@ -336,8 +366,14 @@ def _parse_and_cast(lines, spec: DatasetSpec):
         "raw_record",
         *spec.raw_columns,
         *[typed[c].alias(f"t_{c}") for c in spec.schema],
-        F.when(malformed, F.array(malformed_reason)).otherwise(compact(cast_reasons)).alias("reasons"),
-        F.when(malformed, F.array(F.lit("malformed line"))).otherwise(compact(cast_rules)).alias("rules"),
+        F.when(undecodable, F.array("_encoding"))
+        .when(malformed, F.array(malformed_reason))
+        .otherwise(compact(cast_reasons))
+        .alias("reasons"),
+        F.when(undecodable, F.array(F.lit(ENCODING_RULE)))
+        .when(malformed, F.array(F.lit("malformed line")))
+        .otherwise(compact(cast_rules))
+        .alias("rules"),
     )
 
 
@@ -636,14 +672,16 @@ def _run(
 
     files = landing_files(layout, spec, day)
     result.files = [_rel(layout, p) for p in files]
-    headers = [read_header(p, spec) for p in files]
+    landed = [read_landing(p) for p in files]  # the byte-level contract: jobs.landing
+    headers = [check_header(f, spec) for f in landed]  # before any Spark work: a broken file fails early
 
     if spark is None:
         from jobs.spark import get_spark
 
         spark = get_spark("ingest", settings)
 
-    lines = _read_lines(spark, files, headers, spec, layout)
+    lines = _read_lines(spark, landed, headers, files, spec, layout)
+    del landed
     parsed = _parse_and_cast(lines, spec).cache()
     firsts, dups = _deduplicate(parsed, spec)
     candidates = firsts.cache()

@@ -5,9 +5,11 @@ training feature service + request-time features from the shared function -> cha
 challenger in shadow / canary) -> response -> prediction-log record on a bounded queue (written by a
 background thread) -> the transaction pushed to the Feast push source by another background thread.
 
-Errors: 422 names the field and the rule; 401 for a missing/wrong API key (when one is configured);
-503 with a JSON reason when the online store is unreachable or no champion is loaded; never a 500
-for a dependency failure.
+Errors: every 4xx is JSON naming the field and the rule: 422 for an invalid body (one entry per issue;
+numbers are JSON numbers, never strings or booleans, and finite; ids unique within a batch), 413 for a
+body over ``FRAUD_SERVING_MAX_REQUEST_BYTES`` (default 1 MiB; refused before it is parsed), 401 for a
+missing/wrong API key (when one is configured); 503 with a JSON reason when the online store is
+unreachable or no champion is loaded; never a 500 for a dependency failure.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import json
 import math
 import secrets
 import sys
@@ -25,7 +28,6 @@ from typing import Any
 import numpy as np
 import pydantic_core
 from fastapi import Depends, FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
@@ -37,6 +39,7 @@ from jobs.logs import get_logger
 from jobs.storage import StorageLayout
 from serving.batching import MicroBatcher
 from serving.features import FeatureClient, FeatureStoreUnavailable, FeatureVector
+from serving.limits import BodySizeLimit
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.models import LoadedModel, ModelBundle, ModelManager, ModelSource, ModelUnavailable
 from serving.prediction_log import PredictionLogWriter
@@ -46,6 +49,7 @@ from serving.schemas import (
     ErrorBody,
     Health,
     Readiness,
+    RequestErrorBody,
     ScoreResult,
     Transaction,
     ValidationErrorBody,
@@ -185,15 +189,21 @@ def _validation_body(exc: RequestValidationError) -> dict[str, Any]:
     issues = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        try:
-            value = jsonable_encoder(err.get("input"))
+        message = err.get("msg", "")
+        if err.get("type") == "json_invalid":  # FastAPI puts the character offset in loc: it is the body's
+            offset, loc = loc, []
+            message = f"{message} at character {'.'.join(offset)}: {(err.get('ctx') or {}).get('error', '')}"
+        try:  # NaN / Infinity (which Python's JSON parser accepts) are echoed as the strings "NaN", "Infinity"
+            value = json.loads(
+                pydantic_core.to_json(err.get("input"), inf_nan_mode="strings", serialize_unknown=True)
+            )
         except Exception:
             value = repr(err.get("input"))[:200]
         issues.append(
             {
                 "field": ".".join(loc) or "body",
                 "rule": err.get("type", "invalid"),
-                "message": err.get("msg", ""),
+                "message": message,
                 "value": value if len(repr(value)) <= 500 else repr(value)[:500],
             }
         )
@@ -319,12 +329,39 @@ def create_app(
             raise _Unauthorized()
 
     errors = {
-        400: {"model": ErrorBody, "description": "body is not parseable (e.g. not UTF-8 JSON)"},
-        401: {"model": ErrorBody, "description": "missing or wrong API key"},
-        422: {"model": ValidationErrorBody, "description": "invalid request: field and rule"},
+        400: {"model": RequestErrorBody, "description": "body is not parseable (e.g. not UTF-8 JSON)"},
+        401: {"model": RequestErrorBody, "description": "missing or wrong API key"},
+        413: {
+            "model": RequestErrorBody,
+            "description": f"body over {settings.serving_max_request_bytes} bytes "
+            "(FRAUD_SERVING_MAX_REQUEST_BYTES), refused before it is parsed; rule `max_request_bytes`",
+        },
+        422: {
+            "model": ValidationErrorBody,
+            "description": "invalid request: field and rule per issue (e.g. `float_type` for a string or "
+            "boolean amount, `finite_number` for NaN/Infinity, `unique_transaction_id` in a batch)",
+        },
         503: {"model": ErrorBody, "description": "online store unreachable or no champion model"},
     }
     guarded = [Depends(require_key)] if api_key is not None else []
+    # OpenAPI links (stateful clients and schemathesis' stateful phase): the service keeps state per card,
+    # since every scored transaction is pushed to the customer's last-hour view the next request reads
+    again = {
+        "description": "score another transaction of the same card at the same terminal: its last-hour "
+        "features now include the one just scored",
+        "operationId": "score",
+        "requestBody": {
+            "customer_id": "$response.body#/customer_id",
+            "terminal_id": "$response.body#/terminal_id",
+        },
+    }
+    again_from_batch = {
+        **again,
+        "requestBody": {
+            "customer_id": "$response.body#/results/0/customer_id",
+            "terminal_id": "$response.body#/results/0/terminal_id",
+        },
+    }
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError):
@@ -336,20 +373,27 @@ def create_app(
         metrics.errors.labels(request.url.path, "unauthorized").inc()
         return JSONResponse(
             status_code=401,
-            content={"error": "unauthorized", "reason": f"missing or wrong {API_KEY_HEADER} header"},
+            content={
+                "error": "unauthorized",
+                "field": API_KEY_HEADER,
+                "rule": "api_key_required",
+                "reason": f"missing or wrong {API_KEY_HEADER} header",
+            },
             headers={"WWW-Authenticate": API_KEY_HEADER},
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _on_http_error(request: Request, exc: StarletteHTTPException):
         # e.g. 400 for a body that is not decodable, 404/405 for unknown routes: same JSON shape
-        kind = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
-            exc.status_code, "http_error"
-        )
+        kind, field, rule = {
+            400: ("bad_request", "body", "parseable_body"),
+            404: ("not_found", "path", "known_route"),
+            405: ("method_not_allowed", "method", "allowed_method"),
+        }.get(exc.status_code, ("http_error", "request", f"http_{exc.status_code}"))
         metrics.errors.labels(request.url.path if exc.status_code != 404 else "other", kind).inc()
         return JSONResponse(
             status_code=exc.status_code,
-            content={"error": kind, "reason": str(exc.detail)},
+            content={"error": kind, "field": field, "rule": rule, "reason": str(exc.detail)},
             headers=getattr(exc, "headers", None),
         )
 
@@ -365,7 +409,12 @@ def create_app(
         return JSONResponse(status_code=500, content={"error": "internal", "reason": type(exc).__name__})
 
     @app.post(
-        "/v1/score", response_model=ScoreResult, responses=errors, dependencies=guarded, tags=["scoring"]
+        "/v1/score",
+        response_model=ScoreResult,
+        responses={**errors, 200: {"links": {"ScoreSameCardAgain": again}}},
+        dependencies=guarded,
+        tags=["scoring"],
+        operation_id="score",
     )
     async def score(tx: Transaction) -> dict[str, Any]:
         """Score one transaction with the champion (or the challenger for canary customers)."""
@@ -374,9 +423,10 @@ def create_app(
     @app.post(
         "/v1/score/batch",
         response_model=BatchResponse,
-        responses=errors,
+        responses={**errors, 200: {"links": {"ScoreFirstCardAgain": again_from_batch}}},
         dependencies=guarded,
         tags=["scoring"],
+        operation_id="score_batch",
     )
     async def score_batch(batch: BatchRequest) -> dict[str, Any]:
         """Score up to 1000 transactions in one call (one online-store round trip per feature view)."""
@@ -417,6 +467,12 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     routes = {r.path for r in app.routes if hasattr(r, "path")}
+
+    def on_too_large(path: str) -> None:
+        metrics.errors.labels(path if path in routes else "other", "payload_too_large").inc()
+
+    # innermost first: the size limit answers before FastAPI reads the body; the metrics count its 413s
+    app.add_middleware(BodySizeLimit, max_bytes=settings.serving_max_request_bytes, on_refused=on_too_large)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     return app
 

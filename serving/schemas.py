@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 INT64_MAX = 2**63 - 1
 MIN_TX_DATETIME = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
 MAX_TX_DATETIME = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 
 
+def _json_integer(value: Any) -> Any:
+    """An id is a JSON integer as JSON Schema defines it (``42``, also ``42.0``); a boolean or a string never is."""
+    if isinstance(value, bool | str | bytes):
+        raise PydanticCustomError(
+            "int_type", "Input should be a JSON integer, not a {kind}", {"kind": type(value).__name__}
+        )
+    return value
+
+
+Id = Annotated[int, BeforeValidator(_json_integer), Field(ge=0, le=INT64_MAX)]
+
+
 class Transaction(BaseModel):
-    """One card transaction to score. A timestamp without a zone is taken as UTC."""
+    """One card transaction to score. A timestamp without a zone is taken as UTC. Numbers are JSON numbers:
+    ids are JSON integers (``42``; ``42.0`` too, as JSON Schema defines an integer, but not ``42.5``), the amount
+    an integer or a decimal; a string (``"57.2"``), a boolean, NaN or Infinity is never a number (422 with the
+    field and the rule: ``int_type``, ``int_from_float``, ``float_type``, ``finite_number``)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -30,10 +46,16 @@ class Transaction(BaseModel):
         },
     )
 
-    transaction_id: int = Field(ge=0, le=INT64_MAX, description="unique transaction id")
-    customer_id: int = Field(ge=0, le=INT64_MAX, description="card holder id (Feast entity `customer`)")
-    terminal_id: int = Field(ge=0, le=INT64_MAX, description="payment terminal id (Feast entity `terminal`)")
-    tx_amount: float = Field(ge=0, le=1_000_000, allow_inf_nan=False, description="amount in currency units")
+    transaction_id: Id = Field(description="unique transaction id (a JSON integer)")
+    customer_id: Id = Field(description="card holder id (Feast entity `customer`; a JSON integer)")
+    terminal_id: Id = Field(description="payment terminal id (Feast entity `terminal`; a JSON integer)")
+    tx_amount: float = Field(
+        ge=0,
+        le=1_000_000,
+        strict=True,
+        allow_inf_nan=False,
+        description="amount in currency units: a finite JSON number, never a string or a boolean",
+    )
     tx_datetime: dt.datetime = Field(description="transaction time (ISO 8601; UTC if no zone is given)")
 
     @field_validator("tx_datetime", mode="after")
@@ -46,8 +68,28 @@ class Transaction(BaseModel):
 
 
 class BatchRequest(BaseModel):
+    """Up to 1000 transactions; their ``transaction_id`` values are unique within the batch (a repeated id
+    is answered 422, field ``transactions``, rule ``unique_transaction_id``, naming both positions)."""
+
     model_config = ConfigDict(extra="forbid")
-    transactions: list[Transaction] = Field(min_length=1, max_length=1000)
+    transactions: list[Transaction] = Field(
+        min_length=1, max_length=1000, description="transaction_id is unique within one batch"
+    )
+
+    @field_validator("transactions", mode="after")
+    @classmethod
+    def _unique_ids(cls, transactions: list[Transaction]) -> list[Transaction]:
+        first: dict[int, int] = {}
+        for i, tx in enumerate(transactions):
+            j = first.setdefault(tx.transaction_id, i)
+            if j != i:
+                raise PydanticCustomError(
+                    "unique_transaction_id",
+                    "transaction_id {id} at transactions.{i} repeats the one first at transactions.{j} "
+                    "(rule: ids are unique within a batch)",
+                    {"id": tx.transaction_id, "i": i, "j": j},
+                )
+        return transactions
 
 
 class FeatureFreshness(BaseModel):
@@ -82,6 +124,13 @@ class BatchResponse(BaseModel):
 class ErrorBody(BaseModel):
     error: str = Field(description="machine-readable error kind")
     reason: str = Field(description="what went wrong, for humans")
+
+
+class RequestErrorBody(ErrorBody):
+    """A bad request that is not a field of the body (400, 401, 404, 405, 413): still names field and rule."""
+
+    field: str = Field(description="what was wrong: `body`, `path`, `method` or a header name")
+    rule: str = Field(description="the rule it broke, e.g. `max_request_bytes`, `api_key_required`")
 
 
 class ValidationIssue(BaseModel):

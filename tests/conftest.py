@@ -22,6 +22,20 @@ REPO = Path(__file__).resolve().parent.parent
 _HOME: Path | None = None
 
 
+def _hypothesis_profiles() -> None:
+    """Budgets of the property-based tests: ``ci`` (default, ``make test``: derandomized, so a run is
+    reproducible, no example database) and ``fuzz`` (``make fuzz``: random, 20x the examples, failures kept
+    in ``.hypothesis/`` and replayed first). Choose with ``--hypothesis-profile``."""
+    from hypothesis import settings
+
+    settings.register_profile("ci", max_examples=300, derandomize=True, database=None, deadline=None)
+    settings.register_profile("fuzz", max_examples=6000, deadline=None)
+    settings.load_profile("ci")
+
+
+_hypothesis_profiles()  # before collection, so --hypothesis-profile (applied at configure) can override it
+
+
 def pytest_configure(config: pytest.Config) -> None:
     global _HOME
     _HOME = Path(tempfile.mkdtemp(prefix="fraud-tests-"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import math
 import shutil
 import socket
@@ -260,7 +261,7 @@ def test_responses_are_the_published_schema(client, sandbox):
     from serving.schemas import BatchResponse, ScoreResult
 
     txs = [body(tx) for _, tx in sandbox.transactions.head(3).iterrows()]
-    unknown = {**txs[0], "customer_id": 10**12}
+    unknown = {**txs[0], "transaction_id": 10**12, "customer_id": 10**12}  # ids are unique within a batch
     for tx in [*txs, unknown]:
         r = client.post("/v1/score", json=tx)
         assert r.status_code == 200 and r.headers["content-type"] == "application/json"
@@ -289,7 +290,7 @@ def test_unknown_entities_scored_with_defaults_and_flagged(client, sandbox):
     ("change", "field", "rule"),
     [
         ({"tx_amount": -1}, "tx_amount", "greater_than_equal"),
-        ({"tx_amount": "lots"}, "tx_amount", "float_parsing"),
+        ({"tx_amount": "lots"}, "tx_amount", "float_type"),
         ({"customer_id": -5}, "customer_id", "greater_than_equal"),
         ({"customer_id": 2**64}, "customer_id", "less_than_equal"),
         ({"tx_datetime": "yesterday"}, "tx_datetime", "datetime_from_date_parsing"),
@@ -317,7 +318,125 @@ def test_missing_field_and_empty_batch_get_422(client, sandbox):
     r = client.post("/v1/score/batch", json={"transactions": []})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "transactions"
     r = client.post("/v1/score", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 422 and r.json()["errors"][0]["rule"] == "json_invalid"
+    assert r.status_code == 422 and _issue(r) == ("body", "json_invalid")
+    assert "at character 1" in r.json()["errors"][0]["message"]
+
+
+def _issue(r) -> tuple[str, str]:
+    """(field, rule) of a 4xx answer: every one names both (validation errors one per issue)."""
+    payload = r.json()
+    if "errors" in payload:
+        return payload["errors"][0]["field"], payload["errors"][0]["rule"]
+    return payload["field"], payload["rule"]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_amount_gets_422_not_500(client, sandbox, literal):
+    """Regression (issue 18): Python's JSON parser accepts NaN/Infinity; the 422 body then failed to render
+    (500 {"error":"internal","reason":"ValueError"})."""
+    tx = body(sandbox.transactions.iloc[0])
+    raw = json.dumps({**tx, "tx_amount": 0.5}).replace("0.5", literal).encode()
+    for path, payload in (("/v1/score", raw), ("/v1/score/batch", b'{"transactions": [' + raw + b"]}")):
+        r = client.post(path, content=payload, headers={"content-type": "application/json"})
+        assert r.status_code == 422, r.text
+        field = "tx_amount" if path == "/v1/score" else "transactions.0.tx_amount"
+        assert _issue(r) == (field, "finite_number")
+        assert r.json()["errors"][0]["value"] == literal
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "rule"),
+    [
+        ({"tx_amount": True}, "tx_amount", "float_type"),  # regression (issue 18): was scored as 1.0
+        ({"tx_amount": False}, "tx_amount", "float_type"),
+        ({"customer_id": True}, "customer_id", "int_type"),
+        ({"transaction_id": False}, "transaction_id", "int_type"),
+        ({"tx_amount": "57.2"}, "tx_amount", "float_type"),  # numbers are JSON numbers, never strings
+        ({"customer_id": "42"}, "customer_id", "int_type"),
+        ({"customer_id": 42.5}, "customer_id", "int_from_float"),  # ids are JSON integers (42.0 is one)
+        ({"tx_amount": 1e400}, "tx_amount", "finite_number"),  # overflows to inf
+    ],
+)
+def test_booleans_and_numeric_strings_are_never_numbers(client, sandbox, change, field, rule):
+    tx = {**body(sandbox.transactions.iloc[0]), **change}
+    r = client.post(
+        "/v1/score", content=json.dumps(tx).encode(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    assert _issue(r) == (field, rule)
+    assert (
+        client.post("/v1/score", json={**tx, field: body(sandbox.transactions.iloc[0])[field]}).status_code
+        == 200
+    )
+
+
+def test_integral_amount_and_integral_ids_are_numbers(client, sandbox):
+    tx = body(sandbox.transactions.iloc[0])
+    r = client.post("/v1/score", json={**tx, "tx_amount": 57, "customer_id": float(tx["customer_id"])})
+    assert r.status_code == 200, r.text
+    assert r.json()["customer_id"] == tx["customer_id"]
+
+
+def test_duplicate_ids_in_a_batch_get_422(client, sandbox):
+    txs = [body(tx) for _, tx in sandbox.transactions.head(3).iterrows()]
+    txs.append({**txs[0], "tx_amount": 1.0})
+    r = client.post("/v1/score/batch", json={"transactions": txs})
+    assert r.status_code == 422, r.text
+    assert _issue(r) == ("transactions", "unique_transaction_id")
+    assert "at transactions.3 repeats the one first at transactions.0" in r.json()["errors"][0]["message"]
+
+
+def test_oversized_requests_get_413_before_the_body_is_read(serving_settings, sandbox, champion):
+    """A declared Content-Length over the limit is answered before any body byte is read; a chunked body
+    is cut off as soon as it passes the limit; either way the JSON answer names the field and the rule."""
+    import httpx
+
+    settings = serving_settings.model_copy(update={"serving_max_request_bytes": 4096})
+    with Server(make_app(settings, sandbox, log_predictions=False)) as server:
+        # 1. declared: headers only, no body sent at all -> the answer comes anyway
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/score HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                b"content-length: 10485760\r\n\r\n"
+            )
+            head = b""
+            while chunk := sock.recv(65536):  # the server closes the connection after its answer
+                head += chunk
+            head = head.decode()
+        assert head.startswith("HTTP/1.1 413"), head
+        payload = json.loads(head.split("\r\n\r\n", 1)[1])
+        assert (payload["field"], payload["rule"]) == ("body", "max_request_bytes")
+        assert "4096" in payload["reason"]
+
+        # 2. chunked, no length: refused once the limit is passed (a body that is not even JSON: never parsed)
+        def chunks():
+            for _ in range(100):
+                yield b"x" * 1024
+
+        r = httpx.post(
+            server.url + "/v1/score/batch", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 413 and _issue(r) == ("body", "max_request_bytes")
+        # 3. a body under the limit is served
+        ok = httpx.post(server.url + "/v1/score", json=body(sandbox.transactions.iloc[0]))
+        assert ok.status_code == 200, ok.text
+    schema = make_app(settings, sandbox, log_predictions=False).openapi()
+    assert "413" in schema["paths"]["/v1/score"]["post"]["responses"]
+
+
+def test_every_4xx_names_field_and_rule(serving_settings, sandbox, champion):
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    settings = serving_settings.model_copy(update={"serving_api_key": SecretStr("s3cret")})
+    tx = body(sandbox.transactions.iloc[0])
+    with TestClient(make_app(settings, sandbox, log_predictions=False)) as c:
+        key = {"X-API-Key": "s3cret"}
+        assert _issue(c.post("/v1/score", json=tx)) == ("X-API-Key", "api_key_required")
+        assert _issue(c.get("/nope", headers=key)) == ("path", "known_route")
+        assert _issue(c.get("/v1/score", headers=key)) == ("method", "allowed_method")
+        r = c.post("/v1/score", content=b"\xff\xfe", headers={**key, "content-type": "application/json"})
+        assert 400 <= r.status_code < 500 and all(_issue(r)), r.text
 
 
 def test_api_key_required_when_configured(serving_settings, sandbox, champion):
@@ -558,17 +677,52 @@ def test_benchmark_load_generator_counts_answers_and_errors(serving_settings, sa
 
 
 # --- fuzzing ---------------------------------------------------------------------------------------
+def _names_field_and_rule(ctx, response, case):
+    """schemathesis check: a 4xx answer is JSON naming the field and the rule it broke."""
+    if 400 <= response.status_code < 500:
+        payload = response.json()
+        issues = payload.get("errors") or [payload]
+        missing = [i for i in issues if not (i.get("field") and i.get("rule"))]
+        assert not missing, f"{response.status_code} without field/rule: {payload}"
+
+
 def test_fuzz_openapi_schema_finds_no_server_errors(serving_settings, sandbox, champion):
+    """Schemathesis against the running service: generated (positive and negative) requests per operation,
+    the hostile cases of issue 18 through the same checks, and stateful sequences along the OpenAPI links.
+    Zero 5xx; every 4xx names the field and the rule; negative data is always rejected."""
+    from collections import Counter
+
     import schemathesis
     from hypothesis import HealthCheck, given
     from hypothesis import settings as hsettings
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+    from schemathesis.specs.openapi.checks import (
+        negative_data_rejection,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
-    with Server(make_app(serving_settings, sandbox, log_predictions=False)) as server:
+    checks = [not_a_server_error, status_code_conformance, response_schema_conformance, _names_field_and_rule]
+    statuses: Counter = Counter()
+    settings = serving_settings.model_copy(update={"serving_max_request_bytes": 64 * 1024})
+    with Server(make_app(settings, sandbox, log_predictions=False)) as server:
         schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
-        checked = 0
+        rejection = schema.config.checks.negative_data_rejection  # a body over the size limit is rejected too
+        rejection.expected_statuses = [*rejection.expected_statuses, "413"]
+        budget = hsettings(
+            max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
+
+        def fuzz(operation, mode, mode_checks) -> None:
+            @budget
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def run(case):
+                response = case.call_and_validate(base_url=server.url, checks=mode_checks)
+                statuses[response.status_code] += 1
+
+            run()
+
         for path, method in (
             ("/v1/score", "POST"),
             ("/v1/score/batch", "POST"),
@@ -582,21 +736,60 @@ def test_fuzz_openapi_schema_finds_no_server_errors(serving_settings, sandbox, c
                 else (GenerationMode.POSITIVE,)
             )
             for mode in modes:
-
-                @hsettings(
-                    max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None
+                fuzz(
+                    operation,
+                    mode,
+                    checks + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else []),
                 )
-                @given(case=operation.as_strategy(generation_mode=mode))
-                def run(case):
-                    nonlocal checked
-                    case.call_and_validate(
-                        base_url=server.url,
-                        checks=[not_a_server_error, status_code_conformance, response_schema_conformance],
-                    )
-                    checked += 1
 
-                run()
-        assert checked >= 60
+        # the hostile inputs of issue 18, sent as raw JSON text (NaN / Infinity are not JSON, Python accepts them)
+        tx = body(sandbox.transactions.iloc[0])
+        text = json.dumps(tx)
+        hostile = {
+            "/v1/score": [
+                (text.replace(str(tx["tx_amount"]), literal), 422)
+                for literal in ("NaN", "Infinity", "-Infinity", "1e400", "true", "false", '"57.2"')
+            ]
+            + [(json.dumps({**tx, "customer_id": True}), 422), (json.dumps({**tx, "customer_id": "42"}), 422)]
+            + [(json.dumps({**tx, "pad": "x" * 70_000}), 413), (text, 200)],
+            "/v1/score/batch": [
+                (json.dumps({"transactions": [tx, {**tx, "tx_amount": 1.0}]}), 422),
+                (json.dumps({"transactions": [tx] * 600}), 413),
+                (json.dumps({"transactions": [tx]}).replace(str(tx["tx_amount"]), "NaN"), 422),
+            ],
+        }
+        for path, cases in hostile.items():
+            operation = schema[path]["POST"]
+            for raw, expected in cases:
+                case = operation.Case(media_type="application/json")
+                response = case.call(
+                    base_url=server.url, data=raw.encode(), headers={"content-type": "application/json"}
+                )
+                case.validate_response(response, checks=checks)
+                assert response.status_code == expected, (raw[:200], response.text)
+                statuses[response.status_code] += 1
+
+        # stateful: sequences of calls following the OpenAPI links (score -> same card again)
+        # positive data, so that sequences get past their first 200 (negative data was fuzzed above)
+        schema.config.generation.modes = [GenerationMode.POSITIVE]
+        machine = schema.as_state_machine()
+
+        class Stateful(machine):
+            def validate_response(self, response, case, additional_checks=None, **kwargs):
+                case.validate_response(response, checks=checks)
+                statuses[response.status_code] += 1
+                statuses["stateful steps"] += 1
+
+            def step(self, input):
+                statuses["stateful steps along a link"] += input.transition is not None
+                return super().step(input)
+
+        Stateful.run(settings=hsettings(budget, max_examples=20, stateful_step_count=4))
+    print("schemathesis statuses:", dict(statuses))
+    assert not [code for code in statuses if isinstance(code, int) and code >= 500], statuses
+    assert statuses[200] >= 10 and statuses[422] >= 20 and statuses[413] >= 2, statuses
+    assert statuses["stateful steps"] >= 10 and statuses["stateful steps along a link"] >= 2, statuses
+    assert sum(v for k, v in statuses.items() if isinstance(k, int)) >= 120, statuses
 
 
 # --- outage and promotion under load ---------------------------------------------------------------
