@@ -37,6 +37,15 @@ _layout = StorageLayout()
 SPARK_POOL = AIRFLOW_POOL  # tasks that run Spark jobs; bounded by Settings.spark_pool_slots
 
 
+def nothing_missing(job: str, day: str, missing: list[str]) -> bool:
+    """A data sensor's poke: log what is still missing (one line), True once nothing is."""
+    if missing:
+        from jobs.logs import get_logger
+
+        get_logger(job, day).info("waiting_for_inputs", missing=missing)
+    return not missing
+
+
 def data_wait() -> dict:
     """Arguments of a sensor that waits for a day's data: reschedule mode (the worker slot is free between
     pokes), poke interval and timeout from the settings."""

@@ -29,7 +29,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-from _common import DAILY, DEFAULT_ARGS, END_DATE, PREDICTIONS, SPARK_POOL, START_DATE, processing_date
+from _common import (
+    DAILY,
+    DEFAULT_ARGS,
+    END_DATE,
+    PREDICTIONS,
+    SPARK_POOL,
+    START_DATE,
+    nothing_missing,
+    processing_date,
+)
 from airflow.sdk import Param, dag, task
 
 FEATURE_WAIT = dt.timedelta(hours=6)
@@ -69,13 +78,9 @@ def batch_predict():
     @task.sensor(task_id="wait_for_features", poke_interval=300, timeout=FEATURE_WAIT, mode="reschedule")
     def wait_for_features(**context) -> bool:
         from jobs.batch_predict import missing_inputs
-        from jobs.logs import get_logger
 
         date = _day(context)
-        missing = missing_inputs(date)
-        if missing:
-            get_logger("batch_predict", date).info("waiting_for_inputs", missing=missing)
-        return not missing
+        return nothing_missing("batch_predict", date, missing_inputs(date))
 
     @task(task_id="score", outlets=[PREDICTIONS], pool=SPARK_POOL)
     def score(**context) -> dict:

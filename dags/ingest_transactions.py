@@ -11,6 +11,7 @@ from _common import (
     START_DATE,
     TRANSACTIONS,
     data_wait,
+    nothing_missing,
     processing_date,
 )
 from airflow.sdk import Param, dag, task
@@ -105,13 +106,9 @@ def ingest_transactions():
     def wait_for_landing(**context) -> bool:
         """Day D's files land after D has ended: wait for them (reschedule mode), fail after the timeout."""
         from jobs.ingest import missing_landing
-        from jobs.logs import get_logger
 
         day = _day(context)
-        missing = missing_landing(day)
-        if missing:
-            get_logger("ingest_transactions", day).info("waiting_for_landing", missing=missing)
-        return not missing
+        return nothing_missing("ingest_transactions", day, missing_landing(day))
 
     @task(outlets=[TRANSACTIONS], pool=SPARK_POOL)
     def ingest_transactions(**context) -> dict:
