@@ -202,11 +202,16 @@ def migrate_mlflow(settings: Settings | None = None) -> str:
         engine.dispose()
 
 
+def _airflow_cli() -> str:
+    """The ``airflow`` command of this interpreter's environment."""
+    return shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
+
+
 def migrate_airflow(settings: Settings | None = None) -> None:
     """``airflow db migrate`` against the settings' metadata database (a subprocess, like an operator)."""
     settings = settings or get_settings()
     env = child_env(**settings.service_env())
-    airflow = shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
+    airflow = _airflow_cli()
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     result = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
@@ -219,7 +224,7 @@ def ensure_pools(settings: Settings, env: dict[str, str] | None = None) -> None:
     from jobs.spark import AIRFLOW_POOL
 
     env = env or child_env(**settings.service_env())
-    airflow = shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
+    airflow = _airflow_cli()
     description = "tasks that run Spark jobs against the platform's Spark service"
     result = subprocess.run(
         [airflow, "pools", "set", AIRFLOW_POOL, str(settings.spark_pool_slots), description],

@@ -124,6 +124,41 @@ def run_dag(dag_id: str, logical_date: str, conf: dict | None = None, expect: st
     return dr
 
 
+def ingest_folder(folder: Path, settings, spark, day: str):
+    """Copy every ``*.csv`` of ``folder`` into day's transactions landing folder, ingest it, and return
+    the result with the lake and quarantine partitions it wrote (pandas)."""
+    import pandas as pd
+
+    from jobs.ingest import ingest_transactions
+    from jobs.storage import StorageLayout
+
+    layout = StorageLayout(settings)
+    landing = layout.path("landing_transactions", day)
+    landing.mkdir(parents=True)
+    for path in sorted(folder.glob("*.csv")):
+        shutil.copy(path, landing / path.name)
+    result = ingest_transactions(day, settings, spark)
+    lake = pd.read_parquet(layout.path("transactions", day))
+    quarantine = pd.read_parquet(layout.path("quarantine_transactions", day))
+    return result, lake, quarantine
+
+
+def assert_same_feature_tables(expected, actual, views=("customer", "terminal", "recent")) -> None:
+    """The feature tables of two storage layouts: the same partitions, row for row (order-free)."""
+    import pandas as pd
+
+    def frame(path: Path):
+        df = pd.concat([pd.read_parquet(f) for f in sorted(path.glob("*.parquet"))])
+        return df.sort_values(list(df.columns)).reset_index(drop=True)
+
+    assert expected.partitions("features", "customer"), "the expected build wrote nothing"
+    for view in views:
+        assert actual.partitions("features", view) == expected.partitions("features", view), view
+        for day in expected.partitions("features", view):
+            left, right = (frame(lay.path("features", day, view)) for lay in (expected, actual))
+            pd.testing.assert_frame_equal(left, right, check_exact=True, obj=f"{view} {day}")
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint(platform_home) -> str:
     """A real S3-compatible HTTP endpoint: ``moto_server`` on a free 127.0.0.1 port (never patched clients)."""

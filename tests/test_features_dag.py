@@ -5,9 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
-from conftest import load_dag, run_dag
+from conftest import assert_same_feature_tables, load_dag, run_dag
 from test_features_store import offline_snapshot, write_simulated_lake
 
 pytestmark = [pytest.mark.airflow, pytest.mark.spark]
@@ -109,16 +108,7 @@ def test_out_of_order_builds_end_equal_to_one_range_build(tmp_path, spark):
     assert rebuild == [late + dt.timedelta(days=i) for i in range((last - late).days + 1)]
     build_features(rebuild[0], rebuild[-1], shuffled, spark)
 
-    a, b = StorageLayout(ordered), layout
-    for view in ("customer", "terminal", "recent"):
-        for day in a.partitions("features", view):
-            left, right = (_frame(lay.path("features", day, view)) for lay in (a, b))
-            pd.testing.assert_frame_equal(left, right, check_exact=True, obj=f"{view} {day}")
-
-
-def _frame(path):
-    df = pd.concat([pd.read_parquet(f) for f in sorted(path.glob("*.parquet"))])
-    return df.sort_values(list(df.columns)).reset_index(drop=True)
+    assert_same_feature_tables(StorageLayout(ordered), layout)
 
 
 def test_dag_builds_materializes_and_emits_the_features_asset(airflow_db, private_home):

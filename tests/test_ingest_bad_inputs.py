@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import ingest_folder
 
 from jobs.config import Settings
 from jobs.ingest import IngestError, ingest_labels, ingest_transactions, main
@@ -109,15 +110,7 @@ def corpus_run(request, tmp_path_factory, spark):
     # both GX engines (driver-side pandas for small batches, Spark for large ones) must agree to the letter
     home = tmp_path_factory.mktemp(f"bad-inputs-{request.param}")
     settings = _settings(home, max_bad_fraction=1.0, gx_engine=request.param)  # rows, not the gate
-    layout = StorageLayout(settings)
-    landing = layout.path("landing_transactions", DAY)
-    landing.mkdir(parents=True)
-    for path in sorted((CORPUS / "transactions").glob("*.csv")):
-        shutil.copy(path, landing / path.name)
-    result = ingest_transactions(DAY, settings, spark)
-    lake = pd.read_parquet(layout.path("transactions", DAY))
-    quarantine = pd.read_parquet(layout.path("quarantine_transactions", DAY))
-    return result, lake, quarantine, layout
+    return (*ingest_folder(CORPUS / "transactions", settings, spark, DAY), StorageLayout(settings))
 
 
 def test_corpus_files_are_all_covered():

@@ -10,8 +10,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from conftest import ingest_folder
 
 from jobs.config import Settings
 from jobs.ingest import IngestError, ingest_transactions
@@ -25,15 +25,7 @@ SRC = f"landing/transactions/date={DAY}"
 @pytest.fixture(scope="module")
 def encoding_run(tmp_path_factory, spark):
     settings = Settings(home=tmp_path_factory.mktemp("encoding"), max_bad_fraction=1.0)
-    layout = StorageLayout(settings)
-    landing = layout.path("landing_transactions", DAY)
-    landing.mkdir(parents=True)
-    for path in sorted((CORPUS / "encoding").glob("*.csv")):
-        shutil.copy(path, landing / path.name)
-    result = ingest_transactions(DAY, settings, spark)
-    lake = pd.read_parquet(layout.path("transactions", DAY))
-    quarantine = pd.read_parquet(layout.path("quarantine_transactions", DAY))
-    return result, lake, quarantine
+    return ingest_folder(CORPUS / "encoding", settings, spark, DAY)
 
 
 def test_a_row_that_is_not_utf8_is_quarantined_and_the_rest_published(encoding_run):
