@@ -35,6 +35,11 @@ DEFAULT_ARGS = {
 
 _layout = StorageLayout()
 SPARK_POOL = AIRFLOW_POOL  # tasks that run Spark jobs; bounded by Settings.spark_pool_slots
+# Who gets a free `spark` slot first when tasks queue for it (a backfill): ingestion, then feature
+# rebuilds. A rebuild that waits builds every day that landed meanwhile in one Spark job (its cost
+# barely grows with the days), instead of one rebuild per landed day. Daily operation never queues.
+INGEST_PRIORITY = {"priority_weight": 10, "weight_rule": "absolute"}
+REBUILD_PRIORITY = {"priority_weight": 1, "weight_rule": "absolute"}
 
 
 def nothing_missing(job: str, day: str, missing: list[str]) -> bool:

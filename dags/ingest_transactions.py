@@ -6,6 +6,7 @@ from _common import (
     DAILY,
     DEFAULT_ARGS,
     END_DATE,
+    INGEST_PRIORITY,
     LABELS,
     SPARK_POOL,
     START_DATE,
@@ -110,12 +111,12 @@ def ingest_transactions():
         day = _day(context)
         return nothing_missing("ingest_transactions", day, missing_landing(day))
 
-    @task(outlets=[TRANSACTIONS], pool=SPARK_POOL)
+    @task(outlets=[TRANSACTIONS], pool=SPARK_POOL, **INGEST_PRIORITY)
     def ingest_transactions(**context) -> dict:
         """Landing transactions of D -> lake/transactions/date=D (or quarantine)."""
         return _ingest("transactions", TRANSACTIONS, context)
 
-    @task(outlets=[LABELS], pool=SPARK_POOL)
+    @task(outlets=[LABELS], pool=SPARK_POOL, **INGEST_PRIORITY)
     def ingest_labels(**context) -> dict:
         """Chargebacks that arrived on D -> lake/labels/date=D (or quarantine)."""
         return _ingest("labels", LABELS, context)

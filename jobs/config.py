@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     )
     spark_driver_memory: str = "2g"
     spark_shuffle_partitions: int = 4
+    spark_whole_stage_codegen: bool = Field(
+        False,
+        description="compile each query stage to Java (Spark's default); off suits the small daily batches of "
+        "the embedded profile, where compiling costs more than it saves (README: Spark as a service)",
+    )
+    spark_log_level: str = Field("WARN", description="log level of the Spark Connect server (log4j2)")
 
     # --- production services ----------------------------------------------------------
     postgres_host: str = "127.0.0.1"

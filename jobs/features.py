@@ -54,6 +54,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+import json
 import os
 import shutil
 import sys
@@ -342,23 +344,95 @@ def snapshot_horizon_days(settings: Settings) -> int:
     return settings.label_delay_days + LOOKBACK_DAYS
 
 
-def days_to_build(changed: list[str | dt.date], settings: Settings | None = None) -> list[dt.date]:
-    """The snapshot days to (re)build after the lake partitions of ``changed`` days were (re)written.
+INPUTS_FILE = (
+    "inputs.json"  # features/_inputs/date=D/inputs.json: the lake partitions snapshot D was built from
+)
+INPUTS_VIEW = "_inputs"
+LAKE_INPUTS: tuple[str, ...] = ("transactions", "labels")
 
-    Day D's snapshot reads the lake from ``D - horizon`` to D, so a change on day E invalidates the
-    snapshots of E .. E + horizon **already built**; a later snapshot not built yet will be built from its
-    own day's event, after E is in the lake. In daily operation E is the newest day and this is just [E];
-    in a backfill whose days finish out of order it also rebuilds the later snapshots that were computed
-    without E, so the tables never depend on the order in which ingest runs finished.
+
+def _digest(path: Path, cache: dict[Path, str | None]) -> str | None:
+    """Content digest of one lake partition (None when it is not in the lake). By content, not mtime: the
+    lake is byte-identical for the same input, so re-ingesting a day unchanged rebuilds nothing."""
+    if path not in cache:
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else []
+        if not files:
+            cache[path] = None
+        else:
+            h = hashlib.sha256()
+            for f in files:
+                h.update(f.name.encode())
+                h.update(f.read_bytes())
+            cache[path] = h.hexdigest()[:24]
+    return cache[path]
+
+
+def snapshot_inputs(
+    day: str | dt.date, settings: Settings | None = None, cache: dict | None = None
+) -> dict[str, dict[str, str]]:
+    """What snapshot ``day`` is computed from: the digest of every lake partition of ``day - horizon ..
+    day`` that exists, per dataset (the snapshot reads exactly that range)."""
+    settings = settings or get_settings()
+    layout = StorageLayout(settings)
+    cache = {} if cache is None else cache
+    day = as_date(day)
+    horizon = snapshot_horizon_days(settings)
+    out: dict[str, dict[str, str]] = {}
+    for dataset in LAKE_INPUTS:
+        present = set(layout.partitions(dataset))
+        out[dataset] = {
+            d.isoformat(): digest
+            for d in (day - dt.timedelta(days=i) for i in range(horizon, -1, -1))
+            if d in present and (digest := _digest(layout.path(dataset, d), cache)) is not None
+        }
+    return out
+
+
+def _inputs_path(layout: StorageLayout, day: dt.date) -> Path:
+    return layout.path("features", day, INPUTS_VIEW) / INPUTS_FILE
+
+
+def stale_days(settings: Settings | None = None, changed_after: float | None = None) -> list[dt.date]:
+    """The snapshot days whose tables are missing or out of date with the lake, oldest first.
+
+    A day is a candidate when its transactions are in the lake or its snapshot was built; it is stale when
+    no record of its inputs exists (never built, or built before the record existed) or the lake
+    partitions it reads differ from those it was built from. This is what ``build_features`` runs on,
+    whatever asset events woke it: an event the scheduler consumed late, or days of a backfill that
+    finished out of order, leave stale days that the next run builds, so the tables never depend on
+    event delivery or on the order ingestion finished in. ``changed_after`` (epoch seconds) keeps only the
+    days with a lake partition written after it (new data since a build started).
     """
     settings = settings or get_settings()
-    days = sorted({as_date(d) for d in changed})
-    built = StorageLayout(settings).partitions("features", "customer")
+    layout = StorageLayout(settings)
+    cache: dict[Path, str | None] = {}
+    candidates = set(layout.partitions("transactions")) | set(layout.partitions("features", INPUTS_VIEW))
     horizon = dt.timedelta(days=snapshot_horizon_days(settings))
-    out = set(days)
-    for day in days:
-        out.update(d for d in built if day < d <= day + horizon)
-    return sorted(out)
+    stale = []
+    for day in sorted(candidates):
+        record = _inputs_path(layout, day)
+        current = snapshot_inputs(day, settings, cache)
+        if record.exists() and json.loads(record.read_text()) == current:
+            continue
+        if changed_after is not None:
+            written = [
+                f.stat().st_mtime
+                for dataset in LAKE_INPUTS
+                for p in layout.partition_paths(dataset, day - horizon, day)
+                for f in (p, *p.glob("*.parquet"))
+            ]
+            if not written or max(written) <= changed_after:
+                continue
+        stale.append(day)
+    return stale
+
+
+def record_inputs(layout: StorageLayout, day: dt.date, inputs: dict[str, dict[str, str]]) -> None:
+    """Written last, once every table of ``day`` is committed: a build killed before it leaves ``day``
+    stale, so the next run builds it again."""
+    with staged_directory(layout.path("features", day, INPUTS_VIEW)) as tmp:
+        tmp.mkdir(parents=True)
+        (tmp / INPUTS_FILE).write_text(json.dumps(inputs, indent=1, sort_keys=True) + "\n")
 
 
 def build_features(
@@ -386,6 +460,10 @@ def build_features(
     delay = settings.label_delay_days
     t0 = time.monotonic()
 
+    # what the snapshots are computed from, read before the lake is: a partition rewritten during the build
+    # leaves its snapshots stale rather than recorded as up to date
+    cache: dict[Path, str | None] = {}
+    inputs = {day: snapshot_inputs(day, settings, cache) for day in _days(start, end)}
     first_day = start - dt.timedelta(days=delay + LOOKBACK_DAYS)
     transactions = _read_lake(spark, layout, "transactions", first_day, end, TRANSACTION_SCHEMA)
     transactions = transactions.where(F.to_date("tx_datetime") <= F.lit(end)).cache()
@@ -416,6 +494,8 @@ def build_features(
                         _empty_partition(tmp, key, TABLE_COLUMNS[view])
             rows[view] = sum(counts.values())
             log.info("view written", view=view, rows=rows[view], days=len(counts))
+        for day, record in inputs.items():
+            record_inputs(layout, day, record)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         transactions.unpersist()

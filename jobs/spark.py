@@ -47,6 +47,7 @@ def spark_confs(settings: Settings) -> dict[str, str]:
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.adaptive.enabled": "true",
+        "spark.sql.codegen.wholeStage": str(settings.spark_whole_stage_codegen).lower(),
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         "spark.sql.warehouse.dir": str(settings.home / "spark-warehouse"),
@@ -152,8 +153,32 @@ def server_env(settings: Settings) -> dict[str, str]:
         PYSPARK_DRIVER_PYTHON=sys.executable,
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
         SPARK_LOG_DIR=str(settings.home / "logs"),
+        SPARK_CONF_DIR=str(write_log_config(settings)),
     )
     return env
+
+
+LOG4J2 = """# written by jobs.spark for the embedded Connect server (level: Settings.spark_log_level)
+rootLogger.level = {level}
+rootLogger.appenderRef.stdout.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{{yy/MM/dd HH:mm:ss}} %p %c{{1}}: %m%n%ex
+# the server's start-up lines (its port, its version) stay in the log
+logger.connect.name = org.apache.spark.sql.connect.service.SparkConnectServer
+logger.connect.level = info
+"""
+
+
+def write_log_config(settings: Settings) -> Path:
+    """A Spark conf folder with only ``log4j2.properties``: at INFO the server logs every request and
+    every compiled class (160 k lines and a few % of its CPU for a 50-day demo)."""
+    folder = _paths(settings)["pid"].parent / "spark-conf"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "log4j2.properties").write_text(LOG4J2.format(level=settings.spark_log_level.lower()))
+    return folder
 
 
 def ensure_connect_server(settings: Settings, timeout: float = 180.0) -> None:

@@ -34,57 +34,93 @@ def test_dag_is_scheduled_on_the_lake_assets(airflow_db):
     assert type(condition).__name__ == "AssetAny"  # either lake asset changing triggers a run
     assert [a.name for a in condition.objects] == [TRANSACTIONS.name, LABELS.name]
     assert dag.get_task("build").pool == "spark"
-    assert [t.task_id for t in dag.topological_sort()] == ["build", "materialize"]
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "build",
+        "materialize",
+        "new_data_since_build",
+        "catch_up",
+    ]
     assert dag.get_task("materialize").outlets == [FEATURES]
     assert dag.doc_md and dag.default_args["retries"] >= 1 and dag.max_active_runs == 1
 
 
-def test_days_come_from_asset_events_or_the_date_param(private_home):
-    from build_features import snapshot_days
+def _write_lake_day(layout, dataset: str, day: dt.date, value: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
+    path = layout.path(dataset, day)
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"v": [value]}), path / "part-00000.parquet")
+
+
+def test_days_come_from_the_stale_set_or_the_date_param(private_home):
+    """An asset-triggered run builds what is stale in the lake, whatever its events say."""
+    from build_features import event_days, snapshot_days
+
+    from jobs.features import record_inputs, snapshot_inputs
+    from jobs.storage import StorageLayout
+
+    layout = StorageLayout(private_home)
+    for i in range(3):
+        _write_lake_day(layout, "transactions", dt.date(2018, 4, 10 + i), i)
+    record_inputs(layout, dt.date(2018, 4, 10), snapshot_inputs("2018-04-10"))
     event = lambda day: SimpleNamespace(extra={"date": day})  # noqa: E731
     context = {
         "params": {"date": None, "end": None},
         "triggering_asset_events": {"lake_transactions": [event("2018-04-12"), event("2018-04-11T00:00:00")]},
     }
+    assert event_days(context) == ["2018-04-11", "2018-04-12"]
     assert snapshot_days(context) == ["2018-04-11", "2018-04-12"]
+    # an event for a day already built (its run came late) builds nothing
+    assert snapshot_days({"params": {"date": None}, "triggering_asset_events": {}}) == [
+        "2018-04-11",
+        "2018-04-12",
+    ]
     assert snapshot_days({"params": {"date": "2018-04-10", "end": "2018-04-12"}}) == [
         "2018-04-10",
         "2018-04-11",
         "2018-04-12",
     ]
-    with pytest.raises(ValueError, match="date: no value"):
-        snapshot_days({"params": {"date": None}, "triggering_asset_events": {}})
     with pytest.raises(ValueError, match="end: value 2018-04-09 is before date 2018-04-10"):
         snapshot_days({"params": {"date": "2018-04-10", "end": "2018-04-09"}})
 
 
-def test_a_late_day_rebuilds_the_snapshots_it_enters(private_home):
-    """Backfill days finishing out of order: an older day's data enters the later snapshots already built
-    (up to label_delay_days + 30 days later), so those are rebuilt too; the newest day is just itself."""
-    from jobs.features import days_to_build
+def test_stale_days_follow_the_lake_contents(private_home):
+    """A snapshot is stale until built, and again when a lake partition it reads changes content: a late
+    day makes every later snapshot within label_delay_days + 30 days stale; the same bytes rewritten do not."""
+    import time
+
+    from jobs.features import record_inputs, snapshot_inputs, stale_days
     from jobs.storage import StorageLayout
 
     layout = StorageLayout(private_home)
-    built = [dt.date(2018, 4, 1) + dt.timedelta(days=i) for i in range(60)]
-    for day in built:
-        layout.path("features", day, "customer").mkdir(parents=True)
+    days = [dt.date(2018, 4, 1) + dt.timedelta(days=i) for i in range(60)]
+    for day in days:
+        _write_lake_day(layout, "transactions", day, 1)
+        _write_lake_day(layout, "labels", day, 1)
+    assert stale_days() == days  # nothing built yet
+    for day in days:
+        record_inputs(layout, day, snapshot_inputs(day))
+    assert stale_days() == []
+
+    _write_lake_day(layout, "transactions", days[4], 1)  # re-ingested, same bytes
+    assert stale_days() == []
+    before = time.time()
     horizon = private_home.label_delay_days + 30
-    assert days_to_build(["2018-05-30"]) == [dt.date(2018, 5, 30)]  # nothing built after it
-    late = days_to_build(["2018-04-05"])
-    assert late == [dt.date(2018, 4, 5) + dt.timedelta(days=i) for i in range(horizon + 1)]
-    assert days_to_build(["2018-05-20", "2018-04-05"]) == sorted(
-        set(late) | {dt.date(2018, 5, 20) + dt.timedelta(days=i) for i in range(11)}
-    )
-    assert days_to_build(["2018-06-10"]) == [dt.date(2018, 6, 10)]  # not built yet: its own day
-    assert days_to_build([]) == []
+    _write_lake_day(layout, "labels", days[4], 2)  # the late day's data changed
+    assert stale_days() == days[4 : 4 + horizon + 1]
+    assert stale_days(changed_after=before) == days[4 : 4 + horizon + 1]
+    assert stale_days(changed_after=time.time() + 1) == []  # nothing written since
+    new_day = days[-1] + dt.timedelta(days=1)
+    _write_lake_day(layout, "transactions", new_day, 1)
+    assert stale_days()[-1] == new_day
 
 
 def test_out_of_order_builds_end_equal_to_one_range_build(tmp_path, spark):
     """The scheduler's order, forced: the later days are built before an earlier day reaches the lake; the
-    rebuild that days_to_build asks for then gives exactly the tables of one build over the range."""
+    rebuild of the stale days then gives exactly the tables of one build over the range."""
     from jobs.config import Settings
-    from jobs.features import build_features, days_to_build
+    from jobs.features import build_features, stale_days
     from jobs.simulate import SimulatorConfig, write_lake
     from jobs.storage import StorageLayout
 
@@ -102,11 +138,13 @@ def test_out_of_order_builds_end_equal_to_one_range_build(tmp_path, spark):
     for dataset in ("transactions", "labels"):  # day `late` lands after the later days were built
         layout.path(dataset, late).rename(held / dataset)
     build_features(first, last, shuffled, spark)
+    assert stale_days(shuffled) == []
     for dataset in ("transactions", "labels"):
         (held / dataset).rename(layout.path(dataset, late))
-    rebuild = days_to_build([late], shuffled)
+    rebuild = stale_days(shuffled)
     assert rebuild == [late + dt.timedelta(days=i) for i in range((last - late).days + 1)]
     build_features(rebuild[0], rebuild[-1], shuffled, spark)
+    assert stale_days(shuffled) == []
 
     assert_same_feature_tables(StorageLayout(ordered), layout)
 
