@@ -106,9 +106,9 @@ def test_backfill_through_the_scheduler_succeeds(backfilled):
     # real durations, not the logical date: the scheduler records when the run started
     assert all(0 < r.seconds < 900 for r in ingest.runs)
     assert features.runs and {r.state for r in features.runs} == {"success"}
-    # started by the ingest asset events; a manual run is only ever the DAG's own catch_up trigger
+    # started by the ingest asset events, or by the DAG's own catch_up task (operator_triggered)
     assert "asset_triggered" in {r.run_type for r in features.runs}
-    assert {r.run_type for r in features.runs} <= {"asset_triggered", "manual"}
+    assert {r.run_type for r in features.runs} <= {"asset_triggered", "operator_triggered"}
     pools = {t["task_id"]: t["pool"] for t in task_instances["task_instances"]}
     assert pools["ingest_transactions"] == pools["ingest_labels"] == "spark"
 
