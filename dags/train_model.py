@@ -128,7 +128,14 @@ def train_model():
             settings=settings,
         )
         version = T.register(
-            run, windows, settings.feature_service, fs_version, p["reason"], _actor(context), settings
+            run,
+            windows,
+            settings.feature_service,
+            fs_version,
+            p["reason"],
+            _actor(context),
+            settings,
+            train_df=frame,
         )
         return {"version": version, "run_id": run.run_id, "windows": windows.as_params()}
 

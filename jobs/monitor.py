@@ -492,11 +492,30 @@ def reference_path(layout: StorageLayout, version: str) -> Path:
     )
 
 
-def load_reference(layout: StorageLayout, champion: Champion, cfg: MonitorConfig, log) -> pd.DataFrame:
-    """The champion's training reference (features, label, champion score), cached per model version.
+def build_reference(train: pd.DataFrame, model: Any, cfg: MonitorConfig | None = None) -> pd.DataFrame:
+    """A model's training reference: a seeded sample of its training set with its own scores."""
+    from jobs import feature_store
 
-    Rebuilt from the feature store over the champion run's logged training window
-    (``train_start``..``train_end`` params), sampled with a fixed seed and scored by the champion."""
+    cfg = cfg or MonitorConfig()
+    ref = _sample(train, cfg.reference_rows, cfg.seed).reset_index(drop=True)
+    ref[SCORE] = score_frame(model, ref)
+    keep = ["transaction_id", "customer_id", "tx_datetime", LABEL, SCORE, *feature_store.FEATURE_COLUMNS]
+    return ref[[c for c in dict.fromkeys(keep) if c in ref.columns]]
+
+
+def save_reference(layout: StorageLayout, version: str, reference: pd.DataFrame) -> Path:
+    path = reference_path(layout, version)
+    with staged_file(path) as tmp:
+        reference.to_parquet(tmp, index=False)
+    return path
+
+
+def load_reference(layout: StorageLayout, champion: Champion, cfg: MonitorConfig, log) -> pd.DataFrame:
+    """The champion's training reference (features, label, champion score), one file per model version.
+
+    Training writes it when it registers the version (:func:`jobs.train.register`), from the frame it
+    trained on; for a version registered without one it is rebuilt here from the feature store over the
+    champion run's logged training window (``train_start``..``train_end`` params) - the same rows."""
     from jobs import feature_store
 
     path = reference_path(layout, champion.version)
@@ -508,12 +527,8 @@ def load_reference(layout: StorageLayout, champion: Champion, cfg: MonitorConfig
             " rule: the training run must log its training window"
         )
     train = feature_store.get_training_set(champion.train_start, champion.train_end)
-    ref = _sample(train, cfg.reference_rows, cfg.seed).reset_index(drop=True)
-    ref[SCORE] = score_frame(champion.model, ref)
-    keep = ["transaction_id", "customer_id", "tx_datetime", LABEL, SCORE, *feature_store.FEATURE_COLUMNS]
-    ref = ref[[c for c in dict.fromkeys(keep) if c in ref.columns]]
-    with staged_file(path) as tmp:
-        ref.to_parquet(tmp, index=False)
+    ref = build_reference(train, champion.model, cfg)
+    save_reference(layout, champion.version, ref)
     log.info("reference built", version=champion.version, rows=len(ref), source_rows=len(train))
     return ref
 

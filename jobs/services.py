@@ -186,24 +186,36 @@ def wait_http(url: str, timeout: float = 120) -> bool:
     return False
 
 
-def start_airflow(settings: Settings, timeout: float = 180.0, scheduler: bool = True) -> Supervisor:
+def start_airflow(
+    settings: Settings, timeout: float = 180.0, scheduler: bool = True, wait: bool = True
+) -> Supervisor:
     """The Spark Connect server (when configured) and Airflow's DAG processor, API server and (unless
     ``scheduler=False``: start it later with :func:`start_scheduler`) scheduler of ``settings``' home,
-    started and health-checked."""
+    started and health-checked (``wait=False``: started only; :func:`wait_platform` checks them later)."""
     from jobs.spark import ensure_connect_server
 
     supervisor = Supervisor(settings)
     if settings.spark_connect_url:
-        ensure_connect_server(settings)
-    services = airflow_services(settings)
-    for service in services:
+        ensure_connect_server(settings, timeout, wait=False)
+    for service in airflow_services(settings):
         if scheduler or service.name != "airflow-scheduler":
             supervisor.start(service)
-    if not wait_http(services[-1].health_url, timeout=timeout):
-        raise RuntimeError(
-            f"the Airflow API server did not answer in {timeout:.0f}s; see {supervisor.log_path(services[-1].name)}"
-        )
+    if wait:
+        wait_platform(settings, timeout)
     return supervisor
+
+
+def wait_platform(settings: Settings, timeout: float = 180.0) -> None:
+    """Wait until the Spark Connect server and the Airflow API server started by :func:`start_airflow` answer."""
+    from jobs.spark import wait_for_server
+
+    if settings.spark_connect_url:
+        wait_for_server(settings, timeout)
+    api = airflow_services(settings)[-1]
+    if not wait_http(api.health_url, timeout=timeout):
+        raise RuntimeError(
+            f"the Airflow API server did not answer in {timeout:.0f}s; see {Supervisor(settings).log_path(api.name)}"
+        )
 
 
 def start_scheduler(settings: Settings) -> Supervisor:

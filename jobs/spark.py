@@ -181,7 +181,7 @@ def write_log_config(settings: Settings) -> Path:
     return folder
 
 
-def ensure_connect_server(settings: Settings, timeout: float = 180.0) -> None:
+def ensure_connect_server(settings: Settings, timeout: float = 180.0, wait: bool = True) -> None:
     """Make sure the Connect server of ``settings`` answers; start the embedded one if it is not up.
 
     Only a loopback URL is started here, and only when ``spark_connect_autostart`` is on; several tasks
@@ -203,8 +203,10 @@ def ensure_connect_server(settings: Settings, timeout: float = 180.0) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if port_open(host, port):
             return
-        start_server(settings)
-        wait_for_server(settings, timeout)
+        if _pid(settings) is None or not _alive(_pid(settings)):  # not already starting
+            start_server(settings)
+        if wait:  # else the caller waits later (wait_for_server), doing other work meanwhile
+            wait_for_server(settings, timeout)
 
 
 def start_server(settings: Settings) -> int:

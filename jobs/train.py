@@ -631,7 +631,9 @@ def run_pipeline(
         actor=actor,
         settings=settings,
     )
-    version = register(run, windows, settings.feature_service, fs_version, reason, actor, settings)
+    version = register(
+        run, windows, settings.feature_service, fs_version, reason, actor, settings, train_df=train_df
+    )
     holdout = load_training_set(windows.holdout_start, windows.holdout_end, settings)
     outcome = evaluate_and_gate(
         version, run.run_id, holdout, policy=policy, reason=reason, actor=actor, settings=settings
@@ -653,10 +655,13 @@ def register(
     reason: str,
     actor: str | None,
     settings: Settings,
+    train_df: pd.DataFrame | None = None,
 ) -> str:
+    """Register the run's model as the challenger; with ``train_df`` (the frame it was trained on) also
+    write the version's monitoring reference, so monitoring never recomputes the training set."""
     from jobs import registry
 
-    return registry.register_challenger(
+    version = registry.register_challenger(
         run.run_id,
         run.model_uri,
         reason=reason,
@@ -672,6 +677,12 @@ def register(
         metrics={"train_rows": run.train_rows, "train_frauds": run.train_frauds},
         settings=settings,
     )
+    if train_df is not None:
+        from jobs.monitor import build_reference, save_reference
+        from jobs.storage import StorageLayout
+
+        save_reference(StorageLayout(settings), version, build_reference(train_df, run.model))
+    return version
 
 
 def params_from_args(args: argparse.Namespace) -> TrainParams:

@@ -3,9 +3,9 @@
 Steps, all on the embedded default profile (SQLite, local files, a local Spark Connect server):
 
 1. migrate the Airflow metadata database and create the ``spark`` pool;
-2. simulate ``--days`` days of card transactions (and their late chargebacks) into the landing zone;
-3. start the platform's services: the Spark Connect server every Spark task talks to, and Airflow's DAG
-   processor, scheduler (LocalExecutor) and API server;
+2. start the platform's services: the Spark Connect server every Spark task talks to, and Airflow's DAG
+   processor and API server (the scheduler (LocalExecutor) starts once the backfill is queued, step 4);
+3. meanwhile, simulate ``--days`` days of card transactions (and their late chargebacks) into the landing zone;
 4. drive Airflow through its REST API, as a user would: a **backfill** of ``ingest_transactions`` over the
    simulated days, whose asset events trigger ``build_features``; then runs of ``train_model``,
    ``batch_predict`` and ``monitor_and_retrain`` for the last day. The scheduler runs every task; the
@@ -134,11 +134,11 @@ def run_cli(settings, *argv: str) -> None:
     subprocess.run([sys.executable, *argv], check=False, env=child_env(**settings.service_env()))
 
 
-def start_platform(settings, scheduler: bool = True) -> None:
+def start_platform(settings, scheduler: bool = True, wait: bool = True) -> None:
     from jobs.services import start_airflow
 
     try:
-        start_airflow(settings, scheduler=scheduler)
+        start_airflow(settings, scheduler=scheduler, wait=wait)
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from exc
 
@@ -229,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.storage import StorageLayout
 
     migrate_airflow(settings)
+    banner("starting the Spark Connect server and Airflow (DAG processor, API server), simulating meanwhile")
+    start_platform(settings, scheduler=False, wait=False)  # they need no data: they start while we simulate
     banner(f"simulating {args.days} days from {start}")
     counts = simulate(
         SimulatorConfig(label_delay_days=settings.label_delay_days),
@@ -243,10 +245,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from jobs.airflow_api import AirflowApiError, AirflowClient
     from jobs.orchestrate import backfill_ingest, queue_backfill, trigger_and_wait
-    from jobs.services import start_scheduler
+    from jobs.services import start_scheduler, wait_platform
 
-    banner("starting the Spark Connect server and Airflow (DAG processor, API server, scheduler)")
-    start_platform(settings, scheduler=False)
+    try:
+        wait_platform(settings)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from exc
     results = []
     bar = Bar()
     try:

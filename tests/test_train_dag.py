@@ -87,6 +87,17 @@ def test_dag_trains_gates_and_promotes_only_when_better(platform, airflow_db):
     assert run.data.params["holdout_start"] == "2018-04-15"
     assert run.data.metrics["holdout_rows"] > 0 and 0 < threshold < 1
 
+    # training wrote the version's monitoring reference: what monitoring would rebuild from the store
+    import pandas as pd
+
+    from jobs import monitor
+    from jobs.feature_store import get_training_set
+    from jobs.storage import StorageLayout
+
+    written = pd.read_parquet(monitor.reference_path(StorageLayout(settings), version))
+    rebuilt = monitor.build_reference(get_training_set("2018-04-01", "2018-04-07", settings), model)
+    pd.testing.assert_frame_equal(written, rebuilt, check_exact=True)
+
     # a monitoring trigger on the same windows: the same model again is not better -> skipped promote
     dr2 = run_dag("train_model", "2018-04-25", conf={**conf, "as_of": "2018-04-24", "reason": "drift: test"})
     assert _states(dr2) == {"train": "success", "evaluate_gate": "success", "promote": "skipped"}
