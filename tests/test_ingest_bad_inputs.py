@@ -169,6 +169,30 @@ def test_published_rows_follow_the_lake_contract(corpus_run):
     assert lake.loc[lake.transaction_id == 401, "tx_amount"].tolist() == [1.0]
 
 
+def test_driver_and_spark_writers_publish_the_same_tables(tmp_path, spark):
+    """A small batch is written on the driver (pyarrow), a large one by Spark: the same columns, types,
+    values and row order in the lake and in the quarantine, from the same corpus."""
+    import pyarrow as pa
+
+    def normalized(table: pa.Table) -> tuple:
+        types = [pa.string() if t == pa.large_string() else t for t in table.schema.types]
+        types = [pa.list_(pa.string()) if t == pa.list_(pa.large_string()) else t for t in types]
+        types = [pa.list_(pa.string()) if pa.types.is_large_list(t) else t for t in types]
+        return table.column_names, [str(t) for t in types], table.to_pylist()
+
+    written = {}
+    for engine in ("pandas", "spark"):
+        settings = _settings(tmp_path / engine, max_bad_fraction=1.0, gx_engine=engine)
+        ingest_folder(CORPUS / "transactions", settings, spark, DAY)
+        layout = StorageLayout(settings)
+        written[engine] = [
+            normalized(pq.read_table(layout.path(dataset, DAY) / "part-00000.snappy.parquet"))
+            for dataset in ("transactions", "quarantine_transactions")
+        ]
+    assert written["pandas"][0][2] and written["pandas"][1][2]  # rows published and quarantined
+    assert written["pandas"] == written["spark"]
+
+
 @pytest.mark.parametrize(
     ("name", "pattern"),
     [
