@@ -25,7 +25,8 @@ A run with logical date **D** (data interval D 00:00 → D+1 00:00 UTC) ingests
 * `landing/transactions/date=D/*.csv` → `lake/transactions/date=D` (asset `lake_transactions`), and
 * `landing/labels/date=D/*.csv` (chargebacks that *arrived* on D) → `lake/labels/date=D` (asset `lake_labels`).
 
-`wait_for_landing` first waits for both landing folders (a sensor in reschedule mode: the files of D
+`wait_for_landing` first waits for both landing folders to be complete (a `*.csv` and the producer's
+`_SUCCESS` marker, `landing_done_marker` in settings; a sensor in reschedule mode: the files of D
 arrive after D has ended; it fails after `landing_wait_seconds`, settings). The two ingest tasks run in the
 `spark` pool, which bounds how many Spark jobs hit the Spark service at once. Each task parses, casts, de-duplicates on `transaction_id` and validates with the Great Expectations suite in
 `expectations/<dataset>.json`. Bad rows go to `quarantine/<dataset>/date=D` with their reasons; GX data docs to

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         6 * 3600, ge=0, description="a daily run waits this long for its landing files, then fails"
     )
     sensor_poke_seconds: int = Field(60, ge=1, description="how often a waiting daily run looks again")
+    landing_done_marker: str = Field(
+        "_SUCCESS",
+        description="a day's landing folder is complete once this file is in it (written by the producer after "
+        "its last file); empty = as soon as one *.csv is there",
+    )
 
     # --- spark ------------------------------------------------------------------------
     spark_master: str = Field(

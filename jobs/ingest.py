@@ -175,17 +175,23 @@ def landing_files(layout: StorageLayout, spec: DatasetSpec, date: dt.date) -> li
 def missing_landing(
     date: str | dt.date, settings: Settings | None = None, datasets=("transactions", "labels")
 ):
-    """What is not there yet for ingesting ``date``: the landing folders without a ``*.csv`` file.
+    """What is not there yet for ingesting ``date``: the landing folders that are not complete - no
+    ``*.csv`` file, or no ``Settings.landing_done_marker`` (``_SUCCESS``), the file a producer writes once
+    its last file of the day is in place (files still being copied are not a day to ingest).
 
     The daily DAG's sensor waits on this (data for day D lands after D has ended); an empty list means
     the run can start. Ingest itself still checks the same contract and fails with its own message.
     """
-    layout = StorageLayout(settings or get_settings())
+    settings = settings or get_settings()
+    layout = StorageLayout(settings)
     day = as_date(date)
     missing = []
     for name in datasets:
         folder = layout.path(SPECS[name].landing, day)
-        if not (folder.is_dir() and any(p.suffix.lower() == ".csv" for p in folder.iterdir() if p.is_file())):
+        ready = folder.is_dir() and any(p.suffix.lower() == ".csv" for p in folder.iterdir() if p.is_file())
+        if ready and settings.landing_done_marker:
+            ready = (folder / settings.landing_done_marker).is_file()
+        if not ready:
             missing.append(_rel(layout, folder))
     return missing
 

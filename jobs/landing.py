@@ -24,6 +24,8 @@ import codecs
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.config import Settings, get_settings
+
 ENCODING_RULE = "encoding: invalid UTF-8"
 UTF8_RULE = "rule: landing files are UTF-8, a leading BOM tolerated"
 
@@ -90,3 +92,10 @@ def split_landing(data: bytes, name: str) -> LandingFile:
 def read_landing(path: Path) -> LandingFile:
     """Read and split one landing file (the whole file is read: a landing file is one day's drop)."""
     return split_landing(path.read_bytes(), path.name)
+
+
+def mark_landed(folder: Path, settings: Settings | None = None) -> None:
+    """What a producer does after writing a day's files: the done marker (empty file), if one is set."""
+    marker = (settings or get_settings()).landing_done_marker
+    if marker:
+        (folder / marker).touch()

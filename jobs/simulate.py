@@ -39,6 +39,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from jobs.config import get_settings
+from jobs.landing import mark_landed
 from jobs.logs import get_logger
 from jobs.schema import (
     LABEL_SCHEMA,
@@ -273,6 +274,8 @@ def simulate(
         _to_csv(raw, layout.path("landing_transactions", day) / "transactions.csv")
         labels = sim.labels_reported_on(day)
         _to_csv(labels, layout.path("landing_labels", day) / "labels.csv")
+        for dataset in ("landing_transactions", "landing_labels"):  # the day is complete: say so, last
+            mark_landed(layout.path(dataset, day), layout.settings)
         truth = sim.transactions(day)
         row = {
             "date": day.isoformat(),

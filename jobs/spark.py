@@ -203,7 +203,7 @@ def ensure_connect_server(settings: Settings, timeout: float = 180.0, wait: bool
         fcntl.flock(lock, fcntl.LOCK_EX)
         if port_open(host, port):
             return
-        if _pid(settings) is None or not _alive(_pid(settings)):  # not already starting
+        if not _starting(settings):
             start_server(settings)
         if wait:  # else the caller waits later (wait_for_server), doing other work meanwhile
             wait_for_server(settings, timeout)
@@ -259,6 +259,18 @@ def _pid(settings: Settings) -> int | None:
     with contextlib.suppress(FileNotFoundError, ValueError):
         return int(_paths(settings)["pid"].read_text())
     return None
+
+
+def _starting(settings: Settings) -> bool:
+    """A server of this home was launched and is still coming up (its pid is a live Connect server:
+    a pid file left by a dead server may name a pid since reused by another process)."""
+    pid = _pid(settings)
+    if pid is None or not _alive(pid):
+        return False
+    try:
+        return CONNECT_SERVER_CLASS.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # no /proc (macOS): trust the pid
+        return True
 
 
 def _alive(pid: int) -> bool:

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from jobs.config import Settings
 from jobs.ingest import missing_landing
+from jobs.landing import mark_landed
 from jobs.spark import default_parallelism, ensure_connect_server, is_connect
 from jobs.storage import StorageLayout
 
@@ -51,4 +52,15 @@ def test_missing_landing_names_the_folders_a_day_waits_for(tmp_path):
     labels = layout.path("landing_labels", day)
     labels.mkdir(parents=True)
     (labels / "labels.csv").write_text("header\n")
+    # files still being copied: the day is complete once the producer wrote its done marker
+    assert missing_landing(day, settings) == [
+        "landing/transactions/date=2018-04-02",
+        "landing/labels/date=2018-04-02",
+    ]
+    mark_landed(tx, settings)
+    assert missing_landing(day, settings) == ["landing/labels/date=2018-04-02"]
+    mark_landed(labels, settings)
     assert missing_landing(day, settings) == []
+    # without a marker (FRAUD_LANDING_DONE_MARKER=) the first *.csv is enough
+    (tx / "_SUCCESS").unlink()
+    assert missing_landing(day, settings.model_copy(update={"landing_done_marker": ""})) == []
