@@ -32,18 +32,19 @@ test: install browser compose-plugin  ## unit, integration and DAG tests
 	$(PY) -m pytest tests -m "not production" -q -p no:cacheprovider --durations=25 --timeout=1800
 
 fuzz: install  ## the long property-based run of ingestion (hypothesis profile `fuzz`); tally in test-artifacts/ingest_fuzz.json
-	$(PY) -m pytest tests/test_ingest_fuzz.py -q -p no:cacheprovider -s --hypothesis-profile=fuzz --hypothesis-show-statistics --timeout=7200
+	$(PY) -m pytest tests/platform/test_ingest_fuzz.py -q -p no:cacheprovider -s --hypothesis-profile=fuzz --hypothesis-show-statistics --timeout=7200
 
-lint: install
+lint: install  ## ruff, and the import contracts (the core never imports a use case; no cycles)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 
 format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-handbook-eval: install  ## the handbook's protocol (train a week, 7-day delay, test a week): AUC ROC, AP, card precision@100
-	$(PY) -m jobs.evaluate handbook
+handbook-eval: install  ## fraud: the handbook's protocol (train a week, 7-day delay, test a week): AUC ROC, AP, card precision@100
+	$(PY) -m jobs.fraud.handbook
 
 serve: install  ## the real-time scoring API (uvicorn) on FRAUD_SERVING_HOST:FRAUD_SERVING_PORT
 	$(PY) -m serving.app

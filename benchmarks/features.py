@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> dict:
     from jobs import feature_store as fs
     from jobs.config import Settings
     from jobs.features import build_features, snapshot_timestamp
-    from jobs.simulate import SimulatorConfig, write_lake
+    from jobs.fraud.simulate import SimulatorConfig, write_lake
     from jobs.storage import StorageLayout
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-features-"))

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from jobs.config import Settings
+from jobs.fraud.simulate import SimulatorConfig, simulate
 from jobs.ingest import ingest_labels, ingest_transactions
-from jobs.simulate import SimulatorConfig, simulate
 from jobs.spark import get_spark
 from jobs.storage import StorageLayout
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.simulate import Simulator, SimulatorConfig
+from jobs.fraud.simulate import Simulator, SimulatorConfig
 
 WINDOWS = (1, 7, 30)
 DELAY = 7

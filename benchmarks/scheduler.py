@@ -35,9 +35,9 @@ def scheduler_path(home: Path, days: list[dt.date], sim) -> dict[str, list[float
     from jobs.admin import migrate_airflow
     from jobs.airflow_api import AirflowClient
     from jobs.config import Settings
+    from jobs.fraud.simulate import simulate
     from jobs.orchestrate import backfill_ingest, queue_backfill
     from jobs.services import AIRFLOW, Supervisor, start_airflow, start_scheduler
-    from jobs.simulate import simulate
     from jobs.storage import StorageLayout
 
     os.environ.update(
@@ -79,8 +79,8 @@ def in_process_path(home: Path, days: list[dt.date], sim) -> dict[str, list[floa
     from jobs import feature_store
     from jobs.config import Settings
     from jobs.features import build_features
+    from jobs.fraud.simulate import simulate
     from jobs.ingest import ingest
-    from jobs.simulate import simulate
     from jobs.spark import get_spark
     from jobs.storage import StorageLayout
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--smoke", action="store_true", help="2 days of a tiny world: checks it runs")
     args = parser.parse_args(argv)
-    from jobs.simulate import SimulatorConfig
+    from jobs.fraud.simulate import SimulatorConfig
 
     n_days = 2 if args.smoke else args.days
     sim = SimulatorConfig(n_customers=200, n_terminals=400) if args.smoke else SimulatorConfig()

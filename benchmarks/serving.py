@@ -4,7 +4,7 @@ One run on this machine, everything on 127.0.0.1:
 
 * setup: a sandbox Feast repo from ``feature_repo/`` (simulator world, daily snapshots online) with a
   SQLite online store and a copy on a Redis server started here (own port), a small XGBoost model logged
-  with ``mlflow.xgboost`` and aliased ``champion`` in a temporary MLflow registry (``serving.sandbox``);
+  with ``mlflow.xgboost`` and aliased ``champion`` in a temporary MLflow registry (``tests.support.sandbox``);
 * (a) this service: ``uvicorn`` (1 worker, uvloop + httptools, no access log, as ``python -m
   serving.app`` runs it) serving ``serving.app`` on the SQLite store, then on Redis — prediction log
   and stream push on, as in production;
@@ -406,13 +406,13 @@ def serve_ours(repo: str, port: int, cpus: list[int]) -> None:
     from jobs.config import get_settings
     from serving.app import create_app, tune_process, uvicorn_options
     from serving.features import FeastFeatureClient
-    from serving.sandbox import (
+    from serving.streaming import STREAM_FEATURES
+    from tests.support.sandbox import (
         CUSTOMER_FEATURES,
         REQUEST_FEATURES,
         TERMINAL_FEATURES,
         sandbox_request_features,
     )
-    from serving.streaming import STREAM_FEATURES
 
     settings = get_settings()
     client = FeastFeatureClient(
@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen] = []
     try:
         print("setup: simulator world, Feast repos (SQLite, Redis), model in MLflow ...", flush=True)
-        from serving.sandbox import (
+        from tests.support.sandbox import (
             build_feature_store,
             clone_sandbox,
             train_and_register,

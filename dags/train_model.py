@@ -153,7 +153,7 @@ def train_model():
             trained["version"],
             trained["run_id"],
             holdout,
-            policy=settings.gate.model_copy(update={"margin": float(p["margin"])}),
+            margin=float(p["margin"]),
             reason=p["reason"],
             actor=_actor(context),
             settings=settings,

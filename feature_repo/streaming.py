@@ -13,7 +13,7 @@ The batch path computes the same two columns with the same definition
 (``jobs.features.compute_recent_activity``: a 1-hour range window per customer over
 ``lake/transactions``, excluding the current transaction) into the offline view
 ``customer_activity_1h`` of ``fraud_v2``, so training and batch scoring see them too; a skew test
-(``tests/test_recent_activity.py``) keeps the served values equal to the batch ones.
+(``tests/fraud/test_recent_activity.py``) keeps the served values equal to the batch ones.
 """
 
 from datetime import timedelta

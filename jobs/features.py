@@ -46,27 +46,22 @@ Output: ``features/customer/date=D``, ``features/terminal/date=D`` (parquet, one
 snapshot day) and ``features/recent/date=D`` (the transactions of day ``D``), each replaced
 atomically; re-running a day gives the same partition.
 
-CLI: ``python -m jobs.build_features --start 2018-05-01 --end 2018-05-07`` (or ``--date D``);
-also ``spark-submit jobs/features.py ...``.
+CLI: ``python -m jobs.build_features --start 2018-05-01 --end 2018-05-07`` (or ``--date D``;
+``--materialize`` then loads the online store); also ``spark-submit jobs/build_features.py ...``.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-if __package__ in (None, ""):  # spark-submit jobs/features.py: make `jobs` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs.config import Settings, get_settings
 from jobs.logs import get_logger
@@ -503,34 +498,3 @@ def build_features(
     result = BuildResult(str(start), str(end), n_tx, n_labels, rows, time.monotonic() - t0)
     log.info("features built", **result.as_dict())
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m jobs.build_features", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--date", help="one snapshot day (YYYY-MM-DD)")
-    parser.add_argument("--start", help="first snapshot day of a range")
-    parser.add_argument("--end", help="last snapshot day of a range (default: --start)")
-    parser.add_argument(
-        "--materialize",
-        action="store_true",
-        help="then apply feature_repo/ and materialize to the online store",
-    )
-    args = parser.parse_args(argv)
-    start = args.date or args.start
-    if not start:
-        parser.error("give --date or --start")
-    end = args.end or start
-    result = build_features(start, end)
-    print(result.as_dict())
-    if args.materialize:
-        from jobs.feature_store import apply, materialize
-
-        apply()  # idempotent; keeps the materialization watermark of unchanged views
-        print(materialize(snapshot_timestamp(end), start=snapshot_timestamp(start)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

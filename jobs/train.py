@@ -45,13 +45,13 @@ from jobs.evaluate import (
     Windows,
     check_protocol,
     default_windows,
-    evaluate_scores,
     gate,
     labels_through,
     log_evaluation,
 )
 from jobs.logs import get_logger
 from jobs.storage import StorageLayout, as_date
+from jobs.use_case import get_use_case
 
 TrainingSetFn = Callable[[dt.date, dt.date], pd.DataFrame]
 
@@ -439,8 +439,7 @@ class GateOutcome:
 
 
 def _main_metrics(ev: Evaluation) -> dict[str, float]:
-    keys = ("auc_roc", "average_precision", "card_precision_at_100", "decision_threshold", "rows", "frauds")
-    return {k: float(ev.metrics[k]) for k in keys if k in ev.metrics}
+    return get_use_case().headline(ev)
 
 
 def evaluate_and_gate(
@@ -448,7 +447,7 @@ def evaluate_and_gate(
     run_id: str,
     holdout_df: pd.DataFrame,
     *,
-    policy=None,
+    margin: float | None = None,
     reason: str = "",
     actor: str | None = None,
     settings: Settings | None = None,
@@ -459,35 +458,26 @@ def evaluate_and_gate(
     from jobs import registry
 
     settings = settings or get_settings()
-    policy = policy or settings.gate
+    use_case = get_use_case(settings)
+    spec = use_case.gate(settings) if margin is None else use_case.gate(settings).with_margin(margin)
     log = get_logger("evaluate")
     registry.client(settings)  # points MLflow at the platform's tracking/registry store
     model = _load_version(version, settings)
     scores = registry.predict_scores(model, holdout_df)
-    challenger = evaluate_scores(holdout_df, scores, costs=settings.costs, model_version=str(version))
-    log_evaluation(run_id, holdout_df, scores, challenger)
-    registry.set_version_tags(
-        version,
-        {
-            registry.THRESHOLD_TAG: repr(challenger.threshold.threshold),
-            "holdout_window": f"{challenger.window[0]}..{challenger.window[1]}",
-            "holdout_average_precision": f"{challenger.metrics['average_precision']:.6f}",
-            "holdout_auc_roc": f"{challenger.metrics['auc_roc']:.6f}",
-            "holdout_card_precision_at_100": f"{challenger.metrics['card_precision_at_100']:.6f}",
-        },
-        settings,
-    )
+    challenger = use_case.evaluate(holdout_df, scores, settings=settings, model_version=str(version))
+    log_evaluation(run_id, holdout_df, scores, challenger, figures=use_case.figures)
+    registry.set_version_tags(version, dict(use_case.version_tags(challenger)), settings)
     champ_version = registry.champion_version(settings)
     champion = None
     if champ_version is not None and champ_version != str(version):
         champ_model, _, _ = registry.load_model("champion", settings)
-        champion = evaluate_scores(
+        champion = use_case.evaluate(
             holdout_df,
             registry.predict_scores(champ_model, holdout_df),
-            costs=settings.costs,
+            settings=settings,
             model_version=champ_version,
         )
-    decision = gate(challenger, champion, policy)
+    decision = gate(challenger, champion, spec)
     import mlflow
 
     with mlflow.start_run(run_id=run_id):
@@ -611,7 +601,7 @@ def run_pipeline(
     actor: str | None = None,
     promote: bool = True,
     settings: Settings | None = None,
-    policy=None,
+    margin: float | None = None,
 ) -> dict[str, Any]:
     """Train -> register challenger -> evaluate vs champion -> promote (if the gate passes)."""
     from jobs import registry
@@ -636,7 +626,7 @@ def run_pipeline(
     )
     holdout = load_training_set(windows.holdout_start, windows.holdout_end, settings)
     outcome = evaluate_and_gate(
-        version, run.run_id, holdout, policy=policy, reason=reason, actor=actor, settings=settings
+        version, run.run_id, holdout, margin=margin, reason=reason, actor=actor, settings=settings
     )
     result = outcome.as_dict()
     result["promoted"] = False
@@ -733,9 +723,6 @@ def main(argv: list[str] | None = None) -> int:
         train_days=args.train_days,
         holdout_days=args.holdout_days,
     )
-    policy = (
-        settings.gate if args.margin is None else settings.gate.model_copy(update={"margin": args.margin})
-    )
     result = run_pipeline(
         windows,
         params_from_args(args),
@@ -744,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
         actor=args.actor,
         promote=not args.no_promote,
         settings=settings,
-        policy=policy,
+        margin=args.margin,
     )
     print(json.dumps({"windows": windows.as_params(), **result}, indent=2, default=str))
     return 0

@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     banner(f"profile={settings.profile} home={settings.home}  (log: {log_to_file(settings)})")
 
     from jobs.admin import migrate_airflow
-    from jobs.simulate import SimulatorConfig, simulate
+    from jobs.fraud.simulate import SimulatorConfig, simulate
     from jobs.storage import StorageLayout
 
     migrate_airflow(settings)

@@ -1,4 +1,5 @@
-"""Test harness shared by every test module.
+"""Test harness shared by every test module: pytest hooks and fixtures only (plain helpers are in
+``tests/support/``).
 
 Before anything imports Airflow or reads settings, ``pytest_configure`` points the platform at a
 fresh temporary home (``FRAUD_HOME``) so tests never touch a developer's ``.platform`` folder, and
@@ -16,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from jobs.procs import free_port
+# the shared helpers assert too: rewrite their asserts like a test module's (before anything imports them)
+pytest.register_assert_rewrite("tests.support")
 
-REPO = Path(__file__).resolve().parent.parent
+from jobs.procs import free_port  # noqa: E402
+from tests.support.paths import DAGS  # noqa: E402
+
 _HOME: Path | None = None
 
 
@@ -51,8 +55,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for key, value in get_settings().service_env().items():
         os.environ[key] = value
     os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
-    if str(REPO / "dags") not in sys.path:
-        sys.path.insert(0, str(REPO / "dags"))
+    if str(DAGS) not in sys.path:
+        sys.path.insert(0, str(DAGS))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -101,62 +105,6 @@ def airflow_db(settings) -> Path:
 
     migrate_airflow(settings)  # `airflow db migrate` + the `spark` pool, as an operator would
     return settings.airflow_home
-
-
-def load_dag(dag_id: str):
-    """Parse the dags/ folder the way the scheduler does and return one DAG (asserting no import errors)."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO / "dags"))  # examples are off via AIRFLOW__CORE__LOAD_EXAMPLES
-    assert not bag.import_errors, f"DAG import errors: {bag.import_errors}"
-    assert dag_id in bag.dags, f"{dag_id} not in {sorted(bag.dags)}"
-    return bag.dags[dag_id]
-
-
-def run_dag(dag_id: str, logical_date: str, conf: dict | None = None, expect: str = "success"):
-    """Run a DAG for one logical date through Airflow (``dag.test``) and check its final state."""
-    import pendulum
-
-    dag = load_dag(dag_id)
-    dr = dag.test(logical_date=pendulum.parse(logical_date, tz="UTC"), run_conf=conf)
-    state = str(getattr(dr.state, "value", dr.state))
-    assert state == expect, f"{dag_id} {logical_date}: run ended {state}, expected {expect}"
-    return dr
-
-
-def ingest_folder(folder: Path, settings, spark, day: str):
-    """Copy every ``*.csv`` of ``folder`` into day's transactions landing folder, ingest it, and return
-    the result with the lake and quarantine partitions it wrote (pandas)."""
-    import pandas as pd
-
-    from jobs.ingest import ingest_transactions
-    from jobs.storage import StorageLayout
-
-    layout = StorageLayout(settings)
-    landing = layout.path("landing_transactions", day)
-    landing.mkdir(parents=True)
-    for path in sorted(folder.glob("*.csv")):
-        shutil.copy(path, landing / path.name)
-    result = ingest_transactions(day, settings, spark)
-    lake = pd.read_parquet(layout.path("transactions", day))
-    quarantine = pd.read_parquet(layout.path("quarantine_transactions", day))
-    return result, lake, quarantine
-
-
-def assert_same_feature_tables(expected, actual, views=("customer", "terminal", "recent")) -> None:
-    """The feature tables of two storage layouts: the same partitions, row for row (order-free)."""
-    import pandas as pd
-
-    def frame(path: Path):
-        df = pd.concat([pd.read_parquet(f) for f in sorted(path.glob("*.parquet"))])
-        return df.sort_values(list(df.columns)).reset_index(drop=True)
-
-    assert expected.partitions("features", "customer"), "the expected build wrote nothing"
-    for view in views:
-        assert actual.partitions("features", view) == expected.partitions("features", view), view
-        for day in expected.partitions("features", view):
-            left, right = (frame(lay.path("features", day, view)) for lay in (expected, actual))
-            pd.testing.assert_frame_equal(left, right, check_exact=True, obj=f"{view} {day}")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,85 @@
+"""Fraud's declaration to the platform core (entry point ``fraud`` of ``ml_platform.use_cases``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from jobs.use_case import Floor, GateSpec, Guardrail, MetricSpec, SliceRule, UseCase
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from jobs.config import Gate, Settings
+    from jobs.evaluate import Evaluation
+
+AUC = MetricSpec("auc_roc")
+AP = MetricSpec("average_precision")
+CP_AT_100 = MetricSpec("card_precision_at_100")
+THRESHOLD_TAG = "decision_threshold"  # the registry's tag serving and batch scoring apply
+
+
+def gate_spec(policy: Gate) -> GateSpec:
+    """AP is primary; AUC ROC and card precision@100 are guardrails; AUC and AP have absolute floors;
+    AP may not regress in a slice with at least ``min_slice_frauds`` frauds."""
+    return GateSpec(
+        primary=AP,
+        margin=policy.margin,
+        guardrails=(
+            Guardrail(AUC, policy.guardrail_tolerance),
+            Guardrail(CP_AT_100, policy.guardrail_tolerance),
+        ),
+        floors=(Floor(AUC, policy.min_auc_roc), Floor(AP, policy.min_average_precision)),
+        slices=SliceRule(AP, policy.slice_tolerance, support="frauds", min_support=policy.min_slice_frauds),
+    )
+
+
+def _evaluate(
+    frame: pd.DataFrame, scores: np.ndarray, *, settings: Settings, model_version: str | None = None
+) -> Evaluation:
+    from jobs.fraud.evaluation import evaluate_scores
+
+    return evaluate_scores(frame, scores, costs=settings.costs, model_version=model_version)
+
+
+def _version_tags(ev: Evaluation) -> Mapping[str, str]:
+    m = ev.metrics
+    return {
+        THRESHOLD_TAG: repr(ev.threshold.threshold),
+        "holdout_window": f"{ev.window[0]}..{ev.window[1]}",
+        "holdout_average_precision": f"{m['average_precision']:.6f}",
+        "holdout_auc_roc": f"{m['auc_roc']:.6f}",
+        "holdout_card_precision_at_100": f"{m['card_precision_at_100']:.6f}",
+    }
+
+
+def _figures(frame, scores, ev):
+    from jobs.fraud.evaluation import evaluation_figures
+
+    return evaluation_figures(frame, scores, ev)
+
+
+def _describe(ev: Evaluation) -> str:
+    from jobs.fraud.evaluation import describe
+
+    return describe(ev)
+
+
+def use_case() -> UseCase:
+    return UseCase(
+        name="fraud",
+        gate=lambda settings: gate_spec(settings.gate),
+        evaluate=_evaluate,
+        version_tags=_version_tags,
+        headline_metrics=(
+            "auc_roc",
+            "average_precision",
+            "card_precision_at_100",
+            "decision_threshold",
+            "rows",
+            "frauds",
+        ),
+        figures=_figures,
+        describe=_describe,
+    )

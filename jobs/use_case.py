@@ -1,0 +1,162 @@
+"""The seam between the platform core and a use case.
+
+A use case (``jobs/<name>/``) declares what the core needs from it in one :class:`UseCase` object,
+and registers it as an entry point of the group ``ml_platform.use_cases`` in ``pyproject.toml``::
+
+    [project.entry-points."ml_platform.use_cases"]
+    fraud = "jobs.fraud.use_case:use_case"
+
+The core finds it by name (``settings.use_case``) through :func:`get_use_case`, so it never imports
+a use-case package (``make lint`` checks that with import-linter).
+
+What the core takes from the object today:
+
+* ``gate``: the champion/challenger gate over a declared metric spec (:class:`GateSpec`): the
+  primary metric and its margin, guardrails with their tolerances, absolute floors and a per-slice
+  rule, each metric with its direction (higher or lower is better);
+* ``evaluate``: the offline evaluation of scores on a labelled holdout (the use case's metrics,
+  slices and, when it has one, its decision policy, e.g. fraud's cost-optimal threshold);
+* ``version_tags``: what a registered version is tagged with after its holdout evaluation
+  (fraud: the decision threshold serving and batch apply);
+* ``headline_metrics``: the few metrics the audit log and reports show first;
+* ``figures`` (optional): the plots logged to MLflow with a holdout evaluation;
+* ``describe``: a human-readable evaluation, for the CLIs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from jobs.config import Settings
+    from jobs.evaluate import Evaluation
+
+ENTRY_POINT_GROUP = "ml_platform.use_cases"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric the gate reads from ``Evaluation.metrics``, and which way is better."""
+
+    name: str
+    higher_is_better: bool = True
+
+    def beats(self, value: float, bound: float, *, strict: bool = False) -> bool:
+        """``value`` is on the good side of ``bound`` (NaN never is)."""
+        if math.isnan(value) or math.isnan(bound):
+            return False
+        if self.higher_is_better:
+            return value > bound if strict else value >= bound
+        return value < bound if strict else value <= bound
+
+    def rule(self, *, strict: bool = False) -> str:
+        return (">" if self.higher_is_better else "<") + ("" if strict else "=")
+
+    def shifted(self, reference: float, amount: float) -> float:
+        """``reference`` moved by ``amount`` in the good direction (a margin); a negative ``amount``
+        moves it in the bad direction (a tolerance)."""
+        return reference + amount if self.higher_is_better else reference - amount
+
+
+@dataclass(frozen=True)
+class Guardrail:
+    """The challenger may not be worse than the champion by more than ``tolerance``."""
+
+    metric: MetricSpec
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class Floor:
+    """An absolute bound every champion must meet (the only rule for the very first model)."""
+
+    metric: MetricSpec
+    bound: float
+
+
+@dataclass(frozen=True)
+class SliceRule:
+    """In every slice of the champion's evaluation whose ``support`` count (e.g. positives) is at
+    least ``min_support``, ``metric`` may not regress by more than ``tolerance``."""
+
+    metric: MetricSpec
+    tolerance: float
+    support: str
+    min_support: int
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """The champion/challenger gate: the primary metric must beat the champion by ``margin``."""
+
+    primary: MetricSpec
+    margin: float = 0.0
+    guardrails: tuple[Guardrail, ...] = ()
+    floors: tuple[Floor, ...] = ()
+    slices: SliceRule | None = None
+
+    def with_margin(self, margin: float) -> GateSpec:
+        from dataclasses import replace
+
+        return replace(self, margin=margin)
+
+
+EvaluateFn = Callable[..., "Evaluation"]
+"""``evaluate(frame, scores, *, settings, model_version=None) -> Evaluation``."""
+
+
+@dataclass(frozen=True)
+class UseCase:
+    """What the platform core needs from a use case (see the module docstring)."""
+
+    name: str
+    gate: Callable[[Settings], GateSpec]
+    evaluate: EvaluateFn
+    version_tags: Callable[[Evaluation], Mapping[str, str]]
+    headline_metrics: tuple[str, ...]
+    figures: Callable[[pd.DataFrame, np.ndarray, Evaluation], Mapping[str, Any]] | None = None
+    describe: Callable[[Evaluation], str] = repr
+
+    def headline(self, evaluation: Evaluation) -> dict[str, float]:
+        return {k: float(evaluation.metrics[k]) for k in self.headline_metrics if k in evaluation.metrics}
+
+
+def available_use_cases() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+@cache
+def _load(name: str) -> UseCase:
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not found:
+        raise ValueError(
+            f"use_case: value {name!r} is not a registered use case (entry points of group "
+            f"{ENTRY_POINT_GROUP!r}: {available_use_cases() or 'none'}); rule: declare it in pyproject.toml "
+            "[project.entry-points] and reinstall (`make install`)"
+        )
+    obj: Any = found[0].load()
+    use_case = obj() if callable(obj) and not isinstance(obj, UseCase) else obj
+    if not isinstance(use_case, UseCase):
+        raise TypeError(
+            f"use_case: entry point {found[0].value} gave {type(use_case).__name__}, not a UseCase"
+        )
+    if use_case.name != name:
+        raise ValueError(f"use_case: entry point {name!r} declares a use case named {use_case.name!r}")
+    return use_case
+
+
+def get_use_case(settings: Settings | None = None, name: str | None = None) -> UseCase:
+    """The use case ``name`` (default: ``settings.use_case``), loaded once per process."""
+    if name is None:
+        from jobs.config import get_settings
+
+        name = (settings or get_settings()).use_case
+    return _load(name)

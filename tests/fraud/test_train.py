@@ -1,0 +1,123 @@
+"""Training: imbalance handling, data fingerprint, time-ordered validation and search, windows."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from jobs import train as T
+from jobs.config import Settings
+from jobs.evaluate import Windows
+from jobs.storage import StorageLayout, as_date
+from tests.support.training import FEATURES, SMALL, WINDOWS, fresh_home, simulated_frame
+
+
+@pytest.fixture(scope="module")
+def train_df():
+    return simulated_frame(WINDOWS.train_start, WINDOWS.train_end)
+
+
+def test_scale_pos_weight_strategies():
+    y = np.array([0] * 90 + [1] * 10)
+    assert T.resolve_scale_pos_weight(y, "auto") == 9.0
+    assert T.resolve_scale_pos_weight(y, "sqrt") == 3.0
+    assert T.resolve_scale_pos_weight(y, "none") == 1.0
+    assert T.resolve_scale_pos_weight(y, "2.5") == 2.5
+    with pytest.raises(ValueError, match="scale_pos_weight: value 'lots' is invalid"):
+        T.resolve_scale_pos_weight(y, "lots")
+    with pytest.raises(ValueError, match="0 frauds"):
+        T.resolve_scale_pos_weight(np.zeros(5), "auto")
+
+
+def test_data_fingerprint_ignores_row_order_but_not_content(train_df):
+    h = T.data_fingerprint(train_df, FEATURES)
+    assert h == T.data_fingerprint(train_df.sample(frac=1.0, random_state=1), FEATURES)
+    flipped = train_df.copy()
+    flipped.loc[flipped.index[0], "tx_fraud"] = 1 - flipped.loc[flipped.index[0], "tx_fraud"]
+    assert T.data_fingerprint(flipped, FEATURES) != h
+    assert T.data_fingerprint(train_df, FEATURES[:-1]) != h
+
+
+def test_validation_split_is_time_ordered_with_a_gap(train_df):
+    fit, val, window = T.split_validation(train_df, val_days=3, gap_days=7)
+    assert window == {"fit_end": "2018-04-11", "val_start": "2018-04-19", "val_end": "2018-04-21"}
+    # 7 whole days (04-12..04-18) between the fit days and the validation days
+    assert fit["tx_datetime"].max() < dt.datetime(2018, 4, 12)
+    assert val["tx_datetime"].min() >= dt.datetime(2018, 4, 19)
+    with pytest.raises(ValueError, match="too short"):
+        T.split_validation(train_df, val_days=7, gap_days=7)
+
+
+def test_search_logs_nested_trials_and_refits_the_best(train_df, tmp_path_factory):
+    settings = fresh_home(tmp_path_factory, "fraud-hpo-test")
+    run = T.train_and_log(
+        train_df,
+        FEATURES,
+        SMALL,
+        windows=WINDOWS,
+        feature_service="test-local",
+        feature_service_version="0",
+        hpo_trials=3,
+        val_days=3,
+        settings=settings,
+    )
+    from jobs import registry
+
+    client = registry.client(settings)
+    parent = client.get_run(run.run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.run_id}'"
+    )
+    assert len(children) == 3
+    best = max(children, key=lambda r: r.data.metrics["val_average_precision"])
+    assert parent.data.metrics["val_average_precision"] == pytest.approx(
+        best.data.metrics["val_average_precision"]
+    )
+    for key in ("max_depth", "n_estimators", "learning_rate", "scale_pos_weight"):
+        assert parent.data.params[key] == best.data.params[key]
+        assert str(getattr(run.params, key)) == best.data.params[key]
+    assert all(c.data.params["val_start"] == "2018-04-19" for c in children)
+    assert "hpo/trials.csv" in {a.path for a in client.list_artifacts(run.run_id, "hpo")}
+
+
+def test_training_refuses_rows_outside_its_window(train_df, tmp_path):
+    narrow = Windows(as_date("2018-04-10"), as_date("2018-04-12"), WINDOWS.holdout_start, WINDOWS.holdout_end)
+    with pytest.raises(ValueError, match="outside the window"):
+        T.train_and_log(
+            train_df,
+            FEATURES,
+            SMALL,
+            windows=narrow,
+            feature_service="x",
+            feature_service_version="0",
+            settings=Settings(home=tmp_path),
+        )
+
+
+def test_resolve_windows_from_the_labels_in_the_lake(tmp_path):
+    settings = Settings(home=tmp_path, train_days=14, holdout_days=7)
+    with pytest.raises(ValueError, match="no labels partition"):
+        T.resolve_windows(settings=settings)
+    layout = StorageLayout(settings)
+    for i in range(35):  # 2018-04-01 .. 2018-05-05
+        day = dt.date(2018, 4, 1) + dt.timedelta(days=i)
+        layout.path("transactions", day).mkdir(parents=True)
+        layout.path("labels", day).mkdir(parents=True)
+    w = T.resolve_windows(settings=settings)
+    assert w.as_params() == {
+        "train_start": "2018-04-01",  # 14 days wanted, clipped at the first day of data
+        "train_end": "2018-04-14",
+        "holdout_start": "2018-04-22",
+        "holdout_end": "2018-04-28",
+    }
+    assert T.resolve_windows(settings=settings, as_of="2018-05-01").holdout_end == as_date("2018-04-24")
+    pinned = T.resolve_windows(settings=settings, train_start="2018-04-03", train_end="2018-04-09")
+    assert (pinned.holdout_start, pinned.holdout_end) == (as_date("2018-04-17"), as_date("2018-04-23"))
+    with pytest.raises(ValueError, match="holdout_start: value 2018-04-12 is 2 day"):
+        T.resolve_windows(
+            settings=settings, train_start="2018-04-03", train_end="2018-04-09", holdout_start="2018-04-12"
+        )
+    with pytest.raises(ValueError, match="immature labels"):
+        T.resolve_windows(settings=settings, train_start="2018-04-03", train_end="2018-04-20")

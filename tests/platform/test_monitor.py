@@ -1,0 +1,215 @@
+"""Monitoring: Evidently drift detection on shifted vs unshifted data, quality, the retraining decision."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.monitor import (
+    Decision,
+    MonitorConfig,
+    Thresholds,
+    attach_labels,
+    compute_drift,
+    decide,
+    last_triggers,
+    matured_window,
+    quality_metrics,
+    read_triggers,
+    record_trigger,
+    split_column_types,
+)
+
+FEATURES = ["tx_amount", "nb_tx_7d", "avg_amount_7d", "risk_30d", "tx_during_weekend", "tx_during_night"]
+
+
+def synthetic(n: int, seed: int, amount_factor: float = 1.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    mean = rng.uniform(5, 100, n)
+    amount = np.abs(rng.normal(mean, mean / 2)) * amount_factor
+    df = pd.DataFrame(
+        {
+            "tx_amount": amount,
+            "nb_tx_7d": rng.poisson(10, n).astype("float64"),
+            "avg_amount_7d": mean * amount_factor,
+            "risk_30d": rng.beta(1, 30, n),
+            "tx_during_weekend": (rng.random(n) < 2 / 7).astype("int64"),
+            "tx_during_night": (rng.random(n) < 0.1).astype("int64"),
+        }
+    )
+    df["score"] = 1 / (1 + np.exp(-(df["tx_amount"] - 150) / 20))
+    return df
+
+
+def test_column_types_follow_the_data():
+    num, cat = split_column_types(synthetic(500, 0), FEATURES)
+    assert cat == ["tx_during_weekend", "tx_during_night"]
+    assert num == ["tx_amount", "nb_tx_7d", "avg_amount_7d", "risk_30d"]
+
+
+def test_no_drift_between_two_samples_of_the_same_world():
+    figures, _ = compute_drift(synthetic(5000, 1), synthetic(5000, 2), FEATURES)
+    assert figures["n_drifted"] == 0, figures["features"]
+    assert figures["drift_share"] == 0.0
+    assert figures["prediction"]["drifted"] is False
+    assert figures["features"]["tx_amount"]["method"] == "wasserstein"
+    assert figures["features"]["tx_during_night"]["method"] == "jensenshannon"
+
+
+def test_amount_shift_is_flagged_on_amount_features_and_score():
+    ref, cur = synthetic(5000, 1), synthetic(5000, 2, amount_factor=1.5)
+    figures, snapshot = compute_drift(ref, cur, FEATURES)
+    assert figures["drifted_features"] == ["avg_amount_7d", "tx_amount"]
+    assert figures["drift_share"] == pytest.approx(2 / 6)
+    assert figures["prediction"]["drifted"] is True
+    assert figures["features"]["tx_amount"]["score"] > 0.3
+    assert figures["features"]["nb_tx_7d"]["score"] < 0.1
+    html = snapshot.get_html_str(as_iframe=False)
+    assert "tx_amount" in html
+
+
+def test_categorical_shift_is_flagged():
+    ref, cur = synthetic(5000, 1), synthetic(5000, 2)
+    cur["tx_during_night"] = (np.random.default_rng(3).random(len(cur)) < 0.5).astype("int64")
+    figures, _ = compute_drift(ref, cur, FEATURES, score_column=None)
+    assert figures["drifted_features"] == ["tx_during_night"]
+    assert figures["prediction"] is None
+
+
+def test_missing_feature_names_the_column():
+    with pytest.raises(ValueError, match="risk_30d"):
+        compute_drift(synthetic(300, 1), synthetic(300, 2).drop(columns="risk_30d"), FEATURES)
+
+
+def test_thresholds_are_configurable():
+    ref, cur = synthetic(5000, 1), synthetic(5000, 2, amount_factor=1.1)
+    loose, _ = compute_drift(ref, cur, FEATURES, MonitorConfig(num_threshold=0.5, prediction_threshold=0.5))
+    strict, _ = compute_drift(
+        ref, cur, FEATURES, MonitorConfig(num_threshold=0.05, prediction_threshold=0.05)
+    )
+    assert loose["n_drifted"] == 0
+    assert "tx_amount" in strict["drifted_features"]
+
+
+def test_quality_on_a_scored_frame():
+    rng = np.random.default_rng(0)
+    n = 4000
+    y = (rng.random(n) < 0.02).astype(int)
+    df = pd.DataFrame(
+        {
+            "customer_id": rng.integers(0, 500, n),
+            "tx_datetime": pd.Timestamp("2018-05-01")
+            + pd.to_timedelta(rng.integers(0, 7 * 86400, n), unit="s"),
+            "tx_fraud": y,
+            "score": np.clip(y * 0.6 + rng.random(n) * 0.5, 0, 1),
+        }
+    )
+    q = quality_metrics(df, k=20)
+    assert q["rows"] == n and q["frauds"] == int(y.sum())
+    assert 0.8 < q["auc_roc"] <= 1.0
+    assert q["average_precision"] > 0.3
+    assert 0 < q["card_precision_at_20"] <= 1
+    empty = quality_metrics(df.iloc[:0], k=20)
+    assert empty["average_precision"] is None
+
+
+def test_matured_window_and_labels_as_known():
+    assert matured_window(dt.date(2018, 5, 20), 7, 7) == (dt.date(2018, 5, 7), dt.date(2018, 5, 13))
+    frame = pd.DataFrame({"transaction_id": [1, 2, 3], "tx_fraud": [0, 0, 0]})
+    out = attach_labels(frame, pd.DataFrame({"transaction_id": [2]}))
+    assert out["tx_fraud"].tolist() == [0, 1, 0]
+
+
+# --- decide -----------------------------------------------------------------------------------
+def summary(date="2018-05-20", share=0.0, pred=0.0, ap=0.5, frauds=50, base_ap=0.6) -> dict:
+    return {
+        "date": date,
+        "drift": {
+            "n_features": 10,
+            "drift_share": share,
+            "drifted_features": ["tx_amount"] if share else [],
+            "prediction": {"score": pred, "method": "wasserstein"},
+        },
+        "quality": {"average_precision": ap, "frauds": frauds},
+        "baseline": {"average_precision": base_ap},
+    }
+
+
+def test_decide_quiet_day():
+    d = decide(summary(), Thresholds(), {})
+    assert d == Decision(date="2018-05-20", retrain=False)
+    assert d.reason == ""
+
+
+def test_decide_each_cause():
+    t = Thresholds(drift_share=0.3, prediction_drift=0.1, max_ap_drop=0.3)
+    assert decide(summary(share=0.4), t, {}).causes == ["feature_drift"]
+    assert decide(summary(pred=0.2), t, {}).causes == ["prediction_drift"]
+    assert decide(summary(ap=0.3), t, {}).causes == ["quality_decay"]  # 50% below 0.6
+    both = decide(summary(share=0.5, pred=0.5), t, {})
+    assert both.retrain and both.causes == ["feature_drift", "prediction_drift"]
+    assert "feature_drift: drift share 0.50 >= 0.30 (tx_amount)" in both.reason
+    assert both.reason.startswith("monitoring 2018-05-20:")
+
+
+def test_decide_ignores_quality_on_too_few_frauds_and_missing_sections():
+    t = Thresholds(min_frauds=20)
+    assert not decide(summary(ap=0.05, frauds=5), t, {}).retrain
+    assert not decide({"date": "2018-05-20", "drift": None, "quality": None}, t, {}).retrain
+    floor = Thresholds(min_average_precision=0.4)
+    assert decide(summary(ap=0.35, base_ap=None), floor, {}).causes == ["quality_decay"]
+
+
+def test_decide_cool_down_per_cause():
+    t = Thresholds(cooldown_days=7)
+    s = summary(date="2018-05-20", share=0.5, pred=0.5)
+    d = decide(s, t, {"feature_drift": "2018-05-15"})
+    assert d.causes == ["prediction_drift"] and d.suppressed == ["feature_drift"]
+    d = decide(s, t, {"feature_drift": "2018-05-15", "prediction_drift": "2018-05-19"})
+    assert not d.retrain and d.suppressed == ["feature_drift", "prediction_drift"]
+    d = decide(s, t, {"feature_drift": "2018-05-13", "prediction_drift": "2018-05-13"})  # 7 days ago: over
+    assert d.causes == ["feature_drift", "prediction_drift"]
+
+
+def test_trigger_state_is_idempotent_and_only_looks_back(layout):
+    d1 = decide(summary(date="2018-05-10", share=0.5), Thresholds(), {})
+    record_trigger(layout, d1, run_id="r1")
+    record_trigger(layout, d1, run_id="r1-rerun")  # the same date again: replaced, not duplicated
+    records = read_triggers(layout)
+    assert [r["date"] for r in records] == ["2018-05-10"]
+    assert records[0]["train_run_id"] == "r1-rerun"
+    assert last_triggers(records, "2018-05-10") == {}  # re-running the trigger day sees no earlier trigger
+    assert last_triggers(records, "2018-05-12") == {"feature_drift": "2018-05-10"}
+    later = decide(summary(date="2018-05-12", share=0.5), Thresholds(), last_triggers(records, "2018-05-12"))
+    assert not later.retrain and later.suppressed == ["feature_drift"]
+    json.dumps(later.to_dict())
+
+
+@pytest.mark.airflow
+def test_dag_wiring():
+    from tests.support.dags import load_dag
+
+    dag = load_dag("monitor_and_retrain")
+    assert dag.doc_md and "cool-down" in dag.doc_md
+    assert set(dag.params) >= {
+        "drift_share",
+        "prediction_drift",
+        "max_ap_drop",
+        "cooldown_days",
+        "window_days",
+    }
+    assert dag.params.get_param("cooldown_days").schema["type"] == "integer"
+    trigger = dag.get_task("trigger_train_model")
+    assert trigger.trigger_dag_id == "train_model"
+    assert set(trigger.conf) == {"reason"}
+    assert [t.task_id for t in dag.get_task("monitor").downstream_list] == ["decide"]
+    assert {t.task_id for t in dag.get_task("decide").downstream_list} == {"should_retrain", "record_trigger"}
+    assert [t.task_id for t in dag.get_task("should_retrain").downstream_list] == ["trigger_train_model"]
+    assert [t.task_id for t in trigger.downstream_list] == ["record_trigger"]
+    assert Thresholds().drift_share == dag.params["drift_share"]
+    assert Thresholds().prediction_drift == dag.params["prediction_drift"]
+    assert Thresholds().cooldown_days == dag.params["cooldown_days"]

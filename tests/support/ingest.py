@@ -1,0 +1,25 @@
+"""Ingest a folder of landing files (the bad-input corpus, generated files) and read back what it wrote."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+
+def ingest_folder(folder: Path, settings, spark, day: str):
+    """Copy every ``*.csv`` of ``folder`` into day's transactions landing folder, ingest it, and return
+    the result with the lake and quarantine partitions it wrote (pandas)."""
+    import pandas as pd
+
+    from jobs.ingest import ingest_transactions
+    from jobs.storage import StorageLayout
+
+    layout = StorageLayout(settings)
+    landing = layout.path("landing_transactions", day)
+    landing.mkdir(parents=True)
+    for path in sorted(folder.glob("*.csv")):
+        shutil.copy(path, landing / path.name)
+    result = ingest_transactions(day, settings, spark)
+    lake = pd.read_parquet(layout.path("transactions", day))
+    quarantine = pd.read_parquet(layout.path("quarantine_transactions", day))
+    return result, lake, quarantine
