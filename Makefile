@@ -59,11 +59,11 @@ clean:
 PROD := FRAUD_PROFILE=production
 
 db-production: install  ## PostgreSQL databases per component + Airflow and MLflow schemas (idempotent)
-	$(PROD) $(PY) -m jobs.admin create-databases
-	$(PROD) $(PY) -m jobs.admin migrate
+	$(PROD) $(PY) -m jobs.platform.admin create-databases
+	$(PROD) $(PY) -m jobs.platform.admin migrate
 
 test-production: db-production compose-plugin  ## tests marked `production`, in the production profile (real PostgreSQL/Redis/S3)
-	$(PROD) $(PY) -m jobs.admin check-services --services postgres,redis
+	$(PROD) $(PY) -m jobs.platform.admin check-services --services postgres,redis
 	$(PROD) $(PY) -m pytest tests -m production -q -p no:cacheprovider --durations=10 --timeout=1800
 
 browser:  ## Debian's Chromium for the Playwright UI test (never `playwright install`: it cannot download)

@@ -2,13 +2,13 @@
 
 One run, one model, one data set (``python -m benchmarks.batch_predict [--rows N]``):
 
-* data: a SYNTHETIC feature matrix with the real model inputs (``jobs.feature_store.FEATURE_COLUMNS``,
+* data: a SYNTHETIC feature matrix with the real model inputs (``jobs.platform.feature_store.FEATURE_COLUMNS``,
   counts as integers, amounts log-normal, risks in [0, 1]) plus ``transaction_id``, written once as
   parquet; synthetic because scoring throughput depends on the matrix shape and the model, not on
   where the values came from (and 5 million rows of simulated history would take far longer to build);
 * model: an ``XGBClassifier`` (100 trees, depth 6) fitted on a 50k-row slice with a synthetic label,
   saved in MLflow's native xgboost format with a signature (what the registry holds);
-* (a) ``jobs.batch_predict.score_spark``: Spark reads the parquet, ``mapInPandas`` scores Arrow
+* (a) ``jobs.platform.batch_predict.score_spark``: Spark reads the parquet, ``mapInPandas`` scores Arrow
   batches with the booster rebuilt from broadcast raw bytes;
 * (b) ``mlflow.pyfunc.spark_udf`` (env_manager="local") on the same model directory and DataFrame;
 * (c) ``Booster.inplace_predict`` over the whole in-memory matrix, all cores: the limit (no I/O, no
@@ -87,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.models import infer_signature
     from pyspark.sql import functions as F
 
-    from jobs.batch_predict import booster_from_raw, model_to_raw, score_spark
-    from jobs.config import get_settings
-    from jobs.feature_store import FEATURE_COLUMNS
-    from jobs.spark import get_spark
+    from jobs.platform.batch_predict import booster_from_raw, model_to_raw, score_spark
+    from jobs.platform.config import get_settings
+    from jobs.platform.feature_store import FEATURE_COLUMNS
+    from jobs.platform.spark import get_spark
 
     settings = get_settings()
     columns = list(FEATURE_COLUMNS)

@@ -1,11 +1,11 @@
 """Feature computation and materialization throughput on the default 183-day dataset (~1.75M tx).
 
 1. the lake is written straight from the simulator (what ingestion would publish);
-2. **feature computation**: ``jobs.features.build_features`` for every snapshot day in one Spark
+2. **feature computation**: ``jobs.fraud.features.build_features`` for every snapshot day in one Spark
    job -> transactions read per second and feature rows written per second;
 3. **materialization**, each into a fresh online store (SQLite, the local profile):
    * baseline: Feast's own plain ``FeatureStore.materialize(first, last)`` over the full range;
-   * ours, full: ``jobs.feature_store.materialize(last)`` on an empty watermark (same work plus the
+   * ours, full: ``jobs.platform.feature_store.materialize(last)`` on an empty watermark (same work plus the
      watermark bookkeeping);
    * ours, daily: the next day's incremental run (one new snapshot), what the DAG does every day.
 
@@ -29,11 +29,11 @@ def _fresh_store(settings) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from jobs import feature_store as fs
-    from jobs.config import Settings
-    from jobs.features import build_features, snapshot_timestamp
+    from jobs.fraud.features import build_features, snapshot_timestamp
     from jobs.fraud.simulate import SimulatorConfig, write_lake
-    from jobs.storage import StorageLayout
+    from jobs.platform import feature_store as fs
+    from jobs.platform.config import Settings
+    from jobs.platform.storage import StorageLayout
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-features-"))
     settings = Settings(home=home, feast_project="bench_features", spark_driver_memory="3g")
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> dict:
     out["lake_write_s"] = time.monotonic() - t0
 
     # feature computation: all snapshot days but the last (kept for the daily run below)
-    from jobs.spark import get_spark
+    from jobs.platform.spark import get_spark
 
     spark = get_spark("bench-features", settings)
     spark.range(1).count()  # JVM warm-up outside the timing
@@ -121,7 +121,7 @@ def print_table(r: dict) -> None:
             r["feast_rows_per_s"],
         ),
         (
-            "materialize full: jobs.feature_store.materialize",
+            "materialize full: jobs.platform.feature_store.materialize",
             r["feature_rows"],
             r["ours_full_s"],
             r["ours_full_rows_per_s"],

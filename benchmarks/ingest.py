@@ -15,11 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from jobs.config import Settings
 from jobs.fraud.simulate import SimulatorConfig, simulate
-from jobs.ingest import ingest_labels, ingest_transactions
-from jobs.spark import get_spark
-from jobs.storage import StorageLayout
+from jobs.platform.config import Settings
+from jobs.platform.ingest import ingest_labels, ingest_transactions
+from jobs.platform.spark import get_spark
+from jobs.platform.storage import StorageLayout
 
 
 def baseline(layout: StorageLayout, day: dt.date, out: Path) -> float:

@@ -11,7 +11,7 @@ Timed, side by side:
 
 * **baseline** — Evidently's ``DataDriftPreset`` with its defaults on the full frames (both months,
   every column, no sampling);
-* **configured** — ``jobs.monitor``'s step: seeded samples (reference 20k rows, current capped at
+* **configured** — ``jobs.platform.monitor``'s step: seeded samples (reference 20k rows, current capped at
   100k), one ``ValueDrift`` per feature with pinned methods + ``DriftedColumnsCount`` + score drift,
   scoring the window with the champion, quality on the matured week (AUC, AP, card precision@100),
   and writing the HTML report.
@@ -99,7 +99,7 @@ def main() -> int:
     from evidently.presets import DataDriftPreset
     from xgboost import XGBClassifier
 
-    from jobs.monitor import SCORE, MonitorConfig, compute_drift, quality_metrics
+    from jobs.platform.monitor import SCORE, MonitorConfig, compute_drift, quality_metrics
 
     t0 = time.monotonic()
     start = dt.date(2018, 4, 1)
@@ -150,7 +150,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         snapshot.save_html(str(Path(tmp) / "report.html"))
     configured_s = time.monotonic() - t
-    print(f"configured jobs.monitor step (sampled, pinned methods)     {configured_s:7.1f}s")
+    print(f"configured jobs.platform.monitor step (sampled, pinned methods)     {configured_s:7.1f}s")
     print(
         f"  drift share {figures['drift_share']:.2f} {figures['drifted_features']}, "
         f"score drift {figures['prediction']['score']:.3f}, matured AP {quality['average_precision']:.3f}, "

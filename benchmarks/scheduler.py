@@ -25,20 +25,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from jobs.procs import free_port
+from jobs.platform.procs import free_port
 
 FIRST = dt.date(2018, 4, 1)
 TARGET_RATIO = 3.0
 
 
 def scheduler_path(home: Path, days: list[dt.date], sim) -> dict[str, list[float]]:
-    from jobs.admin import migrate_airflow
-    from jobs.airflow_api import AirflowClient
-    from jobs.config import Settings
     from jobs.fraud.simulate import simulate
-    from jobs.orchestrate import backfill_ingest, queue_backfill
-    from jobs.services import AIRFLOW, Supervisor, start_airflow, start_scheduler
-    from jobs.storage import StorageLayout
+    from jobs.platform.admin import migrate_airflow
+    from jobs.platform.airflow_api import AirflowClient
+    from jobs.platform.config import Settings
+    from jobs.platform.orchestrate import backfill_ingest, queue_backfill
+    from jobs.platform.services import AIRFLOW, Supervisor, start_airflow, start_scheduler
+    from jobs.platform.storage import StorageLayout
 
     os.environ.update(
         {
@@ -76,13 +76,13 @@ def scheduler_path(home: Path, days: list[dt.date], sim) -> dict[str, list[float
 
 
 def in_process_path(home: Path, days: list[dt.date], sim) -> dict[str, list[float]]:
-    from jobs import feature_store
-    from jobs.config import Settings
-    from jobs.features import build_features
+    from jobs.fraud.features import build_features
     from jobs.fraud.simulate import simulate
-    from jobs.ingest import ingest
-    from jobs.spark import get_spark
-    from jobs.storage import StorageLayout
+    from jobs.platform import feature_store
+    from jobs.platform.config import Settings
+    from jobs.platform.ingest import ingest
+    from jobs.platform.spark import get_spark
+    from jobs.platform.storage import StorageLayout
 
     settings = Settings(home=home)
     simulate(sim, days[0], days[-1], StorageLayout(settings))
@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench-scheduler-"))
     # this run's own Spark Connect server on a free port, stopped at the end (never a demo's)
     os.environ["FRAUD_SPARK_CONNECT_URL"] = f"sc://127.0.0.1:{free_port()}"
-    from jobs.config import Settings
-    from jobs.spark import stop_server
+    from jobs.platform.config import Settings
+    from jobs.platform.spark import stop_server
 
     load_before = os.getloadavg()[0]
     try:

@@ -403,7 +403,7 @@ def serve_ours(repo: str, port: int, cpus: list[int]) -> None:
     import uvicorn
     from feast import FeatureStore
 
-    from jobs.config import get_settings
+    from jobs.platform.config import get_settings
     from serving.app import create_app, tune_process, uvicorn_options
     from serving.features import FeastFeatureClient
     from serving.streaming import STREAM_FEATURES
@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     os.environ["FRAUD_HOME"] = str(work / "home")  # before the settings are first read
     os.environ["FRAUD_MODEL_NAME"] = "fraud-detector-bench"
-    from jobs.config import get_settings
+    from jobs.platform.config import get_settings
 
     get_settings.cache_clear()
     settings = get_settings()

@@ -11,9 +11,9 @@ import pendulum
 from airflow.sdk import Asset
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from jobs.config import get_settings
-from jobs.spark import AIRFLOW_POOL
-from jobs.storage import StorageLayout
+from jobs.platform.config import get_settings
+from jobs.platform.spark import AIRFLOW_POOL
+from jobs.platform.storage import StorageLayout
 
 START_DATE = pendulum.parse(get_settings().start_date, tz="UTC")
 # the last day the time-scheduled DAGs run for (None: open-ended); `make demo` bounds it by the simulated days
@@ -45,7 +45,7 @@ REBUILD_PRIORITY = {"priority_weight": 1, "weight_rule": "absolute"}
 def nothing_missing(job: str, day: str, missing: list[str]) -> bool:
     """A data sensor's poke: log what is still missing (one line), True once nothing is."""
     if missing:
-        from jobs.logs import get_logger
+        from jobs.platform.logs import get_logger
 
         get_logger(job, day).info("waiting_for_inputs", missing=missing)
     return not missing

@@ -8,16 +8,16 @@ or *Trigger DAG* with a logical date in the UI).
 **Only runs once features exist for the date.** The mechanism is a sensor, not an asset schedule: an
 asset-triggered DAG cannot be backfilled by date, while a timetable DAG can. `wait_for_features`
 (reschedule mode, it frees its worker slot between pokes) checks the exact inputs of day D
-(`jobs.batch_predict.missing_inputs`): the lake partition `transactions/date=D` and the feature
+(`jobs.platform.batch_predict.missing_inputs`): the lake partition `transactions/date=D` and the feature
 snapshots the point-in-time join uses for D's rows (`features/{customer,terminal}/date=D-1`, written
 by `build_features`). It fails after `FEATURE_WAIT` if they never appear.
 
 1. **wait_for_features** — sensor described above.
-2. **score** — `jobs.batch_predict.run(D, alias)`: PIT features from the Feast offline store through
+2. **score** — `jobs.platform.batch_predict.run(D, alias)`: PIT features from the Feast offline store through
    the feature service `fraud_v2`, scoring inside Spark (`mapInPandas`, model broadcast as raw native
    bytes), atomic write of `predictions/date=D` (transaction_id, score, decision, model_version,
    scored_at); in the production profile the partition is published to S3 with a manifest written
-   last (`jobs.publish`). Re-running a date replaces its partition. Emits the `batch_predictions`
+   last (`jobs.platform.publish`). Re-running a date replaces its partition. Emits the `batch_predictions`
    asset with extra `{"date": D, "model_version": ..., "rows": ...}`.
 
 Params: `alias` scores with the `challenger` instead (e.g. to compare offline before a promotion);
@@ -77,14 +77,14 @@ def _day(context) -> str:
 def batch_predict():
     @task.sensor(task_id="wait_for_features", poke_interval=300, timeout=FEATURE_WAIT, mode="reschedule")
     def wait_for_features(**context) -> bool:
-        from jobs.batch_predict import missing_inputs
+        from jobs.platform.batch_predict import missing_inputs
 
         date = _day(context)
         return nothing_missing("batch_predict", date, missing_inputs(date))
 
     @task(task_id="score", outlets=[PREDICTIONS], pool=SPARK_POOL)
     def score(**context) -> dict:
-        from jobs.batch_predict import run
+        from jobs.platform.batch_predict import run
 
         summary = run(_day(context), alias=context["params"]["alias"])
         context["outlet_events"][PREDICTIONS].extra = {

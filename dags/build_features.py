@@ -4,7 +4,7 @@
 **Scheduled on the `lake_transactions` or `lake_labels` asset**: each time ingestion publishes a day
 (asset event extra `{"date": D}`) this DAG wakes up, builds every **stale** snapshot and loads it
 into the online store. What to build comes from the lake, not from the events
-(`jobs.features.stale_days`): a snapshot day is stale when its tables are missing or the lake
+(`jobs.fraud.features.stale_days`): a snapshot day is stale when its tables are missing or the lake
 partitions it reads (`label_delay_days` + 30 days up to D) differ by content from those it was built
 from (`features/_inputs/date=D/inputs.json`, written after its tables). In daily operation that is
 just D; in a backfill whose days finished out of order it also includes the later snapshots built
@@ -15,12 +15,12 @@ starts does not consume the newer event (apache/airflow#56050). `new_data_since_
 stale day and `catch_up` triggers the next run. For a manual rebuild of given days use
 *Trigger DAG w/ config* with the `date` param (and optionally `end`).
 
-1. **build** - `jobs.features.build_features(start, end)` (Spark): customer spending (count and
+1. **build** - `jobs.fraud.features.build_features(start, end)` (Spark): customer spending (count and
    mean amount over 1/7/30 days) and terminal risk (count and known-fraud share over 1/7/30 days
    shifted back by `label_delay_days`, only labels reported before the snapshot) as of the end of
    each day, written atomically to `features/{customer,terminal}/date=D` with
    `event_timestamp = D+1 00:00 UTC`. Re-running replaces the partitions.
-2. **materialize** - `jobs.feature_store.apply()` (idempotent, keeps the materialization watermark)
+2. **materialize** - `jobs.platform.feature_store.apply()` (idempotent, keeps the materialization watermark)
    then `materialize(...)`: incremental from the registry's watermark, a full load when the
    watermark is missing, a re-write from D up to the watermark for a backfill. Emits the
    `offline_features` asset with extra `{"date": <last day>, "dates": [...]}`. Skipped when
@@ -49,7 +49,7 @@ def snapshot_days(context) -> list[str]:
         if end < start:
             raise ValueError(f"end: value {end} is before date {start} (rule: date <= end)")
         return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
-    from jobs.features import stale_days
+    from jobs.fraud.features import stale_days
 
     return [d.isoformat() for d in stale_days()]
 
@@ -93,8 +93,8 @@ def build_features():
     def build(**context) -> dict:
         import time
 
-        from jobs.features import build_features as build_snapshots
-        from jobs.logs import get_logger
+        from jobs.fraud.features import build_features as build_snapshots
+        from jobs.platform.logs import get_logger
 
         started = time.time()
         days = snapshot_days(context)
@@ -118,7 +118,7 @@ def build_features():
     def materialize(built: dict, **context) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from jobs import feature_store
+        from jobs.platform import feature_store
 
         days = built["days"]
         if not days:  # woken by an event whose day an earlier run already built
@@ -132,7 +132,7 @@ def build_features():
     def new_data_since_build(built: dict) -> bool:
         """A lake partition written while this run built (its asset event may have been merged into the
         event that started this run, see the DAG doc) gets a run of its own."""
-        from jobs.features import stale_days
+        from jobs.fraud.features import stale_days
 
         return bool(stale_days(changed_after=built["started"]))
 

@@ -42,12 +42,12 @@ Each asset event carries `extra={"date": "YYYY-MM-DD"}` so asset-triggered consu
 
 **Backfill** a range: `airflow backfill create --dag-id ingest_transactions --from-date 2018-04-01 --to-date 2018-04-30`
 (the scheduler itself does not catch up from 2018: `catchup=False`).
-Code: `jobs/ingest.py` (`python -m jobs.ingest --date D` runs the same logic without Airflow).
+Code: `jobs/platform/ingest.py` (`python -m jobs.platform.ingest --date D` runs the same logic without Airflow).
 """
 
 
 def _override_settings(params):
-    from jobs.config import get_settings
+    from jobs.platform.config import get_settings
 
     settings = get_settings()
     if params.get("max_bad_fraction") is not None:
@@ -62,7 +62,7 @@ def _day(context) -> str:
 def _ingest(dataset: str, asset, context) -> dict:
     from airflow.sdk.exceptions import AirflowFailException
 
-    from jobs.ingest import IngestError, ingest
+    from jobs.platform.ingest import IngestError, ingest
 
     day = _day(context)
     try:
@@ -107,7 +107,7 @@ def ingest_transactions():
     @task.sensor(task_id="wait_for_landing", **data_wait())
     def wait_for_landing(**context) -> bool:
         """Day D's files land after D has ended: wait for them (reschedule mode), fail after the timeout."""
-        from jobs.ingest import missing_landing
+        from jobs.platform.ingest import missing_landing
 
         day = _day(context)
         return nothing_missing("ingest_transactions", day, missing_landing(day))
@@ -125,7 +125,7 @@ def ingest_transactions():
     @task
     def log_counts(transactions: dict, labels: dict) -> dict:
         """One structured line with the day's counts (also the task's return value)."""
-        from jobs.logs import get_logger
+        from jobs.platform.logs import get_logger
 
         counts = {
             name: {k: r[k] for k in ("rows_in", "published", "quarantined", "bad_fraction", "seconds")}

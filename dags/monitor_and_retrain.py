@@ -1,7 +1,7 @@
 """
 ### Monitor the champion and retrain on drift
 
-Daily. For the run's day **D** (`jobs.monitor`):
+Daily. For the run's day **D** (`jobs.platform.monitor`):
 
 1. **monitor** — Evidently drift of the last `window_days` days against the champion's training
    reference (per-feature drift, share of drifted features, drift of the champion's score) and
@@ -26,7 +26,7 @@ from _common import DAILY, DEFAULT_ARGS, END_DATE, START_DATE, processing_date
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
-_T = {  # defaults mirror jobs.monitor.Thresholds / MonitorConfig (kept literal: no heavy import here)
+_T = {  # defaults mirror jobs.platform.monitor.Thresholds / MonitorConfig (kept literal: no heavy import here)
     "drift_share": 0.25,
     "prediction_drift": 0.2,
     "max_ap_drop": 0.3,
@@ -99,7 +99,7 @@ _T = {  # defaults mirror jobs.monitor.Thresholds / MonitorConfig (kept literal:
 def monitor_and_retrain():
     @task(task_id="monitor")
     def monitor(**context) -> dict:
-        from jobs.monitor import MonitorConfig, run_monitoring
+        from jobs.platform.monitor import MonitorConfig, run_monitoring
 
         p = context["params"]
         summary = run_monitoring(
@@ -118,7 +118,7 @@ def monitor_and_retrain():
 
     @task(task_id="decide")
     def decide(monitored: dict, **context) -> dict:
-        from jobs.monitor import Thresholds, decide_for_date
+        from jobs.platform.monitor import Thresholds, decide_for_date
 
         decision = decide_for_date(monitored["date"], Thresholds.from_mapping(context["params"]))
         return decision.to_dict()
@@ -129,8 +129,8 @@ def monitor_and_retrain():
 
     @task(task_id="record_trigger")
     def record(decision: dict, **context) -> str:
-        from jobs.monitor import Decision, record_trigger
-        from jobs.storage import StorageLayout
+        from jobs.platform.monitor import Decision, record_trigger
+        from jobs.platform.storage import StorageLayout
 
         d = Decision(**{k: decision[k] for k in ("date", "retrain", "causes", "suppressed", "details")})
         run_id = context["ti"].xcom_pull(task_ids="trigger_train_model", key="trigger_run_id")

@@ -4,7 +4,7 @@
 Weekly (Monday 03:00 UTC), by hand from the UI with the typed params below, or triggered by
 `monitor_and_retrain` with `conf={"reason": "..."}` when drift or decay is detected.
 
-1. **train** (`jobs.train`) — the point-in-time correct training set of the training window from
+1. **train** (`jobs.platform.train`) — the point-in-time correct training set of the training window from
    the Feast feature service (`fraud_v2`), XGBoost with `scale_pos_weight` for the class
    imbalance (optional time-ordered hyperparameter search), everything logged to one MLflow run
    (params, metrics, feature service and version, windows, row counts, data hash, plots, the
@@ -24,7 +24,7 @@ Weekly (Monday 03:00 UTC), by hand from the UI with the typed params below, or t
 Windows: by default the holdout is the `holdout_days` days ending `label_delay_days` before the
 run's day (so its labels are complete), then a `label_delay_days` gap, then `train_days` of
 training. Give `train_start`/`train_end` (and optionally `holdout_start`/`holdout_end`) to pin them.
-History and one-step rollback: `python -m jobs.registry history | rollback --reason ...`.
+History and one-step rollback: `python -m jobs.platform.registry history | rollback --reason ...`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from __future__ import annotations
 from _common import CHAMPION_MODEL, DEFAULT_ARGS, END_DATE, START_DATE, WEEKLY
 from airflow.sdk import Param, dag, task
 
-from jobs.config import get_settings
+from jobs.platform.config import get_settings
 
 _S = get_settings()
 _DATE = ["null", "string"]
@@ -92,8 +92,8 @@ def _actor(context) -> str:
 def train_model():
     @task(task_id="train")
     def train(**context) -> dict:
-        from jobs import train as T
-        from jobs.config import get_settings
+        from jobs.platform import train as T
+        from jobs.platform.config import get_settings
 
         p = context["params"]
         settings = get_settings()
@@ -141,9 +141,9 @@ def train_model():
 
     @task(task_id="evaluate_gate")
     def evaluate_gate(trained: dict, **context) -> dict:
-        from jobs import train as T
-        from jobs.config import get_settings
-        from jobs.evaluate import Windows
+        from jobs.platform import train as T
+        from jobs.platform.config import get_settings
+        from jobs.platform.evaluate import Windows
 
         p = context["params"]
         settings = get_settings()
@@ -164,8 +164,8 @@ def train_model():
     def promote(outcome: dict, **context) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from jobs import registry
-        from jobs import train as T
+        from jobs.platform import registry
+        from jobs.platform import train as T
 
         if not outcome["promote"]:
             raise AirflowSkipException(f"champion unchanged: {outcome['reason']}")

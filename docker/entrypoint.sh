@@ -9,6 +9,6 @@ while IFS= read -r line; do
   if [[ -z "${!key+x}" ]]; then
     eval "export ${assignment}"
   fi
-done < <(python -m jobs.config env)
+done < <(python -m jobs.platform.config env)
 mkdir -p "${FRAUD_HOME}" "${AIRFLOW_HOME:-${FRAUD_HOME}/airflow}"
 exec "$@"

@@ -1,17 +1,17 @@
-"""Offline sources: the feature tables written by ``jobs.features``.
+"""Offline sources: the feature tables written by ``jobs.fraud.features``.
 
 * ``features/<view>/date=D/*.parquet`` (customer, terminal): daily snapshots with
   ``event_timestamp = D+1 00:00 UTC``;
 * ``features/recent/date=D/*.parquet``: one row per transaction of day ``D`` with
   ``event_timestamp = tx_datetime`` (the customer's activity in the hour before it).
 
-The folders come from the platform's storage layout (``jobs.storage``), so they follow ``FRAUD_HOME``.
+The folders come from the platform's storage layout (``jobs.platform.storage``), so they follow ``FRAUD_HOME``.
 """
 
 from feast import FileSource
 from feast.data_format import ParquetFormat
 
-from jobs.storage import StorageLayout
+from jobs.platform.storage import StorageLayout
 
 
 def feature_table_source(view: str, layout: StorageLayout | None = None) -> FileSource:
@@ -22,7 +22,7 @@ def feature_table_source(view: str, layout: StorageLayout | None = None) -> File
         path=str(layout.dataset_root("features", view)),
         file_format=ParquetFormat(),
         timestamp_field="event_timestamp",
-        description=f"Daily {view} feature snapshots (jobs.features), partitioned by date.",
+        description=f"Daily {view} feature snapshots (jobs.fraud.features), partitioned by date.",
     )
 
 
@@ -34,5 +34,5 @@ recent_activity = FileSource(
     path=str(StorageLayout().dataset_root("features", "recent")),
     file_format=ParquetFormat(),
     timestamp_field="event_timestamp",
-    description="Per transaction: the customer's activity in the hour before it (jobs.features).",
+    description="Per transaction: the customer's activity in the hour before it (jobs.fraud.features).",
 )

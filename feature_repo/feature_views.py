@@ -86,7 +86,7 @@ customer_activity_1h = FeatureView(
     ],
     # Offline only: a transaction being scored is not in any table yet. Online, the same two
     # features are derived per request from the pushed view ``customer_recent_activity``
-    # (feature_repo/streaming.py) with jobs.features.derive_recent; the tag tells readers where.
+    # (feature_repo/streaming.py) with jobs.fraud.features.derive_recent; the tag tells readers where.
     online=False,
     source=recent_activity,
     tags={"owner": "ml-platform", "online_source": RECENT_ACTIVITY_VIEW},

@@ -4,13 +4,13 @@ The daily snapshots (``feature_views.py``) are one day old at best. For features
 scoring service pushes every scored transaction to ``customer_transactions_push``; the view
 ``customer_recent_activity`` holds, per customer, the ids, times (epoch seconds) and amounts of its
 transactions of the last ``RECENT_WINDOW_SECONDS``. At request time ``serving.features`` derives from
-them, strictly before the transaction being scored (``jobs.features.derive_recent``):
+them, strictly before the transaction being scored (``jobs.fraud.features.derive_recent``):
 
 * ``customer_nb_tx_1h``     number of the customer's transactions in ``[t - 1 h, t)``
 * ``customer_amount_1h``    their total amount
 
 The batch path computes the same two columns with the same definition
-(``jobs.features.compute_recent_activity``: a 1-hour range window per customer over
+(``jobs.fraud.features.compute_recent_activity``: a 1-hour range window per customer over
 ``lake/transactions``, excluding the current transaction) into the offline view
 ``customer_activity_1h`` of ``fraud_v2``, so training and batch scoring see them too; a skew test
 (``tests/fraud/test_recent_activity.py``) keeps the served values equal to the batch ones.
@@ -22,7 +22,7 @@ from feast import FeatureView, Field, FileSource, PushSource
 from feast.data_format import ParquetFormat
 from feast.types import Array, Float64, Int64
 
-from jobs.storage import StorageLayout
+from jobs.platform.storage import StorageLayout
 
 try:  # loaded as the ``feature_repo`` package (the platform)
     from .entities import customer

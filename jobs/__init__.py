@@ -1,5 +1,5 @@
-"""Platform jobs. Importing the package only repairs an inherited environment (see :mod:`jobs.procs`)."""
+"""Platform jobs. Importing the package only repairs an inherited environment (see :mod:`jobs.platform.procs`)."""
 
-from jobs.procs import drop_missing_metrics_dirs as _drop_missing_metrics_dirs
+from jobs.platform.procs import drop_missing_metrics_dirs as _drop_missing_metrics_dirs
 
 _drop_missing_metrics_dirs()

@@ -44,7 +44,7 @@ def demo_state_path(home: Path) -> Path:
 
 def load_settings(end_date: str | None = None, remember: bool = True):
     """Settings for this demo home; the simulated range, once known, bounds the DAG schedules."""
-    from jobs.config import get_settings
+    from jobs.platform.config import get_settings
 
     home = get_settings().home
     state = demo_state_path(home)
@@ -94,7 +94,7 @@ def _rows(pq, path: Path) -> int:
 def ingest_counts(settings, days: list[dt.date]) -> None:
     import pyarrow.parquet as pq
 
-    from jobs.storage import StorageLayout
+    from jobs.platform.storage import StorageLayout
 
     layout = StorageLayout(settings)
     published = sum(_rows(pq, layout.path("transactions", d)) for d in days)
@@ -116,7 +116,7 @@ def log_to_file(settings) -> Path:
     """The demo's own structured log lines go to a file; the terminal keeps the summaries."""
     import logging
 
-    from jobs.logs import JsonFormatter
+    from jobs.platform.logs import JsonFormatter
 
     path = settings.home / "logs" / "demo.log"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,13 +129,13 @@ def log_to_file(settings) -> Path:
 
 
 def run_cli(settings, *argv: str) -> None:
-    from jobs.procs import child_env
+    from jobs.platform.procs import child_env
 
     subprocess.run([sys.executable, *argv], check=False, env=child_env(**settings.service_env()))
 
 
 def start_platform(settings, scheduler: bool = True, wait: bool = True) -> None:
-    from jobs.services import start_airflow
+    from jobs.platform.services import start_airflow
 
     try:
         start_airflow(settings, scheduler=scheduler, wait=wait)
@@ -144,7 +144,7 @@ def start_platform(settings, scheduler: bool = True, wait: bool = True) -> None:
 
 
 def start_uis(settings) -> dict[str, str]:
-    from jobs.services import Supervisor, airflow_services, ui_services, wait_http
+    from jobs.platform.services import Supervisor, airflow_services, ui_services, wait_http
 
     supervisor = Supervisor(settings)
     if not all(supervisor.alive(s.name) for s in airflow_services(settings)):
@@ -180,7 +180,7 @@ def print_login(settings) -> None:
 
 
 def stop_all(settings) -> None:
-    from jobs.services import Supervisor
+    from jobs.platform.services import Supervisor
 
     Supervisor(settings).stop_all()
 
@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.days < 30:
         parser.error("--days must be at least 30 (features look back 30 days)")
 
-    from jobs.config import get_settings
-    from jobs.storage import as_date
+    from jobs.platform.config import get_settings
+    from jobs.platform.storage import as_date
 
     start = as_date(get_settings().start_date)
     days = [start + dt.timedelta(days=i) for i in range(args.days)]
@@ -224,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     banner(f"profile={settings.profile} home={settings.home}  (log: {log_to_file(settings)})")
 
-    from jobs.admin import migrate_airflow
     from jobs.fraud.simulate import SimulatorConfig, simulate
-    from jobs.storage import StorageLayout
+    from jobs.platform.admin import migrate_airflow
+    from jobs.platform.storage import StorageLayout
 
     migrate_airflow(settings)
     banner("starting the Spark Connect server and Airflow (DAG processor, API server), simulating meanwhile")
@@ -243,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{int(counts['labels_reported'].sum())} chargebacks reported"
     )
 
-    from jobs.airflow_api import AirflowApiError, AirflowClient
-    from jobs.orchestrate import backfill_ingest, queue_backfill, trigger_and_wait
-    from jobs.services import start_scheduler, wait_platform
+    from jobs.platform.airflow_api import AirflowApiError, AirflowClient
+    from jobs.platform.orchestrate import backfill_ingest, queue_backfill, trigger_and_wait
+    from jobs.platform.services import start_scheduler, wait_platform
 
     try:
         wait_platform(settings)
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
                 stage_line(result)
                 if dag_id == "train_model":
-                    run_cli(settings, "-m", "jobs.registry", "history")
+                    run_cli(settings, "-m", "jobs.platform.registry", "history")
                 if dag_id == "batch_predict":
                     print(f"  predictions for {last}: {StorageLayout(settings).uri('predictions', last)}")
     except AirflowApiError as exc:

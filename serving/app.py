@@ -34,9 +34,9 @@ from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jobs.config import Settings, get_settings
-from jobs.logs import get_logger
-from jobs.storage import StorageLayout
+from jobs.platform.config import Settings, get_settings
+from jobs.platform.logs import get_logger
+from jobs.platform.storage import StorageLayout
 from serving.batching import MicroBatcher
 from serving.features import FeatureClient, FeatureStoreUnavailable, FeatureVector
 from serving.limits import BodySizeLimit
@@ -234,8 +234,8 @@ def create_app(
     layout: StorageLayout | None = None,
     log_predictions: bool = True,
 ) -> FastAPI:
-    """Build the scoring app. Without injected clients it uses Feast (``jobs.feature_store``) and the MLflow
-    registry (``jobs.registry`` / ``models:/<name>@<alias>``) configured by ``settings``."""
+    """Build the scoring app. Without injected clients it uses Feast (``jobs.platform.feature_store``) and the MLflow
+    registry (``jobs.platform.registry`` / ``models:/<name>@<alias>``) configured by ``settings``."""
     settings = settings or get_settings()
     layout = layout or StorageLayout(settings)
     metrics = ServingMetrics()

@@ -6,10 +6,10 @@ The scoring path needs, per transaction, the values of the model's input columns
   the feature views of the feature service used in training (``Settings.feature_service``, ``fraud_v2``);
 * the last-hour features (``customer_nb_tx_1h``, ``customer_amount_1h``): offline they are the
   per-transaction view ``customer_activity_1h``, which has no online table; here they are derived per
-  request (``jobs.features.derive_recent``, the same definition as the batch Spark window) from the
+  request (``jobs.fraud.features.derive_recent``, the same definition as the batch Spark window) from the
   customer's recent transactions that the stream path pushed to ``customer_recent_activity``;
 * request-time features (weekend, night, ...) computed by the same shared function training uses
-  (``jobs.feature_store.request_features``).
+  (``jobs.platform.feature_store.request_features``).
 
 :class:`FeastFeatureClient` resolves the feature service once (feature views, join keys, feature names)
 and then reads each view with the provider's ``online_read`` — the same call ``FeatureStore.get_online_features``
@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from jobs.features import derive_recent
+from jobs.fraud.features import derive_recent
 from serving.streaming import epoch_seconds, merge_recent
 
 PUSH_SOURCE_NAME = "customer_transactions_push"  # = feature_repo.streaming.PUSH_SOURCE_NAME
@@ -374,13 +374,13 @@ def _recent(values: dict[str, Any] | None) -> tuple[list, list, list]:
 
 def ensure_stream_objects(store: Any) -> bool:
     """Register the push source and recent-activity view (``feature_repo/streaming.py``) if the registry
-    lacks them (``jobs.feature_store.apply`` registers the batch views only). Returns True if applied."""
+    lacks them (``jobs.platform.feature_store.apply`` registers the batch views only). Returns True if applied."""
     try:
         store.get_feature_view(RECENT_ACTIVITY_VIEW)
         return False
     except Exception:
         pass
-    from jobs.feature_store import _repo_module
+    from jobs.platform.feature_store import _repo_module
 
     streaming = _repo_module("streaming")
     store.apply([streaming.customer_transactions_push, streaming.customer_recent_activity])
@@ -388,9 +388,9 @@ def ensure_stream_objects(store: Any) -> bool:
 
 
 def default_feature_client(settings: Any) -> FeastFeatureClient:
-    """The platform's feature client: ``jobs.feature_store``'s store, feature columns, defaults and
+    """The platform's feature client: ``jobs.platform.feature_store``'s store, feature columns, defaults and
     request-time function; the stream objects are registered on first use."""
-    from jobs import feature_store
+    from jobs.platform import feature_store
 
     store = feature_store.get_store(settings)
     # registered even when this service does not push (another writer may): the last-hour features

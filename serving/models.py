@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from jobs.logs import get_logger
+from jobs.platform.logs import get_logger
 
 log = get_logger("serving.models")
 
@@ -68,7 +68,7 @@ class ModelSource(Protocol):
 
 
 class RegistryModelSource:
-    """The MLflow model registry (``models:/<name>@<alias>``), through ``jobs.registry`` when present."""
+    """The MLflow model registry (``models:/<name>@<alias>``), through ``jobs.platform.registry`` when present."""
 
     def __init__(self, settings: Any, feature_columns: list[str] | None = None) -> None:
         self.settings = settings
@@ -102,7 +102,7 @@ class RegistryModelSource:
 
     def load(self, alias: str) -> LoadedModel:
         try:
-            from jobs.registry import load_model  # engineer C's interface
+            from jobs.platform.registry import load_model  # engineer C's interface
         except ImportError:
             load_model = None
         try:

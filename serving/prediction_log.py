@@ -31,8 +31,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.logs import get_logger
-from jobs.storage import StorageLayout, staged_file
+from jobs.platform.logs import get_logger
+from jobs.platform.storage import StorageLayout, staged_file
 
 log = get_logger("serving.prediction_log")
 

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from jobs.features import RECENT_FEATURES, RECENT_WINDOW_SECONDS, derive_recent
-from jobs.logs import get_logger
+from jobs.fraud.features import RECENT_FEATURES, RECENT_WINDOW_SECONDS, derive_recent
+from jobs.platform.logs import get_logger
 
 log = get_logger("serving.streaming")
 _STOP = object()

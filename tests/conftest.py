@@ -20,7 +20,7 @@ import pytest
 # the shared helpers assert too: rewrite their asserts like a test module's (before anything imports them)
 pytest.register_assert_rewrite("tests.support")
 
-from jobs.procs import free_port  # noqa: E402
+from jobs.platform.procs import free_port  # noqa: E402
 from tests.support.paths import DAGS  # noqa: E402
 
 _HOME: Path | None = None
@@ -47,9 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("FRAUD_PROFILE", "local")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # this session's own Spark Connect server on a free port (started on first use, stopped at the end),
-    # never one a demo, a user's shell (`eval "$(python -m jobs.config env)"`) or another checkout points at
+    # never one a demo, a user's shell (`eval "$(python -m jobs.platform.config env)"`) or another checkout points at
     os.environ["FRAUD_SPARK_CONNECT_URL"] = f"sc://127.0.0.1:{free_port()}"
-    from jobs.config import get_settings
+    from jobs.platform.config import get_settings
 
     get_settings.cache_clear()
     for key, value in get_settings().service_env().items():
@@ -60,8 +60,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    from jobs.config import get_settings
-    from jobs.spark import stop_server
+    from jobs.platform.config import get_settings
+    from jobs.platform.spark import stop_server
 
     if _HOME is not None:  # the session's port is its own: stop whichever test's job started the server
         stop_server(get_settings(), any_home=True)
@@ -77,21 +77,21 @@ def platform_home() -> Path:
 
 @pytest.fixture(scope="session")
 def settings():
-    from jobs.config import get_settings
+    from jobs.platform.config import get_settings
 
     return get_settings()
 
 
 @pytest.fixture(scope="session")
 def layout(settings):
-    from jobs.storage import StorageLayout
+    from jobs.platform.storage import StorageLayout
 
     return StorageLayout(settings)
 
 
 @pytest.fixture(scope="session")
 def spark(settings):
-    from jobs.spark import get_spark
+    from jobs.platform.spark import get_spark
 
     session = get_spark("fraud-tests", settings)
     yield session
@@ -101,7 +101,7 @@ def spark(settings):
 @pytest.fixture(scope="session")
 def airflow_db(settings) -> Path:
     """A migrated Airflow metadata database for this test session (SQLite in the local profile)."""
-    from jobs.admin import migrate_airflow
+    from jobs.platform.admin import migrate_airflow
 
     migrate_airflow(settings)  # `airflow db migrate` + the `spark` pool, as an operator would
     return settings.airflow_home

@@ -1,4 +1,4 @@
-"""Fraud's offline evaluation: what :class:`jobs.use_case.UseCase` ``evaluate`` returns for fraud.
+"""Fraud's offline evaluation: what :class:`jobs.platform.use_case.UseCase` ``evaluate`` returns for fraud.
 
 On a labelled holdout (transaction rows with ``tx_fraud``): AUC ROC, average precision (the gate's
 primary metric), card precision@100 per day (the handbook's operational metric: investigators can
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs import metrics as M
-from jobs.config import Costs, get_settings
-from jobs.evaluate import Evaluation
+from jobs.platform import metrics as M
+from jobs.platform.config import Costs, get_settings
+from jobs.platform.evaluate import Evaluation
 
 CP_K = 100
 

@@ -11,12 +11,12 @@ import argparse
 import datetime as dt
 import json
 
-from jobs import metrics as M
-from jobs.config import Settings, get_settings
-from jobs.evaluate import Evaluation, Windows, check_protocol, labels_through, log_evaluation
 from jobs.fraud.evaluation import describe, evaluate_scores, evaluation_figures
-from jobs.logs import get_logger
-from jobs.storage import StorageLayout
+from jobs.platform import metrics as M
+from jobs.platform.config import Settings, get_settings
+from jobs.platform.evaluate import Evaluation, Windows, check_protocol, labels_through, log_evaluation
+from jobs.platform.logs import get_logger
+from jobs.platform.storage import StorageLayout
 
 HANDBOOK_WINDOWS = Windows(
     dt.date(2018, 7, 25), dt.date(2018, 7, 31), dt.date(2018, 8, 8), dt.date(2018, 8, 14)
@@ -35,18 +35,18 @@ def run_handbook_protocol(
     """Handbook chapters 3.5/5.2: train on 2018-07-25..07-31, 7-day delay, test on 08-08..08-14.
 
     Runs in its own platform home (``<home>/handbook``): simulates the days the features need,
-    publishes them to the lake (directly in the ingestion contract, or through ``jobs.ingest`` with
-    ``via_ingest``), builds the daily feature snapshots with Spark (``jobs.features``), applies the
+    publishes them to the lake (directly in the ingestion contract, or through ``jobs.platform.ingest`` with
+    ``via_ingest``), builds the daily feature snapshots with Spark (``jobs.fraud.features``), applies the
     Feast repo and assembles both windows through the configured feature service (``fraud_v2``); then trains the
     platform's XGBoost (``scale_pos_weight`` = neg/pos) and the handbook's unweighted default, logs
     both to MLflow (experiment ``handbook-protocol``) and evaluates them on the test week."""
     import shutil
 
-    from jobs import feature_store
-    from jobs.features import LOOKBACK_DAYS, build_features
+    from jobs.fraud.features import LOOKBACK_DAYS, build_features
     from jobs.fraud.simulate import Simulator, SimulatorConfig, write_lake
-    from jobs.spark import get_spark
-    from jobs.train import TrainParams, train_and_log
+    from jobs.platform import feature_store
+    from jobs.platform.spark import get_spark
+    from jobs.platform.train import TrainParams, train_and_log
 
     base = settings or get_settings()
     settings = base.model_copy(update={"home": base.home / "handbook"})
@@ -63,7 +63,7 @@ def run_handbook_protocol(
     spark = get_spark("handbook-protocol", settings)
     if via_ingest:
         from jobs.fraud.simulate import simulate
-        from jobs.ingest import ingest
+        from jobs.platform.ingest import ingest
 
         simulate(cfg, first, last, layout)
         for day in days:
@@ -79,7 +79,7 @@ def run_handbook_protocol(
     test_df = feature_store.get_training_set(w.holdout_start, w.holdout_end, settings)
     features = list(feature_store.FEATURE_COLUMNS)
     results: dict[str, Evaluation] = {}
-    from jobs.registry import predict_scores
+    from jobs.platform.registry import predict_scores
 
     for label, params in (
         ("platform (scale_pos_weight=neg/pos)", TrainParams()),
@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=5_000)
     parser.add_argument("--terminals", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ingest", action="store_true", help="publish the lake through jobs.ingest (slower)")
+    parser.add_argument(
+        "--ingest", action="store_true", help="publish the lake through jobs.platform.ingest (slower)"
+    )
     args = parser.parse_args(argv)
     results = run_handbook_protocol(
         n_customers=args.customers, n_terminals=args.terminals, seed=args.seed, via_ingest=args.ingest

@@ -38,17 +38,17 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from jobs.config import get_settings
-from jobs.landing import mark_landed
-from jobs.logs import get_logger
-from jobs.schema import (
+from jobs.fraud.schema import (
     LABEL_SCHEMA,
     RAW_LABEL_COLUMNS,
     RAW_TRANSACTION_COLUMNS,
     TIMESTAMP_FORMAT,
     TRANSACTION_SCHEMA,
 )
-from jobs.storage import StorageLayout, as_date, staged_directory, staged_file
+from jobs.platform.config import get_settings
+from jobs.platform.landing import mark_landed
+from jobs.platform.logs import get_logger
+from jobs.platform.storage import StorageLayout, as_date, staged_directory, staged_file
 
 SECONDS_PER_DAY = 86_400
 ID_STRIDE = 10**8  # transaction ids are day_index * ID_STRIDE + sequence within the day

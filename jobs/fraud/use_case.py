@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from jobs.use_case import Floor, GateSpec, Guardrail, MetricSpec, SliceRule, UseCase
+from jobs.platform.use_case import Floor, GateSpec, Guardrail, MetricSpec, SliceRule, UseCase
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from jobs.config import Gate, Settings
-    from jobs.evaluate import Evaluation
+    from jobs.platform.config import Gate, Settings
+    from jobs.platform.evaluate import Evaluation
 
 AUC = MetricSpec("auc_roc")
 AP = MetricSpec("average_precision")

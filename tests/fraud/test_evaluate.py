@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import metrics as M
-from jobs.config import Costs, Gate
-from jobs.evaluate import Windows, check_protocol, default_windows, gate
 from jobs.fraud.evaluation import evaluate_scores
 from jobs.fraud.use_case import gate_spec
-from jobs.storage import as_date
+from jobs.platform import metrics as M
+from jobs.platform.config import Costs, Gate
+from jobs.platform.evaluate import Windows, check_protocol, default_windows, gate
+from jobs.platform.storage import as_date
 
 
 def _tx(rows):

@@ -1,4 +1,4 @@
-"""Feature computation (jobs.features): equals a slow reference, never leaks the future, idempotent."""
+"""Feature computation (jobs.fraud.features): equals a slow reference, never leaks the future, idempotent."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.config import Settings
-from jobs.features import (
+from jobs.fraud.features import (
     CUSTOMER_FEATURES,
     TERMINAL_FEATURES,
     WINDOWS,
@@ -17,7 +16,8 @@ from jobs.features import (
     compute_features,
     snapshot_timestamp,
 )
-from jobs.storage import StorageLayout
+from jobs.platform.config import Settings
+from jobs.platform.storage import StorageLayout
 
 pytestmark = pytest.mark.spark
 

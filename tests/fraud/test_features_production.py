@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import feature_store as fs
-from jobs.config import Settings
-from jobs.features import build_features, snapshot_timestamp
-from jobs.storage import StorageLayout
+from jobs.fraud.features import build_features, snapshot_timestamp
+from jobs.platform import feature_store as fs
+from jobs.platform.config import Settings
+from jobs.platform.storage import StorageLayout
 from tests.support.features import expected_features, offline_snapshot, write_simulated_lake
 from tests.support.recent_activity import assert_no_skew, replay_through_serving
 

@@ -13,9 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import feature_store as fs
-from jobs.config import REPO_ROOT, Settings
-from jobs.features import (
+from jobs.fraud.features import (
     CUSTOMER_FEATURES,
     RECENT_FEATURES,
     TERMINAL_FEATURES,
@@ -23,7 +21,9 @@ from jobs.features import (
     snapshot_timestamp,
 )
 from jobs.fraud.simulate import Simulator
-from jobs.storage import StorageLayout
+from jobs.platform import feature_store as fs
+from jobs.platform.config import REPO_ROOT, Settings
+from jobs.platform.storage import StorageLayout
 from tests.support.features import SIM, expected_features, offline_snapshot, write_simulated_lake
 
 pytestmark = pytest.mark.spark

@@ -7,9 +7,9 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from jobs.config import Settings
 from jobs.fraud.simulate import DriftConfig, Simulator, SimulatorConfig, simulate
-from jobs.storage import StorageLayout, staged_directory
+from jobs.platform.config import Settings
+from jobs.platform.storage import StorageLayout, staged_directory
 
 SMALL = SimulatorConfig(n_customers=300, n_terminals=600, dup_rate=0.01)
 

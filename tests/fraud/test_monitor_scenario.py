@@ -43,7 +43,7 @@ ENV = {"FRAUD_LABEL_DELAY_DAYS": "1", "FRAUD_HOLDOUT_DAYS": "3"}
 @contextlib.contextmanager
 def platform_at(home):
     """Point the settings (and the MLflow env derived from them) at another home, then restore."""
-    from jobs.config import get_settings
+    from jobs.platform.config import get_settings
 
     saved = {k: os.environ.get(k) for k in (*ENV, "FRAUD_HOME", "MLFLOW_TRACKING_URI")}
     os.environ.update(ENV, FRAUD_HOME=str(home))
@@ -74,9 +74,9 @@ def triggered_run(day: dt.date):
 
 
 def play(home, drift: bool) -> dict:
-    from jobs import registry
-    from jobs.monitor import read_summary, read_triggers
-    from jobs.storage import StorageLayout
+    from jobs.platform import registry
+    from jobs.platform.monitor import read_summary, read_triggers
+    from jobs.platform.storage import StorageLayout
     from tests.support.dags import run_dag
 
     with platform_at(home) as settings:
@@ -148,7 +148,7 @@ def test_drift_is_flagged_and_drives_a_gated_retrain(airflow_db, tmp_path):
     )
 
     # ... on a holdout that includes the post-shift days, and the gate's decision follows the metrics
-    from jobs import registry
+    from jobs.platform import registry
 
     run = registry.client(story["settings"]).get_run(challenger["run_id"])
     assert dt.date.fromisoformat(run.data.params["holdout_end"]) >= SHIFT

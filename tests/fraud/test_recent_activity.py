@@ -1,10 +1,10 @@
 """The customer's last hour before each transaction: one definition, computed twice.
 
-* batch: ``jobs.features.compute_recent_activity`` (a Spark range window per customer) writes
+* batch: ``jobs.fraud.features.compute_recent_activity`` (a Spark range window per customer) writes
   ``features/recent``, which Feast joins point-in-time into training sets and batch scoring through
   the offline view ``customer_activity_1h`` of ``fraud_v2``;
 * online: the scoring service pushes each scored transaction to ``customer_recent_activity`` and
-  derives the same features per request (``jobs.features.derive_recent``).
+  derives the same features per request (``jobs.fraud.features.derive_recent``).
 
 The skew test replays a day of lake transactions through the serving feature client in time order
 (read the features, then push the transaction, as ``/v1/score`` does) and requires the served values
@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs import feature_store as fs
-from jobs.config import Settings
-from jobs.features import RECENT_FEATURES, build_features, compute_recent_activity, derive_recent
+from jobs.fraud.features import RECENT_FEATURES, build_features, compute_recent_activity, derive_recent
 from jobs.fraud.simulate import SimulatorConfig, write_lake
-from jobs.storage import StorageLayout
+from jobs.platform import feature_store as fs
+from jobs.platform.config import Settings
+from jobs.platform.storage import StorageLayout
 from tests.support.recent_activity import assert_no_skew, replay_through_serving
 
 pytestmark = pytest.mark.spark
@@ -140,7 +140,7 @@ def test_served_values_equal_training_values(platform):
     assert_no_skew(*replay_through_serving(settings, DAY))
     lake = fs.labelled_transactions(DAY, DAY, settings).sort_values(["tx_datetime", "transaction_id"])
 
-    # the platform's own online read (jobs.feature_store.get_online_features) derives the same values
+    # the platform's own online read (jobs.platform.feature_store.get_online_features) derives the same values
     last = lake.iloc[-1]
     probe = {
         "transaction_id": 10**12,
@@ -183,7 +183,7 @@ def test_scoring_api_serves_a_fraud_v2_champion_with_fresh_last_hour_features(pl
     from fastapi.testclient import TestClient
     from mlflow.models import infer_signature
 
-    from jobs import registry
+    from jobs.platform import registry
     from serving.app import create_app
 
     psettings, _ = platform

@@ -7,10 +7,10 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from jobs import train as T
-from jobs.config import Settings
-from jobs.evaluate import Windows
-from jobs.storage import StorageLayout, as_date
+from jobs.platform import train as T
+from jobs.platform.config import Settings
+from jobs.platform.evaluate import Windows
+from jobs.platform.storage import StorageLayout, as_date
 from tests.support.training import FEATURES, SMALL, WINDOWS, fresh_home, simulated_frame
 
 
@@ -63,7 +63,7 @@ def test_search_logs_nested_trials_and_refits_the_best(train_df, tmp_path_factor
         val_days=3,
         settings=settings,
     )
-    from jobs import registry
+    from jobs.platform import registry
 
     client = registry.client(settings)
     parent = client.get_run(run.run_id)

@@ -1,7 +1,7 @@
 """The ``train_model`` DAG end to end through Airflow (``dag.test``), on the real feature store.
 
 A private platform home holds a small simulated lake (300 customers, 24 days), the feature
-snapshots built by ``jobs.features`` (Spark) and the applied Feast repo; the DAG's tasks read the
+snapshots built by ``jobs.fraud.features`` (Spark) and the applied Feast repo; the DAG's tasks read the
 training set and the holdout through the ``fraud_v2`` feature service, log to MLflow and move the
 registry aliases. The first run promotes a champion and emits the ``champion_model`` asset; a
 second run on the same windows trains the same model, which is not better, so the champion stays
@@ -22,11 +22,11 @@ FIRST, LAST = dt.date(2018, 4, 1), dt.date(2018, 4, 24)
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory, spark):
-    from jobs import feature_store
-    from jobs.config import get_settings
-    from jobs.features import build_features
+    from jobs.fraud.features import build_features
     from jobs.fraud.simulate import Simulator, SimulatorConfig, write_lake
-    from jobs.storage import StorageLayout
+    from jobs.platform import feature_store
+    from jobs.platform.config import get_settings
+    from jobs.platform.storage import StorageLayout
 
     settings = fresh_home(tmp_path_factory)
     layout = StorageLayout(settings)
@@ -64,7 +64,7 @@ def _states(dr) -> dict[str, str]:
 
 
 def test_dag_trains_gates_and_promotes_only_when_better(platform, airflow_db):
-    from jobs import registry
+    from jobs.platform import registry
 
     settings = platform
     conf = {"reason": "test: weekly", "train_days": 7, "holdout_days": 3, "n_estimators": 40, "max_depth": 4}
@@ -79,7 +79,7 @@ def test_dag_trains_gates_and_promotes_only_when_better(platform, airflow_db):
     assert mv.tags["feature_service"] == "fraud_v2" and len(mv.tags["feature_service_version"]) == 16
     assert mv.tags["train_window"] == "2018-04-01..2018-04-07"
     assert mv.tags["holdout_window"] == "2018-04-15..2018-04-17"  # 7-day gap, labels matured by 04-24
-    from jobs.feature_store import FEATURE_COLUMNS
+    from jobs.platform.feature_store import FEATURE_COLUMNS
 
     assert registry.model_features(model) == FEATURE_COLUMNS
     run = registry.client(settings).get_run(mv.run_id)
@@ -91,9 +91,9 @@ def test_dag_trains_gates_and_promotes_only_when_better(platform, airflow_db):
     # training wrote the version's monitoring reference: what monitoring would rebuild from the store
     import pandas as pd
 
-    from jobs import monitor
-    from jobs.feature_store import get_training_set
-    from jobs.storage import StorageLayout
+    from jobs.platform import monitor
+    from jobs.platform.feature_store import get_training_set
+    from jobs.platform.storage import StorageLayout
 
     written = pd.read_parquet(monitor.reference_path(StorageLayout(settings), version))
     rebuilt = monitor.build_reference(get_training_set("2018-04-01", "2018-04-07", settings), model)

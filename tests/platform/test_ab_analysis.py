@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.ab_analysis import ABConfig, Clusters, _copy_ids, analyse, run_analysis
+from jobs.platform.ab_analysis import ABConfig, Clusters, _copy_ids, analyse, run_analysis
 
 FAST = ABConfig(n_boot=200, n_boot_cp=40, n_perm=200, seed=1)
 
@@ -122,7 +122,7 @@ def two_versions(settings):
     import mlflow
     import xgboost as xgb
 
-    from jobs import registry
+    from jobs.platform import registry
 
     registry.configure_mlflow(settings)
     rng = np.random.default_rng(0)
@@ -141,7 +141,7 @@ def two_versions(settings):
 
 
 def test_apply_promotes_through_the_audited_registry(settings, layout, two_versions):
-    from jobs import registry
+    from jobs.platform import registry
 
     champion_v, challenger_v = two_versions
     log = canary_log(sep_challenger=1.6)
@@ -180,7 +180,7 @@ def test_apply_promotes_through_the_audited_registry(settings, layout, two_versi
 def test_fast_metrics_match_sklearn():
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from jobs.ab_analysis import _ap, _auc
+    from jobs.platform.ab_analysis import _ap, _auc
 
     rng = np.random.default_rng(5)
     y = (rng.random(2000) < 0.05).astype(int)
@@ -190,8 +190,8 @@ def test_fast_metrics_match_sklearn():
 
 
 def test_fast_card_precision_matches_the_metrics_module():
-    from jobs.ab_analysis import _cp_arrays
-    from jobs.metrics import card_precision_at_k
+    from jobs.platform.ab_analysis import _cp_arrays
+    from jobs.platform.metrics import card_precision_at_k
 
     log = canary_log(n_customers=800, fraud_rate=0.1, seed=7)
     log["score"] = np.round(log["score"], 2)  # ties between cards

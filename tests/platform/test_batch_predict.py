@@ -1,9 +1,9 @@
 """Batch prediction: pure scoring, the Spark path, the whole job on a tiny lake, S3 publishing, the DAG.
 
 The integration fixture builds a real (small) platform state: a simulated lake (200 customers, 10 days),
-feature snapshots from ``jobs.features`` (Spark), the Feast repo applied, and a small XGBoost model
+feature snapshots from ``jobs.fraud.features`` (Spark), the Feast repo applied, and a small XGBoost model
 trained on Feast's point-in-time training set, logged with ``mlflow.xgboost`` and promoted to
-``champion`` through ``jobs.registry``.
+``champion`` through ``jobs.platform.registry``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.batch_predict import (
+from jobs.platform.batch_predict import (
     PREDICTION_COLUMNS,
     BatchPredictError,
     booster_from_raw,
@@ -101,9 +101,9 @@ def platform(settings, layout, spark):
     import xgboost as xgb
     from mlflow.models import infer_signature
 
-    from jobs import feature_store, registry
-    from jobs.features import build_features
+    from jobs.fraud.features import build_features
     from jobs.fraud.simulate import Simulator, SimulatorConfig, write_lake
+    from jobs.platform import feature_store, registry
 
     sim = Simulator(SimulatorConfig(n_customers=200, n_terminals=400, seed=7))
     write_lake(sim, FIRST, LAST, layout)
@@ -140,8 +140,8 @@ def _read_partition(layout, day) -> pd.DataFrame:
 
 @pytest.mark.spark
 def test_job_scores_every_transaction_like_the_training_path(platform, settings, layout, spark):
-    from jobs import feature_store
-    from jobs.batch_predict import run
+    from jobs.platform import feature_store
+    from jobs.platform.batch_predict import run
 
     assert missing_inputs(SCORED, settings) == []
     summary = run(SCORED, settings, spark=spark, publish=False)
@@ -163,7 +163,7 @@ def test_job_scores_every_transaction_like_the_training_path(platform, settings,
 
 @pytest.mark.spark
 def test_rerun_replaces_the_partition_without_duplicates(platform, settings, layout, spark):
-    from jobs.batch_predict import run
+    from jobs.platform.batch_predict import run
 
     run(SCORED, settings, spark=spark, publish=False)
     first = _read_partition(layout, SCORED)
@@ -183,9 +183,9 @@ def test_missing_inputs_names_what_is_not_there(settings):
 
 @pytest.mark.spark
 def test_job_publishes_to_s3_and_a_rerun_replaces_the_publication(platform, settings, spark, s3_endpoint):
-    from jobs.batch_predict import run
-    from jobs.publish import download_partition, ensure_bucket, read_manifest
-    from jobs.storage import StorageLayout
+    from jobs.platform.batch_predict import run
+    from jobs.platform.publish import download_partition, ensure_bucket, read_manifest
+    from jobs.platform.storage import StorageLayout
 
     s3 = settings.model_copy(
         update={"s3_endpoint_url": s3_endpoint, "s3_bucket": f"batch-{uuid.uuid4().hex[:8]}"}

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from jobs.config import REPO_ROOT, Settings
+from jobs.platform.config import REPO_ROOT, Settings
 
 DOCKER = REPO_ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.airflow, pytest.mark.spark]
 def private_home(tmp_path, monkeypatch):
     """Point the process-wide settings (read by the DAG's tasks, which dag.test runs in-process)
     at a private home, so this test's lake and online store are its own."""
-    from jobs.config import get_settings
+    from jobs.platform.config import get_settings
 
     monkeypatch.setenv("FRAUD_HOME", str(tmp_path))
     monkeypatch.setenv("FRAUD_FEAST_PROJECT", "fraud_test_dag")
@@ -58,8 +58,8 @@ def test_days_come_from_the_stale_set_or_the_date_param(private_home):
     """An asset-triggered run builds what is stale in the lake, whatever its events say."""
     from build_features import event_days, snapshot_days
 
-    from jobs.features import record_inputs, snapshot_inputs
-    from jobs.storage import StorageLayout
+    from jobs.fraud.features import record_inputs, snapshot_inputs
+    from jobs.platform.storage import StorageLayout
 
     layout = StorageLayout(private_home)
     for i in range(3):
@@ -91,8 +91,8 @@ def test_stale_days_follow_the_lake_contents(private_home):
     day makes every later snapshot within label_delay_days + 30 days stale; the same bytes rewritten do not."""
     import time
 
-    from jobs.features import record_inputs, snapshot_inputs, stale_days
-    from jobs.storage import StorageLayout
+    from jobs.fraud.features import record_inputs, snapshot_inputs, stale_days
+    from jobs.platform.storage import StorageLayout
 
     layout = StorageLayout(private_home)
     days = [dt.date(2018, 4, 1) + dt.timedelta(days=i) for i in range(60)]
@@ -120,10 +120,10 @@ def test_stale_days_follow_the_lake_contents(private_home):
 def test_out_of_order_builds_end_equal_to_one_range_build(tmp_path, spark):
     """The scheduler's order, forced: the later days are built before an earlier day reaches the lake; the
     rebuild of the stale days then gives exactly the tables of one build over the range."""
-    from jobs.config import Settings
-    from jobs.features import build_features, stale_days
+    from jobs.fraud.features import build_features, stale_days
     from jobs.fraud.simulate import SimulatorConfig, write_lake
-    from jobs.storage import StorageLayout
+    from jobs.platform.config import Settings
+    from jobs.platform.storage import StorageLayout
 
     sim = SimulatorConfig(n_customers=80, n_terminals=160, dup_rate=0.0)
     first, late, last = dt.date(2018, 4, 1), dt.date(2018, 4, 9), dt.date(2018, 4, 12)
@@ -154,8 +154,8 @@ def test_dag_builds_materializes_and_emits_the_features_asset(airflow_db, privat
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
-    from jobs import feature_store as fs
-    from jobs.storage import StorageLayout
+    from jobs.platform import feature_store as fs
+    from jobs.platform.storage import StorageLayout
 
     settings = private_home
     layout = StorageLayout(settings)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.evaluate import Evaluation, gate
-from jobs.use_case import Floor, GateSpec, Guardrail, MetricSpec, SliceRule, get_use_case
+from jobs.platform.evaluate import Evaluation, gate
+from jobs.platform.use_case import Floor, GateSpec, Guardrail, MetricSpec, SliceRule, get_use_case
 
 RMSE = MetricSpec("rmse", higher_is_better=False)
 COVERAGE = MetricSpec("coverage")

@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jobs.config import REPO_ROOT, Settings
 from jobs.fraud.simulate import Simulator, SimulatorConfig, simulate
-from jobs.ingest import IngestGateError, ingest_labels, ingest_transactions
-from jobs.storage import TMP_PREFIX, StorageLayout
+from jobs.platform.config import REPO_ROOT, Settings
+from jobs.platform.ingest import IngestGateError, ingest_labels, ingest_transactions
+from jobs.platform.storage import TMP_PREFIX, StorageLayout
 
 CFG = SimulatorConfig(n_customers=300, n_terminals=600, dup_rate=0.01)
 DAY = dt.date(2018, 4, 12)
@@ -116,7 +116,7 @@ def test_writer_killed_mid_commit_leaves_the_previous_partition(world, spark):
     landing.write_text("".join(lines[: len(lines) * 9 // 10]))
     env = {**os.environ, **settings.service_env(), "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.ingest", "--date", DAY.isoformat(), "--what", "transactions"]
+        [sys.executable, "-m", "jobs.platform.ingest", "--date", DAY.isoformat(), "--what", "transactions"]
         + ["--hold-before-commit", "120"],
         cwd=REPO_ROOT,
         env=env,

@@ -11,9 +11,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.config import Settings
-from jobs.ingest import IngestError, ingest_labels, ingest_transactions, main
-from jobs.storage import StorageLayout
+from jobs.platform.config import Settings
+from jobs.platform.ingest import IngestError, ingest_labels, ingest_transactions, main
+from jobs.platform.storage import StorageLayout
 from tests.support.ingest import ingest_folder
 
 CORPUS = Path(__file__).parent / "bad_inputs"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import Settings
-from jobs.ingest import IngestError, ingest_transactions
-from jobs.storage import StorageLayout
+from jobs.platform.config import Settings
+from jobs.platform.ingest import IngestError, ingest_transactions
+from jobs.platform.storage import StorageLayout
 from tests.support.ingest import ingest_folder
 
 CORPUS = Path(__file__).parent / "bad_inputs"

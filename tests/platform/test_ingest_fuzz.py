@@ -2,7 +2,7 @@
 
 Two layers, so the budget stays bounded:
 
-* **the byte-level contract** (:mod:`jobs.landing`, pure Python): hundreds of generated files per second,
+* **the byte-level contract** (:mod:`jobs.platform.landing`, pure Python): hundreds of generated files per second,
   checked against an independent line count and the decoding rules;
 * **end to end** (Spark + GX): a few generated landing *days*, each several files ingested in one run. The
   invariant for every day: the run fails with an :class:`IngestError` naming the file, the line or column
@@ -32,11 +32,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-from jobs.config import REPO_ROOT, Settings
-from jobs.ingest import PART_FILE, SPECS, IngestError, ingest_transactions
-from jobs.landing import IngestError as LandingIngestError
-from jobs.landing import split_landing
-from jobs.storage import StorageLayout
+from jobs.platform.config import REPO_ROOT, Settings
+from jobs.platform.ingest import PART_FILE, SPECS, IngestError, ingest_transactions
+from jobs.platform.landing import IngestError as LandingIngestError
+from jobs.platform.landing import split_landing
+from jobs.platform.storage import StorageLayout
 
 COLUMNS = SPECS["transactions"].raw_columns
 DAY = dt.date(2018, 4, 1)
@@ -47,7 +47,7 @@ TALLY: Counter = Counter()
 
 
 def oracle_lines(data: bytes) -> int:
-    """Data lines of a landing file as the contract defines them, counted without jobs.landing: one per
+    """Data lines of a landing file as the contract defines them, counted without jobs.platform.landing: one per
     terminator (LF, CRLF, lone CR), plus an unterminated last line; minus the header."""
     if data.startswith(codecs.BOM_UTF8):
         data = data[3:]

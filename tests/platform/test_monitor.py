@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.monitor import (
+from jobs.platform.monitor import (
     Decision,
     MonitorConfig,
     Thresholds,

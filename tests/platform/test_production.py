@@ -2,7 +2,7 @@
 
 Each test builds its own production :class:`Settings` with ``postgres_db_prefix=fraud_test_g`` so the
 databases it creates, migrates and drops never clobber the real ``fraud_*`` ones. A service that is down
-makes the test FAIL with the command that starts it (``jobs.admin.START_HINTS``).
+makes the test FAIL with the command that starts it (``jobs.platform.admin.START_HINTS``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs import admin
-from jobs.config import REPO_ROOT, Settings
+from jobs.platform import admin
+from jobs.platform.config import REPO_ROOT, Settings
 
 TEST_PREFIX = "fraud_test_g"
 INGEST_DAG = "ingest_transactions"
@@ -85,7 +85,7 @@ def test_a_down_service_is_reported_with_how_to_start_it(unused_port: int) -> No
             admin.require(service, down)
         assert f"127.0.0.1:{unused_port}" in str(err.value)
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.admin", "check-services", "--services", "redis"],
+        [sys.executable, "-m", "jobs.platform.admin", "check-services", "--services", "redis"],
         env={**os.environ, "FRAUD_REDIS_PORT": str(unused_port)},
         capture_output=True,
         text=True,
@@ -128,16 +128,16 @@ def test_redis_is_reachable_and_round_trips(prod: Settings) -> None:
 @pytest.mark.production
 @pytest.mark.timeout(1200)
 def test_airflow_migrates_on_postgres_and_runs_a_dag(prod: Settings) -> None:
-    """`jobs.admin migrate` + `airflow dags test` of the ingest DAG, metadata in PostgreSQL."""
+    """`jobs.platform.admin migrate` + `airflow dags test` of the ingest DAG, metadata in PostgreSQL."""
     import psycopg2
 
     from jobs.fraud.simulate import SimulatorConfig, simulate
-    from jobs.storage import StorageLayout
+    from jobs.platform.storage import StorageLayout
 
     env = _subprocess_env(prod)
     admin.create_databases(prod)
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.admin", "migrate"],
+        [sys.executable, "-m", "jobs.platform.admin", "migrate"],
         env=env,
         capture_output=True,
         text=True,

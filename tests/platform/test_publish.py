@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from jobs.config import Settings
-from jobs.publish import (
+from jobs.platform.config import Settings
+from jobs.platform.publish import (
     GENERATION_PREFIX,
     MANIFEST_NAME,
     ConcurrentPublish,
@@ -333,7 +333,7 @@ def test_killed_publisher_leaves_no_partition_and_the_next_run_completes(tmp_pat
         "FRAUD_S3_PREFIX": s3_settings.s3_prefix,
         "PYTHONPATH": str(REPO),
     }
-    code = f"from jobs.publish import publish_directory; publish_directory({str(local)!r}, {uri!r})"
+    code = f"from jobs.platform.publish import publish_directory; publish_directory({str(local)!r}, {uri!r})"
     child = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, start_new_session=True)
     try:
         assert proxy.hanging.wait(60), "publisher never reached its second upload"
@@ -403,8 +403,8 @@ def test_concurrent_first_publication_has_exactly_one_winner(tmp_path, s3_settin
 
 
 def test_publish_partition_maps_the_storage_layout_and_the_cli_shows_it(s3_settings, capsys, monkeypatch):
-    from jobs.publish import main, publish_partition
-    from jobs.storage import StorageLayout
+    from jobs.platform.publish import main, publish_partition
+    from jobs.platform.storage import StorageLayout
 
     layout = StorageLayout(s3_settings)
     make_partition(layout.path("reports", "2018-05-06", "monitoring"), n_files=1)
@@ -414,7 +414,7 @@ def test_publish_partition_maps_the_storage_layout_and_the_cli_shows_it(s3_setti
     assert manifest["metadata"] == {"dataset": "reports", "date": "2018-05-06"}
 
     # the CLI reads settings from the environment like every job; aim it at the same endpoint
-    from jobs.config import get_settings
+    from jobs.platform.config import get_settings
 
     monkeypatch.setenv("FRAUD_S3_ENDPOINT_URL", s3_settings.s3_endpoint_url)
     monkeypatch.setenv("FRAUD_S3_BUCKET", s3_settings.s3_bucket)

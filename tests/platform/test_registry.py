@@ -12,9 +12,9 @@ import json
 import numpy as np
 import pytest
 
-from jobs import registry
-from jobs import train as T
-from jobs.config import Settings
+from jobs.platform import registry
+from jobs.platform import train as T
+from jobs.platform.config import Settings
 from tests.support.training import FEATURES, SMALL, WINDOWS, fresh_home, simulated_frame
 
 
@@ -180,7 +180,7 @@ def test_rollback_restores_the_previous_champion(frames, home_settings, monkeypa
     assert client.get_model_version(settings.model_name, v2).tags["gate"] == "rolled_back"
 
     # the CLI shows the same trail (settings from the environment, as in production)
-    from jobs.config import get_settings
+    from jobs.platform.config import get_settings
 
     monkeypatch.setenv("FRAUD_HOME", str(settings.home))
     monkeypatch.setenv("FRAUD_MODEL_NAME", settings.model_name)

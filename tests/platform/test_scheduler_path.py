@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import Settings
 from jobs.fraud.simulate import SimulatorConfig, simulate
-from jobs.procs import free_port
-from jobs.storage import StorageLayout
+from jobs.platform.config import Settings
+from jobs.platform.procs import free_port
+from jobs.platform.storage import StorageLayout
 from tests.support.features import assert_same_feature_tables
 
 pytestmark = [pytest.mark.airflow, pytest.mark.spark, pytest.mark.slow]
@@ -37,8 +37,8 @@ def _settings(home: Path, **kw) -> Settings:
 @pytest.fixture(scope="module")
 def scheduler_home(tmp_path_factory, settings):
     """A home with its own Airflow (SQLite) and lake; the session's Spark Connect server; free ports."""
-    from jobs.admin import migrate_airflow
-    from jobs.services import Supervisor, start_airflow
+    from jobs.platform.admin import migrate_airflow
+    from jobs.platform.services import Supervisor, start_airflow
 
     home = tmp_path_factory.mktemp("scheduler-path")
     env = {
@@ -49,7 +49,7 @@ def scheduler_home(tmp_path_factory, settings):
     }
     saved = {k: os.environ.get(k) for k in [*env, "PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"]}
     os.environ.update(env)
-    # a metrics folder that is gone, inherited from a parent that has exited (see jobs/procs.py): the
+    # a metrics folder that is gone, inherited from a parent that has exited (see jobs/platform/procs.py): the
     # scheduler and its tasks must drop it before Feast is imported
     gone = str(home / "metrics_gone")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["PROMETHEUS_MULTIPROCESS_DIR"] = gone
@@ -70,7 +70,7 @@ def scheduler_home(tmp_path_factory, settings):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        from jobs.config import get_settings
+        from jobs.platform.config import get_settings
 
         get_settings.cache_clear()
         for key, value in settings.service_env().items():  # back to the session's Airflow
@@ -79,9 +79,9 @@ def scheduler_home(tmp_path_factory, settings):
 
 @pytest.fixture(scope="module")
 def backfilled(scheduler_home):
-    from jobs.airflow_api import AirflowClient
-    from jobs.orchestrate import backfill_ingest, queue_backfill
-    from jobs.services import start_scheduler
+    from jobs.platform.airflow_api import AirflowClient
+    from jobs.platform.orchestrate import backfill_ingest, queue_backfill
+    from jobs.platform.services import start_scheduler
 
     sched, supervisor = scheduler_home
     with AirflowClient(settings=sched) as client:
@@ -116,8 +116,8 @@ def test_backfill_through_the_scheduler_succeeds(backfilled):
 def test_lake_and_features_equal_the_in_process_path(backfilled, tmp_path, spark):
     """The same days ingested and built in-process (one range build) give the same partitions: the lake
     byte for byte, the feature tables row for row, whatever order the scheduler ran the days in."""
-    from jobs.features import build_features
-    from jobs.ingest import ingest
+    from jobs.fraud.features import build_features
+    from jobs.platform.ingest import ingest
 
     sched = backfilled[0]
     local = _settings(tmp_path / "in-process")
@@ -137,7 +137,7 @@ def test_lake_and_features_equal_the_in_process_path(backfilled, tmp_path, spark
                 assert x.read_bytes() == y.read_bytes(), f"{dataset} {day}: {x.name} differs"
     assert_same_feature_tables(b, a)
     # every snapshot is up to date with the lake, from the same lake partitions as the in-process build
-    from jobs.features import INPUTS_FILE, INPUTS_VIEW, stale_days
+    from jobs.fraud.features import INPUTS_FILE, INPUTS_VIEW, stale_days
 
     assert stale_days(sched) == [] == stale_days(local)
     for day in b.partitions("features", INPUTS_VIEW):
@@ -159,7 +159,7 @@ def test_a_stale_inherited_metrics_folder_is_dropped(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "feast_metrics_gone" not in out.stdout
 
-    from jobs.procs import child_env
+    from jobs.platform.procs import child_env
 
     mine = tmp_path / "my-metrics"
     mine.mkdir()
@@ -172,8 +172,8 @@ def test_ui_shows_the_backfill_and_the_asset_triggered_runs(backfilled):
     feature DAG's asset-triggered runs, screenshotted to test-artifacts/."""
     from playwright.sync_api import sync_playwright
 
-    from jobs.airflow_api import admin_password
-    from jobs.config import REPO_ROOT
+    from jobs.platform.airflow_api import admin_password
+    from jobs.platform.config import REPO_ROOT
 
     chromium = Path("/usr/bin/chromium")
     assert chromium.exists(), "Debian's Chromium is missing at /usr/bin/chromium: run `make browser`"

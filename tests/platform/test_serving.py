@@ -179,7 +179,7 @@ def make_app(settings, sandbox, registry_settings=None, **kwargs):
 
 def tmp_layout(settings, tmp_path):
     """A storage layout rooted in the test's folder (the registry stays the session's)."""
-    from jobs.storage import StorageLayout
+    from jobs.platform.storage import StorageLayout
 
     return StorageLayout(settings.model_copy(update={"home": tmp_path / "home"}))
 
@@ -456,7 +456,7 @@ def test_api_key_required_when_configured(serving_settings, sandbox, champion):
 
 
 def test_production_profile_turns_auth_on(serving_settings):
-    from jobs.config import Settings
+    from jobs.platform.config import Settings
 
     prod = Settings(profile="production", home=serving_settings.home)
     assert prod.serving_api_key is not None
@@ -897,7 +897,7 @@ def test_redis_outage_gives_503_then_recovers_without_restart(
 def test_promoting_a_new_champion_under_load_fails_no_request(
     serving_settings, sandbox, champion, challenger
 ):
-    from jobs import registry
+    from jobs.platform import registry
     from tests.support.sandbox import train_and_register
 
     settings = serving_settings.model_copy(update={"serving_challenger_mode": "off"})

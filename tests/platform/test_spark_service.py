@@ -7,11 +7,11 @@ import datetime as dt
 import pytest
 from pydantic import ValidationError
 
-from jobs.config import Settings
-from jobs.ingest import missing_landing
-from jobs.landing import mark_landed
-from jobs.spark import default_parallelism, ensure_connect_server, is_connect
-from jobs.storage import StorageLayout
+from jobs.platform.config import Settings
+from jobs.platform.ingest import missing_landing
+from jobs.platform.landing import mark_landed
+from jobs.platform.spark import default_parallelism, ensure_connect_server, is_connect
+from jobs.platform.storage import StorageLayout
 
 
 def test_a_connect_url_that_does_not_answer_is_a_clear_error(tmp_path):

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobs.config import REPO_ROOT, Settings
+from jobs.platform.config import REPO_ROOT, Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -58,7 +58,7 @@ def _free_port() -> int:
 def _write_lake(settings: Settings) -> None:
     """Lake partitions as ingestion publishes them (data contract columns/types), from the simulator."""
     from jobs.fraud.simulate import SimulatorConfig, write_lake
-    from jobs.storage import StorageLayout
+    from jobs.platform.storage import StorageLayout
 
     write_lake(
         SimulatorConfig(n_customers=200, n_terminals=400, seed=11), FIRST, LAST, StorageLayout(settings)
@@ -105,8 +105,8 @@ def stack(tmp_path_factory):
         [
             "bash",
             "-c",
-            f"{sys.executable} -m jobs.build_features --start {FIRST} --end {LAST}"
-            f" && {sys.executable} -m jobs.feature_store apply",
+            f"{sys.executable} -m jobs.fraud.build_features --start {FIRST} --end {LAST}"
+            f" && {sys.executable} -m jobs.platform.feature_store apply",
         ],
         env=env,
         cwd=REPO_ROOT,

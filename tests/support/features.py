@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from jobs import feature_store as fs
-from jobs.features import CUSTOMER_FEATURES, TERMINAL_FEATURES
+from jobs.fraud.features import CUSTOMER_FEATURES, TERMINAL_FEATURES
 from jobs.fraud.simulate import SimulatorConfig, write_lake
-from jobs.storage import StorageLayout
+from jobs.platform import feature_store as fs
+from jobs.platform.storage import StorageLayout
 
 SIM = SimulatorConfig(n_customers=120, n_terminals=240, dup_rate=0.0)  # the feature-store tests' world
 VIEWS = {"customer": CUSTOMER_FEATURES, "terminal": TERMINAL_FEATURES}

@@ -11,8 +11,8 @@ def ingest_folder(folder: Path, settings, spark, day: str):
     the result with the lake and quarantine partitions it wrote (pandas)."""
     import pandas as pd
 
-    from jobs.ingest import ingest_transactions
-    from jobs.storage import StorageLayout
+    from jobs.platform.ingest import ingest_transactions
+    from jobs.platform.storage import StorageLayout
 
     layout = StorageLayout(settings)
     landing = layout.path("landing_transactions", day)

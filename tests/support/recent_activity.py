@@ -8,9 +8,9 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from jobs import feature_store as fs
-from jobs.config import Settings
-from jobs.features import RECENT_FEATURES
+from jobs.fraud.features import RECENT_FEATURES
+from jobs.platform import feature_store as fs
+from jobs.platform.config import Settings
 
 
 def replay_through_serving(settings: Settings, day: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:

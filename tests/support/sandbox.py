@@ -16,7 +16,7 @@ pipeline). It builds, under one folder:
 
 It is a sandbox, not the training pipeline: the snapshot features use ground-truth fraud for the
 terminal risk (no label delay) and the model is tiny. The pipeline's own feature repo and training
-job (``feature_repo/``, ``jobs/train.py``) are what production serves.
+job (``feature_repo/``, ``jobs/platform/train.py``) are what production serves.
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def train_and_register(
             for t in grid
         ]
         threshold = float(grid[int(np.argmin(cost))])
-    from jobs.registry import configure_mlflow
+    from jobs.platform.registry import configure_mlflow
 
     # artifacts under settings.mlflow_artifact_root, never MLflow's default ./mlruns in the working directory
     configure_mlflow(settings, "serving-sandbox")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from jobs import train as T
-from jobs.config import Settings
-from jobs.evaluate import Windows
 from jobs.fraud.simulate import Simulator, SimulatorConfig
+from jobs.platform import train as T
+from jobs.platform.config import Settings
+from jobs.platform.evaluate import Windows
 
 WINDOWS = Windows(dt.date(2018, 4, 8), dt.date(2018, 4, 21), dt.date(2018, 4, 29), dt.date(2018, 5, 5))
 FEATURES = [

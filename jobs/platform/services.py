@@ -3,7 +3,7 @@ Connect server, the MLflow UI and the scoring API, each started detached with a 
 ``<home>/run`` and its log under ``<home>/logs``.
 
 ``make demo`` starts them and ``make stop`` ends them; the scheduler-path test and benchmark start the
-Airflow ones on a temporary home the same way. Children get :func:`jobs.procs.child_env` (no inherited
+Airflow ones on a temporary home the same way. Children get :func:`jobs.platform.procs.child_env` (no inherited
 Feast metrics folder) plus the settings' service environment.
 """
 
@@ -19,8 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.config import REPO_ROOT, Settings
-from jobs.procs import child_env, port_open
+from jobs.platform.config import REPO_ROOT, Settings
+from jobs.platform.procs import child_env, port_open
 
 BIN = Path(sys.executable).parent
 AIRFLOW = ("airflow-dag-processor", "airflow-scheduler", "airflow-api-server")
@@ -41,7 +41,7 @@ def airflow_services(settings: Settings) -> list[Service]:
     return [
         Service("airflow-dag-processor", [airflow, "dag-processor"]),
         # tasks are forked from the scheduler's workers: start it with the task libraries imported
-        Service("airflow-scheduler", [sys.executable, "-m", "jobs.preload", "scheduler"]),
+        Service("airflow-scheduler", [sys.executable, "-m", "jobs.platform.preload", "scheduler"]),
         Service(
             "airflow-api-server",
             [airflow, "api-server", "--port", str(settings.airflow_port), "--host", "127.0.0.1"],
@@ -153,7 +153,7 @@ class Supervisor:
         return True
 
     def stop_all(self, names: tuple[str, ...] = ALL) -> None:
-        from jobs.spark import stop_server
+        from jobs.platform.spark import stop_server
 
         for name in names:
             self.stop(name)
@@ -192,7 +192,7 @@ def start_airflow(
     """The Spark Connect server (when configured) and Airflow's DAG processor, API server and (unless
     ``scheduler=False``: start it later with :func:`start_scheduler`) scheduler of ``settings``' home,
     started and health-checked (``wait=False``: started only; :func:`wait_platform` checks them later)."""
-    from jobs.spark import ensure_connect_server
+    from jobs.platform.spark import ensure_connect_server
 
     supervisor = Supervisor(settings)
     if settings.spark_connect_url:
@@ -207,7 +207,7 @@ def start_airflow(
 
 def wait_platform(settings: Settings, timeout: float = 180.0) -> None:
     """Wait until the Spark Connect server and the Airflow API server started by :func:`start_airflow` answer."""
-    from jobs.spark import wait_for_server
+    from jobs.platform.spark import wait_for_server
 
     if settings.spark_connect_url:
         wait_for_server(settings, timeout)

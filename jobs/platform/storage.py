@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from jobs.config import Settings, get_settings
+from jobs.platform.config import Settings, get_settings
 
 DATASETS: dict[str, str] = {
     "landing_transactions": "landing/transactions",

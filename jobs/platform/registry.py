@@ -16,9 +16,9 @@ the current state, move the alias and append, so concurrent promotions are seria
 
 CLI::
 
-    python -m jobs.registry show
-    python -m jobs.registry history [--json]
-    python -m jobs.registry rollback --reason "AP dropped in production" [--actor alice]
+    python -m jobs.platform.registry show
+    python -m jobs.platform.registry history [--json]
+    python -m jobs.platform.registry rollback --reason "AP dropped in production" [--actor alice]
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.config import Settings, get_settings
-from jobs.logs import get_logger
-from jobs.storage import StorageLayout
+from jobs.platform.config import Settings, get_settings
+from jobs.platform.logs import get_logger
+from jobs.platform.storage import StorageLayout
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -216,7 +216,7 @@ def _append(path: Path, entries: list[dict[str, Any]], **fields: Any) -> dict[st
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **fields,
     }
-    from jobs.metrics import json_safe  # lazy: sklearn stays off the serving start-up path
+    from jobs.platform.metrics import json_safe  # lazy: sklearn stays off the serving start-up path
 
     entry = json_safe(entry)
     with open(path, "a") as f:
@@ -488,7 +488,9 @@ def print_history(entries: list[dict[str, Any]], out=None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.registry", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.platform.registry", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("show", help="current champion and challenger")
     h = sub.add_parser("history", help="every alias change and gate decision (audit log)")

@@ -15,7 +15,7 @@ Pure Python (no Spark), so the contract can be fuzzed fast and every ingest run 
   of the first offending byte within the line (counted after the BOM on line 1). Ingestion quarantines
   such a line and publishes the rest of the file.
 * **Header**: a header line that is not UTF-8 fails the run with an :class:`IngestError` naming the file,
-  line 1, the byte and the rule (the header's own checks are :func:`jobs.ingest.check_header`'s).
+  line 1, the byte and the rule (the header's own checks are :func:`jobs.platform.ingest.check_header`'s).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import codecs
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.config import Settings, get_settings
+from jobs.platform.config import Settings, get_settings
 
 ENCODING_RULE = "encoding: invalid UTF-8"
 UTF8_RULE = "rule: landing files are UTF-8, a leading BOM tolerated"

@@ -8,8 +8,8 @@ file) override the defaults. Two profiles share one schema:
 * ``production``: PostgreSQL for Airflow and MLflow metadata and the Feast registry, Redis for the
   Feast online store, an S3 bucket for published predictions and reports, a Spark master URL.
 
-Run ``python -m jobs.config`` to print the effective settings (secrets masked) or
-``python -m jobs.config env`` for the environment lines that Airflow, MLflow and Spark read.
+Run ``python -m jobs.platform.config`` to print the effective settings (secrets masked) or
+``python -m jobs.platform.config env`` for the environment lines that Airflow, MLflow and Spark read.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 Profile = Literal["local", "production"]
 
@@ -329,7 +329,7 @@ def get_settings() -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.config", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m jobs.platform.config", description=__doc__)
     parser.add_argument("what", nargs="?", choices=["show", "env"], default="show")
     args = parser.parse_args(argv)
     settings = get_settings()

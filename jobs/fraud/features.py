@@ -46,8 +46,8 @@ Output: ``features/customer/date=D``, ``features/terminal/date=D`` (parquet, one
 snapshot day) and ``features/recent/date=D`` (the transactions of day ``D``), each replaced
 atomically; re-running a day gives the same partition.
 
-CLI: ``python -m jobs.build_features --start 2018-05-01 --end 2018-05-07`` (or ``--date D``;
-``--materialize`` then loads the online store); also ``spark-submit jobs/build_features.py ...``.
+CLI: ``python -m jobs.fraud.build_features --start 2018-05-01 --end 2018-05-07`` (or ``--date D``;
+``--materialize`` then loads the online store); also ``spark-submit jobs/fraud/build_features.py ...``.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.config import Settings, get_settings
-from jobs.logs import get_logger
-from jobs.storage import TMP_PREFIX, StorageLayout, as_date, partition_name, staged_directory
+from jobs.platform.config import Settings, get_settings
+from jobs.platform.logs import get_logger
+from jobs.platform.storage import TMP_PREFIX, StorageLayout, as_date, partition_name, staged_directory
 
 WINDOWS: tuple[int, ...] = (1, 7, 30)
 LOOKBACK_DAYS = max(WINDOWS)  # membership: activity in the longest window + 1 day
@@ -440,8 +440,8 @@ def build_features(
     ``start..end`` (inclusive); idempotent."""
     from pyspark.sql import functions as F
 
-    from jobs.schema import LABEL_SCHEMA, TRANSACTION_SCHEMA
-    from jobs.spark import get_spark
+    from jobs.fraud.schema import LABEL_SCHEMA, TRANSACTION_SCHEMA
+    from jobs.platform.spark import get_spark
 
     settings = settings or get_settings()
     layout = StorageLayout(settings)

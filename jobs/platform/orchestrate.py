@@ -1,7 +1,7 @@
 """The pipeline through the Airflow scheduler, as a user runs it (``make demo``, the scheduler-path test and
 ``benchmarks/scheduler``): a backfill of ``ingest_transactions`` over the simulated days, the asset events it
 emits triggering ``build_features``, then manual runs of the model DAGs, each waited for with a progress
-callback. Everything goes through the REST API (:mod:`jobs.airflow_api`); the scheduler runs every task.
+callback. Everything goes through the REST API (:mod:`jobs.platform.airflow_api`); the scheduler runs every task.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from jobs.airflow_api import AirflowClient, RunState
+from jobs.platform.airflow_api import AirflowClient, RunState
 
 INGEST_DAG = "ingest_transactions"
 FEATURES_DAG = "build_features"

@@ -1,6 +1,6 @@
 """The one place that gives a job its SparkSession, and that runs the platform's Spark service.
 
-Two modes, chosen by the settings (``python -m jobs.config`` shows them):
+Two modes, chosen by the settings (``python -m jobs.platform.config`` shows them):
 
 * **Spark Connect** (``spark_connect_url`` set; the default of both profiles): every job is a thin gRPC
   client of one long-lived Spark Connect server, so an Airflow task pays neither a JVM start nor a
@@ -10,7 +10,7 @@ Two modes, chosen by the settings (``python -m jobs.config`` shows them):
 * **In-process** (``FRAUD_SPARK_CONNECT_URL=`` empty): a classic driver JVM inside the calling process,
   master ``spark_master``. Useful for debugging with the Spark UI, or on a machine without the server.
 
-``python -m jobs.spark start|stop|status`` manages the embedded server (``make demo`` starts it with the
+``python -m jobs.platform.spark start|stop|status`` manages the embedded server (``make demo`` starts it with the
 other services and ``make stop`` ends it). Its log is ``<home>/logs/spark-connect.log``.
 """
 
@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jobs.config import REPO_ROOT, Settings, get_settings
-from jobs.procs import child_env, port_open
+from jobs.platform.config import REPO_ROOT, Settings, get_settings
+from jobs.platform.procs import child_env, port_open
 
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
-# the Airflow pool every Spark task runs in; its size is ``Settings.spark_pool_slots`` (``jobs.admin``)
+# the Airflow pool every Spark task runs in; its size is ``Settings.spark_pool_slots`` (``jobs.platform.admin``)
 AIRFLOW_POOL = "spark"
 
 
@@ -158,7 +158,7 @@ def server_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-LOG4J2 = """# written by jobs.spark for the embedded Connect server (level: Settings.spark_log_level)
+LOG4J2 = """# written by jobs.platform.spark for the embedded Connect server (level: Settings.spark_log_level)
 rootLogger.level = {level}
 rootLogger.appenderRef.stdout.ref = console
 appender.console.type = Console
@@ -194,7 +194,7 @@ def ensure_connect_server(settings: Settings, timeout: float = 180.0, wait: bool
     if not (_is_local(host) and settings.spark_connect_autostart):
         raise RuntimeError(
             f"spark_connect_url: no Spark Connect server answers at {settings.spark_connect_url} "
-            "(start it with `python -m jobs.spark start`, or set FRAUD_SPARK_CONNECT_URL= for an "
+            "(start it with `python -m jobs.platform.spark start`, or set FRAUD_SPARK_CONNECT_URL= for an "
             "in-process session)"
         )
     paths = _paths(settings)
@@ -339,7 +339,9 @@ def health(settings: Settings) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.spark", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.platform.spark", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("command", choices=["start", "stop", "status", "serve"])
     args = parser.parse_args(argv)
     settings = get_settings()

@@ -9,11 +9,11 @@ holdout day has been reported ``label_delay_days`` later).
 On the holdout the use case evaluates the scores (``UseCase.evaluate``: its metrics, slices and
 decision policy; fraud's are in :mod:`jobs.fraud.evaluation`) and the gate compares a challenger
 with the champion re-scored on the SAME holdout, by the rules the use case declares
-(``UseCase.gate``, a :class:`jobs.use_case.GateSpec`).
+(``UseCase.gate``, a :class:`jobs.platform.use_case.GateSpec`).
 
 CLI::
 
-    python -m jobs.evaluate model --alias champion --start 2018-04-22 --end 2018-04-28
+    python -m jobs.platform.evaluate model --alias champion --start 2018-04-22 --end 2018-04-28
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs import metrics as M
-from jobs.config import Settings, get_settings
-from jobs.storage import StorageLayout, as_date
-from jobs.use_case import GateSpec, get_use_case
+from jobs.platform import metrics as M
+from jobs.platform.config import Settings, get_settings
+from jobs.platform.storage import StorageLayout, as_date
+from jobs.platform.use_case import GateSpec, get_use_case
 
 
 # --- windows and the label delay ------------------------------------------------------------
@@ -173,7 +173,7 @@ class GateDecision:
 def gate(challenger: Evaluation, champion: Evaluation | None, spec: GateSpec) -> GateDecision:
     """Should the challenger replace the champion? Both must be evaluated on the same holdout.
 
-    The use case declares the rules (:class:`jobs.use_case.GateSpec`):
+    The use case declares the rules (:class:`jobs.platform.use_case.GateSpec`):
 
     * absolute floors always apply — they alone decide for the first model;
     * primary metric: the challenger beats the champion by more than the margin;
@@ -276,7 +276,7 @@ def evaluate_registered(
     alias: str | None, version: str | None, start: str, end: str, settings: Settings | None = None
 ) -> Evaluation:
     """Score a registered model on a window of the feature service and evaluate it."""
-    from jobs import feature_store, registry
+    from jobs.platform import feature_store, registry
 
     settings = settings or get_settings()
     layout = StorageLayout(settings)
@@ -294,7 +294,9 @@ def evaluate_registered(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.platform.evaluate", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("model", help="evaluate a registered model on a matured window")
     p.add_argument("--alias", default=None, help="registry alias (default champion)")

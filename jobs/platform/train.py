@@ -13,9 +13,9 @@ model is refitted on the whole window. Every trial is a nested MLflow run.
 
 CLI::
 
-    python -m jobs.train --train-start 2018-04-08 --train-end 2018-04-21 \\
+    python -m jobs.platform.train --train-start 2018-04-08 --train-end 2018-04-21 \\
         [--holdout-start 2018-04-29 --holdout-end 2018-05-05] [--hpo 6] [--margin 0.01] [--reason ...]
-    python -m jobs.train --as-of 2018-05-05            # default windows ending at a date
+    python -m jobs.platform.train --as-of 2018-05-05            # default windows ending at a date
 
 Without holdout dates the holdout is the ``holdout_days`` days starting ``label_delay_days`` + 1
 days after ``--train-end``.
@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs import metrics as M
-from jobs.config import Settings, get_settings
-from jobs.evaluate import (
+from jobs.platform import metrics as M
+from jobs.platform.config import Settings, get_settings
+from jobs.platform.evaluate import (
     Evaluation,
     GateDecision,
     Windows,
@@ -49,9 +49,9 @@ from jobs.evaluate import (
     labels_through,
     log_evaluation,
 )
-from jobs.logs import get_logger
-from jobs.storage import StorageLayout, as_date
-from jobs.use_case import get_use_case
+from jobs.platform.logs import get_logger
+from jobs.platform.storage import StorageLayout, as_date
+from jobs.platform.use_case import get_use_case
 
 TrainingSetFn = Callable[[dt.date, dt.date], pd.DataFrame]
 
@@ -297,7 +297,7 @@ def train_and_log(
     import mlflow.xgboost
     from mlflow.models import infer_signature
 
-    from jobs import registry
+    from jobs.platform import registry
 
     settings = settings or get_settings()
     log = get_logger("train", windows.train_end.isoformat())
@@ -454,8 +454,8 @@ def evaluate_and_gate(
 ) -> GateOutcome:
     """Score the challenger and the current champion on the same holdout, log the challenger's
     evaluation to its run, tag the version with its decision threshold, and apply the gate.
-    A refusal is recorded in the audit log; a promotion is left to :func:`jobs.registry.promote`."""
-    from jobs import registry
+    A refusal is recorded in the audit log; a promotion is left to :func:`jobs.platform.registry.promote`."""
+    from jobs.platform import registry
 
     settings = settings or get_settings()
     use_case = get_use_case(settings)
@@ -519,7 +519,7 @@ def promote_outcome(
     outcome: dict[str, Any], *, reason: str, actor: str | None, settings: Settings | None = None
 ):
     """Promote the challenger of a passing gate outcome (``GateOutcome.as_dict()``)."""
-    from jobs import registry
+    from jobs.platform import registry
 
     if not outcome["promote"]:
         raise ValueError(
@@ -540,7 +540,7 @@ def promote_outcome(
 def feature_service_info(settings: Settings) -> tuple[list[str], str]:
     """(model input columns, version) of the configured Feast feature service. The version is a
     digest of the feature service's registered definition, so a changed definition is visible."""
-    from jobs import feature_store
+    from jobs.platform import feature_store
 
     store = feature_store.get_store(settings)
     service = store.get_feature_service(settings.feature_service)
@@ -550,7 +550,7 @@ def feature_service_info(settings: Settings) -> tuple[list[str], str]:
 
 
 def load_training_set(start: dt.date, end: dt.date, settings: Settings) -> pd.DataFrame:
-    from jobs import feature_store
+    from jobs.platform import feature_store
 
     return feature_store.get_training_set(start, end, settings=settings)
 
@@ -604,7 +604,7 @@ def run_pipeline(
     margin: float | None = None,
 ) -> dict[str, Any]:
     """Train -> register challenger -> evaluate vs champion -> promote (if the gate passes)."""
-    from jobs import registry
+    from jobs.platform import registry
 
     settings = settings or get_settings()
     features, fs_version = feature_service_info(settings)
@@ -649,7 +649,7 @@ def register(
 ) -> str:
     """Register the run's model as the challenger; with ``train_df`` (the frame it was trained on) also
     write the version's monitoring reference, so monitoring never recomputes the training set."""
-    from jobs import registry
+    from jobs.platform import registry
 
     version = registry.register_challenger(
         run.run_id,
@@ -668,8 +668,8 @@ def register(
         settings=settings,
     )
     if train_df is not None:
-        from jobs.monitor import build_reference, save_reference
-        from jobs.storage import StorageLayout
+        from jobs.platform.monitor import build_reference, save_reference
+        from jobs.platform.storage import StorageLayout
 
         save_reference(StorageLayout(settings), version, build_reference(train_df, run.model))
     return version
@@ -687,7 +687,7 @@ def params_from_args(args: argparse.Namespace) -> TrainParams:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainParams()
-    p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jobs.platform.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--train-start")
     p.add_argument("--train-end")
     p.add_argument("--holdout-start")

@@ -1,8 +1,8 @@
-"""CLI of the feature build: ``python -m jobs.build_features --date 2018-05-01`` (or ``--start/--end``).
+"""CLI of the feature build: ``python -m jobs.fraud.build_features --date 2018-05-01`` (or ``--start/--end``).
 
 ``--materialize`` then applies the Feast repo and loads the online store. This module sits above
-:mod:`jobs.features` (the Spark job) and :mod:`jobs.feature_store` (Feast), so neither imports the
-other. Also ``spark-submit jobs/build_features.py ...`` against a cluster.
+:mod:`jobs.fraud.features` (the Spark job) and :mod:`jobs.platform.feature_store` (Feast), so neither imports the
+other. Also ``spark-submit jobs/fraud/build_features.py ...`` against a cluster.
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # spark-submit jobs/build_features.py: make `jobs` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # spark-submit jobs/fraud/build_features.py: make `jobs` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from jobs.features import build_features, snapshot_timestamp
+from jobs.fraud.features import build_features, snapshot_timestamp
 
 __all__ = ["build_features", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m jobs.build_features", description=__doc__.split("\n\n")[0]
+        prog="python -m jobs.fraud.build_features", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--date", help="one snapshot day (YYYY-MM-DD)")
     parser.add_argument("--start", help="first snapshot day of a range")
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     result = build_features(start, end)
     print(result.as_dict())
     if args.materialize:
-        from jobs.feature_store import apply, materialize
+        from jobs.platform.feature_store import apply, materialize
 
         apply()  # idempotent; keeps the materialization watermark of unchanged views
         print(materialize(snapshot_timestamp(end), start=snapshot_timestamp(start)))

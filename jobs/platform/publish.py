@@ -20,11 +20,11 @@ one is absent, and a re-run swaps the whole partition in one PUT from a reader's
 A partition that is already published is never overwritten unless the caller says it is a re-run of the
 same date (``overwrite=True``); re-publishing identical files is a no-op that returns the manifest in place.
 
-Endpoint, bucket, region and retry knobs come from :class:`jobs.config.Settings`; credentials come from
+Endpoint, bucket, region and retry knobs come from :class:`jobs.platform.config.Settings`; credentials come from
 the standard AWS chain (environment, shared profile, instance role) - never from this code.
 
-CLI: ``python -m jobs.publish <dataset> --date D [--sub KIND] [--overwrite]`` publishes one local partition
-of the storage layout to its ``StorageLayout.s3_uri``; ``python -m jobs.publish show s3://...`` prints a
+CLI: ``python -m jobs.platform.publish <dataset> --date D [--sub KIND] [--overwrite]`` publishes one local partition
+of the storage layout to its ``StorageLayout.s3_uri``; ``python -m jobs.platform.publish show s3://...`` prints a
 manifest.
 """
 
@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.config import Settings, get_settings
-from jobs.logs import get_logger
+from jobs.platform.config import Settings, get_settings
+from jobs.platform.logs import get_logger
 
 MANIFEST_NAME = "_manifest.json"
 GENERATION_PREFIX = "_gen="
@@ -418,7 +418,7 @@ def publish_partition(
     metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Publish one local partition of the storage layout to its S3 URI (``StorageLayout.s3_uri``)."""
-    from jobs.storage import StorageLayout, as_date
+    from jobs.platform.storage import StorageLayout, as_date
 
     layout = StorageLayout(settings or get_settings())
     meta = {"dataset": dataset, "date": as_date(date).isoformat(), **(metadata or {})}
@@ -460,7 +460,9 @@ def download_partition(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.publish", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.platform.publish", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("dataset", help="dataset name of the storage layout, or 'show' to print a manifest")
     parser.add_argument("uri", nargs="?", help="with 'show': the s3:// partition URI")
     parser.add_argument("--date", help="partition date YYYY-MM-DD")

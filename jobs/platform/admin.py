@@ -1,11 +1,11 @@
 """Operations for the production profile: databases, schemas and service reachability.
 
-``python -m jobs.admin create-databases``  one PostgreSQL database per component (idempotent)
-``python -m jobs.admin migrate``           Airflow ``db migrate`` + MLflow tracking/registry schema
-``python -m jobs.admin create-bucket``     the S3 bucket of published predictions/reports (idempotent)
-``python -m jobs.admin check-services``    PostgreSQL, Redis and S3 reachable? says how to start each one
+``python -m jobs.platform.admin create-databases``  one PostgreSQL database per component (idempotent)
+``python -m jobs.platform.admin migrate``           Airflow ``db migrate`` + MLflow tracking/registry schema
+``python -m jobs.platform.admin create-bucket``     the S3 bucket of published predictions/reports (idempotent)
+``python -m jobs.platform.admin check-services``    PostgreSQL, Redis and S3 reachable? says how to start each one
 
-Everything is derived from :class:`jobs.config.Settings` (``FRAUD_*`` variables), so the same commands
+Everything is derived from :class:`jobs.platform.config.Settings` (``FRAUD_*`` variables), so the same commands
 work against the machine's services, a test database (``FRAUD_POSTGRES_DB_PREFIX=fraud_test``) or the
 containers of ``docker/compose.yaml``.
 """
@@ -19,9 +19,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.config import Settings, get_settings
-from jobs.logs import get_logger
-from jobs.procs import child_env
+from jobs.platform.config import Settings, get_settings
+from jobs.platform.logs import get_logger
+from jobs.platform.procs import child_env
 
 START_HINTS: dict[str, str] = {
     "postgres": "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
@@ -221,7 +221,7 @@ def migrate_airflow(settings: Settings | None = None) -> None:
 
 def ensure_pools(settings: Settings, env: dict[str, str] | None = None) -> None:
     """The Airflow pool that bounds concurrent Spark work (idempotent: ``airflow pools set``)."""
-    from jobs.spark import AIRFLOW_POOL
+    from jobs.platform.spark import AIRFLOW_POOL
 
     env = env or child_env(**settings.service_env())
     airflow = _airflow_cli()
@@ -238,7 +238,7 @@ def ensure_pools(settings: Settings, env: dict[str, str] | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.admin", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m jobs.platform.admin", description=__doc__)
     parser.add_argument("command", choices=["create-databases", "migrate", "create-bucket", "check-services"])
     parser.add_argument(
         "--services", default="postgres,redis,s3", help="comma-separated subset for check-services"

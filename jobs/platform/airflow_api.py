@@ -4,7 +4,7 @@ A thin typed client for what the demo, the scheduler-path test and the benchmark
 DAG processor to have parsed the DAGs, unpause, create a backfill, trigger a run with a conf, and wait for
 runs with a progress callback. Nothing here runs a task: the scheduler does.
 
-    python -m jobs.airflow_api runs ingest_transactions        # the runs of a DAG and their states
+    python -m jobs.platform.airflow_api runs ingest_transactions        # the runs of a DAG and their states
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from jobs.config import Settings, get_settings
+from jobs.platform.config import Settings, get_settings
 
 
 class AirflowApiError(RuntimeError):
@@ -246,7 +246,9 @@ def _midnight(day: dt.date) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.airflow_api", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.platform.airflow_api", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("command", choices=["runs"])
     parser.add_argument("dag_id")
     args = parser.parse_args(argv)

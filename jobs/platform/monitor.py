@@ -26,8 +26,8 @@ trigger date of each cause (cool-down); its state lives in ``reports/monitoring/
 
 CLI::
 
-    python -m jobs.monitor --date 2018-05-20            # monitor one day, print the summary
-    python -m jobs.monitor --date 2018-05-20 --decide   # ... and print the retraining decision
+    python -m jobs.platform.monitor --date 2018-05-20            # monitor one day, print the summary
+    python -m jobs.platform.monitor --date 2018-05-20 --decide   # ... and print the retraining decision
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.config import Settings, get_settings
-from jobs.logs import get_logger
-from jobs.storage import StorageLayout, as_date, staged_directory, staged_file
+from jobs.platform.config import Settings, get_settings
+from jobs.platform.logs import get_logger
+from jobs.platform.storage import StorageLayout, as_date, staged_directory, staged_file
 
 REPORT_KIND = "monitoring"
 SCORE = "score"
@@ -257,7 +257,7 @@ def _finite(x: Any) -> float | None:
 # --- quality on matured labels ------------------------------------------------------------
 def quality_metrics(scored: pd.DataFrame, k: int = 100) -> dict[str, Any]:
     """AUC ROC, average precision and card precision@k (handbook) of a scored, labelled frame."""
-    from jobs.metrics import card_precision_at_k, ranking_metrics
+    from jobs.platform.metrics import card_precision_at_k, ranking_metrics
 
     n = int(len(scored))
     frauds = int(scored[LABEL].sum()) if n else 0
@@ -434,7 +434,7 @@ class Champion:
 
 def load_champion(settings: Settings) -> Champion | None:
     """The registry's champion with its training window and baseline quality (None if there is none)."""
-    from jobs import registry
+    from jobs.platform import registry
 
     try:
         model, version, threshold = registry.load_model(registry.CHAMPION, settings)
@@ -481,7 +481,7 @@ def _baseline(metrics: Mapping[str, float]) -> dict[str, float]:
 
 def score_frame(model: Any, frame: pd.DataFrame) -> np.ndarray:
     """The model's fraud probability for each row (the registry's scoring function: same as serving)."""
-    from jobs.registry import predict_scores
+    from jobs.platform.registry import predict_scores
 
     return np.asarray(predict_scores(model, frame), dtype="float64")
 
@@ -494,7 +494,7 @@ def reference_path(layout: StorageLayout, version: str) -> Path:
 
 def build_reference(train: pd.DataFrame, model: Any, cfg: MonitorConfig | None = None) -> pd.DataFrame:
     """A model's training reference: a seeded sample of its training set with its own scores."""
-    from jobs import feature_store
+    from jobs.platform import feature_store
 
     cfg = cfg or MonitorConfig()
     ref = _sample(train, cfg.reference_rows, cfg.seed).reset_index(drop=True)
@@ -513,10 +513,10 @@ def save_reference(layout: StorageLayout, version: str, reference: pd.DataFrame)
 def load_reference(layout: StorageLayout, champion: Champion, cfg: MonitorConfig, log) -> pd.DataFrame:
     """The champion's training reference (features, label, champion score), one file per model version.
 
-    Training writes it when it registers the version (:func:`jobs.train.register`), from the frame it
+    Training writes it when it registers the version (:func:`jobs.platform.train.register`), from the frame it
     trained on; for a version registered without one it is rebuilt here from the feature store over the
     champion run's logged training window (``train_start``..``train_end`` params) - the same rows."""
-    from jobs import feature_store
+    from jobs.platform import feature_store
 
     path = reference_path(layout, champion.version)
     if path.exists():
@@ -535,7 +535,7 @@ def load_reference(layout: StorageLayout, champion: Champion, cfg: MonitorConfig
 
 def load_window(start: dt.date, end: dt.date) -> pd.DataFrame:
     """Feature rows of the transactions of [start, end] (point-in-time, from the feature store)."""
-    from jobs import feature_store
+    from jobs.platform import feature_store
 
     if end < start:
         return pd.DataFrame()
@@ -564,7 +564,7 @@ def log_to_mlflow(settings: Settings, champion: Champion, summary: Mapping[str, 
     """One run per (date, model version) in ``<model_name>-monitoring``; re-running a day reuses it."""
     import mlflow
 
-    from jobs import registry
+    from jobs.platform import registry
 
     exp_id = registry.configure_mlflow(settings, experiment=f"{settings.model_name}-monitoring")
     client = registry.client(settings)
@@ -618,7 +618,7 @@ def run_monitoring(
     log_mlflow: bool = True,
 ) -> dict[str, Any]:
     """Monitor one logical date; writes the report partition and returns the summary."""
-    from jobs import feature_store
+    from jobs.platform import feature_store
 
     settings = settings or get_settings()
     cfg = cfg or MonitorConfig()
@@ -729,7 +729,7 @@ def decide_for_date(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobs.monitor", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jobs.platform.monitor", description=__doc__.split("\n\n")[0])
     p.add_argument("--date", required=True, help="logical date YYYY-MM-DD")
     p.add_argument("--window-days", type=int, default=MonitorConfig.window_days)
     p.add_argument("--no-mlflow", action="store_true", help="do not log the figures to MLflow")

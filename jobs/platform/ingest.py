@@ -2,13 +2,13 @@
 
 One run handles one dataset for one day (``transactions`` of day D, or ``labels`` reported on day R)::
 
-    python -m jobs.ingest --date 2018-04-05                    # transactions and labels of that day
-    python -m jobs.ingest --date 2018-04-05 --what labels
+    python -m jobs.platform.ingest --date 2018-04-05                    # transactions and labels of that day
+    python -m jobs.platform.ingest --date 2018-04-05 --what labels
 
 Flow (every input line is accounted for; ``rows_in == published + quarantined`` is computed, logged and
 asserted on every run):
 
-0. **Byte contract** (per landing file, :mod:`jobs.landing`, pure Python): UTF-8 with one leading BOM
+0. **Byte contract** (per landing file, :mod:`jobs.platform.landing`, pure Python): UTF-8 with one leading BOM
    tolerated; lines end at LF, CRLF or a lone CR; rows in = every line after the header. A data line that
    is not UTF-8 is quarantined as ``encoding: invalid UTF-8 at byte N`` (N: offset in the line) with its
    bytes escaped (``\\xNN``) in ``raw_record``, and the rest of the file is published; a header line that
@@ -20,7 +20,7 @@ asserted on every run):
    A zero-byte file is such a failure too; a header-only file is a valid day with no rows.
 2. **Parse** (Spark): every line keeps ``source_file`` and ``source_line``; a line with the wrong number
    of fields (truncated, extra delimiter) or a blank line is quarantined as ``malformed line``.
-3. **Cast** to the lake types of :mod:`jobs.schema`; a value that does not cast is quarantined with a
+3. **Cast** to the lake types of :mod:`jobs.fraud.schema`; a value that does not cast is quarantined with a
    reason such as ``tx_amount: 'abc' is not a number``. Integers are ASCII digits with an optional sign
    (``INTEGER_PATTERN``); numbers are ASCII decimals with an optional exponent (``DECIMAL_PATTERN``),
    finite, ``-0`` stored as ``0`` (Java's ``1d``, ``0x1p3``, ``Infinity`` are not numbers); timestamps
@@ -61,11 +61,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.config import REPO_ROOT, Settings, get_settings
-from jobs.landing import ENCODING_RULE, IngestError, LandingFile, read_landing
-from jobs.logs import JobLogger, get_logger
-from jobs.schema import LABEL_SCHEMA, RAW_LABEL_COLUMNS, RAW_TRANSACTION_COLUMNS, TRANSACTION_SCHEMA
-from jobs.storage import TMP_PREFIX, StorageLayout, as_date, staged_directory, staged_file
+from jobs.fraud.schema import LABEL_SCHEMA, RAW_LABEL_COLUMNS, RAW_TRANSACTION_COLUMNS, TRANSACTION_SCHEMA
+from jobs.platform.config import REPO_ROOT, Settings, get_settings
+from jobs.platform.landing import ENCODING_RULE, IngestError, LandingFile, read_landing
+from jobs.platform.logs import JobLogger, get_logger
+from jobs.platform.storage import TMP_PREFIX, StorageLayout, as_date, staged_directory, staged_file
 
 EXPECTATIONS_DIR = REPO_ROOT / "expectations"
 ROW_ID = "row_id"
@@ -276,7 +276,7 @@ def _read_lines(
     layout: StorageLayout,
 ):
     """Every data line of every file: row_id, source_file, source_line, raw_record, raw columns, _corrupt,
-    _encoding. Lines are split and decoded by :mod:`jobs.landing` (one definition of a line, also fuzzed);
+    _encoding. Lines are split and decoded by :mod:`jobs.platform.landing` (one definition of a line, also fuzzed);
     Spark parses the fields of each line with ``from_csv``."""
     import pandas as pd
     from pyspark.sql import functions as F
@@ -696,11 +696,11 @@ def _run(
 
     files = landing_files(layout, spec, day)
     result.files = [_rel(layout, p) for p in files]
-    landed = [read_landing(p) for p in files]  # the byte-level contract: jobs.landing
+    landed = [read_landing(p) for p in files]  # the byte-level contract: jobs.platform.landing
     headers = [check_header(f, spec) for f in landed]  # before any Spark work: a broken file fails early
 
     if spark is None:
-        from jobs.spark import get_spark
+        from jobs.platform.spark import get_spark
 
         spark = get_spark("ingest", settings)
 
@@ -795,7 +795,7 @@ def ingest_labels(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jobs.ingest", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jobs.platform.ingest", description=__doc__.split("\n\n")[0])
     p.add_argument("--date", required=True, help="the day to ingest (YYYY-MM-DD)")
     p.add_argument("--what", choices=["transactions", "labels", "all"], default="all")
     p.add_argument("--max-bad-fraction", type=float, help="override Settings.max_bad_fraction for this run")

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from jobs.config import Settings
-    from jobs.evaluate import Evaluation
+    from jobs.platform.config import Settings
+    from jobs.platform.evaluate import Evaluation
 
 ENTRY_POINT_GROUP = "ml_platform.use_cases"
 
@@ -156,7 +156,7 @@ def _load(name: str) -> UseCase:
 def get_use_case(settings: Settings | None = None, name: str | None = None) -> UseCase:
     """The use case ``name`` (default: ``settings.use_case``), loaded once per process."""
     if name is None:
-        from jobs.config import get_settings
+        from jobs.platform.config import get_settings
 
         name = (settings or get_settings()).use_case
     return _load(name)

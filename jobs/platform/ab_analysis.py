@@ -30,12 +30,12 @@ Recommendation:
   champion's);
 * ``keep`` otherwise.
 
-``promote`` goes through :func:`jobs.registry.promote`, the same audited operation the training gate
+``promote`` goes through :func:`jobs.platform.registry.promote`, the same audited operation the training gate
 uses (recorded with who, why, the metrics and the previous champion), and only with ``--apply``.
 
 CLI::
 
-    python -m jobs.ab_analysis --start 2018-05-10 --end 2018-05-23 [--as-of 2018-05-30] [--apply]
+    python -m jobs.platform.ab_analysis --start 2018-05-10 --end 2018-05-23 [--as-of 2018-05-30] [--apply]
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from jobs.config import Settings, get_settings
-from jobs.logs import get_logger
-from jobs.metrics import json_safe
-from jobs.storage import StorageLayout, as_date, staged_directory
+from jobs.platform.config import Settings, get_settings
+from jobs.platform.logs import get_logger
+from jobs.platform.metrics import json_safe
+from jobs.platform.storage import StorageLayout, as_date, staged_directory
 
 CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
 LABEL, SCORE = "tx_fraud", "score"
@@ -104,14 +104,14 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def card_precision(frame: pd.DataFrame, k: int) -> float:
-    """Card precision@k of a frame (the handbook metric, :func:`jobs.metrics.card_precision_at_k`)."""
-    from jobs.metrics import card_precision_at_k
+    """Card precision@k of a frame (the handbook metric, :func:`jobs.platform.metrics.card_precision_at_k`)."""
+    from jobs.platform.metrics import card_precision_at_k
 
     return card_precision_at_k(frame, k) if len(frame) else math.nan
 
 
 def _cp_arrays(day: np.ndarray, card: np.ndarray, score: np.ndarray, label: np.ndarray, k: int) -> float:
-    """The same card precision@k on arrays, for the bootstrap loop (checked against jobs.metrics in tests):
+    """The same card precision@k on arrays, for the bootstrap loop (checked against jobs.platform.metrics in tests):
     per day, cards ranked by max score (ties by card id), hits among the top k, detected cards removed
     from the following days; mean over days."""
     if len(day) == 0:
@@ -467,7 +467,7 @@ def load_period(layout: StorageLayout, start: dt.date, end: dt.date, as_of: dt.d
             f"prediction_log: no partition in [{start}, {end}] under {layout.dataset_root('prediction_log')}"
         )
     log = pd.concat([pd.read_parquet(p, columns=list(LOG_COLUMNS)) for p in parts], ignore_index=True)
-    from jobs.monitor import attach_labels, labels_as_of
+    from jobs.platform.monitor import attach_labels, labels_as_of
 
     return attach_labels(log, labels_as_of(layout, start, as_of))
 
@@ -505,7 +505,7 @@ def run_analysis(
 
 def promote_challenger(result: ABResult, actor: str | None = None, settings: Settings | None = None) -> dict:
     """The audited registry promotion (the training gate's operation), with the A/B evidence."""
-    from jobs import registry
+    from jobs.platform import registry
 
     version = result.challenger_version
     if not version or "," in version:
@@ -534,7 +534,9 @@ def write_result(layout: StorageLayout, end: dt.date, result: ABResult) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobs.ab_analysis", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.platform.ab_analysis", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--start", required=True)
     p.add_argument("--end", required=True)
     p.add_argument("--as-of", help="labels known at the end of this day (default: end + label delay)")

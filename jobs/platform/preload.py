@@ -3,7 +3,7 @@
 On Linux the LocalExecutor forks its workers from the scheduler and every task process from a worker, so a
 task inherits what the scheduler imported. Without this, each task process pays the imports of what it uses
 again (Great Expectations and Feast take 3-10 s each to import on 2 cores), which dominates the short daily
-tasks. ``python -m jobs.preload scheduler`` is ``airflow scheduler`` after importing
+tasks. ``python -m jobs.platform.preload scheduler`` is ``airflow scheduler`` after importing
 ``Settings.airflow_preload_modules``: third-party libraries only (the platform's own modules are imported fresh
 by each task, so a code change needs no scheduler restart), imports only: no connection, thread or JVM is
 created here, and the thread count after preloading is printed (forking a process with threads is unsafe).
@@ -29,7 +29,7 @@ def preload(modules: list[str]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     import threading
 
-    from jobs.config import get_settings
+    from jobs.platform.config import get_settings
 
     args = list(sys.argv[1:] if argv is None else argv)
     modules = get_settings().airflow_preload_modules

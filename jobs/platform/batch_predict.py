@@ -7,7 +7,7 @@ For a logical date ``D``:
    service training uses (``settings.feature_service``, ``fraud_v2``): the entity frame is the day's
    transactions with ``event_timestamp = tx_datetime``, so every row sees the snapshot that was valid
    when it happened - exactly what online serving saw - plus the shared request-time features
-   (``jobs.feature_store.request_features``);
+   (``jobs.platform.feature_store.request_features``);
 3. score in Spark with ``mapInPandas``: the model travels to the executors as its raw native bytes
    (``Booster.save_raw("ubj")``, broadcast once), each Python worker rebuilds the booster once and
    scores Arrow batches with ``inplace_predict``. Nothing is pickled and nothing is read from storage
@@ -15,14 +15,14 @@ For a logical date ``D``:
 4. write ``predictions/date=D`` (transaction_id, score, decision, model_version, scored_at) through a
    staged directory swapped in atomically: a re-run replaces the partition, never appends to it; the
    row count is checked against the input (nothing lost, nothing duplicated);
-5. in the production profile publish the partition to S3 with :func:`jobs.publish.publish_directory`
+5. in the production profile publish the partition to S3 with :func:`jobs.platform.publish.publish_directory`
    (manifest written last; a re-run of the same date replaces it).
 
 :func:`score_frame` is the pure scoring function (pandas in, pandas out) that the Spark path maps
 over batches; tests and the benchmark call it directly.
 
-CLI: ``python -m jobs.batch_predict --date 2018-05-05 [--alias champion] [--no-publish]``, or
-``spark-submit jobs/batch_predict.py --date 2018-05-05`` against a cluster (``FRAUD_SPARK_MASTER``).
+CLI: ``python -m jobs.platform.batch_predict --date 2018-05-05 [--alias champion] [--no-publish]``, or
+``spark-submit jobs/platform/batch_predict.py --date 2018-05-05`` against a cluster (``FRAUD_SPARK_MASTER``).
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # spark-submit jobs/batch_predict.py: make `jobs` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # spark-submit jobs/platform/batch_predict.py: make `jobs` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 import pandas as pd
 
-from jobs.config import Settings, get_settings
-from jobs.logs import get_logger
-from jobs.storage import StorageLayout, as_date, staged_directory
+from jobs.platform.config import Settings, get_settings
+from jobs.platform.logs import get_logger
+from jobs.platform.storage import StorageLayout, as_date, staged_directory
 
 PREDICTION_COLUMNS = ["transaction_id", "score", "decision", "model_version", "scored_at"]
 PREDICTION_SCHEMA = (
@@ -183,12 +183,12 @@ def pit_features(transactions: pd.DataFrame, settings: Settings | None = None) -
     """Point-in-time features of each transaction from the Feast offline store (feature service).
 
     The day's transactions are the entity frame (``event_timestamp = tx_datetime``), joined through
-    ``jobs.feature_store.historical_features`` - the same function the training set uses (one Feast
+    ``jobs.platform.feature_store.historical_features`` - the same function the training set uses (one Feast
     retrieval per feature view of ``settings.feature_service``, store defaults where no snapshot is
     valid, so rows are never lost) - then the shared request-time features are added. Returns the same
     rows sorted by transaction_id with every column of ``FEATURE_COLUMNS``.
     """
-    from jobs import feature_store as fs
+    from jobs.platform import feature_store as fs
 
     settings = settings or get_settings()
     entity_df = transactions.assign(
@@ -214,7 +214,7 @@ def missing_inputs(date: str | dt.date, settings: Settings | None = None) -> lis
     point-in-time: the snapshot of D-1 (``event_timestamp = D 00:00``) of every entity view, and
     the per-transaction table of D (the customers' last hour before each transaction).
     """
-    from jobs.features import ENTITY_VIEWS, RECENT_VIEW, snapshot_day_for
+    from jobs.fraud.features import ENTITY_VIEWS, RECENT_VIEW, snapshot_day_for
 
     layout = StorageLayout(settings or get_settings())
     day = as_date(date)
@@ -236,8 +236,8 @@ def run(
     spark=None,
 ) -> dict[str, Any]:
     """Score day ``date`` and (re)write ``predictions/date=D``; publish to S3 in production."""
-    from jobs.registry import load_model
-    from jobs.spark import default_parallelism, get_spark
+    from jobs.platform.registry import load_model
+    from jobs.platform.spark import default_parallelism, get_spark
 
     settings = settings or get_settings()
     day = as_date(date)
@@ -284,7 +284,7 @@ def run(
         "seconds": round(time.monotonic() - started, 2),
     }
     if publish if publish is not None else settings.publishes_to_s3:
-        from jobs.publish import publish_directory
+        from jobs.platform.publish import publish_directory
 
         manifest = publish_directory(
             final,
@@ -307,7 +307,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m jobs.batch_predict", description=__doc__.split("\n\n")[0]
+        prog="python -m jobs.platform.batch_predict", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--date", required=True, help="logical date YYYY-MM-DD (the day to score)")
     parser.add_argument("--alias", default="champion", choices=["champion", "challenger"])

@@ -18,7 +18,7 @@
 * :func:`get_training_set` gives the point-in-time correct training set of a date range and
   :func:`get_online_features` the same features for live requests, with the same defaults.
 
-CLI: ``python -m jobs.feature_store apply | materialize --end D | list | training-set --start --end``.
+CLI: ``python -m jobs.platform.feature_store apply | materialize --end D | list | training-set --start --end``.
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from jobs.config import REPO_ROOT, Settings, get_settings
-from jobs.features import (
+from jobs.fraud.features import (
     CUSTOMER_FEATURES,
     RECENT_FEATURES,
     RECENT_VIEW,
@@ -45,14 +44,15 @@ from jobs.features import (
     feature_dtype,
     snapshot_timestamp,
 )
-from jobs.logs import get_logger
-from jobs.storage import StorageLayout, as_date
+from jobs.platform.config import REPO_ROOT, Settings, get_settings
+from jobs.platform.logs import get_logger
+from jobs.platform.storage import StorageLayout, as_date
 
 REPO_PATH = REPO_ROOT / "feature_repo"
 
-# entity view name in jobs.features -> Feast feature view name (materialized to the online store)
+# entity view name in jobs.fraud.features -> Feast feature view name (materialized to the online store)
 FEATURE_VIEWS: dict[str, str] = {"customer": "customer_spending", "terminal": "terminal_risk"}
-# table in jobs.features -> Feast feature view that is offline only (one row per past transaction)
+# table in jobs.fraud.features -> Feast feature view that is offline only (one row per past transaction)
 OFFLINE_VIEWS: dict[str, str] = {RECENT_VIEW: "customer_activity_1h"}
 
 REQUEST_FEATURES: list[str] = ["tx_during_weekend", "tx_during_night"]
@@ -521,7 +521,7 @@ def get_online_features(
     Returns the rows' columns plus :data:`FEATURE_COLUMNS`, read from the online store through the
     same feature service as training (``settings.feature_service``), defaults for missing values.
     The service's offline-only views (``customer_activity_1h``) have no online table: their
-    features are derived, with :func:`jobs.features.derive_recent`, from the customer's recent
+    features are derived, with :func:`jobs.fraud.features.derive_recent`, from the customer's recent
     transactions in the pushed view ``customer_recent_activity`` (0 when it is not registered or
     holds nothing for the customer), as the scoring service does.
     """
@@ -598,7 +598,7 @@ def describe(settings: Settings | None = None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m jobs.feature_store", description=__doc__.split("\n\n")[0]
+        prog="python -m jobs.platform.feature_store", description=__doc__.split("\n\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("apply", help="register feature_repo/ in the registry")
