@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from jobs.platform.use_case import Floor, GateSpec, Guardrail, MetricSpec, SliceRule, UseCase
+from jobs.fraud import schema
+from jobs.platform.use_case import DatasetSpec, Floor, GateSpec, Guardrail, MetricSpec, SliceRule, UseCase
 
 if TYPE_CHECKING:
     import numpy as np
@@ -18,6 +19,34 @@ AUC = MetricSpec("auc_roc")
 AP = MetricSpec("average_precision")
 CP_AT_100 = MetricSpec("card_precision_at_100")
 THRESHOLD_TAG = "decision_threshold"  # the registry's tag serving and batch scoring apply
+
+DATASETS = {
+    "transactions": DatasetSpec(
+        name="transactions",
+        landing="landing_transactions",
+        lake="transactions",
+        quarantine="quarantine_transactions",
+        raw_columns=schema.RAW_TRANSACTION_COLUMNS,
+        schema=schema.TRANSACTION_SCHEMA,
+        key="transaction_id",
+        sort_by=("tx_datetime", "transaction_id"),
+    ),
+    "labels": DatasetSpec(
+        name="labels",
+        landing="landing_labels",
+        lake="labels",
+        quarantine="quarantine_labels",
+        raw_columns=schema.RAW_LABEL_COLUMNS,
+        schema=schema.LABEL_SCHEMA,
+        key="transaction_id",
+        sort_by=("reported_at", "transaction_id"),
+    ),
+}
+
+
+def suite_parameters(settings: Settings) -> dict[str, int]:
+    """The id ranges the transactions suite accepts (``$PARAMETER`` values of its expectations)."""
+    return {"max_customer_id": settings.max_customer_id, "max_terminal_id": settings.max_terminal_id}
 
 
 def gate_spec(policy: Gate) -> GateSpec:
@@ -82,4 +111,6 @@ def use_case() -> UseCase:
         ),
         figures=_figures,
         describe=_describe,
+        datasets=DATASETS,
+        suite_parameters=suite_parameters,
     )

@@ -61,11 +61,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.fraud.schema import LABEL_SCHEMA, RAW_LABEL_COLUMNS, RAW_TRANSACTION_COLUMNS, TRANSACTION_SCHEMA
 from jobs.platform.config import REPO_ROOT, Settings, get_settings
 from jobs.platform.landing import ENCODING_RULE, IngestError, LandingFile, read_landing
 from jobs.platform.logs import JobLogger, get_logger
 from jobs.platform.storage import TMP_PREFIX, StorageLayout, as_date, staged_directory, staged_file
+from jobs.platform.use_case import DatasetSpec, get_use_case
 
 EXPECTATIONS_DIR = REPO_ROOT / "expectations"
 ROW_ID = "row_id"
@@ -83,46 +83,13 @@ class IngestGateError(IngestError):
     """Too many bad rows: nothing was published for the date (quarantine and report were written)."""
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What differs between the ingested datasets; the flow is the same."""
-
-    name: str
-    landing: str
-    lake: str
-    quarantine: str
-    raw_columns: tuple[str, ...]
-    schema: dict[str, str]
-    key: str
-    sort_by: tuple[str, ...]
-
-    @property
-    def suite_path(self) -> Path:
-        return EXPECTATIONS_DIR / f"{self.name}.json"
+def suite_path(spec: DatasetSpec) -> Path:
+    return EXPECTATIONS_DIR / f"{spec.suite_name}.json"
 
 
-SPECS: dict[str, DatasetSpec] = {
-    "transactions": DatasetSpec(
-        name="transactions",
-        landing="landing_transactions",
-        lake="transactions",
-        quarantine="quarantine_transactions",
-        raw_columns=RAW_TRANSACTION_COLUMNS,
-        schema=TRANSACTION_SCHEMA,
-        key="transaction_id",
-        sort_by=("tx_datetime", "transaction_id"),
-    ),
-    "labels": DatasetSpec(
-        name="labels",
-        landing="landing_labels",
-        lake="labels",
-        quarantine="quarantine_labels",
-        raw_columns=RAW_LABEL_COLUMNS,
-        schema=LABEL_SCHEMA,
-        key="transaction_id",
-        sort_by=("reported_at", "transaction_id"),
-    ),
-}
+def dataset_spec(name: str, settings: Settings | None = None) -> DatasetSpec:
+    """The use case's ingested dataset ``name`` (:class:`jobs.platform.use_case.DatasetSpec`)."""
+    return get_use_case(settings).dataset(name)
 
 
 @dataclass
@@ -173,7 +140,7 @@ def landing_files(layout: StorageLayout, spec: DatasetSpec, date: dt.date) -> li
 
 
 def missing_landing(
-    date: str | dt.date, settings: Settings | None = None, datasets=("transactions", "labels")
+    date: str | dt.date, settings: Settings | None = None, datasets: tuple[str, ...] | None = None
 ):
     """What is not there yet for ingesting ``date``: the landing folders that are not complete - no
     ``*.csv`` file, or no ``Settings.landing_done_marker`` (``_SUCCESS``), the file a producer writes once
@@ -185,9 +152,10 @@ def missing_landing(
     settings = settings or get_settings()
     layout = StorageLayout(settings)
     day = as_date(date)
+    use_case = get_use_case(settings)
     missing = []
-    for name in datasets:
-        folder = layout.path(SPECS[name].landing, day)
+    for name in datasets if datasets is not None else tuple(use_case.datasets):
+        folder = layout.path(use_case.dataset(name).landing, day)
         ready = folder.is_dir() and any(p.suffix.lower() == ".csv" for p in folder.iterdir() if p.is_file())
         if ready and settings.landing_done_marker:
             ready = (folder / settings.landing_done_marker).is_file()
@@ -412,7 +380,7 @@ def _deduplicate(parsed, spec: DatasetSpec):
 
 
 def load_suite_dict(spec: DatasetSpec) -> dict[str, Any]:
-    with spec.suite_path.open() as fh:
+    with suite_path(spec).open() as fh:
         return json.load(fh)
 
 
@@ -645,7 +613,7 @@ def ingest(
 ) -> IngestResult:
     """Ingest one dataset for one day. Raises :class:`IngestError` (clear, named) on contract breaks and
     :class:`IngestGateError` when too many rows are bad; otherwise returns the counts."""
-    spec = SPECS[dataset]
+    spec = dataset_spec(dataset, settings)
     settings = settings or get_settings()
     layout = StorageLayout(settings)
     day = as_date(date)
@@ -716,8 +684,7 @@ def _run(
     parameters = {
         "day_start": day_start.isoformat(sep=" "),
         "day_end": (day_start + dt.timedelta(days=1)).isoformat(sep=" "),
-        "max_customer_id": settings.max_customer_id,
-        "max_terminal_id": settings.max_terminal_id,
+        **get_use_case(settings).suite_parameters(settings),
     }
     engine = gx_engine_for(rows_in, settings)
     with staged_directory(docs_final) as docs_tmp:
@@ -797,7 +764,7 @@ def ingest_labels(
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jobs.platform.ingest", description=__doc__.split("\n\n")[0])
     p.add_argument("--date", required=True, help="the day to ingest (YYYY-MM-DD)")
-    p.add_argument("--what", choices=["transactions", "labels", "all"], default="all")
+    p.add_argument("--what", default="all", help="a dataset of the use case (e.g. transactions), or all")
     p.add_argument("--max-bad-fraction", type=float, help="override Settings.max_bad_fraction for this run")
     p.add_argument(
         "--hold-before-commit",
@@ -819,7 +786,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"ingest failed: --date {args.date!r} is not a date (rule: YYYY-MM-DD)", file=sys.stderr)
         return 2
-    what = ["transactions", "labels"] if args.what == "all" else [args.what]
+    datasets = get_use_case(settings).datasets
+    if args.what != "all" and args.what not in datasets:
+        print(
+            f"ingest failed: --what {args.what!r} is not a dataset (rule: all or one of {sorted(datasets)})",
+            file=sys.stderr,
+        )
+        return 2
+    what = list(datasets) if args.what == "all" else [args.what]
     status = 0
     for name in what:
         try:

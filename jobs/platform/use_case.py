@@ -20,14 +20,16 @@ What the core takes from the object today:
   (fraud: the decision threshold serving and batch apply);
 * ``headline_metrics``: the few metrics the audit log and reports show first;
 * ``figures`` (optional): the plots logged to MLflow with a holdout evaluation;
-* ``describe``: a human-readable evaluation, for the CLIs.
+* ``describe``: a human-readable evaluation, for the CLIs;
+* ``datasets``: what ingestion publishes (:class:`DatasetSpec`), and ``suite_parameters``: the
+  settings-derived values its GX suites are evaluated with.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -109,6 +111,27 @@ class GateSpec:
         return replace(self, margin=margin)
 
 
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset ingestion publishes (landing CSV -> typed lake parquet, or quarantine): the storage
+    dataset names, the raw header, the lake schema (column -> Spark SQL type), the key rows are
+    de-duplicated on, the sort order of the lake file and the GX suite (``expectations/<suite>.json``)."""
+
+    name: str
+    landing: str
+    lake: str
+    quarantine: str
+    raw_columns: tuple[str, ...]
+    schema: dict[str, str]
+    key: str
+    sort_by: tuple[str, ...]
+    suite: str = ""
+
+    @property
+    def suite_name(self) -> str:
+        return self.suite or self.name
+
+
 EvaluateFn = Callable[..., "Evaluation"]
 """``evaluate(frame, scores, *, settings, model_version=None) -> Evaluation``."""
 
@@ -124,6 +147,17 @@ class UseCase:
     headline_metrics: tuple[str, ...]
     figures: Callable[[pd.DataFrame, np.ndarray, Evaluation], Mapping[str, Any]] | None = None
     describe: Callable[[Evaluation], str] = repr
+    datasets: Mapping[str, DatasetSpec] = field(default_factory=dict)
+    suite_parameters: Callable[[Settings], Mapping[str, Any]] = lambda settings: {}
+
+    def dataset(self, name: str) -> DatasetSpec:
+        """The ingested dataset ``name`` (ValueError naming the known ones otherwise)."""
+        if name not in self.datasets:
+            raise ValueError(
+                f"dataset: value {name!r} is not a dataset of use case {self.name!r}; "
+                f"rule: one of {sorted(self.datasets)}"
+            )
+        return self.datasets[name]
 
     def headline(self, evaluation: Evaluation) -> dict[str, float]:
         return {k: float(evaluation.metrics[k]) for k in self.headline_metrics if k in evaluation.metrics}

@@ -33,12 +33,12 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from jobs.platform.config import REPO_ROOT, Settings
-from jobs.platform.ingest import PART_FILE, SPECS, IngestError, ingest_transactions
+from jobs.platform.ingest import PART_FILE, IngestError, dataset_spec, ingest_transactions
 from jobs.platform.landing import IngestError as LandingIngestError
 from jobs.platform.landing import split_landing
 from jobs.platform.storage import StorageLayout
 
-COLUMNS = SPECS["transactions"].raw_columns
+COLUMNS = dataset_spec("transactions").raw_columns
 DAY = dt.date(2018, 4, 1)
 MAX_ID = 10_000_000  # Settings.max_customer_id / max_terminal_id defaults
 TERMINATOR = re.compile(rb"\r\n|\r|\n")
