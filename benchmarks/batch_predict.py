@@ -2,7 +2,7 @@
 
 One run, one model, one data set (``python -m benchmarks.batch_predict [--rows N]``):
 
-* data: a SYNTHETIC feature matrix with the real model inputs (``jobs.platform.feature_store.FEATURE_COLUMNS``,
+* data: a SYNTHETIC feature matrix with the real model inputs (``jobs.fraud.training_data.FEATURE_COLUMNS``,
   counts as integers, amounts log-normal, risks in [0, 1]) plus ``transaction_id``, written once as
   parquet; synthetic because scoring throughput depends on the matrix shape and the model, not on
   where the values came from (and 5 million rows of simulated history would take far longer to build);
@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.models import infer_signature
     from pyspark.sql import functions as F
 
+    from jobs.fraud.training_data import FEATURE_COLUMNS
     from jobs.platform.batch_predict import booster_from_raw, model_to_raw, score_spark
     from jobs.platform.config import get_settings
-    from jobs.platform.feature_store import FEATURE_COLUMNS
     from jobs.platform.spark import get_spark
 
     settings = get_settings()

@@ -9,7 +9,7 @@ The scoring path needs, per transaction, the values of the model's input columns
   request (``jobs.fraud.features.derive_recent``, the same definition as the batch Spark window) from the
   customer's recent transactions that the stream path pushed to ``customer_recent_activity``;
 * request-time features (weekend, night, ...) computed by the same shared function training uses
-  (``jobs.platform.feature_store.request_features``).
+  (the use case's ``FeatureSpec.request_features``; fraud: ``jobs.fraud.training_data``).
 
 :class:`FeastFeatureClient` resolves the feature service once (feature views, join keys, feature names)
 and then reads each view with the provider's ``online_read`` — the same call ``FeatureStore.get_online_features``
@@ -388,10 +388,13 @@ def ensure_stream_objects(store: Any) -> bool:
 
 
 def default_feature_client(settings: Any) -> FeastFeatureClient:
-    """The platform's feature client: ``jobs.platform.feature_store``'s store, feature columns, defaults and
-    request-time function; the stream objects are registered on first use."""
+    """The platform's feature client: ``jobs.platform.feature_store``'s store, and the use case's model
+    inputs (from the feature service), defaults and request-time function; the stream objects are
+    registered on first use."""
     from jobs.platform import feature_store
+    from jobs.platform.use_case import get_use_case
 
+    spec = get_use_case(settings).features
     store = feature_store.get_store(settings)
     # registered even when this service does not push (another writer may): the last-hour features
     # are always derived from it, never from the offline-only batch view
@@ -399,8 +402,8 @@ def default_feature_client(settings: Any) -> FeastFeatureClient:
     return FeastFeatureClient(
         store=store,
         feature_service=settings.feature_service,
-        feature_columns=list(feature_store.FEATURE_COLUMNS),
-        request_fn=feature_store.request_features,
+        feature_columns=feature_store.model_inputs(settings, store),
+        request_fn=spec.request_features,
         push_source=PUSH_SOURCE_NAME if settings.serving_push_features else None,
-        defaults=dict(feature_store.FEATURE_DEFAULTS),
+        defaults=dict(spec.defaults),
     )

@@ -65,7 +65,14 @@ from pathlib import Path
 
 from jobs.platform.config import Settings, get_settings
 from jobs.platform.logs import get_logger
-from jobs.platform.storage import TMP_PREFIX, StorageLayout, as_date, partition_name, staged_directory
+from jobs.platform.storage import (
+    TMP_PREFIX,
+    StorageLayout,
+    as_date,
+    partition_name,
+    snapshot_timestamp,
+    staged_directory,
+)
 
 WINDOWS: tuple[int, ...] = (1, 7, 30)
 LOOKBACK_DAYS = max(WINDOWS)  # membership: activity in the longest window + 1 day
@@ -90,12 +97,6 @@ TABLE_COLUMNS: dict[str, list[str]] = {**VIEW_FEATURES, RECENT_VIEW: ["customer_
 def feature_dtype(name: str) -> str:
     """'int64' for counts, 'float64' for means and shares (the types of the feature tables)."""
     return "int64" if "_nb_tx_" in name else "float64"
-
-
-def snapshot_timestamp(day: str | dt.date) -> dt.datetime:
-    """Event timestamp of the snapshot of ``day``: the next midnight, UTC."""
-    d = as_date(day) + dt.timedelta(days=1)
-    return dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC)
 
 
 def snapshot_day_for(timestamp: dt.datetime) -> dt.date:

@@ -42,6 +42,7 @@ def run_handbook_protocol(
     both to MLflow (experiment ``handbook-protocol``) and evaluates them on the test week."""
     import shutil
 
+    from jobs.fraud import training_data
     from jobs.fraud.features import LOOKBACK_DAYS, build_features
     from jobs.fraud.simulate import Simulator, SimulatorConfig, write_lake
     from jobs.platform import feature_store
@@ -75,9 +76,9 @@ def run_handbook_protocol(
     build_features(w.train_start - dt.timedelta(days=1), w.holdout_end, settings, spark=spark)
     shutil.rmtree(settings.home / "feast", ignore_errors=True)  # a fresh registry for this world
     feature_store.apply(settings)
-    train_df = feature_store.get_training_set(w.train_start, w.train_end, settings)
-    test_df = feature_store.get_training_set(w.holdout_start, w.holdout_end, settings)
-    features = list(feature_store.FEATURE_COLUMNS)
+    train_df = training_data.get_training_set(w.train_start, w.train_end, settings)
+    test_df = training_data.get_training_set(w.holdout_start, w.holdout_end, settings)
+    features = list(training_data.FEATURE_COLUMNS)
     results: dict[str, Evaluation] = {}
     from jobs.platform.registry import predict_scores
 

@@ -5,8 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from jobs.fraud import schema
-from jobs.platform.use_case import DatasetSpec, Floor, GateSpec, Guardrail, MetricSpec, SliceRule, UseCase
+from jobs.fraud import schema, training_data
+from jobs.platform.use_case import (
+    DatasetSpec,
+    FeatureSpec,
+    Floor,
+    GateSpec,
+    Guardrail,
+    MetricSpec,
+    SliceRule,
+    UseCase,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,4 +122,12 @@ def use_case() -> UseCase:
         describe=_describe,
         datasets=DATASETS,
         suite_parameters=suite_parameters,
+        features=FeatureSpec(
+            model_inputs=training_data.model_inputs,
+            request_features=training_data.request_features,
+            defaults=training_data.FEATURE_DEFAULTS,
+        ),
+        training_set=lambda start, end, settings: training_data.get_training_set(start, end, settings),
+        scoring_frame=training_data.scoring_frame,
+        scoring_inputs=training_data.scoring_inputs,
     )

@@ -7,7 +7,7 @@ For a logical date ``D``:
    service training uses (``settings.feature_service``, ``fraud_v2``): the entity frame is the day's
    transactions with ``event_timestamp = tx_datetime``, so every row sees the snapshot that was valid
    when it happened - exactly what online serving saw - plus the shared request-time features
-   (``jobs.platform.feature_store.request_features``);
+   (the use case's request-time features);
 3. score in Spark with ``mapInPandas``: the model travels to the executors as its raw native bytes
    (``Booster.save_raw("ubj")``, broadcast once), each Python worker rebuilds the booster once and
    scores Arrow batches with ``inplace_predict``. Nothing is pickled and nothing is read from storage
@@ -45,6 +45,7 @@ import pandas as pd
 from jobs.platform.config import Settings, get_settings
 from jobs.platform.logs import get_logger
 from jobs.platform.storage import StorageLayout, as_date, staged_directory
+from jobs.platform.use_case import get_use_case
 
 PREDICTION_COLUMNS = ["transaction_id", "score", "decision", "model_version", "scored_at"]
 PREDICTION_SCHEMA = (
@@ -180,48 +181,17 @@ def read_transactions(date: str | dt.date, settings: Settings | None = None) -> 
 
 
 def pit_features(transactions: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
-    """Point-in-time features of each transaction from the Feast offline store (feature service).
-
-    The day's transactions are the entity frame (``event_timestamp = tx_datetime``), joined through
-    ``jobs.platform.feature_store.historical_features`` - the same function the training set uses (one Feast
-    retrieval per feature view of ``settings.feature_service``, store defaults where no snapshot is
-    valid, so rows are never lost) - then the shared request-time features are added. Returns the same
-    rows sorted by transaction_id with every column of ``FEATURE_COLUMNS``.
-    """
-    from jobs.platform import feature_store as fs
-
+    """Point-in-time features of the rows to score, as the use case assembles them from the Feast
+    offline store (``UseCase.scoring_frame``: the same join its training set uses)."""
     settings = settings or get_settings()
-    entity_df = transactions.assign(
-        event_timestamp=pd.to_datetime(transactions["tx_datetime"]).dt.tz_localize("UTC")
-    )
-    frame = fs.historical_features(entity_df, settings, complete=True)
-    if len(frame) != len(transactions) or frame["transaction_id"].duplicated().any():
-        raise BatchPredictError(
-            f"point-in-time join returned {len(frame)} rows for {len(transactions)} transactions; "
-            "rule: exactly one feature row per transaction"
-        )
-    frame = fs.request_features(frame.drop(columns="event_timestamp"))
-    missing = [c for c in fs.FEATURE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise BatchPredictError(f"feature service {settings.feature_service!r}: missing {missing}")
-    return frame.sort_values("transaction_id", kind="stable").reset_index(drop=True)
+    return get_use_case(settings).scoring_frame(transactions, settings)
 
 
 def missing_inputs(date: str | dt.date, settings: Settings | None = None) -> list[str]:
-    """Inputs of day ``date`` that do not exist yet (empty list = ready to score).
-
-    Scoring day D needs the lake partition of D and the feature snapshots its rows are joined with
-    point-in-time: the snapshot of D-1 (``event_timestamp = D 00:00``) of every entity view, and
-    the per-transaction table of D (the customers' last hour before each transaction).
-    """
-    from jobs.fraud.features import ENTITY_VIEWS, RECENT_VIEW, snapshot_day_for
-
-    layout = StorageLayout(settings or get_settings())
-    day = as_date(date)
-    snapshot_day = snapshot_day_for(dt.datetime(day.year, day.month, day.day, 12))
-    wanted = [layout.path("transactions", day)]
-    wanted += [layout.path("features", snapshot_day, view) for view in ENTITY_VIEWS]
-    wanted.append(layout.path("features", day, RECENT_VIEW))
+    """Inputs of day ``date`` that do not exist yet (empty list = ready to score): the use case's
+    ``scoring_inputs`` (fraud: the lake partition of D and the feature tables its rows join)."""
+    settings = settings or get_settings()
+    wanted = get_use_case(settings).scoring_inputs(as_date(date), StorageLayout(settings))
     return [str(p) for p in wanted if not p.is_dir()]
 
 

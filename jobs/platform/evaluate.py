@@ -276,7 +276,7 @@ def evaluate_registered(
     alias: str | None, version: str | None, start: str, end: str, settings: Settings | None = None
 ) -> Evaluation:
     """Score a registered model on a window of the feature service and evaluate it."""
-    from jobs.platform import feature_store, registry
+    from jobs.platform import registry
 
     settings = settings or get_settings()
     layout = StorageLayout(settings)
@@ -288,7 +288,7 @@ def evaluate_registered(
             f"rule: end <= last label day - {settings.label_delay_days}"
         )
     model, mv, _ = registry.load_model(alias=alias, version=version, settings=settings)
-    frame = feature_store.get_training_set(as_date(start), end_d, settings=settings)
+    frame = get_use_case(settings).training_set(as_date(start), end_d, settings)
     scores = registry.predict_scores(model, frame)
     return get_use_case(settings).evaluate(frame, scores, settings=settings, model_version=mv)
 

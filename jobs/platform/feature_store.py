@@ -13,10 +13,10 @@
   data. Here a missing watermark means "rematerialize from the first snapshot", a backfill
   re-writes from the backfilled day up to the watermark (never moving the store backwards), and
   :func:`apply` carries unchanged views' intervals over.
-* :func:`request_features` is the ONE implementation of the request-time features, used by the
-  training set and by serving; :data:`FEATURE_COLUMNS` is the model input order.
-* :func:`get_training_set` gives the point-in-time correct training set of a date range and
-  :func:`get_online_features` the same features for live requests, with the same defaults.
+* :func:`historical_features` is the point-in-time join of the feature service onto entity rows
+  (one Feast retrieval per view, completeness of offline-only views checked), which the use case's
+  training and scoring frames are built on (fraud: :mod:`jobs.fraud.training_data`);
+  :func:`model_inputs` the model's input columns, derived from the registered feature service.
 
 CLI: ``python -m jobs.platform.feature_store apply | materialize --end D | list | training-set --start --end``.
 """
@@ -29,89 +29,18 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from jobs.fraud.features import (
-    CUSTOMER_FEATURES,
-    RECENT_FEATURES,
-    RECENT_VIEW,
-    TERMINAL_FEATURES,
-    derive_recent,
-    feature_dtype,
-    snapshot_timestamp,
-)
 from jobs.platform.config import REPO_ROOT, Settings, get_settings
 from jobs.platform.logs import get_logger
-from jobs.platform.storage import StorageLayout, as_date
+from jobs.platform.storage import StorageLayout, as_date, snapshot_timestamp
+from jobs.platform.use_case import get_use_case
 
 REPO_PATH = REPO_ROOT / "feature_repo"
-
-# entity view name in jobs.fraud.features -> Feast feature view name (materialized to the online store)
-FEATURE_VIEWS: dict[str, str] = {"customer": "customer_spending", "terminal": "terminal_risk"}
-# table in jobs.fraud.features -> Feast feature view that is offline only (one row per past transaction)
-OFFLINE_VIEWS: dict[str, str] = {RECENT_VIEW: "customer_activity_1h"}
-
-REQUEST_FEATURES: list[str] = ["tx_during_weekend", "tx_during_night"]
-SNAPSHOT_FEATURES: list[str] = CUSTOMER_FEATURES + TERMINAL_FEATURES
-FEAST_FEATURES: list[str] = SNAPSHOT_FEATURES + RECENT_FEATURES
-FEATURE_COLUMNS: list[str] = ["tx_amount", *REQUEST_FEATURES, *FEAST_FEATURES]
-"""Model inputs, in order: the amount, request-time features, then the ``fraud_v2`` features (daily
-snapshots, then the customer's last hour)."""
-
-FEATURE_DEFAULTS: dict[str, int | float] = {
-    name: (0 if feature_dtype(name) == "int64" else 0.0) for name in FEAST_FEATURES
-}
-"""Value of a store feature when the entity has no snapshot (no activity in the look-back, or a
-never-seen id): 0 counts, 0.0 means/risks. Training and serving fill with the same values."""
-
-ENTITY_COLUMNS: list[str] = ["customer_id", "terminal_id"]
-TRAINING_COLUMNS: list[str] = [
-    "transaction_id",
-    "customer_id",
-    "terminal_id",
-    "tx_datetime",
-    "tx_amount",
-    "tx_fraud",
-    *FEATURE_COLUMNS[1:],
-]
-NIGHT_END_HOUR = 6  # a transaction before 06:00 UTC is a night transaction
-
-
-# --------------------------------------------------------------------------------------------
-# request-time features: ONE implementation for training and serving
-# --------------------------------------------------------------------------------------------
-def _as_utc_naive(values: pd.Series, errors: str = "raise") -> pd.Series:
-    ts = pd.to_datetime(values, utc=True, errors=errors, format="ISO8601")
-    return ts.dt.tz_convert("UTC").dt.tz_localize(None)
-
-
-def request_features(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``tx_during_weekend`` (Saturday/Sunday) and ``tx_during_night`` (hour < 6), both 0/1
-    int64, computed from ``tx_datetime`` in UTC. Returns a new frame; the input is not modified."""
-    if "tx_datetime" not in df.columns:
-        raise KeyError("tx_datetime: missing (rule: request features need the transaction time)")
-    ts = _as_utc_naive(df["tx_datetime"], errors="coerce")
-    if ts.isna().any():
-        bad = df.loc[ts.isna(), "tx_datetime"].iloc[0]
-        raise ValueError(f"tx_datetime: value {bad!r} is not a timestamp (rule: ISO-8601 datetime)")
-    out = df.copy()
-    out["tx_during_weekend"] = (ts.dt.weekday >= 5).astype("int64").to_numpy()
-    out["tx_during_night"] = (ts.dt.hour < NIGHT_END_HOUR).astype("int64").to_numpy()
-    return out
-
-
-def fill_defaults(df: pd.DataFrame) -> pd.DataFrame:
-    """Replace missing store features by :data:`FEATURE_DEFAULTS` and fix their dtypes."""
-    out = df.copy()
-    for name, default in FEATURE_DEFAULTS.items():
-        col = out[name] if name in out.columns else pd.Series(default, index=out.index)
-        col = pd.to_numeric(col, errors="raise").fillna(default)
-        out[name] = col.astype(feature_dtype(name))
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,26 +119,47 @@ def _repo_module(name: str):
     return importlib.import_module(f"feature_repo.{name}")
 
 
-def repo_objects(settings: Settings | None = None) -> list:
-    """The Feast objects defined in ``feature_repo/``, their sources pointed at the settings' layout."""
-    from feast import Entity, FeatureService, FeatureView, FileSource
+def _table_of(view) -> str:
+    """The offline feature table (``features/<table>/date=D``) a file-backed view reads: the last
+    component of its source path, whatever data root the definitions were imported with."""
+    return Path(view.batch_source.path).name
 
-    entities, feature_views, feature_services = (
-        _repo_module(name) for name in ("entities", "feature_views", "feature_services")
-    )
-    layout = StorageLayout(settings or get_settings())
+
+def _definitions() -> list:
+    from feast import Entity, FeatureService, FeatureView
+
     objects: list = []
-    for module in (entities, feature_views, feature_services):
-        for value in vars(module).values():
+    for name in ("entities", "feature_views", "feature_services"):
+        for value in vars(_repo_module(name)).values():
             if isinstance(value, Entity | FeatureView | FeatureService) and not any(
                 value is o for o in objects
             ):
                 objects.append(value)
+    return objects
+
+
+def snapshot_views() -> dict[str, str]:
+    """Offline feature table -> Feast feature view, for the repo's file-backed views that are
+    materialized to the online store (``online=True``); offline-only views are not listed."""
+    from feast import FeatureView, FileSource
+
+    return {
+        _table_of(v): v.name
+        for v in _definitions()
+        if isinstance(v, FeatureView) and v.online and isinstance(v.batch_source, FileSource)
+    }
+
+
+def repo_objects(settings: Settings | None = None) -> list:
+    """The Feast objects defined in ``feature_repo/``, their sources pointed at the settings' layout."""
+    from feast import FeatureView, FileSource
+
+    layout = StorageLayout(settings or get_settings())
+    objects = _definitions()
     out = []
     for obj in objects:
         if isinstance(obj, FeatureView) and isinstance(obj.batch_source, FileSource):
-            view = next(v for v, name in {**FEATURE_VIEWS, **OFFLINE_VIEWS}.items() if name == obj.name)
-            path = str(layout.dataset_root("features", view))
+            path = str(layout.dataset_root("features", _table_of(obj)))
             if obj.batch_source.path != path:  # another data root than the process-wide settings
                 obj = copy.deepcopy(obj)
                 obj.batch_source.file_options.uri = path
@@ -275,7 +225,7 @@ def watermarks(settings: Settings | None = None, store=None) -> dict[str, dt.dat
     """Per feature view, the end of the last materialization recorded in the registry (None: never)."""
     store = store or get_store(settings)
     out: dict[str, dt.datetime | None] = {}
-    for view in FEATURE_VIEWS.values():
+    for view in snapshot_views().values():
         end = store.get_feature_view(view).most_recent_end_time
         out[view] = _utc(end) if end is not None else None
     return out
@@ -320,7 +270,7 @@ def materialize(
     store = get_store(settings)
     marks = watermarks(store=store)
     done: dict[str, Any] = {}
-    for view, fv_name in FEATURE_VIEWS.items():
+    for view, fv_name in snapshot_views().items():
         parts = layout.partitions("features", view)
         if not parts:
             done[fv_name] = {"skipped": "no offline snapshots"}
@@ -351,7 +301,7 @@ def materialize(
 # --------------------------------------------------------------------------------------------
 # training sets and online reads
 # --------------------------------------------------------------------------------------------
-def _read_lake_frame(layout: StorageLayout, dataset: str, start: dt.date, end: dt.date) -> pd.DataFrame:
+def read_lake_frame(layout: StorageLayout, dataset: str, start: dt.date, end: dt.date) -> pd.DataFrame:
     import pyarrow.dataset as ds
 
     paths = layout.partition_paths(dataset, start, end)
@@ -361,42 +311,20 @@ def _read_lake_frame(layout: StorageLayout, dataset: str, start: dt.date, end: d
     return ds.dataset(files, format="parquet").to_table().to_pandas()
 
 
-def labelled_transactions(
-    start: str | dt.date, end: str | dt.date, settings: Settings | None = None
-) -> pd.DataFrame:
-    """Lake transactions of days ``start..end`` with ``tx_fraud``: 1 iff a chargeback for the
-    transaction was reported by the end of day ``tx_day + label_delay_days``."""
-    settings = settings or get_settings()
-    layout = StorageLayout(settings)
-    start, end = as_date(start), as_date(end)
-    delay = settings.label_delay_days
-    tx = _read_lake_frame(layout, "transactions", start, end)
-    if tx.empty:
-        raise ValueError(f"transactions: no lake partition in {start}..{end} (rule: ingest first)")
-    tx = tx[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"]].copy()
-    tx["tx_datetime"] = _as_utc_naive(tx["tx_datetime"])
-    labels = _read_lake_frame(layout, "labels", start, end + dt.timedelta(days=delay))
-    if labels.empty:
-        labels = pd.DataFrame({"transaction_id": pd.Series(dtype="int64"), "reported_at": []})
-    labels = labels[["transaction_id", "reported_at"]].copy()
-    labels["reported_at"] = _as_utc_naive(labels["reported_at"])
-    labels = labels.groupby("transaction_id", as_index=False)["reported_at"].min()
-    tx = tx.merge(labels, on="transaction_id", how="left")
-    deadline = tx["tx_datetime"].dt.normalize() + pd.Timedelta(days=delay + 1)
-    tx["tx_fraud"] = (tx["reported_at"].notna() & (tx["reported_at"] < deadline)).astype("int64")
-    return tx.drop(columns="reported_at")
-
-
 def historical_features(
-    entity_df: pd.DataFrame, settings: Settings | None = None, store=None, complete: bool = False
+    entity_df: pd.DataFrame,
+    settings: Settings | None = None,
+    store=None,
+    complete: bool = False,
+    fill: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Point-in-time join of the feature service onto ``entity_df`` (the views' join keys -
-    transaction_id, customer_id, terminal_id - and event_timestamp [UTC, naive or aware]; any other
-    columns pass through). Returns every input row, in input order, with :data:`FEAST_FEATURES`
-    (defaults where no snapshot is in the TTL).
+    """Point-in-time join of the feature service onto ``entity_df`` (the views' join keys and
+    event_timestamp [UTC, naive or aware]; any other columns pass through). Returns every input row,
+    in input order, with the service's features: missing (NaN/None) where no row is in the TTL,
+    unless ``fill`` (the use case's defaults) replaces them.
 
-    ``complete=True`` (lake transactions: training sets, batch scoring) requires a row of every
-    per-transaction view (``customer_activity_1h``) for every input row, and raises naming the view
+    ``complete=True`` (rows of the lake: training sets, batch scoring) requires a row of every
+    offline-only view of the service (``online=False``, e.g. a per-event table) for every input row, and raises naming the view
     and an example transaction otherwise: a missing row there means the feature job did not run
     for that day, not "no activity", and must not silently become a 0.
 
@@ -415,7 +343,8 @@ def historical_features(
     # pickled through local files); the in-memory task shuffle gives identical rows and made a
     # 14-day training set 1.6x faster here (21.3 s -> 13.4 s, 2 cores)
     with dask.config.set({"dataframe.shuffle.method": "tasks"}):
-        return _historical_features(entity_df, settings, store, complete)
+        out = _historical_features(entity_df, settings, store, complete)
+    return fill(out) if fill is not None else out
 
 
 def _historical_features(entity_df: pd.DataFrame, settings: Settings, store, complete: bool) -> pd.DataFrame:
@@ -454,134 +383,30 @@ def _historical_features(entity_df: pd.DataFrame, settings: Settings, store, com
             )
             joined = pd.DataFrame({"_k": pd.Series(dtype="int64"), **{n: [] for n in names}})
         values = joined[["_k", *names]].drop_duplicates("_k").set_index("_k").reindex(row_k)
-        if complete and projection.name in OFFLINE_VIEWS.values():
+        if complete and not view.online:
             lost = values[names[0]].isna().to_numpy()
             if lost.any():
                 example = out.loc[lost, keys].iloc[0].to_dict()
                 raise ValueError(
-                    f"{projection.name}: no row for {int(lost.sum())} of {len(out)} transactions, e.g. "
+                    f"{projection.name}: no row for {int(lost.sum())} of {len(out)} entity rows, e.g. "
                     f"{example} (rule: run build_features for their days first)"
                 )
         for name in names:
             out[name] = values[name].to_numpy()
-    return fill_defaults(out)
-
-
-def get_training_set(
-    start: str | dt.date, end: str | dt.date, settings: Settings | None = None
-) -> pd.DataFrame:
-    """Point-in-time correct training set of the transactions of days ``start..end``.
-
-    Columns: transaction_id, customer_id, terminal_id, tx_datetime (UTC, naive), tx_amount,
-    tx_fraud, then the request-time and feature service features (:data:`FEATURE_COLUMNS` order after
-    tx_amount). Each row gets, through Feast's point-in-time join, the latest snapshot whose
-    ``event_timestamp <= tx_datetime`` within the views' TTL (the previous day's), missing values
-    filled with :data:`FEATURE_DEFAULTS` like serving does.
-
-    Labels: callers must only ask for windows whose labels have matured, i.e. whose days
-    ``end + label_delay_days`` have been ingested; otherwise recent frauds are still labelled 0
-    (a warning is logged when the label partitions do not reach that far).
-    """
-    settings = settings or get_settings()
-    layout = StorageLayout(settings)
-    log = get_logger("feature_store")
-    start, end = as_date(start), as_date(end)
-    mature = end + dt.timedelta(days=settings.label_delay_days)
-    label_days = layout.partitions("labels")
-    if not label_days or label_days[-1] < mature:
-        log.warning(
-            "labels not mature",
-            end=str(end),
-            needs_labels_until=str(mature),
-            latest_labels=str(label_days[-1]) if label_days else None,
-        )
-    tx = labelled_transactions(start, end, settings)
-    t0 = time.monotonic()
-    df = historical_features(tx.assign(event_timestamp=tx["tx_datetime"]), settings=settings, complete=True)
-    df = request_features(df.drop(columns="event_timestamp"))
-    df["tx_datetime"] = _as_utc_naive(df["tx_datetime"])
-    df = df.sort_values(["tx_datetime", "transaction_id"], kind="stable").reset_index(drop=True)
-    log.info(
-        "training set",
-        start=str(start),
-        end=str(end),
-        rows=len(df),
-        frauds=int(df["tx_fraud"].sum()),
-        seconds=round(time.monotonic() - t0, 2),
-    )
-    return df[TRAINING_COLUMNS]
-
-
-def get_online_features(
-    rows: Iterable[Mapping[str, Any]], settings: Settings | None = None, store=None
-) -> pd.DataFrame:
-    """Features of live requests: each row needs customer_id, terminal_id, tx_datetime, tx_amount
-    (transaction_id optional: the request's own id, excluded from its last-hour window).
-
-    Returns the rows' columns plus :data:`FEATURE_COLUMNS`, read from the online store through the
-    same feature service as training (``settings.feature_service``), defaults for missing values.
-    The service's offline-only views (``customer_activity_1h``) have no online table: their
-    features are derived, with :func:`jobs.fraud.features.derive_recent`, from the customer's recent
-    transactions in the pushed view ``customer_recent_activity`` (0 when it is not registered or
-    holds nothing for the customer), as the scoring service does.
-    """
-    settings = settings or get_settings()
-    frame = pd.DataFrame(list(rows))
-    missing = [c for c in ("customer_id", "terminal_id", "tx_datetime", "tx_amount") if c not in frame]
-    if missing:
-        raise KeyError(f"{missing[0]}: missing from the request rows (rule: required field)")
-    if frame.empty:
-        return pd.DataFrame(columns=[*frame.columns, *FEATURE_COLUMNS])
-    store = store or get_store(settings, cached=True)
-    entity_rows = [
-        {"customer_id": int(c), "terminal_id": int(t)}
-        for c, t in zip(frame["customer_id"], frame["terminal_id"], strict=True)
-    ]
-    service = store.get_feature_service(settings.feature_service)
-    refs, stream_views = [], []
-    for projection in service.feature_view_projections:
-        view = store.get_feature_view(projection.name)
-        if view.online:
-            refs += [f"{projection.name}:{f.name}" for f in projection.features]
-        else:  # offline only: served from the pushed view its tag names
-            stream_views.append(view.tags["online_source"])
-    online = store.get_online_features(features=refs, entity_rows=entity_rows).to_dict()
-    out = frame.copy()
-    for name in FEAST_FEATURES:
-        out[name] = pd.Series(online.get(name, [None] * len(out)), index=out.index, dtype="object")
-    for stream_view in dict.fromkeys(stream_views):
-        for name, values in _recent_online(store, stream_view, out).items():
-            out[name] = pd.Series(values, index=out.index, dtype="object")
-    out = fill_defaults(out)
-    out["tx_amount"] = out["tx_amount"].astype("float64")
-    return request_features(out)
-
-
-def _recent_online(store, stream_view: str, frame: pd.DataFrame) -> dict[str, list[float]]:
-    """Last-hour features of request rows from the pushed recent activity (see serving.features)."""
-    names = ["recent_tx_ids", "recent_tx_epochs", "recent_tx_amounts"]
-    try:
-        store.get_feature_view(stream_view)
-    except Exception:  # not registered: nothing was ever pushed
-        return {name: [0.0] * len(frame) for name in RECENT_FEATURES}
-    recent = store.get_online_features(
-        features=[f"{stream_view}:{n}" for n in names],
-        entity_rows=[{"customer_id": int(c)} for c in frame["customer_id"]],
-    ).to_dict()
-    times = _as_utc_naive(frame["tx_datetime"])
-    tx_ids = frame["transaction_id"] if "transaction_id" in frame else pd.Series(-1, index=frame.index)
-    out: dict[str, list[float]] = {name: [] for name in RECENT_FEATURES}
-    for i, (tx_id, ts) in enumerate(zip(tx_ids, times, strict=True)):
-        ids, epochs, amounts = (recent[n][i] or [] for n in names)
-        epoch = int(ts.tz_localize("UTC").timestamp())
-        for name, value in derive_recent(ids, epochs, amounts, int(tx_id), epoch).items():
-            out[name].append(value)
     return out
 
 
 # --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
+def model_inputs(settings: Settings | None = None, store=None) -> list[str]:
+    """The model's input columns: the use case's reading of the configured feature service
+    (``UseCase.features.model_inputs``), so a changed service changes the inputs."""
+    settings = settings or get_settings()
+    store = store or get_store(settings)
+    return get_use_case(settings).features.model_inputs(store.get_feature_service(settings.feature_service))
+
+
 def describe(settings: Settings | None = None) -> dict[str, Any]:
     store = get_store(settings)
     return {
@@ -618,10 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "materialize":
         result = materialize(args.end, start=args.start)
     else:
-        df = get_training_set(args.start, args.end)
+        settings = get_settings()
+        df = get_use_case(settings).training_set(as_date(args.start), as_date(args.end), settings)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         df.to_parquet(args.out, index=False)
-        result = {"rows": len(df), "frauds": int(df["tx_fraud"].sum()), "out": str(args.out)}
+        result = {"rows": len(df), "columns": list(df.columns), "out": str(args.out)}
     print(json.dumps(result, indent=2, default=str))
     return 0
 

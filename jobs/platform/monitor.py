@@ -48,6 +48,7 @@ import pandas as pd
 from jobs.platform.config import Settings, get_settings
 from jobs.platform.logs import get_logger
 from jobs.platform.storage import StorageLayout, as_date, staged_directory, staged_file
+from jobs.platform.use_case import get_use_case
 
 REPORT_KIND = "monitoring"
 SCORE = "score"
@@ -494,12 +495,12 @@ def reference_path(layout: StorageLayout, version: str) -> Path:
 
 def build_reference(train: pd.DataFrame, model: Any, cfg: MonitorConfig | None = None) -> pd.DataFrame:
     """A model's training reference: a seeded sample of its training set with its own scores."""
-    from jobs.platform import feature_store
+    from jobs.platform.registry import model_features
 
     cfg = cfg or MonitorConfig()
     ref = _sample(train, cfg.reference_rows, cfg.seed).reset_index(drop=True)
     ref[SCORE] = score_frame(model, ref)
-    keep = ["transaction_id", "customer_id", "tx_datetime", LABEL, SCORE, *feature_store.FEATURE_COLUMNS]
+    keep = ["transaction_id", "customer_id", "tx_datetime", LABEL, SCORE, *model_features(model)]
     return ref[[c for c in dict.fromkeys(keep) if c in ref.columns]]
 
 
@@ -516,8 +517,6 @@ def load_reference(layout: StorageLayout, champion: Champion, cfg: MonitorConfig
     Training writes it when it registers the version (:func:`jobs.platform.train.register`), from the frame it
     trained on; for a version registered without one it is rebuilt here from the feature store over the
     champion run's logged training window (``train_start``..``train_end`` params) - the same rows."""
-    from jobs.platform import feature_store
-
     path = reference_path(layout, champion.version)
     if path.exists():
         return pd.read_parquet(path)
@@ -526,7 +525,10 @@ def load_reference(layout: StorageLayout, champion: Champion, cfg: MonitorConfig
             f"champion version {champion.version}: run {champion.run_id} has no train_start/train_end params;"
             " rule: the training run must log its training window"
         )
-    train = feature_store.get_training_set(champion.train_start, champion.train_end)
+    settings = get_settings()
+    train = get_use_case(settings).training_set(
+        as_date(champion.train_start), as_date(champion.train_end), settings
+    )
     ref = build_reference(train, champion.model, cfg)
     save_reference(layout, champion.version, ref)
     log.info("reference built", version=champion.version, rows=len(ref), source_rows=len(train))
@@ -535,11 +537,10 @@ def load_reference(layout: StorageLayout, champion: Champion, cfg: MonitorConfig
 
 def load_window(start: dt.date, end: dt.date) -> pd.DataFrame:
     """Feature rows of the transactions of [start, end] (point-in-time, from the feature store)."""
-    from jobs.platform import feature_store
-
     if end < start:
         return pd.DataFrame()
-    return feature_store.get_training_set(start, end)
+    settings = get_settings()
+    return get_use_case(settings).training_set(as_date(start), as_date(end), settings)
 
 
 # --- MLflow ------------------------------------------------------------------------------
@@ -618,7 +619,6 @@ def run_monitoring(
     log_mlflow: bool = True,
 ) -> dict[str, Any]:
     """Monitor one logical date; writes the report partition and returns the summary."""
-    from jobs.platform import feature_store
 
     settings = settings or get_settings()
     cfg = cfg or MonitorConfig()
@@ -644,7 +644,9 @@ def run_monitoring(
         log.info("no champion", **{"seconds": round(time.monotonic() - t0, 2)})
         return summary
 
-    features = list(feature_store.FEATURE_COLUMNS)
+    from jobs.platform.registry import model_features
+
+    features = model_features(champion.model)  # the champion's own inputs, in training order
     reference = load_reference(layout, champion, cfg, log)
 
     q_start, q_end = matured_window(day, cfg.window_days, settings.label_delay_days)

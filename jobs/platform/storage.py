@@ -55,6 +55,13 @@ def as_date(value: str | dt.date | dt.datetime) -> dt.date:
     return dt.date.fromisoformat(str(value)[:10])
 
 
+def snapshot_timestamp(day: str | dt.date) -> dt.datetime:
+    """Event timestamp of the daily feature snapshot of ``day``: the next midnight, UTC (a row of day
+    ``D`` is scored with the snapshot of ``D-1``, offline and online alike)."""
+    d = as_date(day) + dt.timedelta(days=1)
+    return dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC)
+
+
 def partition_name(date: str | dt.date) -> str:
     return f"date={as_date(date).isoformat()}"
 

@@ -546,13 +546,12 @@ def feature_service_info(settings: Settings) -> tuple[list[str], str]:
     service = store.get_feature_service(settings.feature_service)
     spec = service.to_proto().spec
     digest = hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()[:16]
-    return list(feature_store.FEATURE_COLUMNS), digest
+    return get_use_case(settings).features.model_inputs(service), digest
 
 
 def load_training_set(start: dt.date, end: dt.date, settings: Settings) -> pd.DataFrame:
-    from jobs.platform import feature_store
-
-    return feature_store.get_training_set(start, end, settings=settings)
+    """The use case's labelled, point-in-time correct training set of days ``start..end``."""
+    return get_use_case(settings).training_set(start, end, settings)
 
 
 def resolve_windows(

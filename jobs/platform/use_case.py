@@ -22,24 +22,32 @@ What the core takes from the object today:
 * ``figures`` (optional): the plots logged to MLflow with a holdout evaluation;
 * ``describe``: a human-readable evaluation, for the CLIs;
 * ``datasets``: what ingestion publishes (:class:`DatasetSpec`), and ``suite_parameters``: the
-  settings-derived values its GX suites are evaluated with.
+  settings-derived values its GX suites are evaluated with;
+* ``features`` (:class:`FeatureSpec`): model inputs from the feature service, request-time
+  features, defaults; ``training_set(start, end, settings)`` the labelled point-in-time frame;
+  ``scoring_frame(rows, settings)`` the same features for rows to score in batch, and
+  ``scoring_inputs(day, layout)`` the partitions a day's batch scoring needs.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import datetime as dt
+    from pathlib import Path
+
     import numpy as np
     import pandas as pd
 
     from jobs.platform.config import Settings
     from jobs.platform.evaluate import Evaluation
+    from jobs.platform.storage import StorageLayout
 
 ENTRY_POINT_GROUP = "ml_platform.use_cases"
 
@@ -132,23 +140,40 @@ class DatasetSpec:
         return self.suite or self.name
 
 
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How a use case's model inputs are assembled around its Feast feature service: the input
+    columns a registered service implies, the request-time features (one function for training,
+    batch and serving) and the value of a store feature with no row."""
+
+    model_inputs: Callable[[Any], list[str]]
+    request_features: Callable[[pd.DataFrame], pd.DataFrame]
+    defaults: Mapping[str, float]
+
+
 EvaluateFn = Callable[..., "Evaluation"]
 """``evaluate(frame, scores, *, settings, model_version=None) -> Evaluation``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class UseCase:
     """What the platform core needs from a use case (see the module docstring)."""
 
     name: str
+    # data: what ingestion publishes and how features become model inputs
+    datasets: Mapping[str, DatasetSpec]
+    features: FeatureSpec
+    training_set: Callable[[dt.date, dt.date, Settings], pd.DataFrame]
+    scoring_frame: Callable[[pd.DataFrame, Settings], pd.DataFrame]
+    scoring_inputs: Callable[[dt.date, StorageLayout], list[Path]]
+    suite_parameters: Callable[[Settings], Mapping[str, Any]] = lambda settings: {}
+    # evaluation and the gate
     gate: Callable[[Settings], GateSpec]
     evaluate: EvaluateFn
     version_tags: Callable[[Evaluation], Mapping[str, str]]
     headline_metrics: tuple[str, ...]
     figures: Callable[[pd.DataFrame, np.ndarray, Evaluation], Mapping[str, Any]] | None = None
     describe: Callable[[Evaluation], str] = repr
-    datasets: Mapping[str, DatasetSpec] = field(default_factory=dict)
-    suite_parameters: Callable[[Settings], Mapping[str, Any]] = lambda settings: {}
 
     def dataset(self, name: str) -> DatasetSpec:
         """The ingested dataset ``name`` (ValueError naming the known ones otherwise)."""

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.fraud import training_data as td
 from jobs.fraud.features import build_features, snapshot_timestamp
 from jobs.platform import feature_store as fs
 from jobs.platform.config import Settings
@@ -64,14 +65,14 @@ def online_equals_offline(settings, layout, snap_day: dt.date, customers, termin
         }
         for i, (c, t) in enumerate(zip(customers, terminals, strict=True))
     ]
-    online = fs.get_online_features(rows, settings=settings, store=fs.get_store(settings))
-    offline = fs.historical_features(
+    online = td.get_online_features(rows, settings=settings, store=fs.get_store(settings))
+    offline = td.historical_features(
         pd.DataFrame(rows)[["transaction_id", "customer_id", "terminal_id"]].assign(
             event_timestamp=pd.Timestamp(f"{day} 08:00")
         ),
         settings=settings,
     )
-    pd.testing.assert_frame_equal(online[fs.FEAST_FEATURES], offline[fs.FEAST_FEATURES])
+    pd.testing.assert_frame_equal(online[td.FEAST_FEATURES], offline[td.FEAST_FEATURES])
     for row in online.itertuples():
         want = expected_features(layout, row.customer_id, row.terminal_id, day)
         assert {k: getattr(row, k) for k in want} == pytest.approx(want)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.fraud import training_data as td
 from jobs.fraud.features import (
     CUSTOMER_FEATURES,
     RECENT_FEATURES,
@@ -57,11 +58,11 @@ def online_vs_offline(
         }
         for i, (c, t) in enumerate(zip(customers, terminals, strict=True))
     ]
-    online = fs.get_online_features(rows, settings=settings, store=fs.get_store(settings))
+    online = td.get_online_features(rows, settings=settings, store=fs.get_store(settings))
     entity_df = pd.DataFrame(rows)[["transaction_id", "customer_id", "terminal_id"]].assign(
         event_timestamp=pd.Timestamp(f"{day} 10:30:00", tz="UTC")
     )
-    offline = fs.historical_features(entity_df, settings=settings)
+    offline = td.historical_features(entity_df, settings=settings)
     offline = offline.sort_values(["customer_id", "terminal_id"]).reset_index(drop=True)
     online = online.sort_values(["customer_id", "terminal_id"]).reset_index(drop=True)
     return online, offline
@@ -118,17 +119,22 @@ def test_registry_lists_entities_views_and_service(env):
     assert settings.feature_service == "fraud_v2"
     service = fs.get_store(settings).get_feature_service("fraud_v2")
     names = [f.name for p in service.feature_view_projections for f in p.features]
-    assert names == fs.FEATURE_COLUMNS[3:]
+    assert names == td.FEATURE_COLUMNS[3:]
     v1 = fs.get_store(settings).get_feature_service("fraud_v1")  # kept for the models trained on it
-    assert [f.name for p in v1.feature_view_projections for f in p.features] == fs.SNAPSHOT_FEATURES
-    assert fs.FEATURE_COLUMNS[:3] == ["tx_amount", "tx_during_weekend", "tx_during_night"]
+    assert [f.name for p in v1.feature_view_projections for f in p.features] == td.SNAPSHOT_FEATURES
+    assert td.FEATURE_COLUMNS[:3] == ["tx_amount", "tx_during_weekend", "tx_during_night"]
+    # the core reads the model inputs off the registered service, through the use case
+    assert fs.model_inputs(settings) == td.FEATURE_COLUMNS
+    assert td.model_inputs(v1) == [*td.FEATURE_COLUMNS[:3], *td.SNAPSHOT_FEATURES]
+    # materialized views and their offline tables come from the definitions (online=True file views)
+    assert fs.snapshot_views() == {"customer": "customer_spending", "terminal": "terminal_risk"}
 
 
 def test_training_set_is_point_in_time_correct(env):
     settings, layout = env
     start, end = dt.date(2018, 4, 12), dt.date(2018, 4, 13)
-    df = fs.get_training_set(start, end, settings=settings)
-    assert list(df.columns) == fs.TRAINING_COLUMNS
+    df = td.get_training_set(start, end, settings=settings)
+    assert list(df.columns) == td.TRAINING_COLUMNS
     sim = Simulator(SIM)
     truth = pd.concat([sim.transactions(start), sim.transactions(end)]).set_index("transaction_id")
     assert len(df) == len(truth) and df["transaction_id"].is_unique
@@ -148,7 +154,7 @@ def test_training_set_is_point_in_time_correct(env):
 def test_training_set_labels_only_matured_reports(env, tmp_path):
     """A chargeback reported after label_delay_days does not make the training label 1."""
     settings, layout = env
-    df = fs.labelled_transactions("2018-04-12", "2018-04-12", settings)
+    df = td.labelled_transactions("2018-04-12", "2018-04-12", settings)
     late = df[df.tx_fraud == 1].iloc[0]
     # move that report to day 12 + delay + 1: it no longer counts
     moved_settings = Settings(home=tmp_path, feast_project="unused")
@@ -165,7 +171,7 @@ def test_training_set_labels_only_matured_reports(env, tmp_path):
     for day, part in all_labels.groupby(all_labels.reported_at.dt.date):
         moved.path("labels", day).mkdir(parents=True)
         part.to_parquet(moved.path("labels", day) / "p.parquet", index=False, coerce_timestamps="us")
-    again = fs.labelled_transactions("2018-04-12", "2018-04-12", moved_settings).set_index("transaction_id")
+    again = td.labelled_transactions("2018-04-12", "2018-04-12", moved_settings).set_index("transaction_id")
     assert again.loc[late.transaction_id, "tx_fraud"] == 0
     assert again["tx_fraud"].sum() == df["tx_fraud"].sum() - 1
 
@@ -178,11 +184,11 @@ def test_online_values_equal_offline_values(env):
     day = SNAP_LAST + dt.timedelta(days=1)  # requests of 04-17 see the snapshot of 04-16
     customers, terminals = sample_entities(layout, SNAP_LAST)
     online, offline = online_vs_offline(settings, layout, day, customers, terminals)
-    for name in fs.FEAST_FEATURES:
+    for name in td.FEAST_FEATURES:
         assert online[name].dtype == offline[name].dtype, name
         np.testing.assert_allclose(online[name].to_numpy(float), offline[name].to_numpy(float), err_msg=name)
-    assert list(online.columns[-len(fs.FEATURE_COLUMNS) :]) != []  # all model inputs present
-    assert set(fs.FEATURE_COLUMNS) <= set(online.columns)
+    assert list(online.columns[-len(td.FEATURE_COLUMNS) :]) != []  # all model inputs present
+    assert set(td.FEATURE_COLUMNS) <= set(online.columns)
     # and both equal the feature table itself
     for row in online.itertuples():
         want = expected_features(layout, row.customer_id, row.terminal_id, day)
@@ -200,7 +206,7 @@ def test_reapply_and_registry_reset_keep_the_online_store_correct(env):
     fs.apply(settings)
     assert fs.watermarks(settings) == before
     # a registry that lost the watermark (what apply of a rewritten view leaves behind)
-    for view in fs.FEATURE_VIEWS.values():
+    for view in fs.snapshot_views().values():
         store.registry.delete_feature_view(view, store.project, commit=True)
     fs.apply(settings)
     assert set(fs.watermarks(settings).values()) == {None}  # Feast would now start at now - ttl
@@ -209,7 +215,7 @@ def test_reapply_and_registry_reset_keep_the_online_store_correct(env):
     assert {v["start"] for v in done.values()} == {snapshot_timestamp(SNAP_FIRST).isoformat()}
     day = dt.date(2018, 4, 15)
     online, offline = online_vs_offline(settings, layout, day, *sample_entities(layout, dt.date(2018, 4, 14)))
-    pd.testing.assert_frame_equal(online[fs.FEAST_FEATURES], offline[fs.FEAST_FEATURES], check_dtype=True)
+    pd.testing.assert_frame_equal(online[td.FEAST_FEATURES], offline[td.FEAST_FEATURES], check_dtype=True)
     # incremental afterwards, and re-running the same end is a no-op rewrite
     done = fs.materialize(SNAP_LAST, settings=settings)
     assert {v["mode"] for v in done.values()} == {"incremental"}
@@ -217,7 +223,7 @@ def test_reapply_and_registry_reset_keep_the_online_store_correct(env):
     online, offline = online_vs_offline(
         settings, layout, SNAP_LAST + dt.timedelta(days=1), *sample_entities(layout, SNAP_LAST)
     )
-    pd.testing.assert_frame_equal(online[fs.FEAST_FEATURES], offline[fs.FEAST_FEATURES], check_dtype=True)
+    pd.testing.assert_frame_equal(online[td.FEAST_FEATURES], offline[td.FEAST_FEATURES], check_dtype=True)
     # asking for an older end never moves the store backwards
     done = fs.materialize(dt.date(2018, 4, 11), settings=settings)
     assert {v["end"] for v in done.values()} == {snapshot_timestamp(SNAP_LAST).isoformat()}
@@ -227,9 +233,9 @@ def test_request_features_are_shared_and_typed():
     df = pd.DataFrame(
         {"tx_datetime": ["2018-04-07 05:59:59", "2018-04-09 06:00:00", "2018-04-08T23:00:00+02:00"]}
     )
-    out = fs.request_features(df)
+    out = td.request_features(df)
     assert out["tx_during_weekend"].tolist() == [1, 0, 1]  # Sat, Mon, Sun 21:00 UTC
     assert out["tx_during_night"].tolist() == [1, 0, 0]
     assert str(out["tx_during_night"].dtype) == "int64" and "tx_during_night" not in df
     with pytest.raises(ValueError, match="tx_datetime: value 'soon' is not a timestamp"):
-        fs.request_features(pd.DataFrame({"tx_datetime": ["soon"]}))
+        td.request_features(pd.DataFrame({"tx_datetime": ["soon"]}))

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.fraud import training_data as td
 from jobs.fraud.features import RECENT_FEATURES, build_features, compute_recent_activity, derive_recent
 from jobs.fraud.simulate import SimulatorConfig, write_lake
 from jobs.platform import feature_store as fs
@@ -125,9 +126,9 @@ def test_training_set_carries_the_batch_values(platform):
     """The training set gets each transaction's own row of ``features/recent`` through Feast, equal to
     the reference; the features are model inputs of fraud_v2 and are not all zero."""
     settings, _ = platform
-    train = fs.get_training_set(DAY, DAY, settings).set_index("transaction_id").sort_index()
-    assert set(RECENT_FEATURES) <= set(fs.FEATURE_COLUMNS)
-    lake = fs.labelled_transactions(DAY - dt.timedelta(days=1), DAY, settings)
+    train = td.get_training_set(DAY, DAY, settings).set_index("transaction_id").sort_index()
+    assert set(RECENT_FEATURES) <= set(td.FEATURE_COLUMNS)
+    lake = td.labelled_transactions(DAY - dt.timedelta(days=1), DAY, settings)
     ref = reference(lake.sort_values("tx_datetime").reset_index(drop=True)).loc[train.index]
     assert train["customer_nb_tx_1h"].tolist() == ref["customer_nb_tx_1h"].astype(int).tolist()
     np.testing.assert_allclose(train["customer_amount_1h"], ref["customer_amount_1h"], rtol=1e-12)
@@ -138,7 +139,7 @@ def test_served_values_equal_training_values(platform):
     """The skew test (SQLite online store): served last-hour features == the training set's."""
     settings, _ = platform
     assert_no_skew(*replay_through_serving(settings, DAY))
-    lake = fs.labelled_transactions(DAY, DAY, settings).sort_values(["tx_datetime", "transaction_id"])
+    lake = td.labelled_transactions(DAY, DAY, settings).sort_values(["tx_datetime", "transaction_id"])
 
     # the platform's own online read (jobs.platform.feature_store.get_online_features) derives the same values
     last = lake.iloc[-1]
@@ -149,7 +150,7 @@ def test_served_values_equal_training_values(platform):
         "tx_amount": 1.0,
         "tx_datetime": (last.tx_datetime + pd.Timedelta(seconds=1)).isoformat(),
     }
-    got = fs.get_online_features([probe], settings=settings).iloc[0]
+    got = td.get_online_features([probe], settings=settings).iloc[0]
     window = lake[
         (lake["customer_id"] == last.customer_id)
         & (lake["tx_datetime"] >= last.tx_datetime + pd.Timedelta(seconds=1) - pd.Timedelta(hours=1))
@@ -168,8 +169,8 @@ def test_training_set_refuses_days_without_the_batch_table(platform, tmp_path):
     backup = tmp_path / "recent-partition"  # outside the table: Feast reads every folder under it
     shutil.move(part, backup)
     try:
-        with pytest.raises(ValueError, match=r"customer_activity_1h: no row for \d+ of \d+ transactions"):
-            fs.get_training_set(day, day, settings)
+        with pytest.raises(ValueError, match=r"customer_activity_1h: no row for \d+ of \d+ entity rows"):
+            td.get_training_set(day, day, settings)
     finally:
         shutil.move(backup, part)
 
@@ -188,8 +189,8 @@ def test_scoring_api_serves_a_fraud_v2_champion_with_fresh_last_hour_features(pl
 
     psettings, _ = platform
     psettings = psettings.model_copy(update={"serving_log_flush_seconds": 0.2})
-    train = fs.get_training_set(DAY - dt.timedelta(days=1), DAY, psettings)
-    x, y = train[fs.FEATURE_COLUMNS], train["tx_fraud"]
+    train = td.get_training_set(DAY - dt.timedelta(days=1), DAY, psettings)
+    x, y = train[td.FEATURE_COLUMNS], train["tx_fraud"]
     model = xgb.XGBClassifier(n_estimators=10, max_depth=3, n_jobs=1, base_score=0.5).fit(x, y)
     registry.configure_mlflow(psettings)
     try:

@@ -79,7 +79,7 @@ def test_dag_trains_gates_and_promotes_only_when_better(platform, airflow_db):
     assert mv.tags["feature_service"] == "fraud_v2" and len(mv.tags["feature_service_version"]) == 16
     assert mv.tags["train_window"] == "2018-04-01..2018-04-07"
     assert mv.tags["holdout_window"] == "2018-04-15..2018-04-17"  # 7-day gap, labels matured by 04-24
-    from jobs.platform.feature_store import FEATURE_COLUMNS
+    from jobs.fraud.training_data import FEATURE_COLUMNS
 
     assert registry.model_features(model) == FEATURE_COLUMNS
     run = registry.client(settings).get_run(mv.run_id)
@@ -91,8 +91,8 @@ def test_dag_trains_gates_and_promotes_only_when_better(platform, airflow_db):
     # training wrote the version's monitoring reference: what monitoring would rebuild from the store
     import pandas as pd
 
+    from jobs.fraud.training_data import get_training_set
     from jobs.platform import monitor
-    from jobs.platform.feature_store import get_training_set
     from jobs.platform.storage import StorageLayout
 
     written = pd.read_parquet(monitor.reference_path(StorageLayout(settings), version))

@@ -101,6 +101,7 @@ def platform(settings, layout, spark):
     import xgboost as xgb
     from mlflow.models import infer_signature
 
+    from jobs.fraud import training_data
     from jobs.fraud.features import build_features
     from jobs.fraud.simulate import Simulator, SimulatorConfig, write_lake
     from jobs.platform import feature_store, registry
@@ -110,10 +111,10 @@ def platform(settings, layout, spark):
     build_features(FIRST, LAST, settings, spark=spark)
     feature_store.apply(settings)
 
-    train = feature_store.get_training_set(
+    train = training_data.get_training_set(
         FIRST + dt.timedelta(days=1), LAST - dt.timedelta(days=1), settings
     )
-    x, y = train[feature_store.FEATURE_COLUMNS], train["tx_fraud"]
+    x, y = train[training_data.FEATURE_COLUMNS], train["tx_fraud"]
     model = xgb.XGBClassifier(n_estimators=20, max_depth=3, n_jobs=1, base_score=0.5)
     model.fit(x, y)
     registry.configure_mlflow(settings)
@@ -140,7 +141,7 @@ def _read_partition(layout, day) -> pd.DataFrame:
 
 @pytest.mark.spark
 def test_job_scores_every_transaction_like_the_training_path(platform, settings, layout, spark):
-    from jobs.platform import feature_store
+    from jobs.fraud import training_data
     from jobs.platform.batch_predict import run
 
     assert missing_inputs(SCORED, settings) == []
@@ -154,8 +155,8 @@ def test_job_scores_every_transaction_like_the_training_path(platform, settings,
     assert set(out["model_version"]) == {platform["version"]} and summary["threshold"] == 0.3
 
     # independent path: the PIT training set of the same day (B) scored in-process by xgboost
-    reference = feature_store.get_training_set(SCORED, SCORED, settings).sort_values("transaction_id")
-    expected = platform["model"].predict_proba(reference[feature_store.FEATURE_COLUMNS])[:, 1]
+    reference = training_data.get_training_set(SCORED, SCORED, settings).sort_values("transaction_id")
+    expected = platform["model"].predict_proba(reference[training_data.FEATURE_COLUMNS])[:, 1]
     np.testing.assert_allclose(out["score"].to_numpy(), expected, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(out["decision"].to_numpy(), (expected >= 0.3).astype(int))
     assert summary["flagged"] == int(out["decision"].sum())

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from jobs.fraud import training_data as td
 from jobs.fraud.features import CUSTOMER_FEATURES, TERMINAL_FEATURES
 from jobs.fraud.simulate import SimulatorConfig, write_lake
-from jobs.platform import feature_store as fs
 from jobs.platform.storage import StorageLayout
 
 SIM = SimulatorConfig(n_customers=120, n_terminals=240, dup_rate=0.0)  # the feature-store tests' world
@@ -33,7 +33,7 @@ def offline_snapshot(layout: StorageLayout, view: str, day: dt.date) -> pd.DataF
 
 def expected_features(layout: StorageLayout, customer: int, terminal: int, day: dt.date) -> dict:
     """The snapshot features a request on ``day`` must see: the snapshot of day-1, or the defaults."""
-    out = {name: fs.FEATURE_DEFAULTS[name] for name in fs.SNAPSHOT_FEATURES}
+    out = {name: td.FEATURE_DEFAULTS[name] for name in td.SNAPSHOT_FEATURES}
     for view, entity in (("customer", customer), ("terminal", terminal)):
         snap = offline_snapshot(layout, view, day - dt.timedelta(days=1))
         if entity in snap.index:

@@ -8,8 +8,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from jobs.fraud import training_data as td
 from jobs.fraud.features import RECENT_FEATURES
-from jobs.platform import feature_store as fs
 from jobs.platform.config import Settings
 
 
@@ -19,8 +19,8 @@ def replay_through_serving(settings: Settings, day: dt.date) -> tuple[pd.DataFra
     and return (served, training) last-hour features of the day's transactions, by transaction_id."""
     from serving.features import default_feature_client
 
-    train = fs.get_training_set(day, day, settings).set_index("transaction_id")
-    lake = fs.labelled_transactions(day - dt.timedelta(days=1), day, settings)
+    train = td.get_training_set(day, day, settings).set_index("transaction_id")
+    lake = td.labelled_transactions(day - dt.timedelta(days=1), day, settings)
     lake = lake[lake["tx_datetime"] >= pd.Timestamp(day) - pd.Timedelta(hours=1)]
     lake = lake.sort_values(["tx_datetime", "transaction_id"]).reset_index(drop=True)
     client = default_feature_client(settings)

@@ -1,0 +1,286 @@
+"""Fraud's training and scoring frames, assembled from the platform's Feast plumbing.
+
+* :data:`FEATURE_COLUMNS` the model inputs in order; :func:`model_inputs` derives the same list from
+  the registered feature service (what the core uses), a test keeps the two equal;
+* :func:`request_features` the ONE implementation of the request-time features (training, batch
+  scoring and serving), :data:`FEATURE_DEFAULTS` the values of a store feature with no row;
+* :func:`labelled_transactions` lake transactions with their matured chargeback label;
+* :func:`get_training_set` the point-in-time correct training set of a date range,
+  :func:`scoring_frame` the same features for a day's transactions (batch), and
+  :func:`get_online_features` for live requests, with the same defaults.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from jobs.fraud.features import (
+    CUSTOMER_FEATURES,
+    ENTITY_VIEWS,
+    RECENT_FEATURES,
+    RECENT_VIEW,
+    TERMINAL_FEATURES,
+    derive_recent,
+    feature_dtype,
+    snapshot_day_for,
+)
+from jobs.platform import feature_store as fs
+from jobs.platform.config import Settings, get_settings
+from jobs.platform.logs import get_logger
+from jobs.platform.storage import StorageLayout, as_date
+
+PASSTHROUGH_FEATURES: list[str] = ["tx_amount"]  # request fields the model reads as they are
+
+REQUEST_FEATURES: list[str] = ["tx_during_weekend", "tx_during_night"]
+SNAPSHOT_FEATURES: list[str] = CUSTOMER_FEATURES + TERMINAL_FEATURES
+FEAST_FEATURES: list[str] = SNAPSHOT_FEATURES + RECENT_FEATURES
+FEATURE_COLUMNS: list[str] = ["tx_amount", *REQUEST_FEATURES, *FEAST_FEATURES]
+"""Model inputs, in order: the amount, request-time features, then the ``fraud_v2`` features (daily
+snapshots, then the customer's last hour)."""
+
+FEATURE_DEFAULTS: dict[str, int | float] = {
+    name: (0 if feature_dtype(name) == "int64" else 0.0) for name in FEAST_FEATURES
+}
+"""Value of a store feature when the entity has no snapshot (no activity in the look-back, or a
+never-seen id): 0 counts, 0.0 means/risks. Training and serving fill with the same values."""
+
+ENTITY_COLUMNS: list[str] = ["customer_id", "terminal_id"]
+TRAINING_COLUMNS: list[str] = [
+    "transaction_id",
+    "customer_id",
+    "terminal_id",
+    "tx_datetime",
+    "tx_amount",
+    "tx_fraud",
+    *FEATURE_COLUMNS[1:],
+]
+NIGHT_END_HOUR = 6  # a transaction before 06:00 UTC is a night transaction
+
+
+def _as_utc_naive(values: pd.Series, errors: str = "raise") -> pd.Series:
+    ts = pd.to_datetime(values, utc=True, errors=errors, format="ISO8601")
+    return ts.dt.tz_convert("UTC").dt.tz_localize(None)
+
+
+def request_features(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``tx_during_weekend`` (Saturday/Sunday) and ``tx_during_night`` (hour < 6), both 0/1
+    int64, computed from ``tx_datetime`` in UTC. Returns a new frame; the input is not modified."""
+    if "tx_datetime" not in df.columns:
+        raise KeyError("tx_datetime: missing (rule: request features need the transaction time)")
+    ts = _as_utc_naive(df["tx_datetime"], errors="coerce")
+    if ts.isna().any():
+        bad = df.loc[ts.isna(), "tx_datetime"].iloc[0]
+        raise ValueError(f"tx_datetime: value {bad!r} is not a timestamp (rule: ISO-8601 datetime)")
+    out = df.copy()
+    out["tx_during_weekend"] = (ts.dt.weekday >= 5).astype("int64").to_numpy()
+    out["tx_during_night"] = (ts.dt.hour < NIGHT_END_HOUR).astype("int64").to_numpy()
+    return out
+
+
+def fill_defaults(df: pd.DataFrame) -> pd.DataFrame:
+    """Replace missing store features by :data:`FEATURE_DEFAULTS` and fix their dtypes."""
+    out = df.copy()
+    for name, default in FEATURE_DEFAULTS.items():
+        col = out[name] if name in out.columns else pd.Series(default, index=out.index)
+        col = pd.to_numeric(col, errors="raise").fillna(default)
+        out[name] = col.astype(feature_dtype(name))
+    return out
+
+
+def model_inputs(service) -> list[str]:
+    """The model's input columns for a registered Feast feature service: the pass-through request
+    fields, the request-time features, then the service's features in projection order."""
+    return [
+        *PASSTHROUGH_FEATURES,
+        *REQUEST_FEATURES,
+        *(f.name for p in service.feature_view_projections for f in p.features),
+    ]
+
+
+def historical_features(
+    entity_df: pd.DataFrame, settings: Settings | None = None, store=None, complete: bool = False
+) -> pd.DataFrame:
+    """:func:`jobs.platform.feature_store.historical_features` with fraud's defaults filled in."""
+    return fs.historical_features(entity_df, settings, store=store, complete=complete, fill=fill_defaults)
+
+
+def labelled_transactions(
+    start: str | dt.date, end: str | dt.date, settings: Settings | None = None
+) -> pd.DataFrame:
+    """Lake transactions of days ``start..end`` with ``tx_fraud``: 1 iff a chargeback for the
+    transaction was reported by the end of day ``tx_day + label_delay_days``."""
+    settings = settings or get_settings()
+    layout = StorageLayout(settings)
+    start, end = as_date(start), as_date(end)
+    delay = settings.label_delay_days
+    tx = fs.read_lake_frame(layout, "transactions", start, end)
+    if tx.empty:
+        raise ValueError(f"transactions: no lake partition in {start}..{end} (rule: ingest first)")
+    tx = tx[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"]].copy()
+    tx["tx_datetime"] = _as_utc_naive(tx["tx_datetime"])
+    labels = fs.read_lake_frame(layout, "labels", start, end + dt.timedelta(days=delay))
+    if labels.empty:
+        labels = pd.DataFrame({"transaction_id": pd.Series(dtype="int64"), "reported_at": []})
+    labels = labels[["transaction_id", "reported_at"]].copy()
+    labels["reported_at"] = _as_utc_naive(labels["reported_at"])
+    labels = labels.groupby("transaction_id", as_index=False)["reported_at"].min()
+    tx = tx.merge(labels, on="transaction_id", how="left")
+    deadline = tx["tx_datetime"].dt.normalize() + pd.Timedelta(days=delay + 1)
+    tx["tx_fraud"] = (tx["reported_at"].notna() & (tx["reported_at"] < deadline)).astype("int64")
+    return tx.drop(columns="reported_at")
+
+
+def get_training_set(
+    start: str | dt.date, end: str | dt.date, settings: Settings | None = None
+) -> pd.DataFrame:
+    """Point-in-time correct training set of the transactions of days ``start..end``.
+
+    Columns: transaction_id, customer_id, terminal_id, tx_datetime (UTC, naive), tx_amount,
+    tx_fraud, then the request-time and feature service features (:data:`FEATURE_COLUMNS` order after
+    tx_amount). Each row gets, through Feast's point-in-time join, the latest snapshot whose
+    ``event_timestamp <= tx_datetime`` within the views' TTL (the previous day's), missing values
+    filled with :data:`FEATURE_DEFAULTS` like serving does.
+
+    Labels: callers must only ask for windows whose labels have matured, i.e. whose days
+    ``end + label_delay_days`` have been ingested; otherwise recent frauds are still labelled 0
+    (a warning is logged when the label partitions do not reach that far).
+    """
+    settings = settings or get_settings()
+    layout = StorageLayout(settings)
+    log = get_logger("feature_store")
+    start, end = as_date(start), as_date(end)
+    mature = end + dt.timedelta(days=settings.label_delay_days)
+    label_days = layout.partitions("labels")
+    if not label_days or label_days[-1] < mature:
+        log.warning(
+            "labels not mature",
+            end=str(end),
+            needs_labels_until=str(mature),
+            latest_labels=str(label_days[-1]) if label_days else None,
+        )
+    tx = labelled_transactions(start, end, settings)
+    t0 = time.monotonic()
+    df = historical_features(tx.assign(event_timestamp=tx["tx_datetime"]), settings=settings, complete=True)
+    df = request_features(df.drop(columns="event_timestamp"))
+    df["tx_datetime"] = _as_utc_naive(df["tx_datetime"])
+    df = df.sort_values(["tx_datetime", "transaction_id"], kind="stable").reset_index(drop=True)
+    log.info(
+        "training set",
+        start=str(start),
+        end=str(end),
+        rows=len(df),
+        frauds=int(df["tx_fraud"].sum()),
+        seconds=round(time.monotonic() - t0, 2),
+    )
+    return df[TRAINING_COLUMNS]
+
+
+def get_online_features(
+    rows: Iterable[Mapping[str, Any]], settings: Settings | None = None, store=None
+) -> pd.DataFrame:
+    """Features of live requests: each row needs customer_id, terminal_id, tx_datetime, tx_amount
+    (transaction_id optional: the request's own id, excluded from its last-hour window).
+
+    Returns the rows' columns plus :data:`FEATURE_COLUMNS`, read from the online store through the
+    same feature service as training (``settings.feature_service``), defaults for missing values.
+    The service's offline-only views (``customer_activity_1h``) have no online table: their
+    features are derived, with :func:`jobs.fraud.features.derive_recent`, from the customer's recent
+    transactions in the pushed view ``customer_recent_activity`` (0 when it is not registered or
+    holds nothing for the customer), as the scoring service does.
+    """
+    settings = settings or get_settings()
+    frame = pd.DataFrame(list(rows))
+    missing = [c for c in ("customer_id", "terminal_id", "tx_datetime", "tx_amount") if c not in frame]
+    if missing:
+        raise KeyError(f"{missing[0]}: missing from the request rows (rule: required field)")
+    if frame.empty:
+        return pd.DataFrame(columns=[*frame.columns, *FEATURE_COLUMNS])
+    store = store or fs.get_store(settings, cached=True)
+    entity_rows = [
+        {"customer_id": int(c), "terminal_id": int(t)}
+        for c, t in zip(frame["customer_id"], frame["terminal_id"], strict=True)
+    ]
+    service = store.get_feature_service(settings.feature_service)
+    refs, stream_views = [], []
+    for projection in service.feature_view_projections:
+        view = store.get_feature_view(projection.name)
+        if view.online:
+            refs += [f"{projection.name}:{f.name}" for f in projection.features]
+        else:  # offline only: served from the pushed view its tag names
+            stream_views.append(view.tags["online_source"])
+    online = store.get_online_features(features=refs, entity_rows=entity_rows).to_dict()
+    out = frame.copy()
+    for name in FEAST_FEATURES:
+        out[name] = pd.Series(online.get(name, [None] * len(out)), index=out.index, dtype="object")
+    for stream_view in dict.fromkeys(stream_views):
+        for name, values in _recent_online(store, stream_view, out).items():
+            out[name] = pd.Series(values, index=out.index, dtype="object")
+    out = fill_defaults(out)
+    out["tx_amount"] = out["tx_amount"].astype("float64")
+    return request_features(out)
+
+
+def _recent_online(store, stream_view: str, frame: pd.DataFrame) -> dict[str, list[float]]:
+    """Last-hour features of request rows from the pushed recent activity (see serving.features)."""
+    names = ["recent_tx_ids", "recent_tx_epochs", "recent_tx_amounts"]
+    try:
+        store.get_feature_view(stream_view)
+    except Exception:  # not registered: nothing was ever pushed
+        return {name: [0.0] * len(frame) for name in RECENT_FEATURES}
+    recent = store.get_online_features(
+        features=[f"{stream_view}:{n}" for n in names],
+        entity_rows=[{"customer_id": int(c)} for c in frame["customer_id"]],
+    ).to_dict()
+    times = _as_utc_naive(frame["tx_datetime"])
+    tx_ids = frame["transaction_id"] if "transaction_id" in frame else pd.Series(-1, index=frame.index)
+    out: dict[str, list[float]] = {name: [] for name in RECENT_FEATURES}
+    for i, (tx_id, ts) in enumerate(zip(tx_ids, times, strict=True)):
+        ids, epochs, amounts = (recent[n][i] or [] for n in names)
+        epoch = int(ts.tz_localize("UTC").timestamp())
+        for name, value in derive_recent(ids, epochs, amounts, int(tx_id), epoch).items():
+            out[name].append(value)
+    return out
+
+
+def scoring_frame(transactions: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
+    """Point-in-time features of each transaction to score (batch), from the Feast offline store.
+
+    The day's transactions are the entity frame (``event_timestamp = tx_datetime``), joined through
+    :func:`historical_features` - the same function the training set uses (one Feast retrieval per
+    feature view of ``settings.feature_service``, store defaults where no snapshot is valid, so rows
+    are never lost) - then the shared request-time features are added. Returns the same rows sorted
+    by transaction_id with every column of :data:`FEATURE_COLUMNS`."""
+    from jobs.platform.batch_predict import BatchPredictError
+
+    settings = settings or get_settings()
+    entity_df = transactions.assign(
+        event_timestamp=pd.to_datetime(transactions["tx_datetime"]).dt.tz_localize("UTC")
+    )
+    frame = historical_features(entity_df, settings, complete=True)
+    if len(frame) != len(transactions) or frame["transaction_id"].duplicated().any():
+        raise BatchPredictError(
+            f"point-in-time join returned {len(frame)} rows for {len(transactions)} transactions; "
+            "rule: exactly one feature row per transaction"
+        )
+    frame = request_features(frame.drop(columns="event_timestamp"))
+    missing = [c for c in FEATURE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise BatchPredictError(f"feature service {settings.feature_service!r}: missing {missing}")
+    return frame.sort_values("transaction_id", kind="stable").reset_index(drop=True)
+
+
+def scoring_inputs(day: dt.date, layout: StorageLayout) -> list[Path]:
+    """What scoring day D needs: the lake partition of D and the feature snapshots its rows are
+    joined with point-in-time: the snapshot of D-1 (``event_timestamp = D 00:00``) of every entity
+    view, and the per-transaction table of D (the customers' last hour before each transaction)."""
+    snapshot_day = snapshot_day_for(dt.datetime(day.year, day.month, day.day, 12))
+    wanted = [layout.path("transactions", day)]
+    wanted += [layout.path("features", snapshot_day, view) for view in ENTITY_VIEWS]
+    wanted.append(layout.path("features", day, RECENT_VIEW))
+    return wanted
