@@ -5,6 +5,7 @@ Kept import-light (no Spark, pandas or MLflow at module level) so that DAG files
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import pendulum
@@ -86,3 +87,17 @@ def processing_date(context) -> str:
     """
     day = context.get("logical_date") or context.get("data_interval_start")
     return day.strftime("%Y-%m-%d")
+
+
+@contextlib.contextmanager
+def fail_without_retry(*errors: type[BaseException]):
+    """Contract and data errors fail the task at once: ``ValueError`` (the jobs' "field: value ...;
+    rule: ..." errors) and the given types become ``AirflowFailException`` (no retry: the same input
+    fails the same way). Anything else - a lost connection, a busy database - is transient and keeps
+    the retries of ``DEFAULT_ARGS``."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        yield
+    except (ValueError, *errors) as exc:
+        raise AirflowFailException(str(exc)) from exc

@@ -36,6 +36,7 @@ from _common import (
     PREDICTIONS,
     SPARK_POOL,
     START_DATE,
+    fail_without_retry,
     nothing_missing,
     processing_date,
 )
@@ -84,9 +85,10 @@ def batch_predict():
 
     @task(task_id="score", outlets=[PREDICTIONS], pool=SPARK_POOL)
     def score(**context) -> dict:
-        from jobs.platform.batch_predict import run
+        from jobs.platform.batch_predict import BatchPredictError, run
 
-        summary = run(_day(context), alias=context["params"]["alias"])
+        with fail_without_retry(BatchPredictError):  # e.g. a feature missing, rows lost in the join
+            summary = run(_day(context), alias=context["params"]["alias"])
         context["outlet_events"][PREDICTIONS].extra = {
             "date": summary["date"],
             "model_version": summary["model_version"],

@@ -12,6 +12,7 @@ from _common import (
     START_DATE,
     TRANSACTIONS,
     data_wait,
+    fail_without_retry,
     nothing_missing,
     processing_date,
 )
@@ -60,15 +61,11 @@ def _day(context) -> str:
 
 
 def _ingest(dataset: str, asset, context) -> dict:
-    from airflow.sdk.exceptions import AirflowFailException
-
     from jobs.platform.ingest import IngestError, ingest
 
     day = _day(context)
-    try:
+    with fail_without_retry(IngestError):  # deterministic data problem: retrying cannot help
         result = ingest(dataset, day, _override_settings(context["params"]))
-    except IngestError as exc:  # deterministic data problem: retrying cannot help
-        raise AirflowFailException(str(exc)) from exc
     context["outlet_events"][asset].extra = {
         "date": day,
         "rows": result.published,

@@ -22,19 +22,13 @@ threshold is a typed param, so an operator can re-run a day by hand with other t
 
 from __future__ import annotations
 
-from _common import DAILY, DEFAULT_ARGS, END_DATE, START_DATE, processing_date
+from _common import DAILY, DEFAULT_ARGS, END_DATE, START_DATE, fail_without_retry, processing_date
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
-_T = {  # defaults mirror jobs.platform.monitor.Thresholds / MonitorConfig (kept literal: no heavy import here)
-    "drift_share": 0.25,
-    "prediction_drift": 0.2,
-    "max_ap_drop": 0.3,
-    "min_average_precision": 0.0,
-    "min_frauds": 20,
-    "cooldown_days": 7,
-    "window_days": 7,
-}
+from jobs.platform.params import MonitorConfig, Thresholds
+
+_TH, _MC = Thresholds(), MonitorConfig()  # the job's typed defaults (import-light): no literal copied here
 
 
 @dag(
@@ -49,46 +43,46 @@ _T = {  # defaults mirror jobs.platform.monitor.Thresholds / MonitorConfig (kept
     tags=["fraud", "monitoring"],
     params={
         "drift_share": Param(
-            _T["drift_share"],
+            _TH.drift_share,
             type="number",
             minimum=0,
             maximum=1,
             description="retrain when at least this share of features drifted",
         ),
         "prediction_drift": Param(
-            _T["prediction_drift"],
+            _TH.prediction_drift,
             type="number",
             minimum=0,
             description="retrain when the score's drift score (Wasserstein, normed) reaches this",
         ),
         "max_ap_drop": Param(
-            _T["max_ap_drop"],
+            _TH.max_ap_drop,
             type="number",
             minimum=0,
             maximum=1,
             description="retrain when matured average precision is this much (relative) below the baseline",
         ),
         "min_average_precision": Param(
-            _T["min_average_precision"],
+            _TH.min_average_precision,
             type="number",
             minimum=0,
             maximum=1,
             description="absolute floor for matured average precision (0 = off)",
         ),
         "min_frauds": Param(
-            _T["min_frauds"],
+            _TH.min_frauds,
             type="integer",
             minimum=1,
             description="judge quality only on at least this many matured frauds",
         ),
         "cooldown_days": Param(
-            _T["cooldown_days"],
+            _TH.cooldown_days,
             type="integer",
             minimum=0,
             description="a cause that triggered is not re-triggered within this many days",
         ),
         "window_days": Param(
-            _T["window_days"],
+            _MC.window_days,
             type="integer",
             minimum=1,
             maximum=60,
@@ -102,11 +96,12 @@ def monitor_and_retrain():
         from jobs.platform.monitor import MonitorConfig, run_monitoring
 
         p = context["params"]
-        summary = run_monitoring(
-            processing_date(context),
-            MonitorConfig(window_days=int(p["window_days"])),
-            drift_share=float(p["drift_share"]),
-        )
+        with fail_without_retry():
+            summary = run_monitoring(
+                processing_date(context),
+                MonitorConfig(window_days=int(p["window_days"])),
+                drift_share=float(p["drift_share"]),
+            )
         drift = summary.get("drift") or {}
         return {  # small XCom; the full summary is in reports/monitoring/date=D/summary.json
             "date": summary["date"],

@@ -29,12 +29,12 @@ History and one-step rollback: `python -m jobs.platform.registry history | rollb
 
 from __future__ import annotations
 
-from _common import CHAMPION_MODEL, DEFAULT_ARGS, END_DATE, START_DATE, WEEKLY
+from _common import CHAMPION_MODEL, DEFAULT_ARGS, END_DATE, START_DATE, WEEKLY, fail_without_retry
 from airflow.sdk import Param, dag, task
 
-from jobs.platform.config import get_settings
+from jobs.platform.params import TrainParams
 
-_S = get_settings()
+_P = TrainParams()  # the job's typed defaults (an import-light module): no literal copied here
 _DATE = ["null", "string"]
 
 
@@ -71,20 +71,33 @@ def _actor(context) -> str:
         "train_start": Param(None, type=_DATE, format="date", description="pin the training window"),
         "train_end": Param(None, type=_DATE, format="date", description="pin the training window"),
         "train_days": Param(
-            _S.train_days, type="integer", minimum=1, maximum=180, description="last N days of training"
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=180,
+            description="last N days (default: settings)",
         ),
         "holdout_start": Param(None, type=_DATE, format="date", description="default: after the delay"),
         "holdout_end": Param(None, type=_DATE, format="date", description="default: holdout_days later"),
-        "holdout_days": Param(_S.holdout_days, type="integer", minimum=1, maximum=60),
+        "holdout_days": Param(
+            None, type=["null", "integer"], minimum=1, maximum=60, description="default: settings"
+        ),
         "as_of": Param(None, type=_DATE, format="date", description="default windows end here"),
         "margin": Param(
-            _S.gate.margin, type="number", minimum=0, maximum=1, description="AP improvement required"
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            description="primary-metric improvement the gate requires (default: settings)",
         ),
-        "max_depth": Param(6, type="integer", minimum=1, maximum=16),
-        "n_estimators": Param(100, type="integer", minimum=1, maximum=2000),
-        "learning_rate": Param(0.3, type="number", exclusiveMinimum=0, maximum=1),
+        "max_depth": Param(_P.max_depth, type="integer", minimum=1, maximum=16),
+        "n_estimators": Param(_P.n_estimators, type="integer", minimum=1, maximum=2000),
+        "learning_rate": Param(_P.learning_rate, type="number", exclusiveMinimum=0, maximum=1),
         "scale_pos_weight": Param(
-            "auto", type="string", enum=["auto", "sqrt", "none"], description="imbalance: neg/pos, sqrt, 1"
+            _P.scale_pos_weight,
+            type="string",
+            enum=["auto", "sqrt", "none"],
+            description="imbalance: neg/pos, sqrt, 1",
         ),
         "hpo_trials": Param(0, type="integer", minimum=0, maximum=30, description="0: no search"),
     },
@@ -97,68 +110,41 @@ def train_model():
 
         p = context["params"]
         settings = get_settings()
-        windows = T.resolve_windows(
-            settings=settings,
-            train_start=p["train_start"],
-            train_end=p["train_end"],
-            holdout_start=p["holdout_start"],
-            holdout_end=p["holdout_end"],
-            as_of=p["as_of"] or _run_day(context),
-            train_days=int(p["train_days"]),
-            holdout_days=int(p["holdout_days"]),
-        )
-        params = T.TrainParams(
+        with fail_without_retry():  # bad windows, immature labels, an empty training set
+            windows = T.resolve_windows(
+                settings=settings,
+                train_start=p["train_start"],
+                train_end=p["train_end"],
+                holdout_start=p["holdout_start"],
+                holdout_end=p["holdout_end"],
+                as_of=p["as_of"] or _run_day(context),
+                train_days=p["train_days"],
+                holdout_days=p["holdout_days"],
+            )
+        params = _P.replace(
             max_depth=int(p["max_depth"]),
             n_estimators=int(p["n_estimators"]),
             learning_rate=float(p["learning_rate"]),
             scale_pos_weight=str(p["scale_pos_weight"]),
         )
-        features, fs_version = T.feature_service_info(settings)
-        frame = T.load_training_set(windows.train_start, windows.train_end, settings)
-        run = T.train_and_log(
-            frame,
-            features,
-            params,
-            windows=windows,
-            feature_service=settings.feature_service,
-            feature_service_version=fs_version,
-            hpo_trials=int(p["hpo_trials"]),
-            reason=p["reason"],
-            actor=_actor(context),
-            settings=settings,
-        )
-        version = T.register(
-            run,
-            windows,
-            settings.feature_service,
-            fs_version,
-            p["reason"],
-            _actor(context),
-            settings,
-            train_df=frame,
-        )
-        return {"version": version, "run_id": run.run_id, "windows": windows.as_params()}
+        with fail_without_retry():
+            return T.train_step(
+                windows,
+                params,
+                hpo_trials=int(p["hpo_trials"]),
+                reason=p["reason"],
+                actor=_actor(context),
+                settings=settings,
+            )
 
     @task(task_id="evaluate_gate")
     def evaluate_gate(trained: dict, **context) -> dict:
         from jobs.platform import train as T
-        from jobs.platform.config import get_settings
-        from jobs.platform.evaluate import Windows
 
         p = context["params"]
-        settings = get_settings()
-        windows = Windows.parse(trained["windows"])
-        holdout = T.load_training_set(windows.holdout_start, windows.holdout_end, settings)
-        outcome = T.evaluate_and_gate(
-            trained["version"],
-            trained["run_id"],
-            holdout,
-            margin=float(p["margin"]),
-            reason=p["reason"],
-            actor=_actor(context),
-            settings=settings,
-        )
-        return outcome.as_dict()
+        margin = None if p["margin"] is None else float(p["margin"])
+        with fail_without_retry():
+            return T.gate_step(trained, margin=margin, reason=p["reason"], actor=_actor(context))
 
     @task(task_id="promote", outlets=[CHAMPION_MODEL], retries=1)
     def promote(outcome: dict, **context) -> dict:

@@ -47,6 +47,7 @@ import pandas as pd
 
 from jobs.platform.config import Settings, get_settings
 from jobs.platform.logs import get_logger
+from jobs.platform.params import MonitorConfig, Thresholds
 from jobs.platform.storage import StorageLayout, as_date, staged_directory, staged_file
 from jobs.platform.use_case import get_use_case
 
@@ -54,43 +55,6 @@ REPORT_KIND = "monitoring"
 SCORE = "score"
 LABEL = "tx_fraud"
 CAUSES = ("feature_drift", "prediction_drift", "quality_decay")
-
-
-# --- configuration ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class MonitorConfig:
-    """How the comparison is made (not when to act on it: see :class:`Thresholds`)."""
-
-    window_days: int = 7
-    reference_rows: int = 20_000  # seeded sample of the champion's training set
-    current_rows: int | None = 100_000  # cap on the current window (seeded sample), None = all
-    num_method: str = "wasserstein"  # Evidently stattest for numerical features
-    num_threshold: float = 0.1
-    cat_method: str = "jensenshannon"  # ... for categorical (binary / low-cardinality) features
-    cat_threshold: float = 0.1
-    prediction_method: str = "wasserstein"
-    prediction_threshold: float = 0.2
-    max_categories: int = 10  # an integer feature with at most this many values is categorical
-    min_rows: int = 200  # below this the window is reported as insufficient, not as drift
-    cp_k: int = 100
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """When monitoring figures call for retraining."""
-
-    drift_share: float = 0.25  # share of drifted features at or above which data drift is flagged
-    prediction_drift: float = 0.2  # score drift (Evidently drift score) at or above which it is flagged
-    max_ap_drop: float = 0.3  # relative drop of average precision vs the champion's baseline
-    min_average_precision: float = 0.0  # absolute floor for average precision (0 = off)
-    min_frauds: int = 20  # quality is judged only on at least this many matured frauds
-    cooldown_days: int = 7  # a cause that triggered is not re-triggered within this many days
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> Thresholds:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in values.items() if k in known and v is not None})
 
 
 @dataclass

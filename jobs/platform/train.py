@@ -30,7 +30,7 @@ import hashlib
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,28 +50,13 @@ from jobs.platform.evaluate import (
     log_evaluation,
 )
 from jobs.platform.logs import get_logger
+from jobs.platform.params import TrainParams
 from jobs.platform.storage import StorageLayout, as_date
 from jobs.platform.use_case import get_use_case
 
 TrainingSetFn = Callable[[dt.date, dt.date], pd.DataFrame]
 
 ID_COLUMNS = ("transaction_id", "customer_id", "terminal_id", "tx_datetime", "tx_amount")
-
-
-@dataclass
-class TrainParams:
-    max_depth: int = 6
-    n_estimators: int = 100
-    learning_rate: float = 0.3
-    min_child_weight: float = 1.0
-    subsample: float = 1.0
-    colsample_bytree: float = 1.0
-    scale_pos_weight: str = "auto"  # auto = neg/pos | sqrt = sqrt(neg/pos) | none = 1 | a number
-    seed: int = 0
-    n_jobs: int = 2
-
-    def replace(self, **changes: Any) -> TrainParams:
-        return dataclasses.replace(self, **changes)
 
 
 SEARCH_GRID: dict[str, list[Any]] = {
@@ -591,20 +576,17 @@ def resolve_windows(
 
 
 # --- the whole pipeline (CLI) ---------------------------------------------------------------------
-def run_pipeline(
+def train_step(
     windows: Windows,
     params: TrainParams,
     *,
     hpo_trials: int = 0,
     reason: str = "manual",
     actor: str | None = None,
-    promote: bool = True,
     settings: Settings | None = None,
-    margin: float | None = None,
 ) -> dict[str, Any]:
-    """Train -> register challenger -> evaluate vs champion -> promote (if the gate passes)."""
-    from jobs.platform import registry
-
+    """Step 1: the training set of the training window -> one MLflow run -> a registered challenger.
+    Returns what the next step needs (JSON-ready: the train DAG passes it as XCom)."""
     settings = settings or get_settings()
     features, fs_version = feature_service_info(settings)
     train_df = load_training_set(windows.train_start, windows.train_end, settings)
@@ -623,13 +605,56 @@ def run_pipeline(
     version = register(
         run, windows, settings.feature_service, fs_version, reason, actor, settings, train_df=train_df
     )
+    return {"version": version, "run_id": run.run_id, "windows": windows.as_params()}
+
+
+def gate_step(
+    trained: Mapping[str, Any],
+    *,
+    margin: float | None = None,
+    reason: str = "",
+    actor: str | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Step 2: the challenger of :func:`train_step` and the champion on the same holdout -> the gate's
+    decision (:meth:`GateOutcome.as_dict`)."""
+    settings = settings or get_settings()
+    windows = Windows.parse(trained["windows"])
     holdout = load_training_set(windows.holdout_start, windows.holdout_end, settings)
     outcome = evaluate_and_gate(
-        version, run.run_id, holdout, margin=margin, reason=reason, actor=actor, settings=settings
+        trained["version"],
+        trained["run_id"],
+        holdout,
+        margin=margin,
+        reason=reason,
+        actor=actor,
+        settings=settings,
     )
-    result = outcome.as_dict()
+    return outcome.as_dict()
+
+
+def run_pipeline(
+    windows: Windows,
+    params: TrainParams,
+    *,
+    hpo_trials: int = 0,
+    reason: str = "manual",
+    actor: str | None = None,
+    promote: bool = True,
+    settings: Settings | None = None,
+    margin: float | None = None,
+) -> dict[str, Any]:
+    """Train -> register challenger -> evaluate vs champion -> promote (if the gate passes): the same
+    steps the ``train_model`` DAG runs as tasks."""
+    from jobs.platform import registry
+
+    settings = settings or get_settings()
+    trained = train_step(
+        windows, params, hpo_trials=hpo_trials, reason=reason, actor=actor, settings=settings
+    )
+    result = gate_step(trained, margin=margin, reason=reason, actor=actor, settings=settings)
     result["promoted"] = False
-    if outcome.decision.promote and promote:
+    if result["promote"] and promote:
         promote_outcome(result, reason=reason, actor=actor, settings=settings)
         result["promoted"] = True
     result["champion"] = registry.champion_version(settings)

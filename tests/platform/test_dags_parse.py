@@ -67,3 +67,26 @@ def test_dagbag_has_no_import_errors():
     assert "ingest_transactions" in bag.dags
     for dag_id, dag in bag.dags.items():
         assert dag.doc_md, f"{dag_id} has no doc_md"
+
+
+def test_contract_and_data_errors_fail_without_retry_transient_ones_retry():
+    """The DAGs' task policy: a ValueError (the jobs' "field: value; rule" errors) or a declared data
+    error becomes AirflowFailException (no retry); a transient error passes through to the retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    sys.path.insert(0, str(DAGS))
+    try:
+        from _common import DEFAULT_ARGS, fail_without_retry
+    finally:
+        sys.path.remove(str(DAGS))
+
+    class DataError(RuntimeError):
+        pass
+
+    with pytest.raises(AirflowFailException, match="train_start: value"), fail_without_retry():
+        raise ValueError("train_start: value 2018-05-01 is after train_end 2018-04-01")
+    with pytest.raises(AirflowFailException, match="bad rows"), fail_without_retry(DataError):
+        raise DataError("bad rows above the gate")
+    with pytest.raises(ConnectionError), fail_without_retry(DataError):
+        raise ConnectionError("database restarting")  # transient: Airflow retries it
+    assert DEFAULT_ARGS["retries"] >= 1
