@@ -1,7 +1,7 @@
 """The scheduler path against the in-process path: the same backfill, timed per task.
 
 (a) **scheduler**: Airflow's scheduler (LocalExecutor) and API server on a temporary home; a backfill of
-    ``ingest_transactions`` created through the REST API; ``build_features`` started by its asset events;
+    ``fraud_ingest`` created through the REST API; ``fraud_build_features`` started by its asset events;
     every task a fresh process talking to the Spark Connect server.
 (b) **in-process** (the baseline, what ``dag.test()`` measured): the same job functions called one after the
     other in one process with one warm session of the same Spark Connect server (so the comparison is of the

@@ -1,4 +1,4 @@
-"""Shared wiring for every DAG: default task policy, the daily timetable and the platform's Assets.
+"""Shared wiring for every DAG: default task policy, the timetables, pools and priorities, sensor arguments.
 
 Kept import-light (no Spark, pandas or MLflow at module level) so that DAG files parse fast.
 """
@@ -9,12 +9,10 @@ import contextlib
 import datetime as dt
 
 import pendulum
-from airflow.sdk import Asset
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from jobs.platform.config import get_settings
 from jobs.platform.spark import AIRFLOW_POOL
-from jobs.platform.storage import StorageLayout
 
 START_DATE = pendulum.parse(get_settings().start_date, tz="UTC")
 # the last day the time-scheduled DAGs run for (None: open-ended); `make demo` bounds it by the simulated days
@@ -34,7 +32,6 @@ DEFAULT_ARGS = {
     "execution_timeout": dt.timedelta(hours=1),
 }
 
-_layout = StorageLayout()
 SPARK_POOL = AIRFLOW_POOL  # tasks that run Spark jobs; bounded by Settings.spark_pool_slots
 # Who gets a free `spark` slot first when tasks queue for it (a backfill): ingestion, then feature
 # rebuilds. A rebuild that waits builds every day that landed meanwhile in one Spark job (its cost
@@ -62,19 +59,6 @@ def data_wait() -> dict:
         "timeout": dt.timedelta(seconds=settings.landing_wait_seconds),
         "retries": 0,
     }
-
-
-def _asset(name: str, dataset: str, *sub: str) -> Asset:
-    return Asset(name=name, uri=f"file://{_layout.dataset_root(dataset, *sub)}", group="fraud")
-
-
-TRANSACTIONS = _asset("lake_transactions", "transactions")
-LABELS = _asset("lake_labels", "labels")
-FEATURES = _asset("offline_features", "features")
-PREDICTIONS = _asset("batch_predictions", "predictions")
-CHAMPION_MODEL = Asset(
-    name="champion_model", uri=f"model://{get_settings().model_name}/champion", group="fraud"
-)
 
 
 def processing_date(context) -> str:

@@ -6,9 +6,9 @@ Steps, all on the embedded default profile (SQLite, local files, a local Spark C
 2. start the platform's services: the Spark Connect server every Spark task talks to, and Airflow's DAG
    processor and API server (the scheduler (LocalExecutor) starts once the backfill is queued, step 4);
 3. meanwhile, simulate ``--days`` days of card transactions (and their late chargebacks) into the landing zone;
-4. drive Airflow through its REST API, as a user would: a **backfill** of ``ingest_transactions`` over the
-   simulated days, whose asset events trigger ``build_features``; then runs of ``train_model``,
-   ``batch_predict`` and ``monitor_and_retrain`` for the last day. The scheduler runs every task; the
+4. drive Airflow through its REST API, as a user would: a **backfill** of ``fraud_ingest`` over the
+   simulated days, whose asset events trigger ``fraud_build_features``; then runs of ``fraud_train_model``,
+   ``fraud_batch_predict`` and ``fraud_monitor_and_retrain`` for the last day. The scheduler runs every task; the
    terminal shows progress bars, the task logs are in the Airflow UI and under ``<home>/airflow/logs``;
 5. start the MLflow UI and the scoring API and print every URL and the Airflow login. ``make stop`` ends
    all of them.
@@ -109,7 +109,7 @@ def ingest_counts(settings, days: list[dt.date]) -> None:
 def stage_line(result) -> None:
     times = result.task_seconds
     median = f"median run {statistics.median(times):.1f}s" if times else ""
-    print(f"  {result.dag_id:<22} {len(result.runs):>3} run(s) succeeded in {result.seconds:6.1f}s  {median}")
+    print(f"  {result.dag_id:<27} {len(result.runs):>3} run(s) succeeded in {result.seconds:6.1f}s  {median}")
 
 
 def log_to_file(settings) -> Path:
@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.platform.airflow_api import AirflowApiError, AirflowClient
     from jobs.platform.orchestrate import backfill_ingest, queue_backfill, trigger_and_wait
     from jobs.platform.services import start_scheduler, wait_platform
+    from jobs.platform.use_case import dag_id
 
     try:
         wait_platform(settings)
@@ -255,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     bar = Bar()
     try:
         with AirflowClient(settings=settings) as client:
-            banner(f"backfill ingest_transactions {days[0]}..{days[-1]}; asset events trigger build_features")
+            uc = settings.use_case
+            banner(f"backfill {uc}_ingest {days[0]}..{days[-1]}; asset events trigger {uc}_build_features")
             queue_backfill(client, days[0], days[-1], max_active_runs=settings.spark_pool_slots + 1)
             start_scheduler(settings)
             ingest, features = backfill_ingest(client, days[0], days[-1], progress=bar)
@@ -265,19 +267,19 @@ def main(argv: list[str] | None = None) -> int:
             stage_line(features)
             ingest_counts(settings, days)
             last = days[-1]
-            for dag_id, conf in (
+            for kind, conf in (
                 ("train_model", {"reason": "demo: first model", "as_of": last.isoformat()}),
                 ("batch_predict", {"date": last.isoformat()}),
                 ("monitor_and_retrain", None),
             ):
-                banner(f"{dag_id} for {last}")
-                result = trigger_and_wait(client, dag_id, last, conf, progress=bar)
+                banner(f"{dag_id(uc, kind)} for {last}")
+                result = trigger_and_wait(client, dag_id(uc, kind), last, conf, progress=bar)
                 bar.close()
                 results.append(result)
                 stage_line(result)
-                if dag_id == "train_model":
+                if kind == "train_model":
                     run_cli(settings, "-m", "jobs.platform.registry", "history")
-                if dag_id == "batch_predict":
+                if kind == "batch_predict":
                     print(f"  predictions for {last}: {StorageLayout(settings).uri('predictions', last)}")
     except AirflowApiError as exc:
         bar.close()

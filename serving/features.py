@@ -405,5 +405,5 @@ def default_feature_client(settings: Any) -> FeastFeatureClient:
         feature_columns=feature_store.model_inputs(settings, store),
         request_fn=spec.request_features,
         push_source=PUSH_SOURCE_NAME if settings.serving_push_features else None,
-        defaults=dict(spec.defaults),
+        defaults=dict(spec.defaults()),
     )

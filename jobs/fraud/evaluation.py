@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.platform import metrics as M
-from jobs.platform.config import Costs, get_settings
+from jobs.platform.config import Costs, Settings, get_settings
 from jobs.platform.evaluate import Evaluation
 
 CP_K = 100
@@ -128,6 +128,13 @@ def evaluation_figures(df: pd.DataFrame, scores: np.ndarray, evaluation: Evaluat
     fig.tight_layout()
     figs["card_precision_per_day.png"] = fig
     return figs
+
+
+def evaluate(
+    frame: pd.DataFrame, scores: np.ndarray, *, settings: Settings, model_version: str | None = None
+) -> Evaluation:
+    """``UseCase.evaluate`` for fraud: :func:`evaluate_scores` with the settings' error costs."""
+    return evaluate_scores(frame, scores, costs=settings.costs, model_version=model_version)
 
 
 def describe(ev: Evaluation) -> str:

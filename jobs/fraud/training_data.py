@@ -50,6 +50,12 @@ FEATURE_DEFAULTS: dict[str, int | float] = {
 """Value of a store feature when the entity has no snapshot (no activity in the look-back, or a
 never-seen id): 0 counts, 0.0 means/risks. Training and serving fill with the same values."""
 
+
+def feature_defaults() -> dict[str, int | float]:
+    """:data:`FEATURE_DEFAULTS` (``FeatureSpec.defaults``)."""
+    return dict(FEATURE_DEFAULTS)
+
+
 ENTITY_COLUMNS: list[str] = ["customer_id", "terminal_id"]
 TRAINING_COLUMNS: list[str] = [
     "transaction_id",

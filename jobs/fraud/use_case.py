@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from jobs.fraud import schema, training_data
+from jobs.fraud import schema
 from jobs.platform.use_case import (
     DatasetSpec,
+    FeatureJob,
     FeatureSpec,
     Floor,
     GateSpec,
@@ -15,12 +16,10 @@ from jobs.platform.use_case import (
     MetricSpec,
     SliceRule,
     UseCase,
+    lazy,
 )
 
 if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
-
     from jobs.platform.config import Gate, Settings
     from jobs.platform.evaluate import Evaluation
 
@@ -73,14 +72,6 @@ def gate_spec(policy: Gate) -> GateSpec:
     )
 
 
-def _evaluate(
-    frame: pd.DataFrame, scores: np.ndarray, *, settings: Settings, model_version: str | None = None
-) -> Evaluation:
-    from jobs.fraud.evaluation import evaluate_scores
-
-    return evaluate_scores(frame, scores, costs=settings.costs, model_version=model_version)
-
-
 def _version_tags(ev: Evaluation) -> Mapping[str, str]:
     m = ev.metrics
     return {
@@ -92,23 +83,26 @@ def _version_tags(ev: Evaluation) -> Mapping[str, str]:
     }
 
 
-def _figures(frame, scores, ev):
-    from jobs.fraud.evaluation import evaluation_figures
-
-    return evaluation_figures(frame, scores, ev)
-
-
-def _describe(ev: Evaluation) -> str:
-    from jobs.fraud.evaluation import describe
-
-    return describe(ev)
-
-
 def use_case() -> UseCase:
+    """Fraud's declaration. Cheap to load (stdlib + the schema): implementations are ``lazy``."""
     return UseCase(
         name="fraud",
+        datasets=DATASETS,
+        suite_parameters=suite_parameters,
+        features=FeatureSpec(
+            model_inputs=lazy("jobs.fraud.training_data:model_inputs"),
+            request_features=lazy("jobs.fraud.training_data:request_features"),
+            defaults=lazy("jobs.fraud.training_data:feature_defaults"),
+        ),
+        feature_job=FeatureJob(
+            build=lazy("jobs.fraud.features:build_features"),
+            stale_days=lazy("jobs.fraud.features:stale_days"),
+        ),
+        training_set=lazy("jobs.fraud.training_data:get_training_set"),
+        scoring_frame=lazy("jobs.fraud.training_data:scoring_frame"),
+        scoring_inputs=lazy("jobs.fraud.training_data:scoring_inputs"),
         gate=lambda settings: gate_spec(settings.gate),
-        evaluate=_evaluate,
+        evaluate=lazy("jobs.fraud.evaluation:evaluate"),
         version_tags=_version_tags,
         headline_metrics=(
             "auc_roc",
@@ -118,16 +112,6 @@ def use_case() -> UseCase:
             "rows",
             "frauds",
         ),
-        figures=_figures,
-        describe=_describe,
-        datasets=DATASETS,
-        suite_parameters=suite_parameters,
-        features=FeatureSpec(
-            model_inputs=training_data.model_inputs,
-            request_features=training_data.request_features,
-            defaults=training_data.FEATURE_DEFAULTS,
-        ),
-        training_set=lambda start, end, settings: training_data.get_training_set(start, end, settings),
-        scoring_frame=training_data.scoring_frame,
-        scoring_inputs=training_data.scoring_inputs,
+        figures=lazy("jobs.fraud.evaluation:evaluation_figures"),
+        describe=lazy("jobs.fraud.evaluation:describe"),
     )

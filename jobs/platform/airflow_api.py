@@ -4,7 +4,7 @@ A thin typed client for what the demo, the scheduler-path test and the benchmark
 DAG processor to have parsed the DAGs, unpause, create a backfill, trigger a run with a conf, and wait for
 runs with a progress callback. Nothing here runs a task: the scheduler does.
 
-    python -m jobs.platform.airflow_api runs ingest_transactions        # the runs of a DAG and their states
+    python -m jobs.platform.airflow_api runs fraud_ingest               # the runs of a DAG and their states
 """
 
 from __future__ import annotations

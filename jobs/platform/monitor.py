@@ -67,7 +67,7 @@ class Decision:
 
     @property
     def reason(self) -> str:
-        """The human-readable reason passed to ``train_model`` in its conf."""
+        """The human-readable reason passed to the train DAG (``<use case>_train_model``) in its conf."""
         if not self.causes:
             return ""
         parts = [f"{c}: {self.details[c]}" for c in self.causes]

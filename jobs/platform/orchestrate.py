@@ -1,7 +1,8 @@
 """The pipeline through the Airflow scheduler, as a user runs it (``make demo``, the scheduler-path test and
-``benchmarks/scheduler``): a backfill of ``ingest_transactions`` over the simulated days, the asset events it
-emits triggering ``build_features``, then manual runs of the model DAGs, each waited for with a progress
-callback. Everything goes through the REST API (:mod:`jobs.platform.airflow_api`); the scheduler runs every task.
+``benchmarks/scheduler``): a backfill of the use case's ingest DAG (``<use case>_ingest``) over the simulated
+days, the asset events it emits triggering ``<use case>_build_features``, then manual runs of the model DAGs,
+each waited for with a progress callback. Everything goes through the REST API
+(:mod:`jobs.platform.airflow_api`); the scheduler runs every task. ``use_case`` defaults to the settings'.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jobs.platform.airflow_api import AirflowClient, RunState
+from jobs.platform.use_case import dag_id
 
-INGEST_DAG = "ingest_transactions"
-FEATURES_DAG = "build_features"
 Progress = Callable[[str, int, int], None]
 
 
@@ -33,14 +33,25 @@ def _quiet(stage: str, done: int, total: int) -> None:
     return None
 
 
-def queue_backfill(client: AirflowClient, start: dt.date, end: dt.date, max_active_runs: int = 2) -> None:
-    """Unpause the ingest and feature DAGs and create the backfill of ``ingest_transactions`` over
-    start..end (one run per day). On SQLite, do this before the scheduler starts: Airflow refuses (503) or
+def _dags(use_case: str | None) -> tuple[str, str]:
+    if use_case is None:
+        from jobs.platform.config import get_settings
+
+        use_case = get_settings().use_case
+    return dag_id(use_case, "ingest"), dag_id(use_case, "build_features")
+
+
+def queue_backfill(
+    client: AirflowClient, start: dt.date, end: dt.date, max_active_runs: int = 2, use_case: str | None = None
+) -> None:
+    """Unpause the ingest and feature DAGs and create the backfill of the ingest DAG over start..end
+    (one run per day). On SQLite, do this before the scheduler starts: Airflow refuses (503) or
     half-creates a backfill while the scheduler writes to the same database."""
-    client.wait_for_dags([INGEST_DAG, FEATURES_DAG])
-    client.set_paused(FEATURES_DAG, False)  # an asset-scheduled DAG only queues runs while unpaused
-    client.set_paused(INGEST_DAG, False)
-    client.create_backfill(INGEST_DAG, start, end, max_active_runs=max_active_runs)
+    ingest_dag, features_dag = _dags(use_case)
+    client.wait_for_dags([ingest_dag, features_dag])
+    client.set_paused(features_dag, False)  # an asset-scheduled DAG only queues runs while unpaused
+    client.set_paused(ingest_dag, False)
+    client.create_backfill(ingest_dag, start, end, max_active_runs=max_active_runs)
 
 
 def backfill_ingest(
@@ -49,26 +60,28 @@ def backfill_ingest(
     end: dt.date,
     timeout: float = 3600.0,
     progress: Progress = _quiet,
+    use_case: str | None = None,
 ) -> tuple[StageResult, StageResult]:
-    """Wait until every run of the backfill of start..end succeeded and ``build_features`` has processed
+    """Wait until every run of the backfill of start..end succeeded and the feature DAG has processed
     every asset event those runs emitted."""
+    ingest_dag, features_dag = _dags(use_case)
     t0 = time.monotonic()
     total = (end - start).days + 1
     # feature runs that had finished before this wait began belong to an earlier backfill (a re-run)
-    earlier = {r.run_id for r in client.runs(FEATURES_DAG) if r.end_date}
+    earlier = {r.run_id for r in client.runs(features_dag) if r.end_date}
 
     def ingest_done() -> tuple[int, int, list[RunState]]:
-        runs = latest_per_day(client.runs(INGEST_DAG, run_type="backfill"), start, end)
+        runs = latest_per_day(client.runs(ingest_dag, run_type="backfill"), start, end)
         return (
             sum(r.state == "success" for r in runs),
             total,
             [r for r in runs if r.state == "failed"],
         )
 
-    client.wait_for(ingest_done, timeout, lambda d, n: progress(INGEST_DAG, d, n))
+    client.wait_for(ingest_done, timeout, lambda d, n: progress(ingest_dag, d, n))
     ingest = StageResult(
-        INGEST_DAG,
-        latest_per_day(client.runs(INGEST_DAG, run_type="backfill"), start, end),
+        ingest_dag,
+        latest_per_day(client.runs(ingest_dag, run_type="backfill"), start, end),
         time.monotonic() - t0,
     )
 
@@ -76,16 +89,16 @@ def backfill_ingest(
     # the feature DAG has settled when no event is still queued for it and none of its runs is active
     # (the scheduler turns queued events into a run in one transaction).
     def features_done() -> tuple[int, int, list[RunState]]:
-        queued = client.request("GET", f"/api/v2/dags/{FEATURES_DAG}/assets/queuedEvents")["total_entries"]
-        runs = [r for r in client.runs(FEATURES_DAG) if r.run_id not in earlier]
+        queued = client.request("GET", f"/api/v2/dags/{features_dag}/assets/queuedEvents")["total_entries"]
+        runs = [r for r in client.runs(features_dag) if r.run_id not in earlier]
         active = [r for r in runs if r.state not in ("success", "failed")]
         finished = len(runs) - len(active)
         settled = runs and not queued and not active
         return finished, finished if settled else finished + 1, [r for r in runs if r.state == "failed"]
 
-    client.wait_for(features_done, timeout, lambda d, n: progress(FEATURES_DAG, d, n))
+    client.wait_for(features_done, timeout, lambda d, n: progress(features_dag, d, n))
     features = StageResult(
-        FEATURES_DAG, [r for r in client.runs(FEATURES_DAG) if r.run_id not in earlier], time.monotonic() - t0
+        features_dag, [r for r in client.runs(features_dag) if r.run_id not in earlier], time.monotonic() - t0
     )
     return ingest, features
 

@@ -645,7 +645,7 @@ def run_pipeline(
     margin: float | None = None,
 ) -> dict[str, Any]:
     """Train -> register challenger -> evaluate vs champion -> promote (if the gate passes): the same
-    steps the ``train_model`` DAG runs as tasks."""
+    steps the ``<use case>_train_model`` DAG runs as tasks."""
     from jobs.platform import registry
 
     settings = settings or get_settings()

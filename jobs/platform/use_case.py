@@ -50,6 +50,35 @@ if TYPE_CHECKING:
     from jobs.platform.storage import StorageLayout
 
 ENTRY_POINT_GROUP = "ml_platform.use_cases"
+DAG_KINDS = ("ingest", "build_features", "train_model", "batch_predict", "monitor_and_retrain")
+
+
+def dag_id(use_case: str, kind: str) -> str:
+    """The id of a use case's DAG of ``kind`` (one of :data:`DAG_KINDS`): ``<use case>_<kind>``."""
+    if kind not in DAG_KINDS:
+        raise ValueError(f"kind: value {kind!r} is not a DAG kind; rule: one of {list(DAG_KINDS)}")
+    return f"{use_case}_{kind}"
+
+
+def lazy(target: str) -> Callable[..., Any]:
+    """``"package.module:function"`` as a callable that imports the module on its first call, so a
+    use case's declaration stays cheap to load (DAG files read it while they are parsed) while its
+    implementations may pull in pandas, Spark or Feast."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"target: value {target!r} is not 'module:attribute'")
+    resolved: list[Callable[..., Any]] = []
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not resolved:
+            import importlib
+
+            resolved.append(getattr(importlib.import_module(module_name), attribute))
+        return resolved[0](*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = attribute
+    call.__doc__ = f"{target} (imported on first call)"
+    return call
 
 
 @dataclass(frozen=True)
@@ -148,7 +177,18 @@ class FeatureSpec:
 
     model_inputs: Callable[[Any], list[str]]
     request_features: Callable[[pd.DataFrame], pd.DataFrame]
-    defaults: Mapping[str, float]
+    defaults: Callable[[], Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class FeatureJob:
+    """The use case's offline feature job: ``build(start, end, settings)`` writes the feature tables of
+    snapshot days ``start..end``; ``stale_days(settings, changed_after)`` lists the days whose tables
+    are missing or out of date with the lake (only those whose inputs changed after the epoch
+    ``changed_after`` when given). The ``<use case>_build_features`` DAG runs them."""
+
+    build: Callable[..., Any]
+    stale_days: Callable[..., list[dt.date]]
 
 
 EvaluateFn = Callable[..., "Evaluation"]
@@ -163,6 +203,7 @@ class UseCase:
     # data: what ingestion publishes and how features become model inputs
     datasets: Mapping[str, DatasetSpec]
     features: FeatureSpec
+    feature_job: FeatureJob
     training_set: Callable[[dt.date, dt.date, Settings], pd.DataFrame]
     scoring_frame: Callable[[pd.DataFrame, Settings], pd.DataFrame]
     scoring_inputs: Callable[[dt.date, StorageLayout], list[Path]]

@@ -68,7 +68,7 @@ def triggered_run(day: dt.date):
 
     with create_session() as session:
         dr = session.scalar(
-            select(DagRun).where(DagRun.dag_id == "train_model", DagRun.run_id == f"retrain__{day}")
+            select(DagRun).where(DagRun.dag_id == "fraud_train_model", DagRun.run_id == f"retrain__{day}")
         )
         return None if dr is None else {"conf": dict(dr.conf or {}), "logical_date": dr.logical_date}
 
@@ -89,16 +89,20 @@ def play(home, drift: bool) -> dict:
             drift=DriftConfig(SHIFT, amount_factor=2.5) if drift else DriftConfig(),
         )
         write_lake(cfg, START, END, layout)
-        run_dag("build_features", START.isoformat(), conf={"date": START.isoformat(), "end": END.isoformat()})
-        run_dag("train_model", "2018-05-20", conf=INITIAL)
+        run_dag(
+            "fraud_build_features",
+            START.isoformat(),
+            conf={"date": START.isoformat(), "end": END.isoformat()},
+        )
+        run_dag("fraud_train_model", "2018-05-20", conf=INITIAL)
         first_champion = registry.champion_version(settings)
         assert first_champion is not None, registry.history(settings)
         retrains = []
         for day in MONITOR_DAYS:
-            run_dag("monitor_and_retrain", day.isoformat())
+            run_dag("fraud_monitor_and_retrain", day.isoformat())
             queued = triggered_run(day)
             if queued is not None:
-                run_dag("train_model", queued["logical_date"].isoformat(), conf=queued["conf"])
+                run_dag("fraud_train_model", queued["logical_date"].isoformat(), conf=queued["conf"])
                 retrains.append({"day": day, **queued})
         return {
             "settings": settings,

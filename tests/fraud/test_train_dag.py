@@ -55,7 +55,7 @@ def _champion_events() -> int:
             select(func.count())
             .select_from(AssetEvent)
             .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetModel.name == "champion_model")
+            .where(AssetModel.name == "fraud_champion_model")
         )
 
 
@@ -69,7 +69,7 @@ def test_dag_trains_gates_and_promotes_only_when_better(platform, airflow_db):
     settings = platform
     conf = {"reason": "test: weekly", "train_days": 7, "holdout_days": 3, "n_estimators": 40, "max_depth": 4}
     before = _champion_events()
-    dr = run_dag("train_model", "2018-04-24", conf=conf)
+    dr = run_dag("fraud_train_model", "2018-04-24", conf=conf)
     assert _states(dr) == {"train": "success", "evaluate_gate": "success", "promote": "success"}
     assert registry.champion_version(settings) == "1"
     assert _champion_events() == before + 1
@@ -100,7 +100,9 @@ def test_dag_trains_gates_and_promotes_only_when_better(platform, airflow_db):
     pd.testing.assert_frame_equal(written, rebuilt, check_exact=True)
 
     # a monitoring trigger on the same windows: the same model again is not better -> skipped promote
-    dr2 = run_dag("train_model", "2018-04-25", conf={**conf, "as_of": "2018-04-24", "reason": "drift: test"})
+    dr2 = run_dag(
+        "fraud_train_model", "2018-04-25", conf={**conf, "as_of": "2018-04-24", "reason": "drift: test"}
+    )
     assert _states(dr2) == {"train": "success", "evaluate_gate": "success", "promote": "skipped"}
     assert registry.champion_version(settings) == "1"
     assert _champion_events() == before + 1

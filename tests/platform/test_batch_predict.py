@@ -212,10 +212,10 @@ def test_job_publishes_to_s3_and_a_rerun_replaces_the_publication(platform, sett
 def test_dag_scores_the_logical_date(platform, settings, layout, airflow_db):
     from tests.support.dags import load_dag, run_dag
 
-    dag = load_dag("batch_predict")
+    dag = load_dag("fraud_batch_predict")
     assert dag.doc_md and "sensor" in dag.doc_md
     day = SCORED - dt.timedelta(days=1)
-    run_dag("batch_predict", day.isoformat())
+    run_dag("fraud_batch_predict", day.isoformat())
     out = pd.read_parquet(layout.path("predictions", day))
     assert len(out) == len(pd.read_parquet(layout.path("transactions", day)))
     assert set(out["model_version"]) == {platform["version"]}

@@ -28,12 +28,16 @@ def private_home(tmp_path, monkeypatch):
 
 
 def test_dag_is_scheduled_on_the_lake_assets(airflow_db):
-    from _common import FEATURES, LABELS, TRANSACTIONS
+    from _factory import _assets
 
-    dag = load_dag("build_features")
+    dag = load_dag("fraud_build_features")
+    assets = _assets("fraud")
     condition = dag.timetable.asset_condition
     assert type(condition).__name__ == "AssetAny"  # either lake asset changing triggers a run
-    assert [a.name for a in condition.objects] == [TRANSACTIONS.name, LABELS.name]
+    assert [a.name for a in condition.objects] == [
+        assets.lake["transactions"].name,
+        assets.lake["labels"].name,
+    ]
     assert dag.get_task("build").pool == "spark"
     assert [t.task_id for t in dag.topological_sort()] == [
         "build",
@@ -41,7 +45,7 @@ def test_dag_is_scheduled_on_the_lake_assets(airflow_db):
         "new_data_since_build",
         "catch_up",
     ]
-    assert dag.get_task("materialize").outlets == [FEATURES]
+    assert dag.get_task("materialize").outlets == [assets.features]
     assert dag.doc_md and dag.default_args["retries"] >= 1 and dag.max_active_runs == 1
 
 
@@ -56,7 +60,7 @@ def _write_lake_day(layout, dataset: str, day: dt.date, value: int) -> None:
 
 def test_days_come_from_the_stale_set_or_the_date_param(private_home):
     """An asset-triggered run builds what is stale in the lake, whatever its events say."""
-    from build_features import event_days, snapshot_days
+    from _factory import event_days, snapshot_days
 
     from jobs.fraud.features import record_inputs, snapshot_inputs
     from jobs.platform.storage import StorageLayout
@@ -68,7 +72,9 @@ def test_days_come_from_the_stale_set_or_the_date_param(private_home):
     event = lambda day: SimpleNamespace(extra={"date": day})  # noqa: E731
     context = {
         "params": {"date": None, "end": None},
-        "triggering_asset_events": {"lake_transactions": [event("2018-04-12"), event("2018-04-11T00:00:00")]},
+        "triggering_asset_events": {
+            "fraud_lake_transactions": [event("2018-04-12"), event("2018-04-11T00:00:00")]
+        },
     }
     assert event_days(context) == ["2018-04-11", "2018-04-12"]
     assert snapshot_days(context) == ["2018-04-11", "2018-04-12"]
@@ -161,7 +167,7 @@ def test_dag_builds_materializes_and_emits_the_features_asset(airflow_db, privat
     settings = private_home
     layout = StorageLayout(settings)
     write_simulated_lake(layout, dt.date(2018, 4, 1), dt.date(2018, 4, 11))
-    run_dag("build_features", "2018-04-12", conf={"date": "2018-04-10", "end": "2018-04-11"})
+    run_dag("fraud_build_features", "2018-04-12", conf={"date": "2018-04-10", "end": "2018-04-11"})
 
     assert layout.partitions("features", "customer") == [dt.date(2018, 4, 10), dt.date(2018, 4, 11)]
     # the online store serves the 04-11 snapshot to requests of 04-12
@@ -176,7 +182,10 @@ def test_dag_builds_materializes_and_emits_the_features_asset(airflow_db, privat
         events = (
             session.query(AssetEvent)
             .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .filter(AssetModel.name == "offline_features", AssetEvent.source_dag_id == "build_features")
+            .filter(
+                AssetModel.name == "fraud_offline_features",
+                AssetEvent.source_dag_id == "fraud_build_features",
+            )
             .all()
         )
     assert events and events[-1].extra["date"] == "2018-04-11"

@@ -16,15 +16,15 @@ DAYS = [dt.date(2018, 6, 1), dt.date(2018, 6, 2)]  # days no other test module w
 
 
 def test_dag_shape():
-    dag = load_dag("ingest_transactions")
+    dag = load_dag("fraud_ingest")
     assert set(dag.task_ids) == {"wait_for_landing", "ingest_transactions", "ingest_labels", "log_counts"}
     sensor = dag.get_task("wait_for_landing")
     assert sensor.mode == "reschedule" and sensor.retries == 0
     assert {"ingest_transactions", "ingest_labels"} <= sensor.downstream_task_ids
     assert {dag.get_task(t).pool for t in ("ingest_transactions", "ingest_labels")} == {"spark"}
     assert dag.catchup is False and dag.doc_md
-    assert {a.name for a in dag.get_task("ingest_transactions").outlets} == {"lake_transactions"}
-    assert {a.name for a in dag.get_task("ingest_labels").outlets} == {"lake_labels"}
+    assert {a.name for a in dag.get_task("ingest_transactions").outlets} == {"fraud_lake_transactions"}
+    assert {a.name for a in dag.get_task("ingest_labels").outlets} == {"fraud_lake_labels"}
     assert dag.default_args["retries"] >= 1
     assert set(dag.params) == {"date", "max_bad_fraction"}
 
@@ -38,7 +38,7 @@ def test_ingest_dag_runs_two_days(airflow_db, layout, spark):
     simulate(CFG, DAYS[0], DAYS[-1], layout)
     sim = Simulator(CFG)
     for day in DAYS:
-        dr = run_dag("ingest_transactions", day.isoformat())
+        dr = run_dag("fraud_ingest", day.isoformat())
         lake = pd.read_parquet(layout.path("transactions", day))
         labels = pd.read_parquet(layout.path("labels", day))
         truth = sim.transactions(day)
@@ -58,8 +58,8 @@ def test_ingest_dag_runs_two_days(airflow_db, layout, spark):
     with create_session() as session:
         events = session.query(AssetEvent).all()
         dates = sorted(
-            (e.asset.name, e.extra.get("date")) for e in events if e.asset.name.startswith("lake_")
+            (e.asset.name, e.extra.get("date")) for e in events if e.asset.name.startswith("fraud_lake_")
         )
     assert dates == sorted(
-        (name, d.isoformat()) for name in ("lake_labels", "lake_transactions") for d in DAYS
+        (name, d.isoformat()) for name in ("fraud_lake_labels", "fraud_lake_transactions") for d in DAYS
     )

@@ -193,7 +193,7 @@ def test_trigger_state_is_idempotent_and_only_looks_back(layout):
 def test_dag_wiring():
     from tests.support.dags import load_dag
 
-    dag = load_dag("monitor_and_retrain")
+    dag = load_dag("fraud_monitor_and_retrain")
     assert dag.doc_md and "cool-down" in dag.doc_md
     assert set(dag.params) >= {
         "drift_share",
@@ -204,7 +204,7 @@ def test_dag_wiring():
     }
     assert dag.params.get_param("cooldown_days").schema["type"] == "integer"
     trigger = dag.get_task("trigger_train_model")
-    assert trigger.trigger_dag_id == "train_model"
+    assert trigger.trigger_dag_id == "fraud_train_model"
     assert set(trigger.conf) == {"reason"}
     assert [t.task_id for t in dag.get_task("monitor").downstream_list] == ["decide"]
     assert {t.task_id for t in dag.get_task("decide").downstream_list} == {"should_retrain", "record_trigger"}

@@ -19,7 +19,7 @@ from jobs.platform import admin
 from jobs.platform.config import REPO_ROOT, Settings
 
 TEST_PREFIX = "fraud_test_g"
-INGEST_DAG = "ingest_transactions"
+INGEST_DAG = "fraud_ingest"
 
 
 def _require(service: str, settings: Settings) -> None:

@@ -1,5 +1,5 @@
 """The pipeline the way users run it: the Airflow scheduler (LocalExecutor) on a temporary home, driven only
-through the REST API — a backfill of ``ingest_transactions`` whose asset events trigger ``build_features`` —
+through the REST API — a backfill of ``fraud_ingest`` whose asset events trigger ``fraud_build_features`` —
 with every Spark task talking to the Spark Connect service. The lake and the feature tables must equal those
 of the in-process path (the same job functions called directly) for the same days.
 
@@ -93,7 +93,7 @@ def backfilled(scheduler_home):
             log = supervisor.log_path("airflow-scheduler").read_text()[-3000:]
             raise AssertionError(f"{exc}\n--- scheduler log tail ---\n{log}") from exc
         sensor = client.request(
-            "GET", f"/api/v2/dags/ingest_transactions/dagRuns/{ingest.runs[0].run_id}/taskInstances"
+            "GET", f"/api/v2/dags/fraud_ingest/dagRuns/{ingest.runs[0].run_id}/taskInstances"
         )
     return sched, ingest, features, sensor
 
@@ -192,10 +192,10 @@ def test_ui_shows_the_backfill_and_the_asset_triggered_runs(backfilled):
         page.get_by_label("Password").fill(admin_password(sched))
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_url(lambda url: "/auth/login" not in url)
-        page.goto(f"{base}/dags/ingest_transactions/runs")
+        page.goto(f"{base}/dags/fraud_ingest/runs")
         page.get_by_text("backfill__2018-04-02", exact=False).first.wait_for()
         page.screenshot(path=str(artifacts / "scheduler-backfill-runs.png"), full_page=True)
-        page.goto(f"{base}/dags/build_features/runs")
+        page.goto(f"{base}/dags/fraud_build_features/runs")
         page.get_by_text("asset_triggered", exact=False).first.wait_for()
         page.screenshot(path=str(artifacts / "scheduler-asset-triggered-runs.png"), full_page=True)
         browser.close()

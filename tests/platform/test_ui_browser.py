@@ -214,7 +214,7 @@ def test_login_dag_list_trigger_train_model_from_the_form(stack, api, page) -> N
 
     base = stack["base"]
     expected = _project_dag_ids()
-    assert "train_model" in expected
+    assert "fraud_train_model" in expected
     _wait_for_dags(api, expected)
 
     # sign in through the SimpleAuthManager login page
@@ -235,8 +235,8 @@ def test_login_dag_list_trigger_train_model_from_the_form(stack, api, page) -> N
     page.screenshot(path=str(ARTIFACTS / "airflow-dag-list.png"), full_page=True)
 
     # open train_model, trigger it from the form with typed params
-    page.get_by_role("link", name="train_model", exact=True).first.click()
-    page.wait_for_url(f"{base}/dags/train_model**")
+    page.get_by_role("link", name="fraud_train_model", exact=True).first.click()
+    page.wait_for_url(f"{base}/dags/fraud_train_model**")
     page.get_by_text("Latest Dag Version").wait_for()
     dialog = page.get_by_role("dialog")
     for attempt in range(5):  # a click before React has wired the button does nothing: click again
@@ -257,10 +257,10 @@ def test_login_dag_list_trigger_train_model_from_the_form(stack, api, page) -> N
     dialog.get_by_role("button", name="Trigger", exact=True).click()
     dialog.wait_for(state="hidden")
     page.get_by_text("Dag Run Triggered").first.wait_for()  # the UI renders the toast in two toasters
-    page.wait_for_url(f"**/dags/train_model/runs/{run_id}**")
+    page.wait_for_url(f"**/dags/fraud_train_model/runs/{run_id}**")
 
     # the run exists with the form's values as its conf, then finishes
-    run = api.get(f"/api/v2/dags/train_model/dagRuns/{run_id}")
+    run = api.get(f"/api/v2/dags/fraud_train_model/dagRuns/{run_id}")
     assert run.status_code == 200, f"the UI did not create run {run_id}: {run.text}"
     assert (run.json()["triggered_by"], run.json()["triggering_user_name"]) == ("ui", "admin")
     conf = run.json()["conf"]
@@ -274,11 +274,11 @@ def test_login_dag_list_trigger_train_model_from_the_form(stack, api, page) -> N
     state = run.json()["state"]
     while state not in ("success", "failed") and time.monotonic() < deadline:
         time.sleep(5)
-        state = api.get(f"/api/v2/dags/train_model/dagRuns/{run_id}").json()["state"]
-    tis = api.get(f"/api/v2/dags/train_model/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+        state = api.get(f"/api/v2/dags/fraud_train_model/dagRuns/{run_id}").json()["state"]
+    tis = api.get(f"/api/v2/dags/fraud_train_model/dagRuns/{run_id}/taskInstances").json()["task_instances"]
     summary = {t["task_id"]: t["state"] for t in tis}
     assert state == "success", (
-        f"train_model run {run_id} ended {state}: {summary}; logs under {stack['home']}"
+        f"fraud_train_model run {run_id} ended {state}: {summary}; logs under {stack['home']}"
     )
     assert summary["train"] == "success" and summary["evaluate_gate"] == "success"
 
