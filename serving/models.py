@@ -3,7 +3,7 @@
 * :class:`ModelSource` is what the service needs from a model registry: the version an alias points at
   (cheap, polled) and the model behind it. :class:`RegistryModelSource` is the MLflow implementation:
   it chooses models only via the aliases ``champion`` / ``challenger`` of ``Settings.model_name`` and
-  reads the decision threshold from the model-version tag ``decision_threshold``.
+  reads the decision threshold from the model-version tag the use case declares (fraud: ``decision_threshold``).
 * :class:`ModelManager` holds the current :class:`ModelBundle` (champion, optional challenger, rollout
   mode). A background poller checks the aliases every ``serving_reload_seconds``; when one moved it
   loads the new model *next to* the serving one and then replaces the bundle reference in one
@@ -68,7 +68,7 @@ class ModelSource(Protocol):
 
 
 class RegistryModelSource:
-    """The MLflow model registry (``models:/<name>@<alias>``), through ``jobs.platform.registry`` when present."""
+    """The MLflow model registry (``models:/<name>@<alias>``), through ``jobs.platform.registry``."""
 
     def __init__(self, settings: Any, feature_columns: list[str] | None = None) -> None:
         self.settings = settings
@@ -101,31 +101,15 @@ class RegistryModelSource:
             raise ModelUnavailable(f"model registry unreachable: {type(exc).__name__}: {exc}") from exc
 
     def load(self, alias: str) -> LoadedModel:
+        from jobs.platform.registry import load_model
+
         try:
-            from jobs.platform.registry import load_model  # engineer C's interface
-        except ImportError:
-            load_model = None
-        try:
-            if load_model is not None:
-                model, version, threshold = load_model(alias, settings=self.settings)
-            else:
-                model, version, threshold = self._load_direct(alias)
+            model, version, threshold = load_model(alias, settings=self.settings)
         except ModelUnavailable:
             raise
         except Exception as exc:
             raise ModelUnavailable(f"cannot load {self.name}@{alias}: {type(exc).__name__}: {exc}") from exc
         return as_loaded_model(model, self.name, version, alias, threshold, self.feature_columns)
-
-    def _load_direct(self, alias: str) -> tuple[Any, str, float]:
-        import mlflow.xgboost
-
-        mv = self._mlflow().get_model_version_by_alias(self.name, alias)
-        if "decision_threshold" not in mv.tags:
-            raise ModelUnavailable(f"{self.name} v{mv.version} has no decision_threshold tag")
-        mlflow.set_tracking_uri(self.settings.mlflow_tracking_uri)
-        mlflow.set_registry_uri(self.settings.mlflow_tracking_uri)
-        model = mlflow.xgboost.load_model(f"models:/{self.name}/{mv.version}")
-        return model, str(mv.version), float(mv.tags["decision_threshold"])
 
 
 def canary_bucket(customer_id: int) -> float:

@@ -104,6 +104,7 @@ def use_case() -> UseCase:
         gate=lambda settings: gate_spec(settings.gate),
         evaluate=lazy("jobs.fraud.evaluation:evaluate"),
         version_tags=_version_tags,
+        decision_tag=THRESHOLD_TAG,
         headline_metrics=(
             "auc_roc",
             "average_precision",

@@ -217,6 +217,10 @@ def run(
     scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
 
     model, version, threshold = load_model(alias, settings)
+    if threshold is None:  # TODO(issue 13): scores-only predictions for a use case without a decision policy
+        raise BatchPredictError(
+            f"use case {settings.use_case!r}: no decision_tag; rule: batch scoring writes a decision per row"
+        )
     raw = model_to_raw(model)
     names = feature_names_of(booster_from_raw(raw))
     log.info("model_loaded", alias=alias, model_version=version, threshold=threshold, model_bytes=len(raw))

@@ -6,8 +6,9 @@ append-only audit log of every alias change.
   previous champion in one step; both are recorded with who, why, when, the run and the metrics.
 * ``record_refusal`` records a gate refusal (the champion stays).
 * ``load_model(alias)`` is how serving and batch prediction obtain a model: ``models:/<name>@<alias>``
-  through ``mlflow.xgboost``, with the version and its decision threshold (model-version tag
-  ``decision_threshold``; flag a transaction as fraud when ``score >= threshold``).
+  through ``mlflow.xgboost``, with the version and its decision threshold: the model-version tag the
+  use case declares (``UseCase.decision_tag``; fraud: ``decision_threshold``, flag a transaction when
+  ``score >= threshold``). A use case without a decision policy gets ``None``.
 
 The audit log is a JSON-lines file ``<reports>/model_registry/<model name>/audit.jsonl``; each line
 holds seq, time, actor, action (challenger | promote | refuse | rollback), alias, version,
@@ -45,7 +46,13 @@ from jobs.platform.storage import StorageLayout
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-THRESHOLD_TAG = "decision_threshold"
+
+
+def decision_tag(settings: Settings | None = None) -> str | None:
+    """The model-version tag that holds the use case's decision threshold (None: no decision policy)."""
+    from jobs.platform.use_case import get_use_case
+
+    return get_use_case(settings).decision_tag
 
 
 class ModelNotFoundError(LookupError):
@@ -126,7 +133,7 @@ def champion_version(settings: Settings | None = None) -> str | None:
 # --- loading and scoring ---------------------------------------------------------------------
 def load_model(
     alias: str | None = CHAMPION, settings: Settings | None = None, version: str | None = None
-) -> tuple[Any, str, float]:
+) -> tuple[Any, str, float | None]:
     """(model, version, decision threshold) of ``models:/<name>@<alias>`` (or of an explicit version).
 
     The model is the ``xgboost.XGBClassifier`` logged by training (native UBJ format); score it with
@@ -151,10 +158,13 @@ def load_model(
                 break
         else:
             raise ModelNotFoundError(f"alias {alias!r} of {name!r} kept moving while loading")
-    raw = mv.tags.get(THRESHOLD_TAG)
+    tag = decision_tag(settings)
+    if tag is None:
+        return model, str(mv.version), None
+    raw = mv.tags.get(tag)
     if raw is None:
         raise ModelNotFoundError(
-            f"model {name!r} version {mv.version}: tag {THRESHOLD_TAG!r} missing; rule: every "
+            f"model {name!r} version {mv.version}: tag {tag!r} missing; rule: every "
             "registered version carries its decision threshold"
         )
     return model, str(mv.version), float(raw)
@@ -358,9 +368,10 @@ def promote(
     name = settings.model_name
     version = str(version)
     mv = c.get_model_version(name, version)
-    if THRESHOLD_TAG not in mv.tags:
+    tag = decision_tag(settings)
+    if tag is not None and tag not in mv.tags:
         raise ValueError(
-            f"version: {version} has no {THRESHOLD_TAG!r} tag; rule: evaluate a version before promoting it"
+            f"version: {version} has no {tag!r} tag; rule: evaluate a version before promoting it"
         )
     with _locked(settings) as path:
         previous = _version_by_alias(c, name, CHAMPION)
@@ -456,7 +467,7 @@ def describe(settings: Settings | None = None) -> dict[str, Any]:
             "created": dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).isoformat(
                 timespec="seconds"
             ),
-            "decision_threshold": mv.tags.get(THRESHOLD_TAG),
+            "decision_threshold": mv.tags.get(tag) if (tag := decision_tag(settings)) else None,
             "train_window": mv.tags.get("train_window"),
             "holdout": {
                 k.removeprefix("holdout_"): round(v, 4)

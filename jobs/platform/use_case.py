@@ -16,8 +16,9 @@ What the core takes from the object today:
   rule, each metric with its direction (higher or lower is better);
 * ``evaluate``: the offline evaluation of scores on a labelled holdout (the use case's metrics,
   slices and, when it has one, its decision policy, e.g. fraud's cost-optimal threshold);
-* ``version_tags``: what a registered version is tagged with after its holdout evaluation
-  (fraud: the decision threshold serving and batch apply);
+* ``version_tags``: what a registered version is tagged with after its holdout evaluation, and
+  ``decision_tag``: which of those tags holds the decision threshold serving and batch apply (fraud:
+  ``decision_threshold``; None: the use case has no decision policy, the registry requires none);
 * ``headline_metrics``: the few metrics the audit log and reports show first;
 * ``figures`` (optional): the plots logged to MLflow with a holdout evaluation;
 * ``describe``: a human-readable evaluation, for the CLIs;
@@ -213,6 +214,7 @@ class UseCase:
     evaluate: EvaluateFn
     version_tags: Callable[[Evaluation], Mapping[str, str]]
     headline_metrics: tuple[str, ...]
+    decision_tag: str | None = None
     figures: Callable[[pd.DataFrame, np.ndarray, Evaluation], Mapping[str, Any]] | None = None
     describe: Callable[[Evaluation], str] = repr
 

@@ -201,7 +201,7 @@ def test_scoring_api_serves_a_fraud_v2_champion_with_fresh_last_hour_features(pl
         version = registry.register_challenger(
             run.info.run_id, info.model_uri, reason="test", settings=psettings
         )
-        registry.set_version_tags(version, {registry.THRESHOLD_TAG: "0.5"}, psettings)
+        registry.set_version_tags(version, {"decision_threshold": "0.5"}, psettings)
         registry.promote(version, reason="test", settings=psettings)
 
         layout = StorageLayout(psettings.model_copy(update={"home": tmp_path / "serving-home"}))

@@ -134,7 +134,7 @@ def two_versions(settings):
         with mlflow.start_run() as run:
             info = mlflow.xgboost.log_model(model, name="model", input_example=x.head(3))
         v = registry.register_challenger(run.info.run_id, info.model_uri, reason=f"test model {i}")
-        registry.set_version_tags(v, {registry.THRESHOLD_TAG: 0.5})
+        registry.set_version_tags(v, {"decision_threshold": 0.5})
         versions.append(v)
     registry.promote(versions[0], reason="initial champion", actor="test")
     return versions

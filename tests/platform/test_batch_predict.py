@@ -128,7 +128,7 @@ def platform(settings, layout, spark):
     version = registry.register_challenger(
         run.info.run_id, info.model_uri, reason="batch test fixture", settings=settings
     )
-    registry.set_version_tags(version, {registry.THRESHOLD_TAG: "0.3"}, settings)
+    registry.set_version_tags(version, {"decision_threshold": "0.3"}, settings)
     registry.promote(version, reason="batch test fixture", settings=settings)
     return {"model": model, "version": version, "threshold": 0.3}
 

@@ -47,7 +47,7 @@ def _train_register(settings, train_df, reason, params=SMALL, actor="pytest"):
     return run, version
 
 
-def test_worse_challenger_is_refused_and_the_champion_stays(frames, home_settings):
+def test_worse_challenger_is_refused_and_the_champion_stays(frames, home_settings, monkeypatch):
     import mlflow
 
     settings = home_settings
@@ -138,6 +138,11 @@ def test_worse_challenger_is_refused_and_the_champion_stays(frames, home_setting
     )
     with pytest.raises(registry.ModelNotFoundError):
         registry.load_model("no-such-alias", settings)
+    # the tag is the use case's: one without a decision policy gets scores only (no threshold required)
+    assert registry.decision_tag(settings) == "decision_threshold"
+    monkeypatch.setattr(registry, "decision_tag", lambda settings=None: None)
+    assert registry.load_model("champion", settings)[1:] == (v1, None)
+    monkeypatch.undo()
 
 
 def test_rollback_restores_the_previous_champion(frames, home_settings, monkeypatch, capsys):
