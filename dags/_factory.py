@@ -584,7 +584,9 @@ production), the `predictions_written` log line and `{assets.predictions.name}`.
 def monitor_and_retrain_dag(uc: UseCase, assets: UseCaseAssets) -> DAG:
     dag_id = f"{uc.name}_monitor_and_retrain"
     train_id = f"{uc.name}_train_model"
-    th, mc = Thresholds(), MonitorConfig()  # the job's typed defaults: no literal copied here
+    from jobs.platform.config import get_settings
+
+    th, mc = Thresholds.from_settings(get_settings()), MonitorConfig()  # settings.retrain, typed defaults
     doc = f"""
 ### Monitor the `{uc.name}` champion and retrain on drift
 

@@ -41,6 +41,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -56,25 +57,12 @@ from scipy.stats import rankdata
 from jobs.platform.config import Settings, get_settings
 from jobs.platform.logs import get_logger
 from jobs.platform.metrics import json_safe
+from jobs.platform.params import ABConfig
 from jobs.platform.storage import StorageLayout, as_date, staged_directory
 
 CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
 LABEL, SCORE = "tx_fraud", "score"
 LOG_COLUMNS = ("transaction_id", "customer_id", "tx_datetime", "score", "decision", "model_version", "arm")
-
-
-@dataclass(frozen=True)
-class ABConfig:
-    alpha: float = 0.05
-    n_boot: int = 1000
-    n_boot_cp: int = 500  # card precision is costlier per resample
-    n_perm: int = 1000
-    min_frauds: int = 30  # per arm, matured
-    mde: float = 0.02  # smallest AP difference worth acting on
-    guardrail_tolerance: float = 0.02
-    max_decision_rate_ratio: float = 1.5
-    cp_k: int = 100
-    seed: int = 0
 
 
 # --- metrics -------------------------------------------------------------------------------
@@ -487,7 +475,7 @@ def run_analysis(
     start, end = as_date(start), as_date(end)
     as_of = as_date(as_of) if as_of else end + dt.timedelta(days=settings.label_delay_days)
     log = get_logger("ab_analysis", end.isoformat())
-    cfg = cfg or ABConfig(guardrail_tolerance=settings.gate.guardrail_tolerance)
+    cfg = cfg or ABConfig.from_settings(settings)
     frame = load_period(layout, start, end, as_of)
     result = analyse(frame, cfg, start=start.isoformat(), end=end.isoformat(), as_of=as_of.isoformat())
     log.info(
@@ -545,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-boot", type=int, default=ABConfig.n_boot)
     args = p.parse_args(argv)
     settings = get_settings()
-    cfg = ABConfig(n_boot=args.n_boot, guardrail_tolerance=settings.gate.guardrail_tolerance)
+    cfg = dataclasses.replace(ABConfig.from_settings(settings), n_boot=args.n_boot)
     result = run_analysis(args.start, args.end, args.as_of, cfg, apply=args.apply, actor=args.actor)
     print(json.dumps(result.to_dict(), indent=2))
     return 0

@@ -26,7 +26,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobs.platform.params import ABConfig, Thresholds
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+_TH, _AB = Thresholds(), ABConfig()  # the defaults' one source (jobs.platform.params)
 
 Profile = Literal["local", "production"]
 
@@ -53,6 +56,40 @@ class Gate(BaseSettings):
     min_slice_frauds: int = Field(20, ge=1, description="slices with fewer frauds are not gated (noise)")
     min_auc_roc: float = Field(0.70, ge=0, le=1, description="absolute floor for any champion")
     min_average_precision: float = Field(0.10, ge=0, le=1, description="absolute floor for any champion")
+
+
+class Retrain(BaseSettings):
+    """When monitoring calls for retraining (``Thresholds`` of :mod:`jobs.platform.monitor`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUD_RETRAIN_", extra="ignore")
+
+    drift_share: float = Field(
+        _TH.drift_share, ge=0, le=1, description="share of drifted features that triggers"
+    )
+    prediction_drift: float = Field(
+        _TH.prediction_drift, ge=0, description="score drift (Evidently) that triggers"
+    )
+    max_ap_drop: float = Field(
+        _TH.max_ap_drop, ge=0, le=1, description="relative quality drop vs the baseline"
+    )
+    min_average_precision: float = Field(
+        _TH.min_average_precision, ge=0, le=1, description="quality floor (0 = off)"
+    )
+    min_frauds: int = Field(_TH.min_frauds, ge=1, description="matured positives needed to judge quality")
+    cooldown_days: int = Field(_TH.cooldown_days, ge=0, description="a cause is not re-triggered within this")
+
+
+class ABTest(BaseSettings):
+    """How the A/B analysis decides (``ABConfig`` of :mod:`jobs.platform.ab_analysis`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FRAUD_AB_", extra="ignore")
+
+    alpha: float = Field(_AB.alpha, gt=0, lt=1, description="significance level")
+    min_frauds: int = Field(_AB.min_frauds, ge=1, description="matured positives per arm before deciding")
+    mde: float = Field(_AB.mde, ge=0, description="smallest primary-metric difference worth acting on")
+    max_decision_rate_ratio: float = Field(
+        _AB.max_decision_rate_ratio, gt=0, description="guardrail on flag rates"
+    )
 
 
 class Settings(BaseSettings):
@@ -149,6 +186,8 @@ class Settings(BaseSettings):
     )
     costs: Costs = Field(default_factory=Costs)
     gate: Gate = Field(default_factory=Gate)
+    retrain: Retrain = Field(default_factory=Retrain)
+    ab: ABTest = Field(default_factory=ABTest)
     train_days: int = Field(14, ge=1, description="default training window (days) of scheduled training")
     holdout_days: int = Field(7, ge=1, description="holdout window (days) the champion/challenger gate uses")
 

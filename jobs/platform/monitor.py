@@ -706,7 +706,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(json.dumps(summary, indent=2, default=str))
     if args.decide:
-        print(json.dumps(decide_for_date(args.date, Thresholds()).to_dict(), indent=2))
+        print(
+            json.dumps(
+                decide_for_date(args.date, Thresholds.from_settings(get_settings())).to_dict(), indent=2
+            )
+        )
     return 0
 
 

@@ -1,7 +1,9 @@
 """Typed defaults of the jobs' tunables, import-light (stdlib only) so DAG files build their Params
 from them at parse time instead of copying literals: training hyperparameters
-(:class:`TrainParams`, used by :mod:`jobs.platform.train`), and monitoring's comparison settings and
-retraining thresholds (:class:`MonitorConfig`, :class:`Thresholds`, used by :mod:`jobs.platform.monitor`).
+(:class:`TrainParams`, used by :mod:`jobs.platform.train`), monitoring's comparison settings and
+retraining thresholds (:class:`MonitorConfig`, :class:`Thresholds`, used by :mod:`jobs.platform.monitor`)
+and the A/B analysis (:class:`ABConfig`). The operational thresholds are also settings
+(``settings.retrain``, ``settings.ab``), whose defaults are these.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobs.platform.config import Settings
 
 
 @dataclass
@@ -59,6 +64,32 @@ class Thresholds:
     cooldown_days: int = 7  # a cause that triggered is not re-triggered within this many days
 
     @classmethod
+    def from_settings(cls, settings: Settings) -> Thresholds:
+        """The thresholds of ``settings.retrain`` (``FRAUD_RETRAIN_*``)."""
+        return cls(**settings.retrain.model_dump())
+
+    @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Thresholds:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in values.items() if k in known and v is not None})
+
+
+@dataclass(frozen=True)
+class ABConfig:
+    """How the A/B analysis decides (:mod:`jobs.platform.ab_analysis`); the decision thresholds come
+    from ``settings.ab`` (``FRAUD_AB_*``) and the gate's guardrail tolerance (:meth:`from_settings`)."""
+
+    alpha: float = 0.05
+    n_boot: int = 1000
+    n_boot_cp: int = 500  # card precision is costlier per resample
+    n_perm: int = 1000
+    min_frauds: int = 30  # per arm, matured
+    mde: float = 0.02  # smallest AP difference worth acting on
+    guardrail_tolerance: float = 0.02
+    max_decision_rate_ratio: float = 1.5
+    cp_k: int = 100
+    seed: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ABConfig:
+        return cls(**settings.ab.model_dump(), guardrail_tolerance=settings.gate.guardrail_tolerance)

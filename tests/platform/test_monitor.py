@@ -213,3 +213,23 @@ def test_dag_wiring():
     assert Thresholds().drift_share == dag.params["drift_share"]
     assert Thresholds().prediction_drift == dag.params["prediction_drift"]
     assert Thresholds().cooldown_days == dag.params["cooldown_days"]
+
+
+def test_retrain_and_ab_thresholds_are_settings(monkeypatch):
+    """The operational thresholds come from settings (env FRAUD_RETRAIN_* / FRAUD_AB_*), defaulting to the
+    jobs' typed defaults."""
+    from jobs.platform.config import Settings
+    from jobs.platform.params import ABConfig
+
+    assert Thresholds.from_settings(Settings()) == Thresholds()
+    assert ABConfig.from_settings(Settings()) == ABConfig()
+    monkeypatch.setenv("FRAUD_RETRAIN_DRIFT_SHARE", "0.4")
+    monkeypatch.setenv("FRAUD_AB_MDE", "0.05")
+    monkeypatch.setenv("FRAUD_GATE_GUARDRAIL_TOLERANCE", "0.03")
+    settings = Settings()
+    assert Thresholds.from_settings(settings).drift_share == 0.4
+    ab = ABConfig.from_settings(settings)
+    assert ab.mde == 0.05 and ab.guardrail_tolerance == 0.03
+    with pytest.raises(ValueError, match="drift_share"):
+        monkeypatch.setenv("FRAUD_RETRAIN_DRIFT_SHARE", "1.5")
+        Settings()
