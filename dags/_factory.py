@@ -45,6 +45,7 @@ from airflow.sdk import DAG, Asset, Param, dag, task
 from jobs.platform.params import MonitorConfig, Thresholds, TrainParams
 from jobs.platform.storage import StorageLayout
 from jobs.platform.use_case import UseCase, get_use_case
+from jobs.platform.use_case import dag_id as use_case_dag_id
 
 _DATE = ["null", "string"]
 FEATURE_WAIT = dt.timedelta(hours=6)
@@ -110,7 +111,7 @@ def _day_param(context) -> str:
 
 # --- ingest ---------------------------------------------------------------------------------------
 def ingest_dag(uc: UseCase, assets: UseCaseAssets) -> DAG:
-    dag_id = f"{uc.name}_ingest"
+    dag_id = use_case_dag_id(uc.name, "ingest")
     datasets = list(uc.datasets)
     lake_list = "\n".join(
         f"* `landing/{uc.datasets[d].landing.removeprefix('landing_')}/date=D/*.csv` -> lake `{uc.datasets[d].lake}/date=D`"
@@ -247,7 +248,7 @@ def event_days(context) -> list[str]:
 
 
 def build_features_dag(uc: UseCase, assets: UseCaseAssets) -> DAG:
-    dag_id = f"{uc.name}_build_features"
+    dag_id = use_case_dag_id(uc.name, "build_features")
     doc = f"""
 ### Build features: the `{uc.name}` feature job -> offline feature tables -> Feast online store
 
@@ -365,7 +366,7 @@ def _actor(context) -> str:
 
 
 def train_model_dag(uc: UseCase, assets: UseCaseAssets) -> DAG:
-    dag_id = f"{uc.name}_train_model"
+    dag_id = use_case_dag_id(uc.name, "train_model")
     defaults = TrainParams()  # the job's typed defaults: no literal copied here
     doc = f"""
 ### Train, evaluate and (maybe) promote the `{uc.name}` model
@@ -510,7 +511,7 @@ optionally `holdout_start`/`holdout_end`) to pin them. History and one-step roll
 
 # --- batch predict ----------------------------------------------------------------------------------------
 def batch_predict_dag(uc: UseCase, assets: UseCaseAssets) -> DAG:
-    dag_id = f"{uc.name}_batch_predict"
+    dag_id = use_case_dag_id(uc.name, "batch_predict")
     doc = f"""
 ### Batch prediction: score day D with the `{uc.name}` champion, write (and publish) `predictions/date=D`
 
@@ -582,8 +583,8 @@ production), the `predictions_written` log line and `{assets.predictions.name}`.
 
 # --- monitor and retrain --------------------------------------------------------------------------------
 def monitor_and_retrain_dag(uc: UseCase, assets: UseCaseAssets) -> DAG:
-    dag_id = f"{uc.name}_monitor_and_retrain"
-    train_id = f"{uc.name}_train_model"
+    dag_id = use_case_dag_id(uc.name, "monitor_and_retrain")
+    train_id = use_case_dag_id(uc.name, "train_model")
     from jobs.platform.config import get_settings
 
     th, mc = Thresholds.from_settings(get_settings()), MonitorConfig()  # settings.retrain, typed defaults

@@ -40,7 +40,7 @@ PASSTHROUGH_FEATURES: list[str] = ["tx_amount"]  # request fields the model read
 REQUEST_FEATURES: list[str] = ["tx_during_weekend", "tx_during_night"]
 SNAPSHOT_FEATURES: list[str] = CUSTOMER_FEATURES + TERMINAL_FEATURES
 FEAST_FEATURES: list[str] = SNAPSHOT_FEATURES + RECENT_FEATURES
-FEATURE_COLUMNS: list[str] = ["tx_amount", *REQUEST_FEATURES, *FEAST_FEATURES]
+FEATURE_COLUMNS: list[str] = [*PASSTHROUGH_FEATURES, *REQUEST_FEATURES, *FEAST_FEATURES]
 """Model inputs, in order: the amount, request-time features, then the ``fraud_v2`` features (daily
 snapshots, then the customer's last hour)."""
 

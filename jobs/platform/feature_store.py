@@ -1,4 +1,4 @@
-"""The platform's door to the Feast feature store: config, apply, materialize, training sets, online reads.
+"""The platform's door to the Feast feature store: config, apply, materialize, point-in-time joins.
 
 * :func:`get_store` builds the ``RepoConfig`` **from the settings** (the one source of truth): a
   file registry + SQLite online store + file (dask) offline store in the ``local`` profile, a SQL

@@ -20,8 +20,9 @@ asserted on every run):
    A zero-byte file is such a failure too; a header-only file is a valid day with no rows.
 2. **Parse** (Spark): every line keeps ``source_file`` and ``source_line``; a line with the wrong number
    of fields (truncated, extra delimiter) or a blank line is quarantined as ``malformed line``.
-3. **Cast** to the lake types of :mod:`jobs.fraud.schema`; a value that does not cast is quarantined with a
-   reason such as ``tx_amount: 'abc' is not a number``. Integers are ASCII digits with an optional sign
+3. **Cast** to the lake types of the dataset's ``DatasetSpec.schema`` (fraud's: :mod:`jobs.fraud.schema`);
+   a value that does not cast is quarantined with a reason such as ``tx_amount: 'abc' is not a number``.
+   Integers are ASCII digits with an optional sign
    (``INTEGER_PATTERN``); numbers are ASCII decimals with an optional exponent (``DECIMAL_PATTERN``),
    finite, ``-0`` stored as ``0`` (Java's ``1d``, ``0x1p3``, ``Infinity`` are not numbers); timestamps
    are UTC wall-clock ``TIMESTAMP_FORMATS`` without an offset, years 0001-9999; impossible dates do not cast.

@@ -454,6 +454,7 @@ def describe(settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or get_settings()
     c = client(settings)
     out: dict[str, Any] = {"model": settings.model_name, "tracking_uri": settings.mlflow_tracking_uri}
+    tag = decision_tag(settings)
     for alias in (CHAMPION, CHALLENGER):
         mv = _version_by_alias(c, settings.model_name, alias)
         if mv is None:
@@ -467,7 +468,7 @@ def describe(settings: Settings | None = None) -> dict[str, Any]:
             "created": dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).isoformat(
                 timespec="seconds"
             ),
-            "decision_threshold": mv.tags.get(tag) if (tag := decision_tag(settings)) else None,
+            "decision_threshold": mv.tags.get(tag) if tag else None,
             "train_window": mv.tags.get("train_window"),
             "holdout": {
                 k.removeprefix("holdout_"): round(v, 4)

@@ -444,7 +444,9 @@ def evaluate_and_gate(
 
     settings = settings or get_settings()
     use_case = get_use_case(settings)
-    spec = use_case.gate(settings) if margin is None else use_case.gate(settings).with_margin(margin)
+    spec = use_case.gate(settings)
+    if margin is not None:
+        spec = spec.with_margin(margin)
     log = get_logger("evaluate")
     registry.client(settings)  # points MLflow at the platform's tracking/registry store
     model = _load_version(version, settings)
