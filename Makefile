@@ -46,7 +46,7 @@ format: install
 handbook-eval: install  ## fraud: the handbook's protocol (train a week, 7-day delay, test a week): AUC ROC, AP, card precision@100
 	$(PY) -m jobs.fraud.handbook
 
-serve: install  ## the real-time scoring API (uvicorn) on FRAUD_SERVING_HOST:FRAUD_SERVING_PORT
+serve: install  ## the real-time scoring API (uvicorn) on MLP_SERVING_HOST:MLP_SERVING_PORT
 	$(PY) -m serving.app
 
 bench: install  ## benchmarks with their baselines, side by side
@@ -56,7 +56,7 @@ clean:
 	rm -rf .platform test-artifacts
 
 # --- production profile, deployment, browser (engineer G) ------------------------------------
-PROD := FRAUD_PROFILE=production
+PROD := MLP_PROFILE=production
 
 db-production: install  ## PostgreSQL databases per component + Airflow and MLflow schemas (idempotent)
 	$(PROD) $(PY) -m jobs.platform.admin create-databases

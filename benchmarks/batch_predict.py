@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
-    os.environ.setdefault("FRAUD_HOME", str(work / "home"))  # never touch a developer's .platform
+    os.environ.setdefault("MLP_HOME", str(work / "home"))  # never touch a developer's .platform
 
     import mlflow.pyfunc
     import mlflow.xgboost

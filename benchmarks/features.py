@@ -25,7 +25,7 @@ from pathlib import Path
 
 def _fresh_store(settings) -> None:
     """Drop the registry and online store (the offline tables stay)."""
-    shutil.rmtree(settings.home / "feast", ignore_errors=True)
+    shutil.rmtree(settings.feast_home, ignore_errors=True)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> dict:
     from jobs.platform.storage import StorageLayout
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="bench-features-"))
-    settings = Settings(home=home, feast_project="bench_features", spark_driver_memory="3g")
+    settings = Settings(home=home, case={"feast_project": "bench_features"}, spark_driver_memory="3g")
     layout = StorageLayout(settings)
-    first = dt.date.fromisoformat(settings.start_date)
+    first = dt.date.fromisoformat(settings.case.start_date)
     last = first + dt.timedelta(days=args.days - 1)
     out: dict = {"days": args.days, "home": str(home)}
 

@@ -42,10 +42,10 @@ def scheduler_path(home: Path, days: list[dt.date], sim) -> dict[str, list[float
 
     os.environ.update(
         {
-            "FRAUD_HOME": str(home),
-            "FRAUD_AIRFLOW_PORT": str(free_port()),
+            "MLP_HOME": str(home),
+            "MLP_AIRFLOW_PORT": str(free_port()),
             "FRAUD_SCHEDULE_END_DATE": days[-1].isoformat(),
-            "FRAUD_SENSOR_POKE_SECONDS": "5",
+            "MLP_SENSOR_POKE_SECONDS": "5",
         }
     )
     settings = Settings()
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     days = [FIRST + dt.timedelta(days=i) for i in range(n_days)]
     root = Path(tempfile.mkdtemp(prefix="bench-scheduler-"))
     # this run's own Spark Connect server on a free port, stopped at the end (never a demo's)
-    os.environ["FRAUD_SPARK_CONNECT_URL"] = f"sc://127.0.0.1:{free_port()}"
+    os.environ["MLP_SPARK_CONNECT_URL"] = f"sc://127.0.0.1:{free_port()}"
     from jobs.platform.config import Settings
     from jobs.platform.spark import stop_server
 

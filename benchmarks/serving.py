@@ -2,7 +2,7 @@
 
 One run on this machine, everything on 127.0.0.1:
 
-* setup: a sandbox Feast repo from ``feature_repo/`` (simulator world, daily snapshots online) with a
+* setup: a sandbox Feast repo from ``feature_repo/fraud/`` (simulator world, daily snapshots online) with a
   SQLite online store and a copy on a Redis server started here (own port), a small XGBoost model logged
   with ``mlflow.xgboost`` and aliased ``champion`` in a temporary MLflow registry (``tests.support.sandbox``);
 * (a) this service: ``uvicorn`` (1 worker, uvloop + httptools, no access log, as ``python -m
@@ -467,13 +467,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    os.environ["FRAUD_HOME"] = str(work / "home")  # before the settings are first read
+    os.environ["MLP_HOME"] = str(work / "home")  # before the settings are first read
     os.environ["FRAUD_MODEL_NAME"] = "fraud-detector-bench"
     from jobs.platform.config import get_settings
 
     get_settings.cache_clear()
     settings = get_settings()
-    env = {**os.environ, **settings.service_env(), "FRAUD_MODEL_NAME": settings.model_name}
+    env = {**os.environ, **settings.service_env(), "FRAUD_MODEL_NAME": settings.case.model_name}
     env["PYTHONPATH"] = str(REPO)
     # mlflow models serve execs `uvicorn` from PATH
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         redis_box = clone_sandbox(sqlite_box, work / "feast-redis", "redis", f"127.0.0.1:{redis_port}")
         version = train_and_register(settings, sqlite_box.training, sqlite_box.feature_columns)
         print(
-            f"  model {settings.model_name} v{version}, {len(sqlite_box.transactions)} transactions to replay"
+            f"  model {settings.case.model_name} v{version}, {len(sqlite_box.transactions)} transactions to replay"
         )
         print(f"  CPUs: {pinning}", flush=True)
         txs = sqlite_box.transactions
@@ -579,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                     "models",
                     "serve",
                     "-m",
-                    f"models:/{settings.model_name}@champion",
+                    f"models:/{settings.case.model_name}@champion",
                     "--env-manager",
                     "local",
                     "-h",

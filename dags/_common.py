@@ -11,13 +11,26 @@ import datetime as dt
 import pendulum
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from jobs.platform.config import get_settings
+from jobs.platform.config import Settings, get_settings
 from jobs.platform.spark import AIRFLOW_POOL
 
-START_DATE = pendulum.parse(get_settings().start_date, tz="UTC")
-# the last day the time-scheduled DAGs run for (None: open-ended); `make demo` bounds it by the simulated days
-_END = get_settings().schedule_end_date
-END_DATE = pendulum.datetime(_END.year, _END.month, _END.day, tz="UTC") if _END else None
+
+def use_case_settings(name: str) -> Settings:
+    """The process's settings with the section of use case ``name``: what its DAGs' tasks run with."""
+    return get_settings().with_use_case(name)
+
+
+def start_date(name: str) -> pendulum.DateTime:
+    """The first logical date of use case ``name``'s daily DAGs (its ``start_date`` setting)."""
+    return pendulum.parse(use_case_settings(name).case.start_date, tz="UTC")
+
+
+def end_date(name: str) -> pendulum.DateTime | None:
+    """The last day its time-scheduled DAGs run for (None: open-ended); `make demo` bounds it by the
+    simulated days (``<USE CASE>_SCHEDULE_END_DATE``)."""
+    end = use_case_settings(name).case.schedule_end_date
+    return pendulum.datetime(end.year, end.month, end.day, tz="UTC") if end else None
+
 
 # A run with logical date D processes day D and starts once D has ended (data-interval semantics).
 DAILY = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")

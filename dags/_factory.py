@@ -28,16 +28,18 @@ from dataclasses import dataclass
 from _common import (
     DAILY,
     DEFAULT_ARGS,
-    END_DATE,
     INGEST_PRIORITY,
     REBUILD_PRIORITY,
     SPARK_POOL,
-    START_DATE,
     WEEKLY,
     data_wait,
+    end_date,
     fail_without_retry,
+    get_settings,
     nothing_missing,
     processing_date,
+    start_date,
+    use_case_settings,
 )
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, Asset, Param, dag, task
@@ -62,9 +64,8 @@ class UseCaseAssets:
 
     @classmethod
     def of(cls, uc: UseCase) -> UseCaseAssets:
-        from jobs.platform.config import get_settings
-
-        layout = StorageLayout()
+        settings = use_case_settings(uc.name)
+        layout = StorageLayout(settings)
 
         def asset(name: str, dataset: str) -> Asset:
             return Asset(
@@ -77,7 +78,7 @@ class UseCaseAssets:
             predictions=asset("batch_predictions", "predictions"),
             champion=Asset(
                 name=f"{uc.name}_champion_model",
-                uri=f"model://{get_settings().model_name}/champion",
+                uri=f"model://{settings.case.model_name}/champion",
                 group=uc.name,
             ),
         )
@@ -114,8 +115,8 @@ def ingest_dag(uc: UseCase, assets: UseCaseAssets) -> DAG:
     dag_id = use_case_dag_id(uc.name, "ingest")
     datasets = list(uc.datasets)
     lake_list = "\n".join(
-        f"* `landing/{uc.datasets[d].landing.removeprefix('landing_')}/date=D/*.csv` -> lake `{uc.datasets[d].lake}/date=D`"
-        f" (asset `{assets.lake[d].name}`, suite `expectations/{uc.datasets[d].suite_name}.json`)"
+        f"* `{uc.name}/landing/{d}/date=D/*.csv` -> `{uc.name}/lake/{d}/date=D`"
+        f" (asset `{assets.lake[d].name}`, suite `expectations/{uc.name}/{uc.datasets[d].suite_name}.json`)"
         for d in datasets
     )
     doc = f"""
@@ -142,11 +143,10 @@ Code: `jobs/platform/ingest.py` (`python -m jobs.platform.ingest --date D` runs 
 """
 
     def ingest_one(dataset: str, **context) -> dict:
-        from jobs.platform.config import get_settings
         from jobs.platform.ingest import IngestError, ingest
 
         day = _day_param(context)
-        settings = get_settings()
+        settings = use_case_settings(uc.name)
         if context["params"].get("max_bad_fraction") is not None:
             settings = settings.model_copy(
                 update={"max_bad_fraction": float(context["params"]["max_bad_fraction"])}
@@ -163,8 +163,8 @@ Code: `jobs/platform/ingest.py` (`python -m jobs.platform.ingest --date D` runs 
     @dag(
         dag_id=dag_id,
         schedule=DAILY,
-        start_date=START_DATE,
-        end_date=END_DATE,
+        start_date=start_date(uc.name),
+        end_date=end_date(uc.name),
         catchup=False,
         max_active_runs=2,
         default_args=DEFAULT_ARGS,
@@ -193,7 +193,7 @@ Code: `jobs/platform/ingest.py` (`python -m jobs.platform.ingest --date D` runs 
             from jobs.platform.ingest import missing_landing
 
             day = _day_param(context)
-            return nothing_missing(dag_id, day, missing_landing(day))
+            return nothing_missing(dag_id, day, missing_landing(day, use_case_settings(uc.name)))
 
         results = {
             name: task(
@@ -225,7 +225,7 @@ Code: `jobs/platform/ingest.py` (`python -m jobs.platform.ingest --date D` runs 
 # --- build features ----------------------------------------------------------------------------------
 def snapshot_days(context, uc: UseCase | None = None) -> list[str]:
     """Days to build: the `date`..`end` params of a manual run, else every stale snapshot day of the
-    use case (default: the settings')."""
+    use case (default: the process settings')."""
     params = context["params"]
     if params.get("date"):
         start = dt.date.fromisoformat(params["date"])
@@ -233,8 +233,8 @@ def snapshot_days(context, uc: UseCase | None = None) -> list[str]:
         if end < start:
             raise ValueError(f"end: value {end} is before date {start} (rule: date <= end)")
         return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
-    uc = uc or get_use_case()
-    return [d.isoformat() for d in uc.feature_job.stale_days()]
+    uc = uc or get_use_case(name=get_settings().use_case)
+    return [d.isoformat() for d in uc.feature_job.stale_days(use_case_settings(uc.name))]
 
 
 def event_days(context) -> list[str]:
@@ -275,7 +275,7 @@ Runs one at a time (`max_active_runs=1`) so the online store only moves forward.
     @dag(
         dag_id=dag_id,
         schedule=functools.reduce(operator.or_, assets.lake.values()),  # any lake asset
-        start_date=START_DATE,
+        start_date=start_date(uc.name),
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
@@ -317,7 +317,7 @@ Runs one at a time (`max_active_runs=1`) so the online store only moves forward.
                 else:
                     runs.append([day])
             for run in runs:
-                result = uc.feature_job.build(run[0], run[-1])
+                result = uc.feature_job.build(run[0], run[-1], settings=use_case_settings(uc.name))
                 log.info("built", **(result.as_dict() if hasattr(result, "as_dict") else {"result": result}))
             return {"days": days, "started": started}
 
@@ -330,8 +330,9 @@ Runs one at a time (`max_active_runs=1`) so the online store only moves forward.
             days = built["days"]
             if not days:  # woken by an event whose day an earlier run already built
                 raise AirflowSkipException("no stale snapshot: nothing to materialize")
-            feature_store.apply()
-            done = feature_store.materialize(days[-1], start=days[0])
+            settings = use_case_settings(uc.name)
+            feature_store.apply(settings)
+            done = feature_store.materialize(days[-1], start=days[0], settings=settings)
             context["outlet_events"][assets.features].extra = {"date": days[-1], "dates": days}
             return {"dates": days, "materialized": done}
 
@@ -339,7 +340,7 @@ Runs one at a time (`max_active_runs=1`) so the online store only moves forward.
         def new_data_since_build(built: dict) -> bool:
             """A lake partition written while this run built (its asset event may have been merged into the
             event that started this run, see the DAG doc) gets a run of its own."""
-            return bool(uc.feature_job.stale_days(changed_after=built["started"]))
+            return bool(uc.feature_job.stale_days(use_case_settings(uc.name), changed_after=built["started"]))
 
         built = build()
         catch_up = TriggerDagRunOperator(task_id="catch_up", trigger_dag_id=dag_id, conf={}, retries=0)
@@ -377,7 +378,7 @@ are the job's own steps (`jobs.platform.train`: `train_step`, `gate_step`, `prom
 `run_pipeline` composes the same three).
 
 1. **train** - the point-in-time correct training set of the training window from the Feast feature
-   service (`settings.feature_service`), XGBoost (optional time-ordered hyperparameter search), one MLflow
+   service (`settings.case.feature_service`), XGBoost (optional time-ordered hyperparameter search), one MLflow
    run (params, metrics, feature service and version, windows, data hash, plots, the model in native
    format with signature); registered as a new version aliased **challenger**.
 2. **evaluate_gate** - the challenger and the current champion on the SAME later holdout (at least
@@ -396,8 +397,8 @@ optionally `holdout_start`/`holdout_end`) to pin them. History and one-step roll
     @dag(
         dag_id=dag_id,
         schedule=WEEKLY,
-        start_date=START_DATE,
-        end_date=END_DATE,
+        start_date=start_date(uc.name),
+        end_date=end_date(uc.name),
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
@@ -445,10 +446,9 @@ optionally `holdout_start`/`holdout_end`) to pin them. History and one-step roll
         @task(task_id="train")
         def train(**context) -> dict:
             from jobs.platform import train as T
-            from jobs.platform.config import get_settings
 
             p = context["params"]
-            settings = get_settings()
+            settings = use_case_settings(uc.name)
             with fail_without_retry():  # bad windows, immature labels, an empty training set
                 windows = T.resolve_windows(
                     settings=settings,
@@ -482,7 +482,13 @@ optionally `holdout_start`/`holdout_end`) to pin them. History and one-step roll
             p = context["params"]
             margin = None if p["margin"] is None else float(p["margin"])
             with fail_without_retry():
-                return T.gate_step(trained, margin=margin, reason=p["reason"], actor=_actor(context))
+                return T.gate_step(
+                    trained,
+                    margin=margin,
+                    reason=p["reason"],
+                    actor=_actor(context),
+                    settings=use_case_settings(uc.name),
+                )
 
         @task(task_id="promote", outlets=[assets.champion], retries=1)
         def promote(outcome: dict, **context) -> dict:
@@ -493,10 +499,13 @@ optionally `holdout_start`/`holdout_end`) to pin them. History and one-step roll
 
             if not outcome["promote"]:
                 raise AirflowSkipException(f"champion unchanged: {outcome['reason']}")
-            if registry.champion_version() == outcome["version"]:  # a retry after the alias moved
-                entry = next(e for e in reversed(registry.history()) if e["action"] == "promote")
+            settings = use_case_settings(uc.name)
+            if registry.champion_version(settings) == outcome["version"]:  # a retry after the alias moved
+                entry = next(e for e in reversed(registry.history(settings)) if e["action"] == "promote")
             else:
-                entry = T.promote_outcome(outcome, reason=context["params"]["reason"], actor=_actor(context))
+                entry = T.promote_outcome(
+                    outcome, reason=context["params"]["reason"], actor=_actor(context), settings=settings
+                )
             context["outlet_events"][assets.champion].extra = {
                 "version": entry["version"],
                 "previous_version": entry["previous_version"],
@@ -532,8 +541,8 @@ production), the `predictions_written` log line and `{assets.predictions.name}`.
     @dag(
         dag_id=dag_id,
         schedule=DAILY,
-        start_date=START_DATE,
-        end_date=END_DATE,
+        start_date=start_date(uc.name),
+        end_date=end_date(uc.name),
         catchup=False,
         max_active_runs=4,
         default_args=DEFAULT_ARGS,
@@ -560,14 +569,16 @@ production), the `predictions_written` log line and `{assets.predictions.name}`.
             from jobs.platform.batch_predict import missing_inputs
 
             date = _day_param(context)
-            return nothing_missing(dag_id, date, missing_inputs(date))
+            return nothing_missing(dag_id, date, missing_inputs(date, use_case_settings(uc.name)))
 
         @task(task_id="score", outlets=[assets.predictions], pool=SPARK_POOL)
         def score(**context) -> dict:
             from jobs.platform.batch_predict import BatchPredictError, run
 
             with fail_without_retry(BatchPredictError):  # e.g. a feature missing, rows lost in the join
-                summary = run(_day_param(context), alias=context["params"]["alias"])
+                summary = run(
+                    _day_param(context), alias=context["params"]["alias"], settings=use_case_settings(uc.name)
+                )
             context["outlet_events"][assets.predictions].extra = {
                 "date": summary["date"],
                 "model_version": summary["model_version"],
@@ -585,9 +596,10 @@ production), the `predictions_written` log line and `{assets.predictions.name}`.
 def monitor_and_retrain_dag(uc: UseCase, assets: UseCaseAssets) -> DAG:
     dag_id = use_case_dag_id(uc.name, "monitor_and_retrain")
     train_id = use_case_dag_id(uc.name, "train_model")
-    from jobs.platform.config import get_settings
-
-    th, mc = Thresholds.from_settings(get_settings()), MonitorConfig()  # settings.retrain, typed defaults
+    th, mc = (
+        Thresholds.from_settings(use_case_settings(uc.name)),
+        MonitorConfig(),
+    )  # its section, typed defaults
     doc = f"""
 ### Monitor the `{uc.name}` champion and retrain on drift
 
@@ -612,8 +624,8 @@ a typed param, so an operator can re-run a day by hand with other thresholds.
     @dag(
         dag_id=dag_id,
         schedule=DAILY,
-        start_date=START_DATE,
-        end_date=END_DATE,
+        start_date=start_date(uc.name),
+        end_date=end_date(uc.name),
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
@@ -679,6 +691,7 @@ a typed param, so an operator can re-run a day by hand with other thresholds.
                     processing_date(context),
                     MonitorConfig(window_days=int(p["window_days"])),
                     drift_share=float(p["drift_share"]),
+                    settings=use_case_settings(uc.name),
                 )
             drift = summary.get("drift") or {}
             return {  # small XCom; the full summary is in reports/monitoring/date=D/summary.json
@@ -693,7 +706,9 @@ a typed param, so an operator can re-run a day by hand with other thresholds.
         def decide(monitored: dict, **context) -> dict:
             from jobs.platform.monitor import decide_for_date
 
-            decision = decide_for_date(monitored["date"], Thresholds.from_mapping(context["params"]))
+            decision = decide_for_date(
+                monitored["date"], Thresholds.from_mapping(context["params"]), use_case_settings(uc.name)
+            )
             return decision.to_dict()
 
         @task.short_circuit(task_id="should_retrain")
@@ -706,7 +721,7 @@ a typed param, so an operator can re-run a day by hand with other thresholds.
 
             d = Decision(**{k: decision[k] for k in ("date", "retrain", "causes", "suppressed", "details")})
             run_id = context["ti"].xcom_pull(task_ids="trigger_train_model", key="trigger_run_id")
-            return str(record_trigger(StorageLayout(), d, run_id=run_id))
+            return str(record_trigger(StorageLayout(use_case_settings(uc.name)), d, run_id=run_id))
 
         decided = decide(monitor())
         # the run id and logical date come from the day `monitor` processed (one notion of "the day")

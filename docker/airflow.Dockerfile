@@ -23,8 +23,8 @@ COPY --chown=airflow:root feature_repo /opt/fraud/feature_repo
 COPY --chown=airflow:root expectations /opt/fraud/expectations
 COPY --chown=airflow:root docker/entrypoint.sh /opt/fraud/docker/entrypoint.sh
 ENV PYTHONPATH=/opt/fraud \
-    FRAUD_PROFILE=production \
-    FRAUD_HOME=/opt/fraud/home \
+    MLP_PROFILE=production \
+    MLP_HOME=/opt/fraud/home \
     PYSPARK_PYTHON=python
 
 # settings-derived env first, then the image's own entrypoint (dumb-init is PID 1 there)

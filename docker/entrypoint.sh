@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Derive every third-party setting (Airflow metadata DB, MLflow URI, Airflow home and DAG folder...) from the
-# ONE settings object (FRAUD_* variables + secrets.env), then run the command. A variable the container
+# ONE settings object (MLP_* / FRAUD_* variables + secrets.env), then run the command. A variable the container
 # already has wins, so compose can override e.g. the executor without a second source of truth.
 set -euo pipefail
 while IFS= read -r line; do
@@ -10,5 +10,5 @@ while IFS= read -r line; do
     eval "export ${assignment}"
   fi
 done < <(python -m jobs.platform.config env)
-mkdir -p "${FRAUD_HOME}" "${AIRFLOW_HOME:-${FRAUD_HOME}/airflow}"
+mkdir -p "${MLP_HOME}" "${AIRFLOW_HOME:-${MLP_HOME}/airflow}"
 exec "$@"

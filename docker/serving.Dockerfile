@@ -20,9 +20,9 @@ COPY serving /opt/fraud/serving
 COPY feature_repo /opt/fraud/feature_repo
 COPY docker/entrypoint.sh /opt/fraud/docker/entrypoint.sh
 ENV PYTHONPATH=/opt/fraud \
-    FRAUD_PROFILE=production \
-    FRAUD_HOME=/opt/fraud/home \
-    FRAUD_SERVING_HOST=0.0.0.0
+    MLP_PROFILE=production \
+    MLP_HOME=/opt/fraud/home \
+    MLP_SERVING_HOST=0.0.0.0
 
 RUN useradd --create-home --uid 50000 fraud && mkdir -p /opt/fraud/home && chown -R fraud /opt/fraud/home
 USER fraud

@@ -16,8 +16,8 @@ COPY pyproject.toml README.md /opt/fraud/
 COPY jobs /opt/fraud/jobs
 COPY docker/entrypoint.sh /opt/fraud/docker/entrypoint.sh
 ENV PYTHONPATH=/opt/fraud \
-    FRAUD_PROFILE=production \
-    FRAUD_HOME=/opt/fraud/home \
+    MLP_PROFILE=production \
+    MLP_HOME=/opt/fraud/home \
     PYSPARK_PYTHON=python \
     SPARK_HOME=/usr/local/lib/python3.11/site-packages/pyspark \
     SPARK_NO_DAEMONIZE=1

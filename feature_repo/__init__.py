@@ -1,17 +1,5 @@
-"""Feast feature repository of the fraud use case (one file per concern).
+"""Feast feature repositories, one folder (and one Feast project) per use case: ``feature_repo/<use case>/``.
 
-* ``entities.py``          the join keys: ``customer``, ``terminal`` and ``transaction``
-* ``data_sources.py``      parquet sources over the offline feature tables written by ``jobs.fraud.features``
-* ``feature_views.py``     ``customer_spending`` and ``terminal_risk`` (daily snapshots, TTL one day),
-                           ``customer_activity_1h`` (per transaction, offline only)
-* ``feature_services.py``  ``fraud_v1`` and ``fraud_v2`` (+ the last hour): the versioned sets that
-                           training and serving both read
-* ``streaming.py``         the push source and view ``customer_recent_activity`` that keep the
-                           last-hour features fresh online (registered by the scoring service)
-
-The platform drives this repo from ``jobs.platform.feature_store`` (config built from the settings); the
-``feature_store*.yaml`` files are the equivalent configurations for the ``feast`` CLI, e.g.
-``cd feature_repo && feast apply`` or ``feast -f feature_store.production.yaml apply``.
-The modules import each other relatively when loaded as the ``feature_repo`` package and by
-plain module name when the ``feast`` CLI loads them from this folder.
+Each holds entities, sources, feature views and feature services, and the ``feature_store*.yaml`` the
+``feast`` CLI reads; none of them imports the platform (``make lint`` checks it).
 """

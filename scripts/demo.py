@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.platform.config import get_settings
     from jobs.platform.storage import as_date
 
-    start = as_date(get_settings().start_date)
+    start = as_date(get_settings().case.start_date)
     days = [start + dt.timedelta(days=i) for i in range(args.days)]
     settings = load_settings(days[-1].isoformat())
     stop_all(settings)
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     start_platform(settings, scheduler=False, wait=False)  # they need no data: they start while we simulate
     banner(f"simulating {args.days} days from {start}")
     counts = simulate(
-        SimulatorConfig(label_delay_days=settings.label_delay_days),
+        SimulatorConfig(label_delay_days=settings.case.label_delay_days),
         days[0],
         days[-1],
         StorageLayout(settings),

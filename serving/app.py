@@ -7,7 +7,7 @@ background thread) -> the transaction pushed to the Feast push source by another
 
 Errors: every 4xx is JSON naming the field and the rule: 422 for an invalid body (one entry per issue;
 numbers are JSON numbers, never strings or booleans, and finite; ids unique within a batch), 413 for a
-body over ``FRAUD_SERVING_MAX_REQUEST_BYTES`` (default 1 MiB; refused before it is parsed), 401 for a
+body over ``MLP_SERVING_MAX_REQUEST_BYTES`` (default 1 MiB; refused before it is parsed), 401 for a
 missing/wrong API key (when one is configured); 503 with a JSON reason when the online store is
 unreachable or no champion is loaded; never a 500 for a dependency failure.
 """
@@ -334,7 +334,7 @@ def create_app(
         413: {
             "model": RequestErrorBody,
             "description": f"body over {settings.serving_max_request_bytes} bytes "
-            "(FRAUD_SERVING_MAX_REQUEST_BYTES), refused before it is parsed; rule `max_request_bytes`",
+            "(MLP_SERVING_MAX_REQUEST_BYTES), refused before it is parsed; rule `max_request_bytes`",
         },
         422: {
             "model": ValidationErrorBody,

@@ -40,8 +40,8 @@ import pandas as pd
 from jobs.fraud.features import derive_recent
 from serving.streaming import epoch_seconds, merge_recent
 
-PUSH_SOURCE_NAME = "customer_transactions_push"  # = feature_repo.streaming.PUSH_SOURCE_NAME
-RECENT_ACTIVITY_VIEW = "customer_recent_activity"  # = feature_repo.streaming.RECENT_ACTIVITY_VIEW
+PUSH_SOURCE_NAME = "customer_transactions_push"  # = feature_repo.fraud.streaming.PUSH_SOURCE_NAME
+RECENT_ACTIVITY_VIEW = "customer_recent_activity"  # = feature_repo.fraud.streaming.RECENT_ACTIVITY_VIEW
 
 UTC = dt.UTC
 DEFAULT_FEATURE_VALUE = 0.0
@@ -372,18 +372,26 @@ def _recent(values: dict[str, Any] | None) -> tuple[list, list, list]:
     )
 
 
-def ensure_stream_objects(store: Any) -> bool:
-    """Register the push source and recent-activity view (``feature_repo/streaming.py``) if the registry
-    lacks them (``jobs.platform.feature_store.apply`` registers the batch views only). Returns True if applied."""
+def ensure_stream_objects(store: Any, settings: Any) -> bool:
+    """Register the push source and recent-activity view (``feature_repo/fraud/streaming.py``) if the
+    registry lacks them (``jobs.platform.feature_store.apply`` registers the batch views only), their
+    offline source in the settings' layout. Returns True if applied."""
     try:
         store.get_feature_view(RECENT_ACTIVITY_VIEW)
         return False
     except Exception:
         pass
-    from jobs.platform.feature_store import _repo_module
+    from jobs.platform.feature_store import located, repo_module
+    from jobs.platform.storage import StorageLayout
 
-    streaming = _repo_module("streaming")
-    store.apply([streaming.customer_transactions_push, streaming.customer_recent_activity])
+    streaming = repo_module(settings.use_case, "streaming")
+    layout = StorageLayout(settings)
+    store.apply(
+        [
+            located(o, layout)
+            for o in (streaming.customer_transactions_push, streaming.customer_recent_activity)
+        ]
+    )
     return True
 
 
@@ -398,10 +406,10 @@ def default_feature_client(settings: Any) -> FeastFeatureClient:
     store = feature_store.get_store(settings)
     # registered even when this service does not push (another writer may): the last-hour features
     # are always derived from it, never from the offline-only batch view
-    ensure_stream_objects(store)
+    ensure_stream_objects(store, settings)
     return FeastFeatureClient(
         store=store,
-        feature_service=settings.feature_service,
+        feature_service=settings.case.feature_service,
         feature_columns=feature_store.model_inputs(settings, store),
         request_fn=spec.request_features,
         push_source=PUSH_SOURCE_NAME if settings.serving_push_features else None,

@@ -23,7 +23,7 @@ def too_large_body(size: int | None, max_bytes: int) -> dict[str, str]:
         "error": "payload_too_large",
         "field": "body",
         "rule": "max_request_bytes",
-        "reason": f"request body of {got} is over the limit of {max_bytes} bytes (FRAUD_SERVING_MAX_REQUEST_BYTES)",
+        "reason": f"request body of {got} is over the limit of {max_bytes} bytes (MLP_SERVING_MAX_REQUEST_BYTES)",
     }
 
 

@@ -72,7 +72,7 @@ class RegistryModelSource:
 
     def __init__(self, settings: Any, feature_columns: list[str] | None = None) -> None:
         self.settings = settings
-        self.name = settings.model_name
+        self.name = settings.case.model_name
         self.feature_columns = list(feature_columns or [])
         self._client = None
 

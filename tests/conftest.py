@@ -2,7 +2,7 @@
 ``tests/support/``).
 
 Before anything imports Airflow or reads settings, ``pytest_configure`` points the platform at a
-fresh temporary home (``FRAUD_HOME``) so tests never touch a developer's ``.platform`` folder, and
+fresh temporary home (``MLP_HOME``) so tests never touch a developer's ``.platform`` folder, and
 exports the Airflow/MLflow environment the settings object derives from it.
 """
 
@@ -43,12 +43,12 @@ _hypothesis_profiles()  # before collection, so --hypothesis-profile (applied at
 def pytest_configure(config: pytest.Config) -> None:
     global _HOME
     _HOME = Path(tempfile.mkdtemp(prefix="fraud-tests-"))
-    os.environ["FRAUD_HOME"] = str(_HOME)
-    os.environ.setdefault("FRAUD_PROFILE", "local")
+    os.environ["MLP_HOME"] = str(_HOME)
+    os.environ.setdefault("MLP_PROFILE", "local")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # this session's own Spark Connect server on a free port (started on first use, stopped at the end),
     # never one a demo, a user's shell (`eval "$(python -m jobs.platform.config env)"`) or another checkout points at
-    os.environ["FRAUD_SPARK_CONNECT_URL"] = f"sc://127.0.0.1:{free_port()}"
+    os.environ["MLP_SPARK_CONNECT_URL"] = f"sc://127.0.0.1:{free_port()}"
     from jobs.platform.config import get_settings
 
     get_settings.cache_clear()
@@ -65,7 +65,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
     if _HOME is not None:  # the session's port is its own: stop whichever test's job started the server
         stop_server(get_settings(), any_home=True)
-    if _HOME is not None and not os.environ.get("FRAUD_KEEP_TEST_HOME"):
+    if _HOME is not None and not os.environ.get("MLP_KEEP_TEST_HOME"):
         shutil.rmtree(_HOME, ignore_errors=True)
 
 

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--materialize",
         action="store_true",
-        help="then apply feature_repo/ and materialize to the online store",
+        help="then apply feature_repo/fraud/ and materialize to the online store",
     )
     args = parser.parse_args(argv)
     start = args.date or args.start

@@ -3,7 +3,7 @@
 On a labelled holdout (transaction rows with ``tx_fraud``): AUC ROC, average precision (the gate's
 primary metric), card precision@100 per day (the handbook's operational metric: investigators can
 check about 100 cards a day), the decision threshold that minimises the expected cost
-``c_fp * FP + c_fn * FN`` (``settings.costs``), and the same ranking metrics per slice (amount
+``c_fp * FP + c_fn * FN`` (``settings.case.costs``), and the same ranking metrics per slice (amount
 bands, new vs known customers, weekday/weekend).
 """
 
@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jobs.fraud.settings import Costs
 from jobs.platform import metrics as M
-from jobs.platform.config import Costs, Settings, get_settings
+from jobs.platform.config import Settings, get_settings
 from jobs.platform.evaluate import Evaluation
 
 CP_K = 100
@@ -43,7 +44,7 @@ def evaluate_scores(
     model_version: str | None = None,
 ) -> Evaluation:
     """All offline metrics of ``scores`` on a labelled frame (transaction rows with tx_fraud)."""
-    costs = costs or get_settings().costs
+    costs = costs or get_settings().case.costs
     if len(df) != len(scores):
         raise ValueError(f"scores: length {len(scores)} != rows {len(df)}; rule: one score per row")
     if len(df) == 0:
@@ -134,7 +135,7 @@ def evaluate(
     frame: pd.DataFrame, scores: np.ndarray, *, settings: Settings, model_version: str | None = None
 ) -> Evaluation:
     """``UseCase.evaluate`` for fraud: :func:`evaluate_scores` with the settings' error costs."""
-    return evaluate_scores(frame, scores, costs=settings.costs, model_version=model_version)
+    return evaluate_scores(frame, scores, costs=settings.case.costs, model_version=model_version)
 
 
 def describe(ev: Evaluation) -> str:

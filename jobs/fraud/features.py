@@ -27,7 +27,7 @@ longest window, so the last value written to the online store is never stale; af
 entity has no rows and readers use the defaults (0), exactly like the zero row.
 
 Short-window customer activity, per **transaction** (the batch twin of the scoring service's
-stream path, ``feature_repo/streaming.py``): for a transaction of customer ``c`` at ``t``,
+stream path, ``feature_repo/fraud/streaming.py``): for a transaction of customer ``c`` at ``t``,
 
 * ``customer_nb_tx_1h``   number of ``c``'s other transactions in ``[t - 1 h, t)``
 * ``customer_amount_1h``  their total amount
@@ -337,7 +337,7 @@ def _empty_partition(path: Path, key: str, columns: list[str]) -> None:
 def snapshot_horizon_days(settings: Settings) -> int:
     """How many days after a lake day its data still enters a snapshot: a change to transactions or
     labels of day E changes the snapshots of E .. E + horizon (the longest window, shifted by the delay)."""
-    return settings.label_delay_days + LOOKBACK_DAYS
+    return settings.case.label_delay_days + LOOKBACK_DAYS
 
 
 INPUTS_FILE = (
@@ -453,7 +453,7 @@ def build_features(
     log = get_logger("build_features", f"{start}..{end}")
     spark = spark or get_spark("build-features", settings)
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-    delay = settings.label_delay_days
+    delay = settings.case.label_delay_days
     t0 = time.monotonic()
 
     # what the snapshots are computed from, read before the lake is: a partition rewritten during the build

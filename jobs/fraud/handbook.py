@@ -54,7 +54,7 @@ def run_handbook_protocol(
     layout = StorageLayout(settings)
     log = get_logger("handbook")
     w = HANDBOOK_WINDOWS
-    delay = settings.label_delay_days
+    delay = settings.case.label_delay_days
     first = w.train_start - dt.timedelta(days=delay + LOOKBACK_DAYS + 1)
     last = w.holdout_end + dt.timedelta(days=delay)  # the test week's labels must mature
     cfg = SimulatorConfig(n_customers=n_customers, n_terminals=n_terminals, seed=seed, label_delay_days=delay)
@@ -74,7 +74,7 @@ def run_handbook_protocol(
         write_lake(sim, days[0], days[-1], layout)
     check_protocol(w, delay, labels_through=labels_through(layout))
     build_features(w.train_start - dt.timedelta(days=1), w.holdout_end, settings, spark=spark)
-    shutil.rmtree(settings.home / "feast", ignore_errors=True)  # a fresh registry for this world
+    shutil.rmtree(settings.feast_home, ignore_errors=True)  # a fresh registry for this world
     feature_store.apply(settings)
     train_df = training_data.get_training_set(w.train_start, w.train_end, settings)
     test_df = training_data.get_training_set(w.holdout_start, w.holdout_end, settings)
@@ -91,14 +91,14 @@ def run_handbook_protocol(
             features,
             params,
             windows=w,
-            feature_service=settings.feature_service,
+            feature_service=settings.case.feature_service,
             feature_service_version="handbook",
             reason=f"handbook protocol: {label}",
             settings=settings,
             experiment="handbook-protocol",
         )
         scores = predict_scores(run.model, test_df)
-        ev = evaluate_scores(test_df, scores, costs=settings.costs)
+        ev = evaluate_scores(test_df, scores, costs=settings.case.costs)
         ev.extra = {"run_id": run.run_id, "train_rows": run.train_rows, "train_frauds": run.train_frauds}
         log_evaluation(run.run_id, test_df, scores, ev, figures=evaluation_figures)
         results[label] = ev
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     w = HANDBOOK_WINDOWS
     print(
-        f"\nHandbook protocol: train {w.train_start}..{w.train_end}, {get_settings().label_delay_days}-day "
+        f"\nHandbook protocol: train {w.train_start}..{w.train_end}, {get_settings().case.label_delay_days}-day "
         f"delay, test {w.holdout_start}..{w.holdout_end}"
     )
     for label, ev in results.items():

@@ -332,11 +332,11 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     return SimulatorConfig(
         n_customers=args.customers,
         n_terminals=args.terminals,
-        start_date=as_date(settings.start_date),
+        start_date=as_date(settings.case.start_date),
         seed=args.seed,
         scale=args.scale,
         dup_rate=args.dup_rate,
-        label_delay_days=settings.label_delay_days,
+        label_delay_days=settings.case.label_delay_days,
         drift=drift,
     )
 

@@ -124,7 +124,7 @@ def labelled_transactions(
     settings = settings or get_settings()
     layout = StorageLayout(settings)
     start, end = as_date(start), as_date(end)
-    delay = settings.label_delay_days
+    delay = settings.case.label_delay_days
     tx = fs.read_lake_frame(layout, "transactions", start, end)
     if tx.empty:
         raise ValueError(f"transactions: no lake partition in {start}..{end} (rule: ingest first)")
@@ -161,7 +161,7 @@ def get_training_set(
     layout = StorageLayout(settings)
     log = get_logger("feature_store")
     start, end = as_date(start), as_date(end)
-    mature = end + dt.timedelta(days=settings.label_delay_days)
+    mature = end + dt.timedelta(days=settings.case.label_delay_days)
     label_days = layout.partitions("labels")
     if not label_days or label_days[-1] < mature:
         log.warning(
@@ -194,7 +194,7 @@ def get_online_features(
     (transaction_id optional: the request's own id, excluded from its last-hour window).
 
     Returns the rows' columns plus :data:`FEATURE_COLUMNS`, read from the online store through the
-    same feature service as training (``settings.feature_service``), defaults for missing values.
+    same feature service as training (``settings.case.feature_service``), defaults for missing values.
     The service's offline-only views (``customer_activity_1h``) have no online table: their
     features are derived, with :func:`jobs.fraud.features.derive_recent`, from the customer's recent
     transactions in the pushed view ``customer_recent_activity`` (0 when it is not registered or
@@ -212,7 +212,7 @@ def get_online_features(
         {"customer_id": int(c), "terminal_id": int(t)}
         for c, t in zip(frame["customer_id"], frame["terminal_id"], strict=True)
     ]
-    service = store.get_feature_service(settings.feature_service)
+    service = store.get_feature_service(settings.case.feature_service)
     refs, stream_views = [], []
     for projection in service.feature_view_projections:
         view = store.get_feature_view(projection.name)
@@ -259,7 +259,7 @@ def scoring_frame(transactions: pd.DataFrame, settings: Settings | None = None) 
 
     The day's transactions are the entity frame (``event_timestamp = tx_datetime``), joined through
     :func:`historical_features` - the same function the training set uses (one Feast retrieval per
-    feature view of ``settings.feature_service``, store defaults where no snapshot is valid, so rows
+    feature view of ``settings.case.feature_service``, store defaults where no snapshot is valid, so rows
     are never lost) - then the shared request-time features are added. Returns the same rows sorted
     by transaction_id with every column of :data:`FEATURE_COLUMNS`."""
     from jobs.platform.batch_predict import BatchPredictError
@@ -277,7 +277,7 @@ def scoring_frame(transactions: pd.DataFrame, settings: Settings | None = None) 
     frame = request_features(frame.drop(columns="event_timestamp"))
     missing = [c for c in FEATURE_COLUMNS if c not in frame.columns]
     if missing:
-        raise BatchPredictError(f"feature service {settings.feature_service!r}: missing {missing}")
+        raise BatchPredictError(f"feature service {settings.case.feature_service!r}: missing {missing}")
     return frame.sort_values("transaction_id", kind="stable").reset_index(drop=True)
 
 

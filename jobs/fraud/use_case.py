@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from jobs.fraud import schema
+from jobs.fraud.settings import FraudSettings
 from jobs.platform.use_case import (
     DatasetSpec,
     FeatureJob,
@@ -20,7 +21,8 @@ from jobs.platform.use_case import (
 )
 
 if TYPE_CHECKING:
-    from jobs.platform.config import Gate, Settings
+    from jobs.fraud.settings import Gate
+    from jobs.platform.config import Settings
     from jobs.platform.evaluate import Evaluation
 
 AUC = MetricSpec("auc_roc")
@@ -31,9 +33,6 @@ THRESHOLD_TAG = "decision_threshold"  # the registry's tag serving and batch sco
 DATASETS = {
     "transactions": DatasetSpec(
         name="transactions",
-        landing="landing_transactions",
-        lake="transactions",
-        quarantine="quarantine_transactions",
         raw_columns=schema.RAW_TRANSACTION_COLUMNS,
         schema=schema.TRANSACTION_SCHEMA,
         key="transaction_id",
@@ -41,9 +40,6 @@ DATASETS = {
     ),
     "labels": DatasetSpec(
         name="labels",
-        landing="landing_labels",
-        lake="labels",
-        quarantine="quarantine_labels",
         raw_columns=schema.RAW_LABEL_COLUMNS,
         schema=schema.LABEL_SCHEMA,
         key="transaction_id",
@@ -54,7 +50,10 @@ DATASETS = {
 
 def suite_parameters(settings: Settings) -> dict[str, int]:
     """The id ranges the transactions suite accepts (``$PARAMETER`` values of its expectations)."""
-    return {"max_customer_id": settings.max_customer_id, "max_terminal_id": settings.max_terminal_id}
+    return {
+        "max_customer_id": settings.case.max_customer_id,
+        "max_terminal_id": settings.case.max_terminal_id,
+    }
 
 
 def gate_spec(policy: Gate) -> GateSpec:
@@ -87,6 +86,7 @@ def use_case() -> UseCase:
     """Fraud's declaration. Cheap to load (stdlib + the schema): implementations are ``lazy``."""
     return UseCase(
         name="fraud",
+        settings=FraudSettings,
         datasets=DATASETS,
         suite_parameters=suite_parameters,
         features=FeatureSpec(
@@ -101,7 +101,7 @@ def use_case() -> UseCase:
         training_set=lazy("jobs.fraud.training_data:get_training_set"),
         scoring_frame=lazy("jobs.fraud.training_data:scoring_frame"),
         scoring_inputs=lazy("jobs.fraud.training_data:scoring_inputs"),
-        gate=lambda settings: gate_spec(settings.gate),
+        gate=lambda settings: gate_spec(settings.case.gate),
         evaluate=lazy("jobs.fraud.evaluation:evaluate"),
         version_tags=_version_tags,
         decision_tag=THRESHOLD_TAG,

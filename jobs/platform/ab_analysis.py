@@ -473,7 +473,7 @@ def run_analysis(
     settings = settings or get_settings()
     layout = StorageLayout(settings)
     start, end = as_date(start), as_date(end)
-    as_of = as_date(as_of) if as_of else end + dt.timedelta(days=settings.label_delay_days)
+    as_of = as_date(as_of) if as_of else end + dt.timedelta(days=settings.case.label_delay_days)
     log = get_logger("ab_analysis", end.isoformat())
     cfg = cfg or ABConfig.from_settings(settings)
     frame = load_period(layout, start, end, as_of)

@@ -5,8 +5,8 @@
 ``python -m jobs.platform.admin create-bucket``     the S3 bucket of published predictions/reports (idempotent)
 ``python -m jobs.platform.admin check-services``    PostgreSQL, Redis and S3 reachable? says how to start each one
 
-Everything is derived from :class:`jobs.platform.config.Settings` (``FRAUD_*`` variables), so the same commands
-work against the machine's services, a test database (``FRAUD_POSTGRES_DB_PREFIX=fraud_test``) or the
+Everything is derived from :class:`jobs.platform.config.Settings` (``MLP_*`` variables), so the same commands
+work against the machine's services, a test database (``MLP_POSTGRES_DB_PREFIX=fraud_test``) or the
 containers of ``docker/compose.yaml``.
 """
 
@@ -27,7 +27,7 @@ START_HINTS: dict[str, str] = {
     "postgres": "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
     "redis": 'start it with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
     "s3": "start an S3-compatible endpoint, e.g.: .venv/bin/moto_server -H 127.0.0.1 -p 5050 "
-    "(and set FRAUD_S3_ENDPOINT_URL=http://127.0.0.1:5050), or set FRAUD_S3_ENDPOINT_URL to your store",
+    "(and set MLP_S3_ENDPOINT_URL=http://127.0.0.1:5050), or set MLP_S3_ENDPOINT_URL to your store",
 }
 
 

@@ -107,7 +107,7 @@ class AirflowClient:
         except httpx.HTTPError as exc:
             raise AirflowApiError(
                 f"POST /auth/token: no answer from the Airflow API server at {self.base_url} "
-                f"({type(exc).__name__}; is it running? port: FRAUD_AIRFLOW_PORT)"
+                f"({type(exc).__name__}; is it running? port: MLP_AIRFLOW_PORT)"
             ) from exc
         if resp.status_code not in (200, 201):
             raise AirflowApiError(f"POST /auth/token: {resp.status_code} {resp.text[:500]}")
@@ -128,7 +128,7 @@ class AirflowClient:
                     continue
                 raise AirflowApiError(
                     f"{method} {path}: no answer from the Airflow API server at {self.base_url} "
-                    f"({type(exc).__name__}; is it running? port: FRAUD_AIRFLOW_PORT)"
+                    f"({type(exc).__name__}; is it running? port: MLP_AIRFLOW_PORT)"
                 ) from exc
             if resp.status_code == 401 and not relogged:  # token expired: log in again once
                 self.login()

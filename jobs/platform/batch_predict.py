@@ -4,7 +4,7 @@ For a logical date ``D``:
 
 1. read ``lake/transactions/date=D`` (the validated, deduplicated transactions);
 2. get their point-in-time correct features from the Feast offline store through the same feature
-   service training uses (``settings.feature_service``, ``fraud_v2``): the entity frame is the day's
+   service training uses (``settings.case.feature_service``, ``fraud_v2``): the entity frame is the day's
    transactions with ``event_timestamp = tx_datetime``, so every row sees the snapshot that was valid
    when it happened - exactly what online serving saw - plus the shared request-time features
    (the use case's request-time features);
@@ -22,7 +22,7 @@ For a logical date ``D``:
 over batches; tests and the benchmark call it directly.
 
 CLI: ``python -m jobs.platform.batch_predict --date 2018-05-05 [--alias champion] [--no-publish]``, or
-``spark-submit jobs/platform/batch_predict.py --date 2018-05-05`` against a cluster (``FRAUD_SPARK_MASTER``).
+``spark-submit jobs/platform/batch_predict.py --date 2018-05-05`` against a cluster (``MLP_SPARK_MASTER``).
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def run(
 
     transactions = read_transactions(day, settings)
     features = pit_features(transactions, settings)
-    log.info("features_ready", rows=len(features), feature_service=settings.feature_service)
+    log.info("features_ready", rows=len(features), feature_service=settings.case.feature_service)
 
     spark = spark or get_spark("batch_predict", settings)
     parallelism = max(1, min(default_parallelism(spark, settings), len(features) // 50_000 + 1))

@@ -1,7 +1,14 @@
 """The one settings object of the platform.
 
-Every knob is read here and only here: environment variables prefixed ``FRAUD_`` (or a ``.env``
-file) override the defaults. Two profiles share one schema:
+Every knob is read here and only here, in two parts:
+
+* the platform's settings (profile, services, paths), from environment variables prefixed ``MLP_``
+  (the former ``FRAUD_`` names of these are still read, with a deprecation warning);
+* one section per use case (:class:`UseCaseSettings`, e.g. ``jobs.fraud.settings``), read from the
+  use case's own prefix (``FRAUD_MODEL_NAME``, ``FRAUD_RETRAIN_DRIFT_SHARE``...): its model,
+  feature service, Feast project, schedule, gate and monitoring thresholds.
+
+A ``.env`` file may hold either. Two profiles share one schema:
 
 * ``local`` (the embedded default): SQLite for Airflow, MLflow and the Feast online store, local
   files under one home folder, Spark ``local[*]``.
@@ -19,12 +26,18 @@ import datetime as dt
 import json
 import os
 import sys
+import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, SerializeAsAny, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from jobs.platform.params import ABConfig, Thresholds
 
@@ -34,34 +47,13 @@ _TH, _AB = Thresholds(), ABConfig()  # the defaults' one source (jobs.platform.p
 Profile = Literal["local", "production"]
 
 
-class Costs(BaseSettings):
-    """Business cost of each error kind, used to choose the decision threshold."""
-
-    model_config = SettingsConfigDict(env_prefix="FRAUD_COST_", extra="ignore")
-
-    false_positive: float = Field(
-        5.0, ge=0, description="analyst review + customer friction of a false alarm"
-    )
-    false_negative: float = Field(100.0, ge=0, description="expected chargeback loss of a missed fraud")
+ENV_PREFIX = "MLP_"  # platform settings: MLP_HOME, MLP_PROFILE, MLP_SPARK_MASTER, ...
+LEGACY_ENV_PREFIX = "FRAUD_"  # the platform's prefix before use cases had sections (still read)
 
 
-class Gate(BaseSettings):
-    """Champion/challenger gate: how much better a challenger must be, and what it may not break."""
-
-    model_config = SettingsConfigDict(env_prefix="FRAUD_GATE_", extra="ignore")
-
-    margin: float = Field(0.0, ge=0, description="challenger AP must exceed champion AP by more than this")
-    guardrail_tolerance: float = Field(0.02, ge=0, description="max drop of AUC ROC / card precision@100")
-    slice_tolerance: float = Field(0.05, ge=0, description="max AP drop in any slice with enough frauds")
-    min_slice_frauds: int = Field(20, ge=1, description="slices with fewer frauds are not gated (noise)")
-    min_auc_roc: float = Field(0.70, ge=0, le=1, description="absolute floor for any champion")
-    min_average_precision: float = Field(0.10, ge=0, le=1, description="absolute floor for any champion")
-
-
-class Retrain(BaseSettings):
-    """When monitoring calls for retraining (``Thresholds`` of :mod:`jobs.platform.monitor`)."""
-
-    model_config = SettingsConfigDict(env_prefix="FRAUD_RETRAIN_", extra="ignore")
+class Retrain(BaseModel):
+    """When monitoring calls for retraining (``Thresholds`` of :mod:`jobs.platform.monitor`);
+    ``<USE CASE>_RETRAIN_*``."""
 
     drift_share: float = Field(
         _TH.drift_share, ge=0, le=1, description="share of drifted features that triggers"
@@ -79,10 +71,9 @@ class Retrain(BaseSettings):
     cooldown_days: int = Field(_TH.cooldown_days, ge=0, description="a cause is not re-triggered within this")
 
 
-class ABTest(BaseSettings):
-    """How the A/B analysis decides (``ABConfig`` of :mod:`jobs.platform.ab_analysis`)."""
-
-    model_config = SettingsConfigDict(env_prefix="FRAUD_AB_", extra="ignore")
+class ABTest(BaseModel):
+    """How the A/B analysis decides (``ABConfig`` of :mod:`jobs.platform.ab_analysis`);
+    ``<USE CASE>_AB_*``."""
 
     alpha: float = Field(_AB.alpha, gt=0, lt=1, description="significance level")
     min_frauds: int = Field(_AB.min_frauds, ge=1, description="matured positives per arm before deciding")
@@ -92,29 +83,92 @@ class ABTest(BaseSettings):
     )
 
 
-class Settings(BaseSettings):
+class UseCaseSettings(BaseSettings):
+    """The settings section of one use case, read from its own environment prefix.
+
+    A use case subclasses it (``jobs/<name>/settings.py``), sets ``env_prefix`` (``FRAUD_``,
+    ``RANKING_``), gives the defaults of its model, feature service and Feast project and adds its
+    own knobs; it names the class in its :class:`~jobs.platform.use_case.UseCase` declaration. The
+    nested sections read ``<PREFIX><SECTION>_<FIELD>``, e.g. ``FRAUD_RETRAIN_DRIFT_SHARE``.
+    """
+
     model_config = SettingsConfigDict(
-        env_prefix="FRAUD_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
     )
 
-    profile: Profile = "local"
-    use_case: str = "fraud"
-
-    # where local state lives: data lake, Airflow home, MLflow store, Feast registry
-    home: Path = REPO_ROOT / ".platform"
-
-    # --- simulator / data -------------------------------------------------------------
-    start_date: str = "2018-04-01"
+    # --- the simulated world / the schedule -----------------------------------------
+    start_date: str = Field("2018-04-01", description="first logical date of the use case's daily DAGs")
     schedule_end_date: dt.date | None = Field(
         None,
         description="last logical date the time-scheduled DAGs run for (a simulated world ends; default: none)",
     )
     label_delay_days: int = Field(7, ge=1, description="labels of a day are complete this many days later")
 
+    # --- model --------------------------------------------------------------------------
+    model_name: str = Field(description="registered model name in MLflow")
+    feature_service: str = Field(description="Feast feature service the model is trained and served with")
+    feast_project: str = Field(description="Feast project (registry namespace, online-store key prefix)")
+    train_days: int = Field(14, ge=1, description="default training window (days) of scheduled training")
+    holdout_days: int = Field(7, ge=1, description="holdout window (days) the champion/challenger gate uses")
+    retrain: Retrain = Field(default_factory=Retrain)
+    ab: ABTest = Field(default_factory=ABTest)
+
+    @classmethod
+    def env_prefix(cls) -> str:
+        return str(cls.model_config.get("env_prefix", ""))
+
+    def env(self) -> dict[str, str]:
+        """Environment lines that carry this section's non-default scalar values to a child process."""
+        prefix, out = self.env_prefix(), {}
+        for name, value in self.model_dump(exclude_defaults=True, mode="json").items():
+            if isinstance(value, dict):
+                out.update({f"{prefix}{name.upper()}_{k.upper()}": str(v) for k, v in value.items()})
+            elif value is not None:
+                out[f"{prefix}{name.upper()}"] = str(value)
+        return out
+
+
+class _LegacyEnv(EnvSettingsSource):
+    """Platform settings under their former ``FRAUD_`` names (``FRAUD_HOME``...): still honoured,
+    with a deprecation warning, where the ``MLP_`` name is not set."""
+
+    def __call__(self) -> dict[str, Any]:
+        found = super().__call__()
+        if found:
+            names = ", ".join(sorted(f"{LEGACY_ENV_PREFIX}{k.upper()}" for k in found))
+            warnings.warn(
+                f"{names}: platform settings are now read as {ENV_PREFIX}<NAME> (README: Configuration); "
+                f"the {LEGACY_ENV_PREFIX} names will stop working in a later release",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        return found
+
+
+class Settings(BaseSettings):
+    """Platform settings (profile, services, paths; ``MLP_*``) and the active use case's section
+    (:attr:`case`, read from the use case's own prefix)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    profile: Profile = "local"
+    use_case: str = Field("fraud", description="the use case CLIs act on (its DAGs always exist)")
+    case: SerializeAsAny[UseCaseSettings] = Field(
+        default=None,  # type: ignore[assignment]  # filled from the use case's declaration (_section)
+        description="the use case's settings section (its own env prefix, e.g. FRAUD_MODEL_NAME)",
+    )
+
+    # where local state lives: data lake, Airflow home, MLflow store, Feast registry
+    home: Path = REPO_ROOT / ".platform"
+
     # --- ingestion gate ----------------------------------------------------------------
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="the ingest gate fails above this share")
-    max_customer_id: int = Field(10_000_000, gt=0, description="ingest rejects customer ids outside [0, max)")
-    max_terminal_id: int = Field(10_000_000, gt=0, description="ingest rejects terminal ids outside [0, max)")
     gx_engine: Literal["auto", "pandas", "spark"] = Field(
         "auto", description="where GX validates a batch: auto = pandas up to gx_pandas_max_rows, else Spark"
     )
@@ -178,19 +232,6 @@ class Settings(BaseSettings):
     s3_multipart_threshold_mb: int = Field(64, ge=5, description="files at least this large upload in parts")
     s3_multipart_chunksize_mb: int = Field(16, ge=5, description="part size of a multipart upload")
 
-    # --- model / decision -------------------------------------------------------------
-    model_name: str = "fraud-detector"
-    feature_service: str = "fraud_v2"
-    feast_project: str = Field(
-        "fraud", description="Feast project (registry namespace, online-store key prefix)"
-    )
-    costs: Costs = Field(default_factory=Costs)
-    gate: Gate = Field(default_factory=Gate)
-    retrain: Retrain = Field(default_factory=Retrain)
-    ab: ABTest = Field(default_factory=ABTest)
-    train_days: int = Field(14, ge=1, description="default training window (days) of scheduled training")
-    holdout_days: int = Field(7, ge=1, description="holdout window (days) the champion/challenger gate uses")
-
     # --- serving ----------------------------------------------------------------------
     serving_host: str = "127.0.0.1"
     serving_port: int = 8000
@@ -232,6 +273,39 @@ class Settings(BaseSettings):
         None, description="production containers: talk to this MLflow tracking server, not its database"
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        legacy = _LegacyEnv(settings_cls, env_prefix=LEGACY_ENV_PREFIX)
+        return init_settings, env_settings, dotenv_settings, legacy, file_secret_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _section(cls, data: Any) -> Any:
+        """The use case's section, from its declaration, unless one was given."""
+        if isinstance(data, dict) and not isinstance(data.get("case"), UseCaseSettings):
+            data = {
+                **data,
+                "case": section_class(data.get("use_case") or "fraud")(**(data.get("case") or {})),
+            }
+        return data
+
+    def with_use_case(self, name: str) -> Settings:
+        """These platform settings with the section of use case ``name`` (a DAG of another use case)."""
+        if name == self.use_case:
+            return self
+        return self.model_copy(update={"use_case": name, "case": section_class(name)()})
+
+    def with_case(self, **updates: Any) -> Settings:
+        """These settings with fields of the use case's section replaced (tests, CLIs)."""
+        return self.model_copy(update={"case": self.case.model_copy(update=updates)})
+
     @field_validator("spark_connect_url", mode="after")
     @classmethod
     def _empty_is_in_process(cls, value: str | None) -> str | None:
@@ -256,7 +330,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _production_needs_key(self) -> Settings:
         if self.profile == "production" and self.serving_api_key is None:
-            # API-key auth is on in production; an operator must set FRAUD_SERVING_API_KEY.
+            # API-key auth is on in production; an operator must set MLP_SERVING_API_KEY.
             self.serving_api_key = SecretStr(os.urandom(16).hex())
         return self
 
@@ -305,7 +379,12 @@ class Settings(BaseSettings):
     def feast_registry_url(self) -> str:
         if self.profile == "production":
             return self.postgres_url(self.postgres_databases["feast"])
-        return str(self.home / "feast" / "registry.db")
+        return str(self.feast_home / "registry.db")
+
+    @property
+    def feast_home(self) -> Path:
+        """Local Feast files of the use case (file registry, SQLite online store)."""
+        return self.home / "feast" / self.use_case
 
     @property
     def publishes_to_s3(self) -> bool:
@@ -341,10 +420,11 @@ class Settings(BaseSettings):
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
             "PYTHONPATH": str(REPO_ROOT),
-            "FRAUD_PROFILE": self.profile,
-            "FRAUD_HOME": str(self.home),
-            **({"FRAUD_SCHEDULE_END_DATE": str(self.schedule_end_date)} if self.schedule_end_date else {}),
-            **({"FRAUD_SPARK_CONNECT_URL": self.spark_connect_url} if self.spark_connect_url else {}),
+            f"{ENV_PREFIX}PROFILE": self.profile,
+            f"{ENV_PREFIX}HOME": str(self.home),
+            f"{ENV_PREFIX}USE_CASE": self.use_case,
+            **({f"{ENV_PREFIX}SPARK_CONNECT_URL": self.spark_connect_url} if self.spark_connect_url else {}),
+            **self.case.env(),
         }
 
     def public_dict(self) -> dict[str, object]:
@@ -359,6 +439,13 @@ class Settings(BaseSettings):
             feast_registry_url=self.feast_registry_url,
         )
         return data
+
+
+def section_class(use_case: str) -> type[UseCaseSettings]:
+    """The settings section class use case ``use_case`` declares."""
+    from jobs.platform.use_case import get_use_case
+
+    return get_use_case(name=use_case).settings
 
 
 @lru_cache(maxsize=1)

@@ -282,10 +282,10 @@ def evaluate_registered(
     layout = StorageLayout(settings)
     through = labels_through(layout)
     end_d = as_date(end)
-    if through is None or end_d > through - dt.timedelta(days=settings.label_delay_days):
+    if through is None or end_d > through - dt.timedelta(days=settings.case.label_delay_days):
         raise ValueError(
             f"end: value {end} has immature labels (labels through {through}); "
-            f"rule: end <= last label day - {settings.label_delay_days}"
+            f"rule: end <= last label day - {settings.case.label_delay_days}"
         )
     model, mv, _ = registry.load_model(alias=alias, version=version, settings=settings)
     frame = get_use_case(settings).training_set(as_date(start), end_d, settings)
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(ev.summary(), sys.stdout, indent=2)
         print()
     else:
-        print(get_use_case().describe(ev))
+        print(get_use_case(get_settings()).describe(ev))
     return 0
 
 

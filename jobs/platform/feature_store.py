@@ -2,9 +2,9 @@
 
 * :func:`get_store` builds the ``RepoConfig`` **from the settings** (the one source of truth): a
   file registry + SQLite online store + file (dask) offline store in the ``local`` profile, a SQL
-  registry in PostgreSQL + Redis online store in ``production``. ``feature_repo/feature_store*.yaml``
+  registry in PostgreSQL + Redis online store in ``production``. ``feature_repo/<use case>/feature_store*.yaml``
   are the equivalent files for the ``feast`` CLI (a test keeps them in agreement).
-* :func:`apply` registers the definitions of ``feature_repo/`` (entities, views, ``fraud_v1``,
+* :func:`apply` registers the definitions of ``feature_repo/<use case>/`` (entities, views, ``fraud_v1``,
   ``fraud_v2``).
 * :func:`materialize` loads the offline snapshots into the online store, incrementally and safely:
   it never trusts a missing watermark. Feast's ``materialize_incremental`` falls back to
@@ -40,7 +40,12 @@ from jobs.platform.logs import get_logger
 from jobs.platform.storage import StorageLayout, as_date, snapshot_timestamp
 from jobs.platform.use_case import get_use_case
 
-REPO_PATH = REPO_ROOT / "feature_repo"
+FEATURE_REPOS = REPO_ROOT / "feature_repo"
+
+
+def repo_path(use_case: str) -> Path:
+    """The Feast repository of a use case: ``feature_repo/<use case>/`` (its own project and yaml)."""
+    return FEATURE_REPOS / use_case
 
 
 # --------------------------------------------------------------------------------------------
@@ -50,7 +55,7 @@ def repo_config_dict(settings: Settings | None = None) -> dict[str, Any]:
     """The Feast repo configuration of the active profile, as the ``feature_store.yaml`` mapping."""
     settings = settings or get_settings()
     base: dict[str, Any] = {
-        "project": settings.feast_project,
+        "project": settings.case.feast_project,
         "provider": "local",
         "offline_store": {"type": "file"},
         "entity_key_serialization_version": 3,
@@ -71,7 +76,7 @@ def repo_config_dict(settings: Settings | None = None) -> dict[str, Any]:
             "skip_dedup": True,
         }
     else:
-        feast_dir = settings.home / "feast"
+        feast_dir = settings.feast_home
         base["registry"] = {
             "registry_type": "file",
             "path": settings.feast_registry_url,
@@ -91,32 +96,34 @@ def get_store(settings: Settings | None = None, cached: bool = False):
 
     settings = settings or get_settings()
     config = repo_config_dict(settings)
-    key = json.dumps(config, sort_keys=True, default=str)
+    path = repo_path(settings.use_case)
+    key = json.dumps([str(path), config], sort_keys=True, default=str)
     if cached and key in _STORES:
         return _STORES[key]
     if settings.profile == "local":
-        (settings.home / "feast").mkdir(parents=True, exist_ok=True)
-    store = FeatureStore(config=RepoConfig(repo_path=REPO_PATH, **config), repo_path=str(REPO_PATH))
+        settings.feast_home.mkdir(parents=True, exist_ok=True)
+    store = FeatureStore(config=RepoConfig(repo_path=path, **config), repo_path=str(path))
     if cached:
         with _STORES_LOCK:
             store = _STORES.setdefault(key, store)
     return store
 
 
-def _repo_module(name: str):
-    """Import ``feature_repo.<name>`` from REPO_PATH (the repo folder is not an installed package)."""
+def repo_module(use_case: str, name: str):
+    """Import module ``name`` of the use case's Feast repo, ``feature_repo.<use case>.<name>`` (the
+    repo folder is not an installed package: it is loaded from the checkout)."""
     import importlib
     import importlib.util
     import sys
 
     if "feature_repo" not in sys.modules:
         spec = importlib.util.spec_from_file_location(
-            "feature_repo", REPO_PATH / "__init__.py", submodule_search_locations=[str(REPO_PATH)]
+            "feature_repo", FEATURE_REPOS / "__init__.py", submodule_search_locations=[str(FEATURE_REPOS)]
         )
         module = importlib.util.module_from_spec(spec)
         sys.modules["feature_repo"] = module
         spec.loader.exec_module(module)
-    return importlib.import_module(f"feature_repo.{name}")
+    return importlib.import_module(f"feature_repo.{use_case}.{name}")
 
 
 def _table_of(view) -> str:
@@ -125,12 +132,12 @@ def _table_of(view) -> str:
     return Path(view.batch_source.path).name
 
 
-def _definitions() -> list:
+def _definitions(use_case: str) -> list:
     from feast import Entity, FeatureService, FeatureView
 
     objects: list = []
     for name in ("entities", "feature_views", "feature_services"):
-        for value in vars(_repo_module(name)).values():
+        for value in vars(repo_module(use_case, name)).values():
             if isinstance(value, Entity | FeatureView | FeatureService) and not any(
                 value is o for o in objects
             ):
@@ -138,33 +145,45 @@ def _definitions() -> list:
     return objects
 
 
-def snapshot_views() -> dict[str, str]:
+def snapshot_views(settings: Settings | None = None) -> dict[str, str]:
     """Offline feature table -> Feast feature view, for the repo's file-backed views that are
     materialized to the online store (``online=True``); offline-only views are not listed."""
     from feast import FeatureView, FileSource
 
     return {
         _table_of(v): v.name
-        for v in _definitions()
+        for v in _definitions((settings or get_settings()).use_case)
         if isinstance(v, FeatureView) and v.online and isinstance(v.batch_source, FileSource)
     }
 
 
-def repo_objects(settings: Settings | None = None) -> list:
-    """The Feast objects defined in ``feature_repo/``, their sources pointed at the settings' layout."""
-    from feast import FeatureView, FileSource
+def located(obj, layout: StorageLayout):
+    """``obj`` (a Feast object) with its file source pointed at the layout's offline feature table
+    (``<root>/<use case>/features/<table>``): the definitions name no platform path."""
+    from feast import FeatureView, FileSource, PushSource
 
-    layout = StorageLayout(settings or get_settings())
-    objects = _definitions()
-    out = []
-    for obj in objects:
-        if isinstance(obj, FeatureView) and isinstance(obj.batch_source, FileSource):
-            path = str(layout.dataset_root("features", _table_of(obj)))
-            if obj.batch_source.path != path:  # another data root than the process-wide settings
-                obj = copy.deepcopy(obj)
-                obj.batch_source.file_options.uri = path
-        out.append(obj)
-    return out
+    source = obj.batch_source if isinstance(obj, FeatureView) else obj
+    if isinstance(source, PushSource):
+        source = source.batch_source
+    if not isinstance(source, FileSource):
+        return obj
+    path = str(layout.dataset_root("features", Path(source.path).name))
+    if source.path == path:
+        return obj
+    obj = copy.deepcopy(obj)
+    source = obj.batch_source if isinstance(obj, FeatureView) else obj
+    if isinstance(source, PushSource):
+        source = source.batch_source
+    source.file_options.uri = path
+    return obj
+
+
+def repo_objects(settings: Settings | None = None) -> list:
+    """The Feast objects of the use case's repo (``feature_repo/<use case>/``), their sources pointed
+    at the settings' layout."""
+    settings = settings or get_settings()
+    layout = StorageLayout(settings)
+    return [located(obj, layout) for obj in _definitions(settings.use_case)]
 
 
 def _materialized_intervals(store) -> dict[str, list[tuple[dt.datetime, dt.datetime]]]:
@@ -175,7 +194,7 @@ def _materialized_intervals(store) -> dict[str, list[tuple[dt.datetime, dt.datet
 
 
 def apply(settings: Settings | None = None) -> dict[str, Any]:
-    """Register ``feature_repo/`` in the registry; keeps the materialization watermark of views whose
+    """Register ``feature_repo/<use case>/`` in the registry; keeps the materialization watermark of views whose
     definition did not change (a changed view loses it, so the next materialize is a full one)."""
     settings = settings or get_settings()
     log = get_logger("feature_store")
@@ -225,7 +244,7 @@ def watermarks(settings: Settings | None = None, store=None) -> dict[str, dt.dat
     """Per feature view, the end of the last materialization recorded in the registry (None: never)."""
     store = store or get_store(settings)
     out: dict[str, dt.datetime | None] = {}
-    for view in snapshot_views().values():
+    for view in snapshot_views(settings).values():
         end = store.get_feature_view(view).most_recent_end_time
         out[view] = _utc(end) if end is not None else None
     return out
@@ -270,7 +289,7 @@ def materialize(
     store = get_store(settings)
     marks = watermarks(store=store)
     done: dict[str, Any] = {}
-    for view, fv_name in snapshot_views().items():
+    for view, fv_name in snapshot_views(settings).items():
         parts = layout.partitions("features", view)
         if not parts:
             done[fv_name] = {"skipped": "no offline snapshots"}
@@ -350,7 +369,7 @@ def historical_features(
 def _historical_features(entity_df: pd.DataFrame, settings: Settings, store, complete: bool) -> pd.DataFrame:
     import numpy as np
 
-    service = store.get_feature_service(settings.feature_service)
+    service = store.get_feature_service(settings.case.feature_service)
     out = entity_df.reset_index(drop=True).copy()
     timestamps = pd.to_datetime(out["event_timestamp"], utc=True)
     for projection in service.feature_view_projections:
@@ -361,7 +380,7 @@ def _historical_features(entity_df: pd.DataFrame, settings: Settings, store, com
         if absent:
             raise KeyError(
                 f"{absent[0]}: missing from the entity rows (rule: join key of feature view "
-                f"{projection.name!r} in {settings.feature_service!r})"
+                f"{projection.name!r} in {settings.case.feature_service!r})"
             )
         # Feast keeps one result per (join keys, timestamp): join the distinct ones, then map back
         combos = out[keys].assign(event_timestamp=timestamps)
@@ -404,7 +423,9 @@ def model_inputs(settings: Settings | None = None, store=None) -> list[str]:
     (``UseCase.features.model_inputs``), so a changed service changes the inputs."""
     settings = settings or get_settings()
     store = store or get_store(settings)
-    return get_use_case(settings).features.model_inputs(store.get_feature_service(settings.feature_service))
+    return get_use_case(settings).features.model_inputs(
+        store.get_feature_service(settings.case.feature_service)
+    )
 
 
 def describe(settings: Settings | None = None) -> dict[str, Any]:
@@ -426,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m jobs.platform.feature_store", description=__doc__.split("\n\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("apply", help="register feature_repo/ in the registry")
+    sub.add_parser("apply", help="register feature_repo/<use case>/ in the registry")
     sub.add_parser("list", help="entities, views, services and watermarks in the registry")
     m = sub.add_parser("materialize", help="load snapshots up to --end into the online store")
     m.add_argument("--end", required=True, help="last snapshot day (YYYY-MM-DD) or an ISO datetime")

@@ -28,7 +28,7 @@ asserted on every run):
    are UTC wall-clock ``TIMESTAMP_FORMATS`` without an offset, years 0001-9999; impossible dates do not cast.
 4. **De-duplicate** on ``transaction_id``: the first copy (by file, then line) is kept, later copies are
    quarantined with ``duplicate transaction_id (first copy at <file>:<line>)``.
-5. **Validate** with the versioned Great Expectations suite ``expectations/<dataset>.json`` (GX 1.x:
+5. **Validate** with the versioned Great Expectations suite ``expectations/<use case>/<dataset>.json`` (GX 1.x:
    ephemeral context, Spark data source, dataframe asset, batch definition, validation definition,
    checkpoint with ``UpdateDataDocsAction``). Failing rows are mapped back to reasons from GX's own
    ``COMPLETE`` results (``unexpected_index_column_names=["row_id"]``); a row can carry several reasons.
@@ -84,13 +84,14 @@ class IngestGateError(IngestError):
     """Too many bad rows: nothing was published for the date (quarantine and report were written)."""
 
 
-def suite_path(spec: DatasetSpec) -> Path:
-    return EXPECTATIONS_DIR / f"{spec.suite_name}.json"
+def suite_path(spec: DatasetSpec, use_case: str) -> Path:
+    """The versioned GX suite of a use case's dataset: ``expectations/<use case>/<suite>.json``."""
+    return EXPECTATIONS_DIR / use_case / f"{spec.suite_name}.json"
 
 
 def dataset_spec(name: str, settings: Settings | None = None) -> DatasetSpec:
     """The use case's ingested dataset ``name`` (:class:`jobs.platform.use_case.DatasetSpec`)."""
-    return get_use_case(settings).dataset(name)
+    return get_use_case(settings or get_settings()).dataset(name)
 
 
 @dataclass
@@ -380,8 +381,8 @@ def _deduplicate(parsed, spec: DatasetSpec):
 # --- Great Expectations ----------------------------------------------------------------------
 
 
-def load_suite_dict(spec: DatasetSpec) -> dict[str, Any]:
-    with suite_path(spec).open() as fh:
+def load_suite_dict(spec: DatasetSpec, use_case: str) -> dict[str, Any]:
+    with suite_path(spec, use_case).open() as fh:
         return json.load(fh)
 
 
@@ -422,7 +423,13 @@ def _native(value: Any) -> Any:
 
 
 def validate(
-    candidates, spec: DatasetSpec, parameters: dict[str, Any], docs_dir: Path, engine: str = "spark"
+    candidates,
+    spec: DatasetSpec,
+    parameters: dict[str, Any],
+    docs_dir: Path,
+    engine: str = "spark",
+    *,
+    use_case: str,
 ) -> dict[str, Any]:
     """Run the dataset's GX suite on ``candidates`` through a checkpoint that also builds data docs.
 
@@ -441,7 +448,7 @@ def validate(
         ProgressBarsConfig,
     )
 
-    suite_dict = load_suite_dict(spec)
+    suite_dict = load_suite_dict(spec, use_case)
     site = {
         "class_name": "SiteBuilder",
         "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
@@ -689,7 +696,7 @@ def _run(
     }
     engine = gx_engine_for(rows_in, settings)
     with staged_directory(docs_final) as docs_tmp:
-        outcome = validate(candidates, spec, parameters, docs_tmp, engine)
+        outcome = validate(candidates, spec, parameters, docs_tmp, engine, use_case=settings.use_case)
     result.gx_success = outcome["success"]
     result.suite_version = outcome["suite_version"]
     result.data_docs_path = str(docs_final)

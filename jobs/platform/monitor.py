@@ -406,7 +406,7 @@ def load_champion(settings: Settings) -> Champion | None:
     except registry.ModelNotFoundError:
         return None
     client = registry.client(settings)
-    mv = client.get_model_version(settings.model_name, str(version))
+    mv = client.get_model_version(settings.case.model_name, str(version))
     run_params: dict[str, str] = {}
     run_metrics: dict[str, float] = {}
     if mv.run_id:
@@ -489,7 +489,7 @@ def load_reference(layout: StorageLayout, champion: Champion, cfg: MonitorConfig
             f"champion version {champion.version}: run {champion.run_id} has no train_start/train_end params;"
             " rule: the training run must log its training window"
         )
-    settings = get_settings()
+    settings = layout.settings
     train = get_use_case(settings).training_set(
         as_date(champion.train_start), as_date(champion.train_end), settings
     )
@@ -499,11 +499,10 @@ def load_reference(layout: StorageLayout, champion: Champion, cfg: MonitorConfig
     return ref
 
 
-def load_window(start: dt.date, end: dt.date) -> pd.DataFrame:
+def load_window(start: dt.date, end: dt.date, settings: Settings) -> pd.DataFrame:
     """Feature rows of the transactions of [start, end] (point-in-time, from the feature store)."""
     if end < start:
         return pd.DataFrame()
-    settings = get_settings()
     return get_use_case(settings).training_set(as_date(start), as_date(end), settings)
 
 
@@ -531,7 +530,7 @@ def log_to_mlflow(settings: Settings, champion: Champion, summary: Mapping[str, 
 
     from jobs.platform import registry
 
-    exp_id = registry.configure_mlflow(settings, experiment=f"{settings.model_name}-monitoring")
+    exp_id = registry.configure_mlflow(settings, experiment=f"{settings.case.model_name}-monitoring")
     client = registry.client(settings)
     date = summary["date"]
     existing = client.search_runs(
@@ -541,11 +540,11 @@ def log_to_mlflow(settings: Settings, champion: Champion, summary: Mapping[str, 
     )
     tags = {
         "monitoring_date": date,
-        "model_name": settings.model_name,
+        "model_name": settings.case.model_name,
         "model_version": champion.version,
         "kind": "monitoring",
     }
-    day_step = (as_date(date) - as_date(settings.start_date)).days
+    day_step = (as_date(date) - as_date(settings.case.start_date)).days
     metrics = flat_metrics(summary)
     with mlflow.start_run(
         run_id=existing[0].info.run_id if existing else None,
@@ -562,7 +561,7 @@ def log_to_mlflow(settings: Settings, champion: Champion, summary: Mapping[str, 
         "monitoring.average_precision": str((summary.get("quality") or {}).get("average_precision")),
         "monitoring.run_id": run_id,
     }.items():
-        client.set_model_version_tag(settings.model_name, champion.version, key, value)
+        client.set_model_version_tag(settings.case.model_name, champion.version, key, value)
     return run_id
 
 
@@ -613,13 +612,13 @@ def run_monitoring(
     features = model_features(champion.model)  # the champion's own inputs, in training order
     reference = load_reference(layout, champion, cfg, log)
 
-    q_start, q_end = matured_window(day, cfg.window_days, settings.label_delay_days)
+    q_start, q_end = matured_window(day, cfg.window_days, settings.case.label_delay_days)
     if champion.train_end is not None and q_start <= champion.train_end:
         q_start = champion.train_end + dt.timedelta(days=1)  # never judge a model on its own training days
     quality_window = (q_start, q_end) if q_start <= q_end else None
     # one point-in-time read covers both windows (the feature store's cost is mostly per call)
     first = min(window[0], q_start) if quality_window else window[0]
-    frame = load_window(first, day)
+    frame = load_window(first, day, settings)
     frame_day = pd.to_datetime(frame["tx_datetime"]).dt.date if len(frame) else None
 
     current = frame[(frame_day >= window[0]).to_numpy()] if len(frame) else frame

@@ -3,7 +3,7 @@ from them at parse time instead of copying literals: training hyperparameters
 (:class:`TrainParams`, used by :mod:`jobs.platform.train`), monitoring's comparison settings and
 retraining thresholds (:class:`MonitorConfig`, :class:`Thresholds`, used by :mod:`jobs.platform.monitor`)
 and the A/B analysis (:class:`ABConfig`). The operational thresholds are also settings
-(``settings.retrain``, ``settings.ab``), whose defaults are these.
+(``settings.case.retrain``, ``settings.case.ab``), whose defaults are these.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class Thresholds:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Thresholds:
-        """The thresholds of ``settings.retrain`` (``FRAUD_RETRAIN_*``)."""
-        return cls(**settings.retrain.model_dump())
+        """The thresholds of the use case's section, ``settings.case.retrain`` (``FRAUD_RETRAIN_*``)."""
+        return cls(**settings.case.retrain.model_dump())
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Thresholds:
@@ -77,7 +77,8 @@ class Thresholds:
 @dataclass(frozen=True)
 class ABConfig:
     """How the A/B analysis decides (:mod:`jobs.platform.ab_analysis`); the decision thresholds come
-    from ``settings.ab`` (``FRAUD_AB_*``) and the gate's guardrail tolerance (:meth:`from_settings`)."""
+    from ``settings.case.ab`` (``FRAUD_AB_*``) and the widest guardrail tolerance of the use case's
+    champion/challenger gate (:meth:`from_settings`)."""
 
     alpha: float = 0.05
     n_boot: int = 1000
@@ -92,4 +93,8 @@ class ABConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ABConfig:
-        return cls(**settings.ab.model_dump(), guardrail_tolerance=settings.gate.guardrail_tolerance)
+        from jobs.platform.use_case import get_use_case
+
+        guardrails = get_use_case(settings).gate(settings).guardrails
+        tolerance = max((g.tolerance for g in guardrails), default=cls.guardrail_tolerance)
+        return cls(**settings.case.ab.model_dump(), guardrail_tolerance=tolerance)

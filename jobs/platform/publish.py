@@ -2,8 +2,8 @@
 
 S3 has no atomic rename, so a partition is published as *generations* plus a commit marker::
 
-    s3://<bucket>/<prefix>/predictions/date=2018-05-05/_gen=20181106T010203Z-1a2b3c4d/part-00000.parquet
-    s3://<bucket>/<prefix>/predictions/date=2018-05-05/_manifest.json      <- written LAST
+    s3://<bucket>/<prefix>/<use case>/predictions/date=2018-05-05/_gen=20181106T010203Z-1a2b3c4d/part-00000.parquet
+    s3://<bucket>/<prefix>/<use case>/predictions/date=2018-05-05/_manifest.json      <- written LAST
 
 1. every file is uploaded under a fresh generation prefix (multipart above a size threshold, a SHA-256
    checksum sent with every request and checked by S3, then compared again with the checksum S3 reports);

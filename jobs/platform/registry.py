@@ -52,7 +52,7 @@ def decision_tag(settings: Settings | None = None) -> str | None:
     """The model-version tag that holds the use case's decision threshold (None: no decision policy)."""
     from jobs.platform.use_case import get_use_case
 
-    return get_use_case(settings).decision_tag
+    return get_use_case(settings or get_settings()).decision_tag
 
 
 class ModelNotFoundError(LookupError):
@@ -67,7 +67,7 @@ def configure_mlflow(settings: Settings | None = None, experiment: str | None = 
 
     settings = settings or get_settings()
     uri = _set_uris(settings)
-    name = experiment or settings.model_name
+    name = experiment or settings.case.model_name
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
         location = None
@@ -121,7 +121,7 @@ def _version_by_alias(c, name: str, alias: str):
 
 def alias_version(alias: str, settings: Settings | None = None) -> str | None:
     settings = settings or get_settings()
-    mv = _version_by_alias(client(settings), settings.model_name, alias)
+    mv = _version_by_alias(client(settings), settings.case.model_name, alias)
     return None if mv is None else str(mv.version)
 
 
@@ -142,7 +142,7 @@ def load_model(
 
     settings = settings or get_settings()
     c = client(settings)
-    name = settings.model_name
+    name = settings.case.model_name
     if version is not None:
         mv = c.get_model_version(name, str(version))
         model = mlflow.xgboost.load_model(f"models:/{name}/{mv.version}")
@@ -197,7 +197,8 @@ def predict_scores(model, frame: pd.DataFrame) -> np.ndarray:
 def audit_path(settings: Settings | None = None) -> Path:
     settings = settings or get_settings()
     return (
-        StorageLayout(settings).path("reports", None, "model_registry", settings.model_name) / "audit.jsonl"
+        StorageLayout(settings).path("reports", None, "model_registry", settings.case.model_name)
+        / "audit.jsonl"
     )
 
 
@@ -277,7 +278,7 @@ def register_challenger(
 
     settings = settings or get_settings()
     c = client(settings)
-    name = settings.model_name
+    name = settings.case.model_name
     with contextlib.suppress(MlflowException):  # already exists
         c.create_registered_model(name, description=f"{settings.use_case} model; aliases champion/challenger")
     mv = c.create_model_version(
@@ -313,7 +314,7 @@ def set_version_tags(version: str, tags: dict[str, Any], settings: Settings | No
     settings = settings or get_settings()
     c = client(settings)
     for key, value in tags.items():
-        c.set_model_version_tag(settings.model_name, str(version), key, str(value))
+        c.set_model_version_tag(settings.case.model_name, str(version), key, str(value))
 
 
 def record_refusal(
@@ -331,14 +332,14 @@ def record_refusal(
     settings = settings or get_settings()
     c = client(settings)
     with _locked(settings) as path:
-        current = _version_by_alias(c, settings.model_name, CHAMPION)
+        current = _version_by_alias(c, settings.case.model_name, CHAMPION)
         entry = _append(
             path,
             _read(path),
             actor=actor or default_actor(),
             action="refuse",
             alias=None,
-            model=settings.model_name,
+            model=settings.case.model_name,
             version=str(version),
             previous_version=None if current is None else str(current.version),
             run_id=run_id,
@@ -365,7 +366,7 @@ def promote(
     """Point ``champion`` at ``version`` (clearing ``challenger`` if it pointed there) and record it."""
     settings = settings or get_settings()
     c = client(settings)
-    name = settings.model_name
+    name = settings.case.model_name
     version = str(version)
     mv = c.get_model_version(name, version)
     tag = decision_tag(settings)
@@ -411,7 +412,7 @@ def rollback(*, reason: str, actor: str | None = None, settings: Settings | None
     """Restore the champion that preceded the current one (one step; itself recorded)."""
     settings = settings or get_settings()
     c = client(settings)
-    name = settings.model_name
+    name = settings.case.model_name
     with _locked(settings) as path:
         entries = _read(path)
         stack = _champion_stack(entries)
@@ -453,10 +454,10 @@ def rollback(*, reason: str, actor: str | None = None, settings: Settings | None
 def describe(settings: Settings | None = None) -> dict[str, Any]:
     settings = settings or get_settings()
     c = client(settings)
-    out: dict[str, Any] = {"model": settings.model_name, "tracking_uri": settings.mlflow_tracking_uri}
+    out: dict[str, Any] = {"model": settings.case.model_name, "tracking_uri": settings.mlflow_tracking_uri}
     tag = decision_tag(settings)
     for alias in (CHAMPION, CHALLENGER):
-        mv = _version_by_alias(c, settings.model_name, alias)
+        mv = _version_by_alias(c, settings.case.model_name, alias)
         if mv is None:
             out[alias] = None
             continue

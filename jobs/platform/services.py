@@ -47,7 +47,7 @@ def airflow_services(settings: Settings) -> list[Service]:
             [airflow, "api-server", "--port", str(settings.airflow_port), "--host", "127.0.0.1"],
             f"http://127.0.0.1:{settings.airflow_port}/api/v2/monitor/health",
             settings.airflow_port,
-            "FRAUD_AIRFLOW_PORT",
+            "MLP_AIRFLOW_PORT",
         ),
     ]
 
@@ -70,7 +70,7 @@ def ui_services(settings: Settings) -> list[Service]:
             ],
             f"http://127.0.0.1:{settings.mlflow_port}/health",
             settings.mlflow_port,
-            "FRAUD_MLFLOW_PORT",
+            "MLP_MLFLOW_PORT",
         ),
         Service(
             "scoring-api",
@@ -85,7 +85,7 @@ def ui_services(settings: Settings) -> list[Service]:
             ],
             f"http://{settings.serving_host}:{settings.serving_port}/healthz",
             settings.serving_port,
-            "FRAUD_SERVING_PORT",
+            "MLP_SERVING_PORT",
         ),
     ]
 

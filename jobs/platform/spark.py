@@ -7,7 +7,7 @@ Two modes, chosen by the settings (``python -m jobs.platform.config`` shows them
   driver warm-up. The embedded profile runs that server on this machine (master ``spark_master``,
   ``local[2]`` by default) and starts it on first use when it is not up yet; the production profile
   points the URL at the cluster's server, whose master is the cluster (``spark://...``).
-* **In-process** (``FRAUD_SPARK_CONNECT_URL=`` empty): a classic driver JVM inside the calling process,
+* **In-process** (``MLP_SPARK_CONNECT_URL=`` empty): a classic driver JVM inside the calling process,
   master ``spark_master``. Useful for debugging with the Spark UI, or on a machine without the server.
 
 ``python -m jobs.platform.spark start|stop|status`` manages the embedded server (``make demo`` starts it with the
@@ -194,7 +194,7 @@ def ensure_connect_server(settings: Settings, timeout: float = 180.0, wait: bool
     if not (_is_local(host) and settings.spark_connect_autostart):
         raise RuntimeError(
             f"spark_connect_url: no Spark Connect server answers at {settings.spark_connect_url} "
-            "(start it with `python -m jobs.platform.spark start`, or set FRAUD_SPARK_CONNECT_URL= for an "
+            "(start it with `python -m jobs.platform.spark start`, or set MLP_SPARK_CONNECT_URL= for an "
             "in-process session)"
         )
     paths = _paths(settings)

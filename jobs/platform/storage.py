@@ -1,19 +1,22 @@
 """The one module that knows the storage layout.
 
-Every dataset of the platform has one logical name and is partitioned by date::
+Every dataset has one logical name and is partitioned by date, under the folder of its use case
+(``<uc>``: ``settings.use_case``). The ingested datasets are the ones the use case declares
+(``UseCase.datasets``; fraud: ``transactions``, ``labels``), each with three areas; the rest are the
+platform's::
 
-    <root>/landing/transactions/date=2018-04-01/transactions.csv   raw files as the card network drops them
-    <root>/landing/labels/date=2018-04-08/labels.csv               chargeback reports, days after the fact
-    <root>/lake/transactions/date=2018-04-01/                      parsed, deduplicated, validated (parquet)
-    <root>/lake/labels/date=2018-04-08/
-    <root>/quarantine/transactions/date=2018-04-01/                rejected rows with their reasons
-    <root>/features/<view>/date=2018-04-01/                        offline feature tables
-    <root>/predictions/date=2018-04-01/                            batch scores
-    <root>/prediction_log/date=2018-04-01/                         online scoring log
-    <root>/reports/<kind>/date=2018-04-01/                         GX data docs, Evidently reports, ...
+    <root>/<uc>/landing/<dataset>/date=D/*.csv          raw files as the producer drops them
+    <root>/<uc>/lake/<dataset>/date=D/                  parsed, deduplicated, validated (parquet)
+    <root>/<uc>/quarantine/<dataset>/date=D/            rejected rows with their reasons
+    <root>/<uc>/features/<table>/date=D/                offline feature tables
+    <root>/<uc>/predictions/date=D/                     batch scores
+    <root>/<uc>/prediction_log/date=D/                  online scoring log
+    <root>/<uc>/reports/<kind>/date=D/                  GX data docs, Evidently reports, ...
+    <root>/<uc>/manifests/...                           what was published where
 
-Locally ``<root>`` is ``Settings.data_root``; in production the same relative keys are published
-under ``s3://<bucket>/<prefix>/``. Writers never write into a partition in place: they write a
+The logical names are ``<dataset>`` (the lake), ``landing_<dataset>``, ``quarantine_<dataset>`` and
+the platform's names above. Locally ``<root>`` is ``Settings.data_root``; in production the same
+relative keys (``<uc>/...``) are published under ``s3://<bucket>/<prefix>/``. Writers never write into a partition in place: they write a
 sibling temporary folder and :func:`commit_directory` swaps it in, so a killed task leaves either
 the previous partition or the new one, never half of one.
 """
@@ -21,6 +24,7 @@ the previous partition or the new one, never half of one.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import shutil
 import uuid
@@ -30,19 +34,8 @@ from pathlib import Path
 
 from jobs.platform.config import Settings, get_settings
 
-DATASETS: dict[str, str] = {
-    "landing_transactions": "landing/transactions",
-    "landing_labels": "landing/labels",
-    "transactions": "lake/transactions",
-    "labels": "lake/labels",
-    "quarantine_transactions": "quarantine/transactions",
-    "quarantine_labels": "quarantine/labels",
-    "features": "features",
-    "predictions": "predictions",
-    "prediction_log": "prediction_log",
-    "reports": "reports",
-    "manifests": "manifests",
-}
+PLATFORM_DATASETS = ("features", "predictions", "prediction_log", "reports", "manifests")
+INGEST_AREAS = ("landing", "quarantine")  # + the lake, whose logical name is the dataset's own
 
 TMP_PREFIX = "_tmp-"
 
@@ -72,12 +65,28 @@ class StorageLayout:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.root = self.settings.data_root
+        self.use_case = self.settings.use_case
+
+    @functools.cached_property
+    def datasets(self) -> dict[str, str]:
+        """Logical dataset name -> folder under the use case's root."""
+        from jobs.platform.use_case import get_use_case
+
+        out = {name: name for name in PLATFORM_DATASETS}
+        for name in get_use_case(self.settings).datasets:
+            out[name] = f"lake/{name}"
+            out.update({f"{area}_{name}": f"{area}/{name}" for area in INGEST_AREAS})
+        return out
 
     # --- keys and paths -------------------------------------------------------------
     def key(self, dataset: str, date: str | dt.date | None = None, *sub: str) -> str:
-        if dataset not in DATASETS:
-            raise KeyError(f"unknown dataset {dataset!r}; known: {sorted(DATASETS)}")
-        parts = [DATASETS[dataset], *sub]
+        """``<use case>/<folder of dataset>/<sub...>/date=D``, relative to the data root (and the S3 prefix)."""
+        if dataset not in self.datasets:
+            raise KeyError(
+                f"dataset: value {dataset!r} is not a dataset of use case {self.use_case!r}; "
+                f"rule: one of {sorted(self.datasets)}"
+            )
+        parts = [self.use_case, self.datasets[dataset], *sub]
         if date is not None:
             parts.append(partition_name(date))
         return "/".join(p.strip("/") for p in parts if p)

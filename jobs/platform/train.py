@@ -308,7 +308,7 @@ def train_and_log(
                 "data_sha256": digest,
                 "reason": reason,
                 "actor": actor or registry.default_actor(),
-                "model_name": settings.model_name,
+                "model_name": settings.case.model_name,
             }
         )
         search_table = None
@@ -319,7 +319,7 @@ def train_and_log(
                 params,
                 hpo_trials,
                 val_days=val_days,
-                gap_days=settings.label_delay_days,
+                gap_days=settings.case.label_delay_days,
                 log=log,
             )
             best = search_table.iloc[0]
@@ -340,13 +340,13 @@ def train_and_log(
                 "scale_pos_weight_strategy": params.scale_pos_weight,
                 "scale_pos_weight_value": round(spw, 4),
                 **windows.as_params(),
-                "label_delay_days": settings.label_delay_days,
+                "label_delay_days": settings.case.label_delay_days,
                 "feature_service": feature_service,
                 "feature_service_version": feature_service_version,
                 "features": ",".join(features),
                 "hpo_trials": hpo_trials,
-                "cost_false_positive": settings.costs.false_positive,
-                "cost_false_negative": settings.costs.false_negative,
+                "cost_false_positive": settings.case.costs.false_positive,
+                "cost_false_negative": settings.case.costs.false_negative,
             }
         )
         x = train_df[features].astype("float64")
@@ -424,7 +424,7 @@ class GateOutcome:
 
 
 def _main_metrics(ev: Evaluation) -> dict[str, float]:
-    return get_use_case().headline(ev)
+    return get_use_case(get_settings()).headline(ev)
 
 
 def evaluate_and_gate(
@@ -499,7 +499,7 @@ def evaluate_and_gate(
 def _load_version(version: str, settings: Settings):
     import mlflow.xgboost
 
-    return mlflow.xgboost.load_model(f"models:/{settings.model_name}/{version}")
+    return mlflow.xgboost.load_model(f"models:/{settings.case.model_name}/{version}")
 
 
 def promote_outcome(
@@ -530,7 +530,7 @@ def feature_service_info(settings: Settings) -> tuple[list[str], str]:
     from jobs.platform import feature_store
 
     store = feature_store.get_store(settings)
-    service = store.get_feature_service(settings.feature_service)
+    service = store.get_feature_service(settings.case.feature_service)
     spec = service.to_proto().spec
     digest = hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()[:16]
     return get_use_case(settings).features.model_inputs(service), digest
@@ -558,8 +558,8 @@ def resolve_windows(
     through = labels_through(layout)
     if through is None:
         raise ValueError("labels: no labels partition in the lake; rule: ingest labels before training")
-    delay = settings.label_delay_days
-    holdout_days = holdout_days or settings.holdout_days
+    delay = settings.case.label_delay_days
+    holdout_days = holdout_days or settings.case.holdout_days
     if train_start or train_end:
         if not (train_start and train_end):
             raise ValueError("train window: give both --train-start and --train-end")
@@ -571,7 +571,11 @@ def resolve_windows(
         day = min(as_date(as_of), through) if as_of else through
         tx_parts = layout.partitions("transactions")
         windows = default_windows(
-            day, train_days or settings.train_days, holdout_days, delay, tx_parts[0] if tx_parts else None
+            day,
+            train_days or settings.case.train_days,
+            holdout_days,
+            delay,
+            tx_parts[0] if tx_parts else None,
         )
     check_protocol(windows, delay, labels_through=through)
     return windows
@@ -597,7 +601,7 @@ def train_step(
         features,
         params,
         windows=windows,
-        feature_service=settings.feature_service,
+        feature_service=settings.case.feature_service,
         feature_service_version=fs_version,
         hpo_trials=hpo_trials,
         reason=reason,
@@ -605,7 +609,7 @@ def train_step(
         settings=settings,
     )
     version = register(
-        run, windows, settings.feature_service, fs_version, reason, actor, settings, train_df=train_df
+        run, windows, settings.case.feature_service, fs_version, reason, actor, settings, train_df=train_df
     )
     return {"version": version, "run_id": run.run_id, "windows": windows.as_params()}
 

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from jobs.platform.config import Settings
+    from jobs.platform.config import Settings, UseCaseSettings
     from jobs.platform.evaluate import Evaluation
     from jobs.platform.storage import StorageLayout
 
@@ -151,14 +151,12 @@ class GateSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset ingestion publishes (landing CSV -> typed lake parquet, or quarantine): the storage
-    dataset names, the raw header, the lake schema (column -> Spark SQL type), the key rows are
-    de-duplicated on, the sort order of the lake file and the GX suite (``expectations/<suite>.json``)."""
+    """A dataset ingestion publishes (landing CSV -> typed lake parquet, or quarantine): the raw
+    header, the lake schema (column -> Spark SQL type), the key rows are de-duplicated on, the sort
+    order of the lake file and the GX suite (``expectations/<use case>/<suite>.json``). Its storage
+    names follow from its name (:mod:`jobs.platform.storage`)."""
 
     name: str
-    landing: str
-    lake: str
-    quarantine: str
     raw_columns: tuple[str, ...]
     schema: dict[str, str]
     key: str
@@ -168,6 +166,18 @@ class DatasetSpec:
     @property
     def suite_name(self) -> str:
         return self.suite or self.name
+
+    @property
+    def landing(self) -> str:
+        return f"landing_{self.name}"
+
+    @property
+    def lake(self) -> str:
+        return self.name
+
+    @property
+    def quarantine(self) -> str:
+        return f"quarantine_{self.name}"
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,8 @@ class UseCase:
     """What the platform core needs from a use case (see the module docstring)."""
 
     name: str
+    # its settings section (a UseCaseSettings subclass with its own env prefix): settings.case
+    settings: type[UseCaseSettings]
     # data: what ingestion publishes and how features become model inputs
     datasets: Mapping[str, DatasetSpec]
     features: FeatureSpec
@@ -258,7 +270,7 @@ def _load(name: str) -> UseCase:
 def get_use_case(settings: Settings | None = None, name: str | None = None) -> UseCase:
     """The use case ``name`` (default: ``settings.use_case``), loaded once per process."""
     if name is None:
-        from jobs.platform.config import get_settings
-
-        name = (settings or get_settings()).use_case
+        if settings is None:
+            raise TypeError("get_use_case: pass the settings or the name of the use case")
+        name = settings.use_case
     return _load(name)

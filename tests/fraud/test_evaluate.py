@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from jobs.fraud.evaluation import evaluate_scores
+from jobs.fraud.settings import Costs, Gate
 from jobs.fraud.use_case import gate_spec
 from jobs.platform import metrics as M
-from jobs.platform.config import Costs, Gate
 from jobs.platform.evaluate import Windows, check_protocol, default_windows, gate
 from jobs.platform.storage import as_date
 

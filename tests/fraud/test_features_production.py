@@ -82,7 +82,9 @@ def online_equals_offline(settings, layout, snap_day: dt.date, customers, termin
 def test_apply_materialize_and_read_with_postgres_registry_and_redis(spark, tmp_path):
     import redis
 
-    settings = Settings(profile="production", home=tmp_path, redis_db=REDIS_DB, feast_project=PROJECT)
+    settings = Settings(
+        profile="production", home=tmp_path, redis_db=REDIS_DB, case={"feast_project": PROJECT}
+    )
     _require_services(settings)
     client = redis.Redis(host=settings.redis_host, port=settings.redis_port, db=REDIS_DB)
     client.flushdb()

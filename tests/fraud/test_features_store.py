@@ -36,7 +36,7 @@ SNAP_FIRST, SNAP_LAST = dt.date(2018, 4, 10), dt.date(2018, 4, 16)  # snapshot d
 @pytest.fixture(scope="module")
 def env(spark, tmp_path_factory):
     home = tmp_path_factory.mktemp("feature-store")
-    settings = Settings(home=home, feast_project="fraud_test_local")
+    settings = Settings(home=home, case={"feast_project": "fraud_test_local"})
     layout = StorageLayout(settings)
     write_simulated_lake(layout, FIRST, LAST)
     build_features(SNAP_FIRST, SNAP_LAST, settings=settings, spark=spark)
@@ -85,25 +85,45 @@ def test_yaml_files_agree_with_settings():
         ("feature_store.yaml", Settings(home=home)),
         ("feature_store.production.yaml", Settings(home=home, profile="production")),
     ):
-        from_yaml = load_repo_config(fs.REPO_PATH, fs.REPO_PATH / yaml_name)
+        repo = fs.repo_path("fraud")
+        from_yaml = load_repo_config(repo, repo / yaml_name)
         built = fs.get_store(settings).config
-        assert from_yaml.project == built.project == settings.feast_project
+        assert from_yaml.project == built.project == settings.case.feast_project
         assert from_yaml.provider == built.provider
         assert from_yaml.entity_key_serialization_version == built.entity_key_serialization_version
         assert from_yaml.offline_store.type == built.offline_store.type
         ry, rb = from_yaml.registry, built.registry
         assert ry.registry_type == rb.registry_type
         if ry.registry_type == "file":
-            assert (fs.REPO_PATH / ry.path).resolve() == Path(rb.path)
+            assert (repo / ry.path).resolve() == Path(rb.path)
         else:
             assert ry.path == rb.path == settings.feast_registry_url
         oy, ob = from_yaml.online_store, built.online_store
         assert oy.type == ob.type
         if oy.type == "sqlite":
-            assert (fs.REPO_PATH / oy.path).resolve() == Path(ob.path)
+            assert (repo / oy.path).resolve() == Path(ob.path)
         else:
             assert oy.connection_string == ob.connection_string == settings.redis_connection_string
             assert oy.skip_dedup is ob.skip_dedup is True
+
+
+def test_definitions_name_no_platform_path():
+    """The repo's file sources are paths relative to the repo that name the default home's tables
+    (what the CLI reads); the platform points them at any settings' layout when it applies them."""
+    from feast import FeatureView
+
+    repo, default = fs.repo_path("fraud"), Settings(home=REPO_ROOT / ".platform")
+    views = [o for o in fs._definitions("fraud") if isinstance(o, FeatureView)]
+    assert views
+    for view in views:
+        path = Path(view.batch_source.path)
+        assert not path.is_absolute(), view.name
+        table = path.name
+        assert (repo / path).resolve() == StorageLayout(default).dataset_root("features", table)
+    other = Settings(home=Path("/elsewhere"))
+    for obj in fs.repo_objects(other):
+        if isinstance(obj, FeatureView):
+            assert obj.batch_source.path.startswith("/elsewhere/data/fraud/features/"), obj.name
 
 
 def test_registry_lists_entities_views_and_service(env):
@@ -116,7 +136,7 @@ def test_registry_lists_entities_views_and_service(env):
     assert info["feature_views"]["terminal_risk"]["features"] == TERMINAL_FEATURES
     assert info["feature_views"]["customer_activity_1h"]["features"] == RECENT_FEATURES
     assert info["feature_services"] == ["fraud_v1", "fraud_v2"]
-    assert settings.feature_service == "fraud_v2"
+    assert settings.case.feature_service == "fraud_v2"
     service = fs.get_store(settings).get_feature_service("fraud_v2")
     names = [f.name for p in service.feature_view_projections for f in p.features]
     assert names == td.FEATURE_COLUMNS[3:]
@@ -127,7 +147,7 @@ def test_registry_lists_entities_views_and_service(env):
     assert fs.model_inputs(settings) == td.FEATURE_COLUMNS
     assert td.model_inputs(v1) == [*td.FEATURE_COLUMNS[:3], *td.SNAPSHOT_FEATURES]
     # materialized views and their offline tables come from the definitions (online=True file views)
-    assert fs.snapshot_views() == {"customer": "customer_spending", "terminal": "terminal_risk"}
+    assert fs.snapshot_views(settings) == {"customer": "customer_spending", "terminal": "terminal_risk"}
 
 
 def test_training_set_is_point_in_time_correct(env):
@@ -157,7 +177,7 @@ def test_training_set_labels_only_matured_reports(env, tmp_path):
     df = td.labelled_transactions("2018-04-12", "2018-04-12", settings)
     late = df[df.tx_fraud == 1].iloc[0]
     # move that report to day 12 + delay + 1: it no longer counts
-    moved_settings = Settings(home=tmp_path, feast_project="unused")
+    moved_settings = Settings(home=tmp_path, case={"feast_project": "unused"})
     moved = StorageLayout(moved_settings)
     for day in layout.partitions("transactions"):
         (moved.path("transactions", day)).mkdir(parents=True)

@@ -27,11 +27,14 @@ def test_profiles_map_services(tmp_path):
 
 def test_layout_local_and_s3(tmp_path):
     layout = StorageLayout(Settings(home=tmp_path))
-    assert layout.path("transactions", "2018-04-02") == tmp_path / "data/lake/transactions/date=2018-04-02"
     assert (
-        layout.s3_uri("predictions", dt.date(2018, 4, 2)) == "s3://fraud-platform/predictions/date=2018-04-02"
+        layout.path("transactions", "2018-04-02") == tmp_path / "data/fraud/lake/transactions/date=2018-04-02"
     )
-    with pytest.raises(KeyError, match="unknown dataset"):
+    assert (
+        layout.s3_uri("predictions", dt.date(2018, 4, 2))
+        == "s3://fraud-platform/fraud/predictions/date=2018-04-02"
+    )
+    with pytest.raises(KeyError, match="is not a dataset of use case"):
         layout.path("nope")
 
 

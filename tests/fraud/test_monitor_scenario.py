@@ -45,8 +45,8 @@ def platform_at(home):
     """Point the settings (and the MLflow env derived from them) at another home, then restore."""
     from jobs.platform.config import get_settings
 
-    saved = {k: os.environ.get(k) for k in (*ENV, "FRAUD_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ.update(ENV, FRAUD_HOME=str(home))
+    saved = {k: os.environ.get(k) for k in (*ENV, "MLP_HOME", "MLFLOW_TRACKING_URI")}
+    os.environ.update(ENV, MLP_HOME=str(home))
     get_settings.cache_clear()
     os.environ["MLFLOW_TRACKING_URI"] = get_settings().mlflow_tracking_uri
     try:
@@ -85,7 +85,7 @@ def play(home, drift: bool) -> dict:
             n_customers=300,
             n_terminals=600,
             dup_rate=0.0,
-            label_delay_days=settings.label_delay_days,
+            label_delay_days=settings.case.label_delay_days,
             drift=DriftConfig(SHIFT, amount_factor=2.5) if drift else DriftConfig(),
         )
         write_lake(cfg, START, END, layout)
@@ -167,7 +167,7 @@ def test_drift_is_flagged_and_drives_a_gated_retrain(airflow_db, tmp_path):
         assert story["champion"] == story["first_champion"]
     # the monitoring figures are in MLflow under the champion's model version
     mv = registry.client(story["settings"]).get_model_version(
-        story["settings"].model_name, story["first_champion"]
+        story["settings"].case.model_name, story["first_champion"]
     )
     assert "monitoring.last_date" in mv.tags
     print(

@@ -89,7 +89,7 @@ def platform(spark, tmp_path_factory):
     """A platform home with a simulated lake (plus bursts of transactions within the hour), its
     feature tables built by the Spark job and the Feast repo applied."""
     home = tmp_path_factory.mktemp("recent-activity")
-    settings = Settings(home=home, feast_project="fraud_test_recent")
+    settings = Settings(home=home, case={"feast_project": "fraud_test_recent"})
     layout = StorageLayout(settings)
     write_lake(
         SimulatorConfig(n_customers=150, n_terminals=200, dup_rate=0.0),

@@ -97,7 +97,7 @@ def test_training_refuses_rows_outside_its_window(train_df, tmp_path):
 
 
 def test_resolve_windows_from_the_labels_in_the_lake(tmp_path):
-    settings = Settings(home=tmp_path, train_days=14, holdout_days=7)
+    settings = Settings(home=tmp_path, case={"train_days": 14, "holdout_days": 7})
     with pytest.raises(ValueError, match="no labels partition"):
         T.resolve_windows(settings=settings)
     layout = StorageLayout(settings)

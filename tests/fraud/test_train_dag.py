@@ -34,7 +34,7 @@ def platform(tmp_path_factory, spark):
     write_lake(sim, FIRST, LAST, layout)
     with pytest.MonkeyPatch.context() as mp:
         # the DAG's tasks read the process-wide settings: point them at this home
-        mp.setenv("FRAUD_HOME", str(settings.home))
+        mp.setenv("MLP_HOME", str(settings.home))
         get_settings.cache_clear()
         try:
             build_features(FIRST, LAST, settings, spark=spark)
@@ -75,7 +75,7 @@ def test_dag_trains_gates_and_promotes_only_when_better(platform, airflow_db):
     assert _champion_events() == before + 1
 
     model, version, threshold = registry.load_model("champion", settings)
-    mv = registry.client(settings).get_model_version(settings.model_name, version)
+    mv = registry.client(settings).get_model_version(settings.case.model_name, version)
     assert mv.tags["feature_service"] == "fraud_v2" and len(mv.tags["feature_service_version"]) == 16
     assert mv.tags["train_window"] == "2018-04-01..2018-04-07"
     assert mv.tags["holdout_window"] == "2018-04-15..2018-04-17"  # 7-day gap, labels matured by 04-24

@@ -1,6 +1,6 @@
 """docker/compose.yaml renders (`docker compose config`) and agrees with the settings object.
 
-No Docker engine is needed: `config` only resolves the file. Each project container's FRAUD_* variables are
+No Docker engine is needed: `config` only resolves the file. Each project container's MLP_* (platform) and FRAUD_* (use case) variables are
 turned back into a :class:`Settings` and compared with the other services' ports, hosts and commands.
 """
 
@@ -57,10 +57,10 @@ def _settings_of(service: dict, monkeypatch: pytest.MonkeyPatch) -> Settings:
     import os
 
     for key in list(os.environ):
-        if key.startswith("FRAUD_"):
+        if key.startswith(("MLP_", "FRAUD_")):
             monkeypatch.delenv(key)
     for key, value in service.get("environment", {}).items():
-        if key.startswith("FRAUD_"):
+        if key.startswith(("MLP_", "FRAUD_")):
             monkeypatch.setenv(key, value or "")
     settings = Settings(_env_file=None)
     monkeypatch.undo()
@@ -103,13 +103,13 @@ def test_every_service_has_a_pinned_image_and_a_health_check(compose: dict) -> N
 
 
 def test_project_containers_run_the_production_profile(compose: dict, monkeypatch) -> None:
-    project = {n: s for n, s in compose["services"].items() if "FRAUD_PROFILE" in s.get("environment", {})}
+    project = {n: s for n, s in compose["services"].items() if "MLP_PROFILE" in s.get("environment", {})}
     assert set(project) >= {"init", "mlflow", "serving", "spark-master", "spark-worker", *AIRFLOW_SERVICES}
     for name, svc in project.items():
         settings = _settings_of(svc, monkeypatch)
         assert settings.profile == "production", name
         assert settings.postgres_databases == DEFAULTS.postgres_databases, name
-        assert settings.model_name == DEFAULTS.model_name, name
+        assert settings.case.model_name == DEFAULTS.case.model_name, name
 
 
 def test_postgres_and_redis_match_the_settings(compose: dict, monkeypatch) -> None:
@@ -167,7 +167,7 @@ def test_mlflow_s3_spark_and_serving_match_the_settings(compose: dict, monkeypat
     assert (
         '--backend-store-uri "$$MLFLOW_TRACKING_URI"' in server_cmd
     )  # `$$` = a literal `$` in rendered compose: expanded in the container
-    assert '"s3://$$FRAUD_S3_BUCKET/mlflow"' in server_cmd
+    assert '"s3://$$MLP_S3_BUCKET/mlflow"' in server_cmd
 
     s3 = urlparse(client.s3_endpoint_url)
     assert s3.hostname in services and s3.port in _target_ports(services[s3.hostname])
@@ -216,12 +216,12 @@ def test_no_secret_is_written_in_the_files() -> None:
     )
     needed = {
         "POSTGRES_PASSWORD",
-        "FRAUD_POSTGRES_PASSWORD",
+        "MLP_POSTGRES_PASSWORD",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AIRFLOW__API_AUTH__JWT_SECRET",
         "AIRFLOW__CORE__FERNET_KEY",
-        "FRAUD_SERVING_API_KEY",
+        "MLP_SERVING_API_KEY",
     }
     assert needed <= set(example)
     assert all(example[k] == "" for k in needed), "the example must not carry real secrets"

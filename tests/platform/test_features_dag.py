@@ -19,7 +19,7 @@ def private_home(tmp_path, monkeypatch):
     at a private home, so this test's lake and online store are its own."""
     from jobs.platform.config import get_settings
 
-    monkeypatch.setenv("FRAUD_HOME", str(tmp_path))
+    monkeypatch.setenv("MLP_HOME", str(tmp_path))
     monkeypatch.setenv("FRAUD_FEAST_PROJECT", "fraud_test_dag")
     get_settings.cache_clear()
     yield get_settings()
@@ -113,7 +113,7 @@ def test_stale_days_follow_the_lake_contents(private_home):
     _write_lake_day(layout, "transactions", days[4], 1)  # re-ingested, same bytes
     assert stale_days() == []
     before = time.time()
-    horizon = private_home.label_delay_days + 30
+    horizon = private_home.case.label_delay_days + 30
     _write_lake_day(layout, "labels", days[4], 2)  # the late day's data changed
     assert stale_days() == days[4 : 4 + horizon + 1]
     assert stale_days(changed_after=before) == days[4 : 4 + horizon + 1]

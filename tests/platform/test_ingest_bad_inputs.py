@@ -19,7 +19,7 @@ from tests.support.ingest import ingest_folder
 CORPUS = Path(__file__).parent / "bad_inputs"
 DAY = "2018-04-01"
 REPORT_DAY = "2018-04-10"
-SRC = f"landing/transactions/date={DAY}"
+SRC = f"fraud/landing/transactions/date={DAY}"
 
 # file -> {line: exact reasons}; every other data line of the file must be published
 EXPECTED_QUARANTINE: dict[str, dict[int, list[str]]] = {
@@ -249,7 +249,7 @@ def test_labels_corpus(tmp_path, spark):
     quarantine = pd.read_parquet(layout.path("quarantine_labels", REPORT_DAY))
     lake = pd.read_parquet(layout.path("labels", REPORT_DAY))
     got = {int(r.source_line): list(r.reasons) for r in quarantine.itertuples()}
-    src = f"landing/labels/date={REPORT_DAY}/labels.csv"
+    src = f"fraud/landing/labels/date={REPORT_DAY}/labels.csv"
     assert got == {
         3: ["tx_fraud: 2 violates 'must be in [0, 1]' (expect_column_values_to_be_in_set)"],
         4: [

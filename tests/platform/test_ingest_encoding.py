@@ -20,7 +20,7 @@ from tests.support.ingest import ingest_folder
 
 CORPUS = Path(__file__).parent / "bad_inputs"
 DAY = "2018-04-01"
-SRC = f"landing/transactions/date={DAY}"
+SRC = f"fraud/landing/transactions/date={DAY}"
 
 
 @pytest.fixture(scope="module")

@@ -31,18 +31,20 @@ def _require(service: str, settings: Settings) -> None:
 
 def _subprocess_env(settings: Settings) -> dict[str, str]:
     """What an operator's shell holds for this profile: FRAUD_* overrides + the derived service env."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "FRAUD_", "MLFLOW_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "MLP_", "FRAUD_", "MLFLOW_"))
+    }
     env.update(
-        FRAUD_PROFILE="production",
-        FRAUD_HOME=str(settings.home),
-        FRAUD_POSTGRES_DB_PREFIX=settings.postgres_db_prefix,
-        FRAUD_POSTGRES_HOST=settings.postgres_host,
-        FRAUD_POSTGRES_PORT=str(settings.postgres_port),
-        FRAUD_REDIS_HOST=settings.redis_host,
-        FRAUD_REDIS_PORT=str(settings.redis_port),
+        MLP_PROFILE="production",
+        MLP_HOME=str(settings.home),
+        MLP_POSTGRES_DB_PREFIX=settings.postgres_db_prefix,
+        MLP_POSTGRES_HOST=settings.postgres_host,
+        MLP_POSTGRES_PORT=str(settings.postgres_port),
+        MLP_REDIS_HOST=settings.redis_host,
+        MLP_REDIS_PORT=str(settings.redis_port),
     )
     if settings.s3_endpoint_url:
-        env["FRAUD_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+        env["MLP_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
     env.update(settings.service_env())
     env["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
     return env
@@ -75,7 +77,7 @@ def test_production_profile_maps_every_component_to_its_service(prod: Settings) 
     env = prod.service_env()
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == prod.airflow_db_url
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"].startswith("postgresql+psycopg://")
-    assert env["FRAUD_PROFILE"] == "production"
+    assert env["MLP_PROFILE"] == "production"
 
 
 def test_a_down_service_is_reported_with_how_to_start_it(unused_port: int) -> None:
@@ -86,7 +88,7 @@ def test_a_down_service_is_reported_with_how_to_start_it(unused_port: int) -> No
         assert f"127.0.0.1:{unused_port}" in str(err.value)
     result = subprocess.run(
         [sys.executable, "-m", "jobs.platform.admin", "check-services", "--services", "redis"],
-        env={**os.environ, "FRAUD_REDIS_PORT": str(unused_port)},
+        env={**os.environ, "MLP_REDIS_PORT": str(unused_port)},
         capture_output=True,
         text=True,
         timeout=60,

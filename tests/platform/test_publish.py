@@ -197,7 +197,7 @@ def sha(path: Path) -> str:
 
 
 def uri_for(settings: Settings, date: str = "2018-05-05") -> str:
-    return f"s3://{settings.s3_bucket}/{settings.s3_prefix}/predictions/date={date}"
+    return f"s3://{settings.s3_bucket}/{settings.s3_prefix}/fraud/predictions/date={date}"
 
 
 # --- tests ---------------------------------------------------------------------------------
@@ -328,9 +328,9 @@ def test_killed_publisher_leaves_no_partition_and_the_next_run_completes(tmp_pat
     proxy.rule = rule
     env = {
         **os.environ,
-        "FRAUD_S3_ENDPOINT_URL": proxy.url,
-        "FRAUD_S3_BUCKET": s3_settings.s3_bucket,
-        "FRAUD_S3_PREFIX": s3_settings.s3_prefix,
+        "MLP_S3_ENDPOINT_URL": proxy.url,
+        "MLP_S3_BUCKET": s3_settings.s3_bucket,
+        "MLP_S3_PREFIX": s3_settings.s3_prefix,
         "PYTHONPATH": str(REPO),
     }
     code = f"from jobs.platform.publish import publish_directory; publish_directory({str(local)!r}, {uri!r})"
@@ -410,14 +410,14 @@ def test_publish_partition_maps_the_storage_layout_and_the_cli_shows_it(s3_setti
     make_partition(layout.path("reports", "2018-05-06", "monitoring"), n_files=1)
     manifest = publish_partition("reports", "2018-05-06", "monitoring", settings=s3_settings)
     assert manifest["uri"] == layout.s3_uri("reports", "2018-05-06", "monitoring")
-    assert manifest["uri"].endswith("/platform/reports/monitoring/date=2018-05-06")
+    assert manifest["uri"].endswith("/platform/fraud/reports/monitoring/date=2018-05-06")
     assert manifest["metadata"] == {"dataset": "reports", "date": "2018-05-06"}
 
     # the CLI reads settings from the environment like every job; aim it at the same endpoint
     from jobs.platform.config import get_settings
 
-    monkeypatch.setenv("FRAUD_S3_ENDPOINT_URL", s3_settings.s3_endpoint_url)
-    monkeypatch.setenv("FRAUD_S3_BUCKET", s3_settings.s3_bucket)
+    monkeypatch.setenv("MLP_S3_ENDPOINT_URL", s3_settings.s3_endpoint_url)
+    monkeypatch.setenv("MLP_S3_BUCKET", s3_settings.s3_bucket)
     get_settings.cache_clear()
     try:
         assert main(["show", manifest["uri"]]) == 0

@@ -146,7 +146,7 @@ def test_worse_challenger_is_refused_and_the_champion_stays(frames, home_setting
 
 
 def test_rollback_restores_the_previous_champion(frames, home_settings, monkeypatch, capsys):
-    settings = home_settings.model_copy(update={"model_name": "fraud-rollback-test"})
+    settings = home_settings.with_case(model_name="fraud-rollback-test")
     train_df, holdout = frames
     run1, v1 = _train_register(settings, train_df, "first")
     out1 = T.evaluate_and_gate(v1, run1.run_id, holdout, settings=settings)
@@ -182,13 +182,13 @@ def test_rollback_restores_the_previous_champion(frames, home_settings, monkeypa
     with pytest.raises(ValueError, match="no previous champion"):
         registry.rollback(reason="again", settings=settings)
     client = registry.client(settings)
-    assert client.get_model_version(settings.model_name, v2).tags["gate"] == "rolled_back"
+    assert client.get_model_version(settings.case.model_name, v2).tags["gate"] == "rolled_back"
 
     # the CLI shows the same trail (settings from the environment, as in production)
     from jobs.platform.config import get_settings
 
-    monkeypatch.setenv("FRAUD_HOME", str(settings.home))
-    monkeypatch.setenv("FRAUD_MODEL_NAME", settings.model_name)
+    monkeypatch.setenv("MLP_HOME", str(settings.home))
+    monkeypatch.setenv("FRAUD_MODEL_NAME", settings.case.model_name)
     get_settings.cache_clear()
     try:
         assert registry.main(["history"]) == 0

@@ -31,7 +31,7 @@ SIM = SimulatorConfig(n_customers=300, n_terminals=600, dup_rate=0.01)
 
 
 def _settings(home: Path, **kw) -> Settings:
-    return Settings(home=home, feast_project=f"sched_{home.name[-6:].replace('-', '_')}", **kw)
+    return Settings(home=home, case={"feast_project": f"sched_{home.name[-6:].replace('-', '_')}"}, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +42,10 @@ def scheduler_home(tmp_path_factory, settings):
 
     home = tmp_path_factory.mktemp("scheduler-path")
     env = {
-        "FRAUD_HOME": str(home),
-        "FRAUD_AIRFLOW_PORT": str(free_port()),
+        "MLP_HOME": str(home),
+        "MLP_AIRFLOW_PORT": str(free_port()),
         "FRAUD_SCHEDULE_END_DATE": LAST.isoformat(),
-        "FRAUD_SENSOR_POKE_SECONDS": "5",
+        "MLP_SENSOR_POKE_SECONDS": "5",
     }
     saved = {k: os.environ.get(k) for k in [*env, "PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"]}
     os.environ.update(env)

@@ -1,7 +1,7 @@
 """Real-time scoring service: API contract, errors, model lifecycle, prediction log, stream path, fuzzing,
 Redis outage and champion promotion under load.
 
-Everything is real: a Feast repo applied from ``feature_repo/`` with a SQLite (and, for the outage test,
+Everything is real: a Feast repo applied from ``feature_repo/fraud/`` with a SQLite (and, for the outage test,
 a Redis) online store, an XGBoost model logged with ``mlflow.xgboost`` in the session's MLflow registry
 (under a test-only model name), uvicorn serving the app on 127.0.0.1, and a ``redis-server`` this
 module starts and kills on its own port (never the machine's shared Redis).
@@ -123,9 +123,8 @@ class Load:
 # --- fixtures ----------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def serving_settings(settings):
-    return settings.model_copy(
+    return settings.with_case(model_name=MODEL_NAME).model_copy(
         update={
-            "model_name": MODEL_NAME,
             "serving_reload_seconds": 0.25,
             "serving_log_flush_seconds": 0.2,
             "serving_api_key": None,
@@ -465,7 +464,7 @@ def test_production_profile_turns_auth_on(serving_settings):
 def test_no_champion_gives_503_not_500(serving_settings, sandbox, champion):
     from fastapi.testclient import TestClient
 
-    settings = serving_settings.model_copy(update={"model_name": "no-such-model-serving-tests"})
+    settings = serving_settings.with_case(model_name="no-such-model-serving-tests")
     with TestClient(make_app(settings, sandbox)) as c:
         r = c.post("/v1/score", json=body(sandbox.transactions.iloc[0]))
         assert r.status_code == 503, r.text

@@ -38,15 +38,15 @@ def test_missing_landing_names_the_folders_a_day_waits_for(tmp_path):
     layout = StorageLayout(settings)
     day = dt.date(2018, 4, 2)
     assert missing_landing(day, settings) == [
-        "landing/transactions/date=2018-04-02",
-        "landing/labels/date=2018-04-02",
+        "fraud/landing/transactions/date=2018-04-02",
+        "fraud/landing/labels/date=2018-04-02",
     ]
     tx = layout.path("landing_transactions", day)
     tx.mkdir(parents=True)
     (tx / "notes.txt").write_text("not a landing file")
     assert missing_landing(day, settings) == [
-        "landing/transactions/date=2018-04-02",
-        "landing/labels/date=2018-04-02",
+        "fraud/landing/transactions/date=2018-04-02",
+        "fraud/landing/labels/date=2018-04-02",
     ]
     (tx / "transactions.csv").write_text("header\n")
     labels = layout.path("landing_labels", day)
@@ -54,13 +54,13 @@ def test_missing_landing_names_the_folders_a_day_waits_for(tmp_path):
     (labels / "labels.csv").write_text("header\n")
     # files still being copied: the day is complete once the producer wrote its done marker
     assert missing_landing(day, settings) == [
-        "landing/transactions/date=2018-04-02",
-        "landing/labels/date=2018-04-02",
+        "fraud/landing/transactions/date=2018-04-02",
+        "fraud/landing/labels/date=2018-04-02",
     ]
     mark_landed(tx, settings)
-    assert missing_landing(day, settings) == ["landing/labels/date=2018-04-02"]
+    assert missing_landing(day, settings) == ["fraud/landing/labels/date=2018-04-02"]
     mark_landed(labels, settings)
     assert missing_landing(day, settings) == []
-    # without a marker (FRAUD_LANDING_DONE_MARKER=) the first *.csv is enough
+    # without a marker (MLP_LANDING_DONE_MARKER=) the first *.csv is enough
     (tx / "_SUCCESS").unlink()
     assert missing_landing(day, settings.model_copy(update={"landing_done_marker": ""})) == []

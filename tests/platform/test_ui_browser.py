@@ -80,7 +80,9 @@ def stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("ui-home")
     port = _free_port()
     settings = Settings(home=home, profile="local", airflow_port=port)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "FRAUD_", "MLFLOW_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "MLP_", "FRAUD_", "MLFLOW_"))
+    }
     env.update(settings.service_env())
     env.update(
         {
@@ -295,5 +297,5 @@ def test_login_dag_list_trigger_train_model_from_the_form(stack, api, page) -> N
     client = MlflowClient(
         tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
     )
-    versions = client.search_model_versions(f"name='{settings.model_name}'")
+    versions = client.search_model_versions(f"name='{settings.case.model_name}'")
     assert versions, "no model version registered by the UI-triggered run"

@@ -4,10 +4,10 @@ Used by the serving tests and the serving benchmark (and handy to try the API wi
 pipeline). It builds, under one folder:
 
 * a Feast repo (``feature_store.yaml`` + ``registry.db``) applied from the platform's own definitions
-  in ``feature_repo/`` — entities ``customer`` / ``terminal``, the daily-snapshot views
+  in ``feature_repo/fraud/`` — entities ``customer`` / ``terminal``, the daily-snapshot views
   ``customer_spending`` / ``terminal_risk``, the feature service ``fraud_v1``, and the stream view
   ``customer_recent_activity`` fed by the push source ``customer_transactions_push``
-  (``feature_repo/streaming.py``); online store SQLite or Redis;
+  (``feature_repo/fraud/streaming.py``); online store SQLite or Redis;
 * feature values computed with pandas from the handbook simulator (a small world: a few hundred
   customers, a handful of days) and written to the online store with ``write_to_online_store``;
 * an XGBoost model trained on those features, logged with ``mlflow.xgboost`` (signature + input
@@ -16,7 +16,7 @@ pipeline). It builds, under one folder:
 
 It is a sandbox, not the training pipeline: the snapshot features use ground-truth fraud for the
 terminal risk (no label delay) and the model is tiny. The pipeline's own feature repo and training
-job (``feature_repo/``, ``jobs/platform/train.py``) are what production serves.
+job (``feature_repo/fraud/``, ``jobs/platform/train.py``) are what production serves.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pandas as pd
 
 from jobs.fraud.simulate import Simulator, SimulatorConfig
 
-SNAPSHOT_WINDOWS = (1, 7, 30)  # = feature_repo.feature_views.WINDOWS
+SNAPSHOT_WINDOWS = (1, 7, 30)  # = feature_repo.fraud.feature_views.WINDOWS
 CUSTOMER_FEATURES = [f"customer_{k}_{w}d" for w in SNAPSHOT_WINDOWS for k in ("nb_tx", "avg_amount")]
 TERMINAL_FEATURES = [f"terminal_{k}_{w}d" for w in SNAPSHOT_WINDOWS for k in ("nb_tx", "risk")]
 REQUEST_FEATURES = ["tx_amount", "tx_during_weekend", "tx_during_night"]
@@ -106,10 +106,10 @@ def feature_store_yaml(root: Path, online: str, redis_connection: str | None = N
 
 def definitions() -> list[Any]:
     """The platform's Feast objects (``feature_repo``) the sandbox applies."""
-    from feature_repo.entities import customer, terminal
-    from feature_repo.feature_services import fraud_v1
-    from feature_repo.feature_views import customer_spending, terminal_risk
-    from feature_repo.streaming import customer_recent_activity, customer_transactions_push
+    from feature_repo.fraud.entities import customer, terminal
+    from feature_repo.fraud.feature_services import fraud_v1
+    from feature_repo.fraud.feature_views import customer_spending, terminal_risk
+    from feature_repo.fraud.streaming import customer_recent_activity, customer_transactions_push
 
     return [
         customer,
@@ -239,7 +239,7 @@ def train_and_register(
     model.fit(X, y)
     scores = model.predict_proba(X)[:, 1]
     if threshold is None:
-        costs = settings.costs
+        costs = settings.case.costs
         grid = np.linspace(0.05, 0.95, 19)
         cost = [
             costs.false_positive * float(((scores >= t) & (y == 0)).sum())
@@ -258,11 +258,11 @@ def train_and_register(
             name="model",
             signature=infer_signature(X.head(5), scores[:5]),
             input_example=X.head(2),
-            registered_model_name=settings.model_name,
+            registered_model_name=settings.case.model_name,
         )
     version = str(info.registered_model_version)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.set_model_version_tag(settings.model_name, version, "decision_threshold", f"{threshold:.6f}")
+    client.set_model_version_tag(settings.case.model_name, version, "decision_threshold", f"{threshold:.6f}")
     if alias is not None:
-        client.set_registered_model_alias(settings.model_name, alias, version)
+        client.set_registered_model_alias(settings.case.model_name, alias, version)
     return version

@@ -74,4 +74,4 @@ def fresh_home(tmp_path_factory, model_name: str = "fraud-detector") -> Settings
     home = tmp_path_factory.mktemp("platform-home")
     (home / "mlflow").mkdir()
     shutil.copy(_MLFLOW_TEMPLATE[0], home / "mlflow" / "mlflow.db")
-    return Settings(home=home, model_name=model_name)
+    return Settings(home=home, case={"model_name": model_name})

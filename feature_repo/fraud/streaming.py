@@ -22,11 +22,11 @@ from feast import FeatureView, Field, FileSource, PushSource
 from feast.data_format import ParquetFormat
 from feast.types import Array, Float64, Int64
 
-from jobs.platform.storage import StorageLayout
-
-try:  # loaded as the ``feature_repo`` package (the platform)
+try:  # loaded as the ``feature_repo.fraud`` package (the platform)
+    from .data_sources import feature_table
     from .entities import customer
 except ImportError:  # loaded by the ``feast`` CLI from this folder
+    from data_sources import feature_table
     from entities import customer
 
 PUSH_SOURCE_NAME = "customer_transactions_push"
@@ -36,7 +36,7 @@ customer_transactions_push = PushSource(
     name=PUSH_SOURCE_NAME,
     batch_source=FileSource(
         name="customer_recent_activity_offline",
-        path=str(StorageLayout().dataset_root("features", RECENT_ACTIVITY_VIEW)),
+        path=feature_table(RECENT_ACTIVITY_VIEW),
         file_format=ParquetFormat(),
         timestamp_field="event_timestamp",
     ),

@@ -11,7 +11,7 @@ from datetime import timedelta
 from feast import FeatureView, Field
 from feast.types import Float64, Int64
 
-try:  # loaded as the ``feature_repo`` package (the platform)
+try:  # loaded as the ``feature_repo.fraud`` package (the platform)
     from .data_sources import customer_snapshots, recent_activity, terminal_snapshots
     from .entities import customer, terminal, transaction
     from .streaming import RECENT_ACTIVITY_VIEW
@@ -86,7 +86,7 @@ customer_activity_1h = FeatureView(
     ],
     # Offline only: a transaction being scored is not in any table yet. Online, the same two
     # features are derived per request from the pushed view ``customer_recent_activity``
-    # (feature_repo/streaming.py) with jobs.fraud.features.derive_recent; the tag tells readers where.
+    # (feature_repo/fraud/streaming.py) with jobs.fraud.features.derive_recent; the tag tells readers where.
     online=False,
     source=recent_activity,
     tags={"owner": "ml-platform", "online_source": RECENT_ACTIVITY_VIEW},
