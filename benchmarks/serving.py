@@ -403,10 +403,9 @@ def serve_ours(repo: str, port: int, cpus: list[int]) -> None:
     import uvicorn
     from feast import FeatureStore
 
+    from jobs.fraud.online import STREAM_FEATURES, FraudFeatureClient
     from jobs.platform.config import get_settings
     from serving.app import create_app, tune_process, uvicorn_options
-    from serving.features import FeastFeatureClient
-    from serving.streaming import STREAM_FEATURES
     from tests.support.sandbox import (
         CUSTOMER_FEATURES,
         REQUEST_FEATURES,
@@ -415,7 +414,7 @@ def serve_ours(repo: str, port: int, cpus: list[int]) -> None:
     )
 
     settings = get_settings()
-    client = FeastFeatureClient(
+    client = FraudFeatureClient(
         store=FeatureStore(repo_path=repo),
         feature_service="fraud_v1",
         feature_columns=CUSTOMER_FEATURES + TERMINAL_FEATURES + REQUEST_FEATURES + list(STREAM_FEATURES),

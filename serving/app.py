@@ -1,9 +1,11 @@
-"""The real-time scoring API (FastAPI). Run: ``make serve`` or ``python -m serving.app``.
+"""The real-time model API (FastAPI): the serving core, with the active use case's handler
+(:mod:`serving.handler`; fraud: ``jobs.fraud.serving``). Run: ``make serve`` or ``python -m serving.app``.
 
-Request path of ``POST /v1/score``: validate (pydantic) -> online features from Feast for the
-training feature service + request-time features from the shared function -> champion (and the
-challenger in shadow / canary) -> response -> prediction-log record on a bounded queue (written by a
-background thread) -> the transaction pushed to the Feast push source by another background thread.
+Request path (fraud: ``POST /v1/score``): validate (the handler's pydantic schema) -> online features from
+Feast for the training feature service + derived and request-time features -> champion (and the challenger
+in shadow / canary, split by a stable hash of the handler's ``route_key``) -> decision (the version's
+threshold tag, when the use case has a decision policy) -> response -> prediction-log record on a bounded
+queue (written by a background thread) -> the row pushed to the use case's stream by another thread.
 
 Errors: every 4xx is JSON naming the field and the rule: 422 for an invalid body (one entry per issue;
 numbers are JSON numbers, never strings or booleans, and finite; ids unique within a batch), 413 for a
@@ -39,19 +41,16 @@ from jobs.platform.logs import get_logger
 from jobs.platform.storage import StorageLayout
 from serving.batching import MicroBatcher
 from serving.features import FeatureClient, FeatureStoreUnavailable, FeatureVector
+from serving.handler import Routes, ScoredRow, ServingHandler
 from serving.limits import BodySizeLimit
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.models import LoadedModel, ModelBundle, ModelManager, ModelSource, ModelUnavailable
 from serving.prediction_log import PredictionLogWriter
 from serving.schemas import (
-    BatchRequest,
-    BatchResponse,
     ErrorBody,
     Health,
     Readiness,
     RequestErrorBody,
-    ScoreResult,
-    Transaction,
     ValidationErrorBody,
 )
 from serving.streaming import FeaturePusher
@@ -78,23 +77,30 @@ class ScoringService:
         log_writer: PredictionLogWriter | None,
         metrics: ServingMetrics,
         pusher: FeaturePusher | None = None,
+        handler: ServingHandler | None = None,
     ) -> None:
+        if handler is None:
+            raise TypeError(
+                "ScoringService: handler is required (the use case's serving.handler.ServingHandler)"
+            )
         self.features = features
         self.models = models
         self.log_writer = log_writer
         self.metrics = metrics
         self.pusher = pusher
+        self.handler = handler
 
-    def score(self, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def score(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         bundle = self.models.bundle  # read once: the whole request uses one bundle
         if bundle.champion is None:
             reason = self.models.last_error or "no champion model is loaded"
             raise ServiceUnavailable("model_unavailable", reason)
         try:
-            vectors = self.features.fetch(transactions)
+            vectors = self.features.fetch(rows)
         except FeatureStoreUnavailable as exc:
             raise ServiceUnavailable("online_store_unavailable", str(exc)) from exc
 
+        h, m = self.handler, self.metrics
         scored_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         champion_scores = _predict(bundle.champion, vectors)
         challenger_scores = (
@@ -103,30 +109,33 @@ class ScoringService:
             else None
         )
         results, records = [], []
-        for i, (tx, vector) in enumerate(zip(transactions, vectors, strict=True)):
+        for i, (row, vector) in enumerate(zip(rows, vectors, strict=True)):
             request_id = uuid.uuid4().hex
-            use_challenger = challenger_scores is not None and bundle.routes_to_challenger(tx["customer_id"])
+            use_challenger = challenger_scores is not None and bundle.routes_to_challenger(row[h.route_key])
             model = bundle.challenger if use_challenger else bundle.champion
             score = float(challenger_scores[i] if use_challenger else champion_scores[i])
             arm = "challenger" if use_challenger else "champion"
-            decision = int(score >= model.threshold)
-            results.append(_result(request_id, tx, vector, model, score, decision, arm))
-            records.append(_record(request_id, tx, vector, model, score, decision, arm, scored_at))
-            m = self.metrics
-            m.child(m.scored, arm, str(decision)).inc()
+            scored = ScoredRow(request_id, row, vector, model, score, _decide(model, score), arm, scored_at)
+            results.append(h.result(scored))
+            records.append(h.record(scored))
+            m.child(m.scored, arm, str(scored.decision)).inc()
             for entity in vector.unknown_entities:
                 m.child(m.unknown, entity).inc()
             if bundle.mode == "shadow" and challenger_scores is not None:
-                s = float(challenger_scores[i])
-                c = bundle.challenger
+                s, c = float(challenger_scores[i]), bundle.challenger
                 records.append(
-                    _record(request_id, tx, vector, c, s, int(s >= c.threshold), "shadow", scored_at)
+                    h.record(ScoredRow(request_id, row, vector, c, s, _decide(c, s), "shadow", scored_at))
                 )
         if self.log_writer is not None:
             self.log_writer.append(records)
         if self.pusher is not None:
-            self.pusher.submit(transactions)
+            self.pusher.submit(rows)
         return results
+
+
+def _decide(model: LoadedModel, score: float) -> int | None:
+    """The decision policy: 1 when the score reaches the version's threshold tag (None: no policy)."""
+    return None if model.threshold is None else int(score >= model.threshold)
 
 
 def _predict(model: LoadedModel, vectors: list[FeatureVector]) -> np.ndarray:
@@ -134,52 +143,6 @@ def _predict(model: LoadedModel, vectors: list[FeatureVector]) -> np.ndarray:
         [[v.values.get(name, math.nan) for name in model.feature_names] for v in vectors], dtype="float32"
     )
     return model.predict(matrix)
-
-
-def _freshness(tx: dict[str, Any], vector: FeatureVector) -> list[dict[str, Any]]:
-    out = []
-    for view, ts in vector.feature_timestamps.items():
-        age = None if ts is None else (tx["tx_datetime"] - ts).total_seconds()
-        out.append({"feature_view": view, "event_timestamp": ts, "age_seconds": age})
-    return out
-
-
-def _result(request_id, tx, vector, model, score, decision, arm) -> dict[str, Any]:
-    return {
-        "request_id": request_id,
-        "transaction_id": tx["transaction_id"],
-        "customer_id": tx["customer_id"],
-        "terminal_id": tx["terminal_id"],
-        "probability": score,
-        "decision": decision,
-        "threshold": model.threshold,
-        "model_name": model.name,
-        "model_version": model.version,
-        "arm": arm,
-        "unknown_entities": list(vector.unknown_entities),
-        "feature_freshness": _freshness(tx, vector),
-    }
-
-
-def _record(request_id, tx, vector, model, score, decision, arm, scored_at) -> dict[str, Any]:
-    record = {
-        "request_id": request_id,
-        "transaction_id": tx["transaction_id"],
-        "customer_id": tx["customer_id"],
-        "terminal_id": tx["terminal_id"],
-        "tx_datetime": tx["tx_datetime"].astimezone(dt.UTC).replace(tzinfo=None),
-        "scored_at": scored_at,
-        "score": score,
-        "decision": decision,
-        "threshold": model.threshold,
-        "model_name": model.name,
-        "model_version": model.version,
-        "arm": arm,
-        "unknown_entities": ",".join(vector.unknown_entities),
-    }
-    for name in model.feature_names:
-        record[name] = vector.values.get(name, math.nan)
-    return record
 
 
 # --- HTTP layer -------------------------------------------------------------------------
@@ -233,16 +196,23 @@ def create_app(
     model_source: ModelSource | None = None,
     layout: StorageLayout | None = None,
     log_predictions: bool = True,
+    handler: ServingHandler | None = None,
 ) -> FastAPI:
-    """Build the scoring app. Without injected clients it uses Feast (``jobs.platform.feature_store``) and the MLflow
-    registry (``jobs.platform.registry`` / ``models:/<name>@<alias>``) configured by ``settings``."""
+    """Build the model API of the settings' use case (its handler: ``UseCase.serving``). Without injected
+    clients it uses the handler's feature client (Feast) and the MLflow registry (``jobs.platform.registry`` /
+    ``models:/<name>@<alias>``) configured by ``settings``."""
+    from jobs.platform.use_case import get_use_case
+
     settings = settings or get_settings()
     layout = layout or StorageLayout(settings)
+    if handler is None:
+        factory = get_use_case(settings).serving
+        if factory is None:
+            raise ValueError(f"use_case: {settings.use_case!r} declares no serving handler (UseCase.serving)")
+        handler = factory()
     metrics = ServingMetrics()
     if feature_client is None:
-        from serving.features import default_feature_client
-
-        feature_client = default_feature_client(settings)
+        feature_client = handler.feature_client(settings)
     if model_source is None:
         from serving.models import RegistryModelSource
 
@@ -264,6 +234,7 @@ def create_app(
     writer = (
         PredictionLogWriter(
             layout,
+            handler.log_schema,
             queue_size=settings.serving_log_queue_size,
             flush_seconds=settings.serving_log_flush_seconds,
             on_written=metrics.log_written.inc,
@@ -274,10 +245,10 @@ def create_app(
     )
     pusher = (
         FeaturePusher(feature_client, on_failed=metrics.pushes_failed.inc)
-        if settings.serving_push_features and hasattr(feature_client, "push_transactions")
+        if settings.serving_push_features and callable(getattr(feature_client, "push", None))
         else None
     )
-    service = ScoringService(feature_client, manager, writer, metrics, pusher)
+    service = ScoringService(feature_client, manager, writer, metrics, pusher, handler)
     batcher = MicroBatcher(service.score)
 
     @asynccontextmanager
@@ -310,9 +281,9 @@ def create_app(
             log.info("serving_stopped")
 
     app = FastAPI(
-        title="Fraud scoring API",
+        title=handler.title,
         version="1.0.0",
-        description=__doc__,
+        description=f"{handler.description}\n\n{__doc__}",
         lifespan=lifespan,
     )
     app.state.service = service
@@ -339,29 +310,11 @@ def create_app(
         422: {
             "model": ValidationErrorBody,
             "description": "invalid request: field and rule per issue (e.g. `float_type` for a string or "
-            "boolean amount, `finite_number` for NaN/Infinity, `unique_transaction_id` in a batch)",
+            "boolean number, `finite_number` for NaN/Infinity)",
         },
         503: {"model": ErrorBody, "description": "online store unreachable or no champion model"},
     }
     guarded = [Depends(require_key)] if api_key is not None else []
-    # OpenAPI links (stateful clients and schemathesis' stateful phase): the service keeps state per card,
-    # since every scored transaction is pushed to the customer's last-hour view the next request reads
-    again = {
-        "description": "score another transaction of the same card at the same terminal: its last-hour "
-        "features now include the one just scored",
-        "operationId": "score",
-        "requestBody": {
-            "customer_id": "$response.body#/customer_id",
-            "terminal_id": "$response.body#/terminal_id",
-        },
-    }
-    again_from_batch = {
-        **again,
-        "requestBody": {
-            "customer_id": "$response.body#/results/0/customer_id",
-            "terminal_id": "$response.body#/results/0/terminal_id",
-        },
-    }
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError):
@@ -408,30 +361,16 @@ def create_app(
         log.exception("unhandled_error", path=request.url.path)
         return JSONResponse(status_code=500, content={"error": "internal", "reason": type(exc).__name__})
 
-    @app.post(
-        "/v1/score",
-        response_model=ScoreResult,
-        responses={**errors, 200: {"links": {"ScoreSameCardAgain": again}}},
-        dependencies=guarded,
-        tags=["scoring"],
-        operation_id="score",
+    handler.register_routes(
+        app,
+        Routes(
+            submit=batcher.submit,
+            submit_many=batcher.submit_many,
+            errors=errors,
+            guarded=guarded,
+            response_class=ScoreJSONResponse,
+        ),
     )
-    async def score(tx: Transaction) -> dict[str, Any]:
-        """Score one transaction with the champion (or the challenger for canary customers)."""
-        return ScoreJSONResponse(await batcher.submit(tx.model_dump()))
-
-    @app.post(
-        "/v1/score/batch",
-        response_model=BatchResponse,
-        responses={**errors, 200: {"links": {"ScoreFirstCardAgain": again_from_batch}}},
-        dependencies=guarded,
-        tags=["scoring"],
-        operation_id="score_batch",
-    )
-    async def score_batch(batch: BatchRequest) -> dict[str, Any]:
-        """Score up to 1000 transactions in one call (one online-store round trip per feature view)."""
-        results = await batcher.submit_many([t.model_dump() for t in batch.transactions])
-        return ScoreJSONResponse({"results": results})
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
     async def healthz() -> dict[str, str]:

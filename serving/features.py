@@ -1,25 +1,26 @@
 """Online feature lookup for scoring: the Feast online store, read through the training feature service.
 
-The scoring path needs, per transaction, the values of the model's input columns:
+The scoring path needs, per request row, the values of the model's input columns:
 
-* entity features (daily snapshots per customer and per terminal) read from the Feast **online store** for
-  the feature views of the feature service used in training (``Settings.feature_service``, ``fraud_v2``);
-* the last-hour features (``customer_nb_tx_1h``, ``customer_amount_1h``): offline they are the
-  per-transaction view ``customer_activity_1h``, which has no online table; here they are derived per
-  request (``jobs.fraud.features.derive_recent``, the same definition as the batch Spark window) from the
-  customer's recent transactions that the stream path pushed to ``customer_recent_activity``;
-* request-time features (weekend, night, ...) computed by the same shared function training uses
-  (the use case's ``FeatureSpec.request_features``; fraud: ``jobs.fraud.training_data``).
+* entity features (e.g. daily snapshots per customer and per terminal) read from the Feast **online
+  store** for the feature views of the feature service used in training (``settings.case.feature_service``);
+* **derived** features: a view whose stored value is turned into features per request (fraud: the
+  customer's pushed recent transactions -> its last-hour counts, ``jobs.fraud.online``), by a function
+  the use case gives per view (``derived=``); a view of the service with no online table
+  (``online=False``) is skipped, its features come from such a derivation;
+* request-time features computed by the same shared function training uses (the use case's
+  ``FeatureSpec.request_features``) over the frame its ``request_frame`` builds from the rows.
 
 :class:`FeastFeatureClient` resolves the feature service once (feature views, join keys, feature names)
 and then reads each view with the provider's ``online_read`` — the same call ``FeatureStore.get_online_features``
 makes underneath, without re-resolving the registry and re-building response protos on every request.
+A use case's client subclasses it to add ``push(rows)`` (the stream path, run by ``serving.streaming``).
 
-Unknown entities (a customer or terminal the online store has no row for) are scored with the
-**documented defaults**: 0 for every feature of that view (``DEFAULT_FEATURE_VALUE``; counts, means
-and risk shares of an entity with no activity in the window — the same all-zero row the batch feature
-job emits when an entity leaves its look-back window, so training has seen it), overridable per
-feature with ``defaults=``. They are flagged in the response (``unknown_entities``), counted in
+Unknown entities (an entity the online store has no row for) are scored with the **documented
+defaults**: 0 for every feature of that view (``DEFAULT_FEATURE_VALUE``; counts, means and risk shares
+of an entity with no activity in the window — the same all-zero row the batch feature job emits when
+an entity leaves its look-back window, so training has seen it), overridable per feature with
+``defaults=``. They are flagged in the response (``unknown_entities``), counted in
 ``serving_unknown_entities_total`` and recorded in the prediction log.
 
 Any failure to reach the online store raises :class:`FeatureStoreUnavailable`, which the API turns into
@@ -30,18 +31,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-
-from jobs.fraud.features import derive_recent
-from serving.streaming import epoch_seconds, merge_recent
-
-PUSH_SOURCE_NAME = "customer_transactions_push"  # = feature_repo.fraud.streaming.PUSH_SOURCE_NAME
-RECENT_ACTIVITY_VIEW = "customer_recent_activity"  # = feature_repo.fraud.streaming.RECENT_ACTIVITY_VIEW
 
 UTC = dt.UTC
 DEFAULT_FEATURE_VALUE = 0.0
@@ -67,9 +62,9 @@ class FeatureClient(Protocol):
     @property
     def feature_columns(self) -> list[str]: ...
 
-    def fetch(self, transactions: Sequence[dict[str, Any]]) -> list[FeatureVector]:
-        """Feature vectors for transactions (dicts with transaction_id, customer_id, terminal_id,
-        tx_amount, tx_datetime [aware UTC datetime]); raises FeatureStoreUnavailable."""
+    def fetch(self, rows: Sequence[dict[str, Any]]) -> list[FeatureVector]:
+        """Feature vectors for request rows (the use case's validated request fields, e.g. a
+        transaction: ids, amount, aware UTC datetime); raises FeatureStoreUnavailable."""
         ...
 
     def ping(self) -> None:
@@ -85,7 +80,7 @@ class _ViewPlan:
     join_key_kinds: tuple[str, ...]  # ValueProto oneof field per join key ("int64_val", "string_val", ...)
     features: tuple[str, ...]
     entity_label: str  # how an unknown entity of this view is reported, e.g. "customer"
-    stream: bool = False  # the pushed recent-activity view: features are derived, not served as is
+    stream: bool = False  # a derived view: its stored value is turned into features per request
 
 
 _KIND_BY_DTYPE = {"Int64": "int64_val", "Int32": "int32_val", "String": "string_val"}
@@ -102,7 +97,7 @@ def _proto_to_python(value: Any) -> float:
         return math.nan
 
 
-def _proto_list(value: Any) -> list:
+def proto_list(value: Any) -> list:
     kind = value.WhichOneof("val")
     if kind is None or not kind.endswith("_list_val"):
         return []
@@ -113,8 +108,12 @@ def _label_for(join_keys: Sequence[str]) -> str:
     return "+".join(k.removesuffix("_id") for k in join_keys)
 
 
+Derive = Callable[[dict[str, Any], dict[str, Any] | None], dict[str, float]]
+"""``derive(row, stored values or None) -> features`` for a derived view."""
+
+
 class FeastFeatureClient:
-    """Reads a Feast feature service's views from the online store, adds request-time features."""
+    """Reads a Feast feature service's views from the online store, adds derived and request-time features."""
 
     def __init__(
         self,
@@ -122,21 +121,20 @@ class FeastFeatureClient:
         feature_service: str,
         feature_columns: Sequence[str],
         request_fn: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
-        push_source: str | None = PUSH_SOURCE_NAME,
+        request_frame: Callable[[Sequence[dict[str, Any]]], pd.DataFrame] | None = None,
         defaults: dict[str, float] | None = None,
-        stream_view: str | None = RECENT_ACTIVITY_VIEW,
+        derived: Mapping[str, Derive] | None = None,
         online_timeout_seconds: float = 0.25,
     ) -> None:
         self.online_timeout_seconds = online_timeout_seconds
         self.defaults = dict(defaults or {})
-        self.stream_view = stream_view
+        self.derived = dict(derived or {})
         self.store = store
         self.feature_service_name = feature_service
         self._feature_columns = list(feature_columns)
         self.request_fn = request_fn
-        self.push_source = push_source
+        self.request_frame = request_frame or pd.DataFrame
         self._plans: list[_ViewPlan] | None = None
-        self._push_targets: list[Any] | None = None
 
     # --- resolution -------------------------------------------------------------------
     @property
@@ -162,25 +160,26 @@ class FeastFeatureClient:
                 except Exception:  # not that kind of view (e.g. an on-demand view: computed at request time)
                     continue
             if view is None or not getattr(view, "online", True):
-                # an offline-only view (``customer_activity_1h``: one row per past transaction) has no
-                # online table; its features are derived per request from the stream view below
+                # an offline-only view (fraud's ``customer_activity_1h``: one row per past transaction)
+                # has no online table; its features are derived per request from a derived view
                 continue
             keys = tuple(f.name for f in view.entity_columns)
             kinds = tuple(_KIND_BY_DTYPE.get(str(f.dtype), "int64_val") for f in view.entity_columns)
             features = tuple(f.name for f in projection.features)
-            stream = projection.name == self.stream_view
+            stream = projection.name in self.derived
             plans.append(_ViewPlan(projection.name, view, keys, kinds, features, _label_for(keys), stream))
-        if self.stream_view and not any(p.stream for p in plans):
-            # the recent-activity view is read even when the service does not list it (yet)
+        for name in self.derived:
+            if any(p.name == name for p in plans):
+                continue
+            # a derived view is read even when the service does not list it (yet)
             try:
-                view = self.store.get_feature_view(self.stream_view)
-            except Exception:
-                view = None
-            if view is not None:
-                keys = tuple(f.name for f in view.entity_columns)
-                kinds = tuple(_KIND_BY_DTYPE.get(str(f.dtype), "int64_val") for f in view.entity_columns)
-                features = tuple(f.name for f in view.features)
-                plans.append(_ViewPlan(view.name, view, keys, kinds, features, _label_for(keys), True))
+                view = self.store.get_feature_view(name)
+            except Exception:  # not registered: its features take their defaults
+                continue
+            keys = tuple(f.name for f in view.entity_columns)
+            kinds = tuple(_KIND_BY_DTYPE.get(str(f.dtype), "int64_val") for f in view.entity_columns)
+            features = tuple(f.name for f in view.features)
+            plans.append(_ViewPlan(view.name, view, keys, kinds, features, _label_for(keys), True))
         self._harden_online_store()
         self._plans = plans
         return plans
@@ -206,7 +205,6 @@ class FeastFeatureClient:
         """Forget the resolved feature service (after ``feast apply`` changed it)."""
         self.store.refresh_registry()
         self._plans = None
-        self._push_targets = None
 
     # --- reads ------------------------------------------------------------------------
     def _online_read(self, plan: _ViewPlan, transactions: Sequence[dict[str, Any]]):
@@ -241,13 +239,10 @@ class FeastFeatureClient:
                     f"online store read of {plan.name!r} failed: {type(exc).__name__}: {exc}"
                 ) from exc
             if plan.stream:
-                for tx, vector, (ts, values) in zip(transactions, out, rows, strict=True):
+                derive = self.derived[plan.name]
+                for row, vector, (ts, values) in zip(transactions, out, rows, strict=True):
                     vector.feature_timestamps[plan.name] = ts
-                    ids, epochs, amounts = _recent(values)
-                    derived = derive_recent(
-                        ids, epochs, amounts, tx["transaction_id"], epoch_seconds(tx["tx_datetime"])
-                    )
-                    vector.values.update(derived)
+                    vector.values.update(derive(row, values))
                 continue
             for vector, (ts, values) in zip(out, rows, strict=True):
                 vector.feature_timestamps[plan.name] = ts
@@ -266,21 +261,7 @@ class FeastFeatureClient:
     def _add_request_features(self, transactions: Sequence[dict[str, Any]], out: list[FeatureVector]) -> None:
         if self.request_fn is None:
             return
-        # typed numpy columns: half the cost of letting pandas infer them from lists (hot path)
-        frame = pd.DataFrame(
-            {
-                "transaction_id": np.array([tx["transaction_id"] for tx in transactions], dtype="int64"),
-                "customer_id": np.array([tx["customer_id"] for tx in transactions], dtype="int64"),
-                "terminal_id": np.array([tx["terminal_id"] for tx in transactions], dtype="int64"),
-                "tx_amount": np.array([tx["tx_amount"] for tx in transactions], dtype="float64"),
-                # the lake stores UTC as naive timestamps; the shared function sees the same
-                "tx_datetime": np.array(
-                    [tx["tx_datetime"].astimezone(UTC).replace(tzinfo=None) for tx in transactions],
-                    dtype="datetime64[ns]",
-                ),
-            }
-        )
-        enriched = self.request_fn(frame)
+        enriched = self.request_fn(self.request_frame(transactions))
         served = set(out[0].values) if out else set()
         wanted = [c for c in self._feature_columns if c in enriched.columns and c not in served]
         columns = {c: enriched[c].to_numpy(dtype="float64", na_value=np.nan).tolist() for c in wanted}
@@ -305,113 +286,39 @@ class FeastFeatureClient:
         except Exception as exc:
             raise FeatureStoreUnavailable(f"online store unreachable: {type(exc).__name__}: {exc}") from exc
 
-    # --- streaming path -------------------------------------------------------------------
-    def _push_views(self) -> list[Any]:
-        """The feature views fed by the push source (what ``FeatureStore.push`` writes to)."""
-        if self._push_targets is None:
-            try:
-                self._push_targets = list(
-                    self.store._fvs_for_push_source_or_raise(self.push_source, allow_cache=True)
-                )
-            except Exception:  # push source not registered: the stream path is off
-                self._push_targets = []
-        return self._push_targets
+    # --- helpers for a use case's stream path (its subclass's ``push``) ---------------------
+    def view_plan(self, name: str) -> _ViewPlan | None:
+        """The resolved plan of a feature view the client reads (None: not read)."""
+        return next((p for p in self._resolve() if p.name == name), None)
 
-    def push_transactions(self, transactions: Sequence[dict[str, Any]]) -> int:
-        """Fold scored transactions into their customers' recent activity and push it.
+    def read_view(self, name: str, rows: Sequence[dict[str, Any]]) -> list[tuple[Any, dict[str, Any] | None]]:
+        """``(event timestamp, stored values or None)`` of view ``name`` for entity rows (raw online read)."""
+        plan = self.view_plan(name)
+        if plan is None:
+            raise FeatureStoreUnavailable(f"feature view {name!r} is not read by this client")
+        return self._online_read(plan, rows)
 
-        Read-modify-write per customer, called by the background pusher (never on the request path).
-        The rows go to every feature view fed by the push source, through the provider's
-        ``online_write_batch`` — the write ``FeatureStore.push(..., to=ONLINE)`` ends in, without its
-        per-call DataFrame/Arrow conversion (about 40 ms per call here). Returns the customers pushed."""
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-        from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List
-        from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-
-        plan = next((p for p in self._resolve() if p.stream), None)
-        if plan is None or self.push_source is None or not transactions or not self._push_views():
-            return 0
-        by_customer: dict[int, list[tuple[int, int, float]]] = {}
-        latest: dict[int, dt.datetime] = {}
-        for tx in transactions:
-            cid = int(tx["customer_id"])
-            by_customer.setdefault(cid, []).append(
-                (int(tx["transaction_id"]), epoch_seconds(tx["tx_datetime"]), float(tx["tx_amount"]))
-            )
-            ts = tx["tx_datetime"].astimezone(UTC)
-            latest[cid] = max(latest.get(cid, ts), ts)
-        customers = sorted(by_customer)
-        current = self._online_read(plan, [{"customer_id": c} for c in customers])
-        rows = []
-        for cid, (prev_ts, values) in zip(customers, current, strict=True):
-            ids, epochs, amounts = merge_recent(*_recent(values), by_customer[cid])
-            event_ts = latest[cid]
-            if prev_ts is not None and event_ts <= prev_ts:
-                # a store that keeps the newest row only would drop it: stamp it just after the stored one
-                event_ts = prev_ts + dt.timedelta(microseconds=1)
-            key = EntityKeyProto(join_keys=["customer_id"], entity_values=[ValueProto(int64_val=cid)])
-            feature_values = {
-                "recent_tx_ids": ValueProto(int64_list_val=Int64List(val=ids)),
-                "recent_tx_epochs": ValueProto(int64_list_val=Int64List(val=epochs)),
-                "recent_tx_amounts": ValueProto(double_list_val=DoubleList(val=amounts)),
-            }
-            rows.append((key, feature_values, event_ts, None))
+    def write_views(
+        self, views: Sequence[Any], rows: list[tuple[Any, dict[str, Any], dt.datetime, None]]
+    ) -> None:
+        """Write entity rows (entity key proto, values, event timestamp, None) to feature views through
+        the provider's ``online_write_batch`` — where ``FeatureStore.push(..., to=ONLINE)`` ends, without
+        its per-call DataFrame/Arrow conversion (about 40 ms per call here)."""
         provider = self.store._get_provider()
-        for view in self._push_views():
+        for view in views:
             provider.online_write_batch(self.store.config, view, rows, progress=None)
-        return len(rows)
+
+    def push_views(self, push_source: str) -> list[Any]:
+        """The feature views fed by a push source (what ``FeatureStore.push`` writes to); [] if unregistered."""
+        try:
+            return list(self.store._fvs_for_push_source_or_raise(push_source, allow_cache=True))
+        except Exception:  # push source not registered: the stream path is off
+            return []
 
 
-def _recent(values: dict[str, Any] | None) -> tuple[list, list, list]:
-    if not values:
-        return [], [], []
-    return (
-        _proto_list(values["recent_tx_ids"]) if "recent_tx_ids" in values else [],
-        _proto_list(values["recent_tx_epochs"]) if "recent_tx_epochs" in values else [],
-        _proto_list(values["recent_tx_amounts"]) if "recent_tx_amounts" in values else [],
-    )
-
-
-def ensure_stream_objects(store: Any, settings: Any) -> bool:
-    """Register the push source and recent-activity view (``feature_repo/fraud/streaming.py``) if the
-    registry lacks them (``jobs.platform.feature_store.apply`` registers the batch views only), their
-    offline source in the settings' layout. Returns True if applied."""
-    try:
-        store.get_feature_view(RECENT_ACTIVITY_VIEW)
-        return False
-    except Exception:
-        pass
-    from jobs.platform.feature_store import located, repo_module
-    from jobs.platform.storage import StorageLayout
-
-    streaming = repo_module(settings.use_case, "streaming")
-    layout = StorageLayout(settings)
-    store.apply(
-        [
-            located(o, layout)
-            for o in (streaming.customer_transactions_push, streaming.customer_recent_activity)
-        ]
-    )
-    return True
-
-
-def default_feature_client(settings: Any) -> FeastFeatureClient:
-    """The platform's feature client: ``jobs.platform.feature_store``'s store, and the use case's model
-    inputs (from the feature service), defaults and request-time function; the stream objects are
-    registered on first use."""
-    from jobs.platform import feature_store
+def default_feature_client(settings: Any) -> FeatureClient:
+    """The use case's online feature client (its serving handler's ``feature_client``): the one
+    online-read path of serving, batch helpers and the skew tests."""
     from jobs.platform.use_case import get_use_case
 
-    spec = get_use_case(settings).features
-    store = feature_store.get_store(settings)
-    # registered even when this service does not push (another writer may): the last-hour features
-    # are always derived from it, never from the offline-only batch view
-    ensure_stream_objects(store, settings)
-    return FeastFeatureClient(
-        store=store,
-        feature_service=settings.case.feature_service,
-        feature_columns=feature_store.model_inputs(settings, store),
-        request_fn=spec.request_features,
-        push_source=PUSH_SOURCE_NAME if settings.serving_push_features else None,
-        defaults=dict(spec.defaults()),
-    )
+    return get_use_case(settings).serving().feature_client(settings)

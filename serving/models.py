@@ -37,24 +37,31 @@ class LoadedModel:
     name: str
     version: str
     alias: str
-    threshold: float
+    threshold: float | None  # the decision threshold of the version's tag (None: no decision policy)
     booster: Any  # xgboost.Booster
     feature_names: tuple[str, ...]
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        """Fraud probabilities for rows of ``matrix`` (columns in ``feature_names`` order)."""
+        """Model scores (e.g. fraud probabilities) for rows of ``matrix`` (columns in ``feature_names`` order)."""
         return np.asarray(self.booster.inplace_predict(matrix), dtype="float64").reshape(-1)
 
 
 def as_loaded_model(
-    model: Any, name: str, version: str | int, alias: str, threshold: float, fallback_features: list[str]
+    model: Any,
+    name: str,
+    version: str | int,
+    alias: str,
+    threshold: float | None,
+    fallback_features: list[str],
 ) -> LoadedModel:
     booster = model.get_booster() if hasattr(model, "get_booster") else model
     booster.set_param({"nthread": 1})  # one request = a few rows: threads only add overhead
     names = tuple(booster.feature_names or fallback_features)
     if not names:
         raise ModelUnavailable(f"model {name} v{version} declares no feature names and none were given")
-    return LoadedModel(name, str(version), alias, float(threshold), booster, names)
+    return LoadedModel(
+        name, str(version), alias, None if threshold is None else float(threshold), booster, names
+    )
 
 
 class ModelSource(Protocol):
@@ -112,9 +119,11 @@ class RegistryModelSource:
         return as_loaded_model(model, self.name, version, alias, threshold, self.feature_columns)
 
 
-def canary_bucket(customer_id: int) -> float:
-    """Deterministic position in [0, 1) of a customer for the canary split (stable across processes)."""
-    digest = hashlib.blake2b(str(int(customer_id)).encode(), digest_size=8).digest()
+def canary_bucket(key: Any) -> float:
+    """Deterministic position in [0, 1) of a routing key's value (fraud: the customer) for the canary
+    split, stable across processes; integral values hash as their decimal digits."""
+    text = str(int(key)) if isinstance(key, int | np.integer) else str(key)
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
 
 
@@ -127,11 +136,9 @@ class ModelBundle:
     mode: Mode = "off"
     canary_share: float = 0.0
 
-    def routes_to_challenger(self, customer_id: int) -> bool:
+    def routes_to_challenger(self, key: Any) -> bool:
         return (
-            self.mode == "canary"
-            and self.challenger is not None
-            and canary_bucket(customer_id) < self.canary_share
+            self.mode == "canary" and self.challenger is not None and canary_bucket(key) < self.canary_share
         )
 
 

@@ -7,10 +7,11 @@ writes one parquet file per date partition::
     StorageLayout.path("prediction_log", date) / part-<utc time>-<uuid>.parquet
 
 Files are committed atomically (written as a temporary sibling, then renamed), so readers see whole
-files only. The partition date is the transaction's date (``tx_datetime``), which is what the
-monitoring and A/B jobs join labels on. Columns: request_id, transaction_id, customer_id, terminal_id,
+files only. The columns and the partition field come from the use case's handler
+(:class:`serving.handler.LogSchema`; fraud: request_id, transaction_id, customer_id, terminal_id,
 tx_datetime, scored_at, score, decision, threshold, model_name, model_version, arm
-(champion|challenger|shadow), unknown_entities, then one column per model feature.
+(champion|challenger|shadow), unknown_entities, partitioned by the transaction's date, which is what
+the monitoring and A/B jobs join labels on), then one column per model feature.
 
 If the queue is full (the disk cannot keep up), the record is counted in ``dropped`` and in the
 ``serving_prediction_log_dropped_total`` metric rather than slowing requests down.
@@ -33,53 +34,26 @@ import pyarrow.parquet as pq
 
 from jobs.platform.logs import get_logger
 from jobs.platform.storage import StorageLayout, staged_file
+from serving.handler import LogSchema
 
 log = get_logger("serving.prediction_log")
 
-LOG_COLUMNS: tuple[str, ...] = (
-    "request_id",
-    "transaction_id",
-    "customer_id",
-    "terminal_id",
-    "tx_datetime",
-    "scored_at",
-    "score",
-    "decision",
-    "threshold",
-    "model_name",
-    "model_version",
-    "arm",
-    "unknown_entities",
-)
-_TYPES = {
-    "request_id": pa.string(),
-    "transaction_id": pa.int64(),
-    "customer_id": pa.int64(),
-    "terminal_id": pa.int64(),
-    "tx_datetime": pa.timestamp("us"),
-    "scored_at": pa.timestamp("us"),
-    "score": pa.float64(),
-    "decision": pa.int32(),
-    "threshold": pa.float64(),
-    "model_name": pa.string(),
-    "model_version": pa.string(),
-    "arm": pa.string(),
-    "unknown_entities": pa.string(),
-}
 _STOP = object()
 
 
-def to_table(records: list[dict[str, Any]]) -> pa.Table:
+def to_table(records: list[dict[str, Any]], schema: LogSchema) -> pa.Table:
+    """Records as an Arrow table: the schema's columns in order, then every other key (the model's
+    features) as float64."""
     feature_names: list[str] = []
-    seen = set(LOG_COLUMNS)
+    seen = set(schema.columns)
     for r in records:
         for k in r:
             if k not in seen:
                 seen.add(k)
                 feature_names.append(k)
     arrays, fields = [], []
-    for name in (*LOG_COLUMNS, *feature_names):
-        typ = _TYPES.get(name, pa.float64())
+    for name in (*schema.columns, *feature_names):
+        typ = schema.columns.get(name, pa.float64())
         arrays.append(pa.array([r.get(name) for r in records], type=typ))
         fields.append(pa.field(name, typ))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
@@ -89,6 +63,7 @@ class PredictionLogWriter:
     def __init__(
         self,
         layout: StorageLayout,
+        schema: LogSchema,
         queue_size: int = 100_000,
         flush_seconds: float = 2.0,
         max_batch: int = 50_000,
@@ -96,6 +71,7 @@ class PredictionLogWriter:
         on_dropped: Callable[[int], None] | None = None,
     ) -> None:
         self.layout = layout
+        self.schema = schema
         self.flush_seconds = flush_seconds
         self.max_batch = max_batch
         self.on_written = on_written
@@ -147,12 +123,12 @@ class PredictionLogWriter:
     def _write(self, batch: list[dict[str, Any]]) -> None:
         by_date: dict[dt.date, list[dict[str, Any]]] = defaultdict(list)
         for r in batch:
-            by_date[r["tx_datetime"].date()].append(r)
+            by_date[r[self.schema.partition_by].date()].append(r)
         for date, rows in sorted(by_date.items()):
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
             final = self.layout.path("prediction_log", date) / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
             try:
-                table = to_table(rows)
+                table = to_table(rows, self.schema)
                 with staged_file(final) as tmp:
                     pq.write_table(table, tmp)
             except Exception:  # keep the writer alive; the rows are reported as dropped

@@ -1,54 +1,24 @@
-"""Streaming path: push each scored transaction to the Feast push source, off the request path.
+"""Streaming path: push each scored row to the use case's stream (Feast push source), off the request path.
 
 :class:`FeaturePusher` owns a bounded queue and a thread; the request path only enqueues. The thread
-drains the queue in small batches (lingering ``linger_seconds`` after the first transaction so that a
-busy service pushes once per batch, not once per request) and calls ``client.push_transactions(batch)`` (see
-``serving.features.FeastFeatureClient.push_transactions``), which updates the customer's recent-activity
-row in the online store so the short-window features are fresh at the next request.
+drains the queue in small batches (lingering ``linger_seconds`` after the first row so that a busy
+service pushes once per batch, not once per request) and calls ``client.push(batch)`` — the use case's
+feature client (fraud: ``jobs.fraud.online.FraudFeatureClient.push`` folds scored transactions into the
+customer's recent activity, so the short-window features are fresh at the next request).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from jobs.fraud.features import RECENT_FEATURES, RECENT_WINDOW_SECONDS, derive_recent
 from jobs.platform.logs import get_logger
 
 log = get_logger("serving.streaming")
 _STOP = object()
-
-WINDOW_SECONDS = RECENT_WINDOW_SECONDS
-MAX_RECENT = 256  # per customer; a card with more than this per hour is an anomaly in itself
-STREAM_FEATURES: tuple[str, ...] = tuple(RECENT_FEATURES)
-__all__ = ["FeaturePusher", "derive_recent", "epoch_seconds", "merge_recent"]
-
-
-def epoch_seconds(ts: dt.datetime) -> int:
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=dt.UTC)
-    return int(ts.timestamp())
-
-
-def merge_recent(
-    ids: Sequence[int], epochs: Sequence[int], amounts: Sequence[float], new: Sequence[tuple[int, int, float]]
-) -> tuple[list[int], list[int], list[float]]:
-    """Add new (id, epoch, amount) transactions, drop duplicates and those older than the window
-    (relative to the newest), keep at most MAX_RECENT; sorted by time."""
-    rows = {int(i): (int(e), float(a)) for i, e, a in zip(ids, epochs, amounts, strict=False)}
-    for i, e, a in new:
-        rows[int(i)] = (int(e), float(a))
-    if not rows:
-        return [], [], []
-    newest = max(e for e, _ in rows.values())
-    kept = sorted(
-        ((e, i, a) for i, (e, a) in rows.items() if e >= newest - WINDOW_SECONDS), key=lambda r: (r[0], r[1])
-    )[-MAX_RECENT:]
-    return [i for _, i, _ in kept], [e for e, _, _ in kept], [a for _, _, a in kept]
 
 
 class FeaturePusher:
@@ -71,10 +41,10 @@ class FeaturePusher:
         self._idle = threading.Event()
         self._idle.set()
 
-    def submit(self, transactions: list[dict[str, Any]]) -> None:
-        for tx in transactions:
+    def submit(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
             try:
-                self.queue.put_nowait(tx)
+                self.queue.put_nowait(row)
                 self._idle.clear()
             except queue.Full:
                 self._fail(1)
@@ -107,7 +77,7 @@ class FeaturePusher:
                 batch.append(nxt)
             if batch:
                 try:
-                    self.client.push_transactions(batch)
+                    self.client.push(batch)
                     self.pushed += len(batch)
                 except Exception as exc:  # the online store may be down: count, log, keep going
                     log.warning("feature_push_failed", rows=len(batch), error=f"{type(exc).__name__}: {exc}")

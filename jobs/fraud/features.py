@@ -388,6 +388,9 @@ def _inputs_path(layout: StorageLayout, day: dt.date) -> Path:
     return layout.path("features", day, INPUTS_VIEW) / INPUTS_FILE
 
 
+MTIME_SLACK_SECONDS = 0.5
+
+
 def stale_days(settings: Settings | None = None, changed_after: float | None = None) -> list[dt.date]:
     """The snapshot days whose tables are missing or out of date with the lake, oldest first.
 
@@ -417,7 +420,9 @@ def stale_days(settings: Settings | None = None, changed_after: float | None = N
                 for p in layout.partition_paths(dataset, day - horizon, day)
                 for f in (p, *p.glob("*.parquet"))
             ]
-            if not written or max(written) <= changed_after:
+            # file times come from the kernel's coarse clock, which may lag time.time() by a tick: a
+            # partition written just after ``changed_after`` must still count (a spare catch-up is harmless)
+            if not written or max(written) <= changed_after - MTIME_SLACK_SECONDS:
                 continue
         stale.append(day)
     return stale

@@ -7,16 +7,14 @@
 * :func:`labelled_transactions` lake transactions with their matured chargeback label;
 * :func:`get_training_set` the point-in-time correct training set of a date range,
   :func:`scoring_frame` the same features for a day's transactions (batch), and
-  :func:`get_online_features` for live requests, with the same defaults.
+  ``jobs.fraud.online.get_online_features`` for live requests (the scoring service's read), with the same defaults.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -26,7 +24,6 @@ from jobs.fraud.features import (
     RECENT_FEATURES,
     RECENT_VIEW,
     TERMINAL_FEATURES,
-    derive_recent,
     feature_dtype,
     snapshot_day_for,
 )
@@ -69,7 +66,7 @@ TRAINING_COLUMNS: list[str] = [
 NIGHT_END_HOUR = 6  # a transaction before 06:00 UTC is a night transaction
 
 
-def _as_utc_naive(values: pd.Series, errors: str = "raise") -> pd.Series:
+def as_utc_naive(values: pd.Series, errors: str = "raise") -> pd.Series:
     ts = pd.to_datetime(values, utc=True, errors=errors, format="ISO8601")
     return ts.dt.tz_convert("UTC").dt.tz_localize(None)
 
@@ -79,7 +76,7 @@ def request_features(df: pd.DataFrame) -> pd.DataFrame:
     int64, computed from ``tx_datetime`` in UTC. Returns a new frame; the input is not modified."""
     if "tx_datetime" not in df.columns:
         raise KeyError("tx_datetime: missing (rule: request features need the transaction time)")
-    ts = _as_utc_naive(df["tx_datetime"], errors="coerce")
+    ts = as_utc_naive(df["tx_datetime"], errors="coerce")
     if ts.isna().any():
         bad = df.loc[ts.isna(), "tx_datetime"].iloc[0]
         raise ValueError(f"tx_datetime: value {bad!r} is not a timestamp (rule: ISO-8601 datetime)")
@@ -129,12 +126,12 @@ def labelled_transactions(
     if tx.empty:
         raise ValueError(f"transactions: no lake partition in {start}..{end} (rule: ingest first)")
     tx = tx[["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"]].copy()
-    tx["tx_datetime"] = _as_utc_naive(tx["tx_datetime"])
+    tx["tx_datetime"] = as_utc_naive(tx["tx_datetime"])
     labels = fs.read_lake_frame(layout, "labels", start, end + dt.timedelta(days=delay))
     if labels.empty:
         labels = pd.DataFrame({"transaction_id": pd.Series(dtype="int64"), "reported_at": []})
     labels = labels[["transaction_id", "reported_at"]].copy()
-    labels["reported_at"] = _as_utc_naive(labels["reported_at"])
+    labels["reported_at"] = as_utc_naive(labels["reported_at"])
     labels = labels.groupby("transaction_id", as_index=False)["reported_at"].min()
     tx = tx.merge(labels, on="transaction_id", how="left")
     deadline = tx["tx_datetime"].dt.normalize() + pd.Timedelta(days=delay + 1)
@@ -174,7 +171,7 @@ def get_training_set(
     t0 = time.monotonic()
     df = historical_features(tx.assign(event_timestamp=tx["tx_datetime"]), settings=settings, complete=True)
     df = request_features(df.drop(columns="event_timestamp"))
-    df["tx_datetime"] = _as_utc_naive(df["tx_datetime"])
+    df["tx_datetime"] = as_utc_naive(df["tx_datetime"])
     df = df.sort_values(["tx_datetime", "transaction_id"], kind="stable").reset_index(drop=True)
     log.info(
         "training set",
@@ -185,73 +182,6 @@ def get_training_set(
         seconds=round(time.monotonic() - t0, 2),
     )
     return df[TRAINING_COLUMNS]
-
-
-def get_online_features(
-    rows: Iterable[Mapping[str, Any]], settings: Settings | None = None, store=None
-) -> pd.DataFrame:
-    """Features of live requests: each row needs customer_id, terminal_id, tx_datetime, tx_amount
-    (transaction_id optional: the request's own id, excluded from its last-hour window).
-
-    Returns the rows' columns plus :data:`FEATURE_COLUMNS`, read from the online store through the
-    same feature service as training (``settings.case.feature_service``), defaults for missing values.
-    The service's offline-only views (``customer_activity_1h``) have no online table: their
-    features are derived, with :func:`jobs.fraud.features.derive_recent`, from the customer's recent
-    transactions in the pushed view ``customer_recent_activity`` (0 when it is not registered or
-    holds nothing for the customer), as the scoring service does.
-    """
-    settings = settings or get_settings()
-    frame = pd.DataFrame(list(rows))
-    missing = [c for c in ("customer_id", "terminal_id", "tx_datetime", "tx_amount") if c not in frame]
-    if missing:
-        raise KeyError(f"{missing[0]}: missing from the request rows (rule: required field)")
-    if frame.empty:
-        return pd.DataFrame(columns=[*frame.columns, *FEATURE_COLUMNS])
-    store = store or fs.get_store(settings, cached=True)
-    entity_rows = [
-        {"customer_id": int(c), "terminal_id": int(t)}
-        for c, t in zip(frame["customer_id"], frame["terminal_id"], strict=True)
-    ]
-    service = store.get_feature_service(settings.case.feature_service)
-    refs, stream_views = [], []
-    for projection in service.feature_view_projections:
-        view = store.get_feature_view(projection.name)
-        if view.online:
-            refs += [f"{projection.name}:{f.name}" for f in projection.features]
-        else:  # offline only: served from the pushed view its tag names
-            stream_views.append(view.tags["online_source"])
-    online = store.get_online_features(features=refs, entity_rows=entity_rows).to_dict()
-    out = frame.copy()
-    for name in FEAST_FEATURES:
-        out[name] = pd.Series(online.get(name, [None] * len(out)), index=out.index, dtype="object")
-    for stream_view in dict.fromkeys(stream_views):
-        for name, values in _recent_online(store, stream_view, out).items():
-            out[name] = pd.Series(values, index=out.index, dtype="object")
-    out = fill_defaults(out)
-    out["tx_amount"] = out["tx_amount"].astype("float64")
-    return request_features(out)
-
-
-def _recent_online(store, stream_view: str, frame: pd.DataFrame) -> dict[str, list[float]]:
-    """Last-hour features of request rows from the pushed recent activity (see serving.features)."""
-    names = ["recent_tx_ids", "recent_tx_epochs", "recent_tx_amounts"]
-    try:
-        store.get_feature_view(stream_view)
-    except Exception:  # not registered: nothing was ever pushed
-        return {name: [0.0] * len(frame) for name in RECENT_FEATURES}
-    recent = store.get_online_features(
-        features=[f"{stream_view}:{n}" for n in names],
-        entity_rows=[{"customer_id": int(c)} for c in frame["customer_id"]],
-    ).to_dict()
-    times = _as_utc_naive(frame["tx_datetime"])
-    tx_ids = frame["transaction_id"] if "transaction_id" in frame else pd.Series(-1, index=frame.index)
-    out: dict[str, list[float]] = {name: [] for name in RECENT_FEATURES}
-    for i, (tx_id, ts) in enumerate(zip(tx_ids, times, strict=True)):
-        ids, epochs, amounts = (recent[n][i] or [] for n in names)
-        epoch = int(ts.tz_localize("UTC").timestamp())
-        for name, value in derive_recent(ids, epochs, amounts, int(tx_id), epoch).items():
-            out[name].append(value)
-    return out
 
 
 def scoring_frame(transactions: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:

@@ -115,4 +115,5 @@ def use_case() -> UseCase:
         ),
         figures=lazy("jobs.fraud.evaluation:evaluation_figures"),
         describe=lazy("jobs.fraud.evaluation:describe"),
+        serving=lazy("jobs.fraud.serving:handler"),
     )

@@ -24,6 +24,9 @@ What the core takes from the object today:
 * ``describe``: a human-readable evaluation, for the CLIs;
 * ``datasets``: what ingestion publishes (:class:`DatasetSpec`), and ``suite_parameters``: the
   settings-derived values its GX suites are evaluated with;
+* ``serving`` (optional): the handler of its real-time API on the serving core
+  (:class:`serving.handler.ServingHandler`: routes and schemas, online feature client, response and
+  prediction-log records, the canary routing key);
 * ``features`` (:class:`FeatureSpec`): model inputs from the feature service, request-time
   features, defaults; ``training_set(start, end, settings)`` the labelled point-in-time frame;
   ``scoring_frame(rows, settings)`` the same features for rows to score in batch, and
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from jobs.platform.config import Settings, UseCaseSettings
     from jobs.platform.evaluate import Evaluation
     from jobs.platform.storage import StorageLayout
+    from serving.handler import ServingHandler
 
 ENTRY_POINT_GROUP = "ml_platform.use_cases"
 DAG_KINDS = ("ingest", "build_features", "train_model", "batch_predict", "monitor_and_retrain")
@@ -229,6 +233,8 @@ class UseCase:
     decision_tag: str | None = None
     figures: Callable[[pd.DataFrame, np.ndarray, Evaluation], Mapping[str, Any]] | None = None
     describe: Callable[[Evaluation], str] = repr
+    # real-time serving: the handler of its API on the serving core (None: no online API)
+    serving: Callable[[], ServingHandler] | None = None
 
     def dataset(self, name: str) -> DatasetSpec:
         """The ingested dataset ``name`` (ValueError naming the known ones otherwise)."""

@@ -13,6 +13,7 @@ import pytest
 
 from jobs.fraud import training_data as td
 from jobs.fraud.features import build_features, snapshot_timestamp
+from jobs.fraud.online import get_online_features
 from jobs.platform import feature_store as fs
 from jobs.platform.config import Settings
 from jobs.platform.storage import StorageLayout
@@ -65,7 +66,7 @@ def online_equals_offline(settings, layout, snap_day: dt.date, customers, termin
         }
         for i, (c, t) in enumerate(zip(customers, terminals, strict=True))
     ]
-    online = td.get_online_features(rows, settings=settings, store=fs.get_store(settings))
+    online = get_online_features(rows, settings=settings, store=fs.get_store(settings))
     offline = td.historical_features(
         pd.DataFrame(rows)[["transaction_id", "customer_id", "terminal_id"]].assign(
             event_timestamp=pd.Timestamp(f"{day} 08:00")

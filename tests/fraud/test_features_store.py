@@ -21,6 +21,7 @@ from jobs.fraud.features import (
     build_features,
     snapshot_timestamp,
 )
+from jobs.fraud.online import get_online_features
 from jobs.fraud.simulate import Simulator
 from jobs.platform import feature_store as fs
 from jobs.platform.config import REPO_ROOT, Settings
@@ -58,7 +59,7 @@ def online_vs_offline(
         }
         for i, (c, t) in enumerate(zip(customers, terminals, strict=True))
     ]
-    online = td.get_online_features(rows, settings=settings, store=fs.get_store(settings))
+    online = get_online_features(rows, settings=settings, store=fs.get_store(settings))
     entity_df = pd.DataFrame(rows)[["transaction_id", "customer_id", "terminal_id"]].assign(
         event_timestamp=pd.Timestamp(f"{day} 10:30:00", tz="UTC")
     )

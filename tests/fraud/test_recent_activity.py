@@ -21,6 +21,7 @@ import pytest
 
 from jobs.fraud import training_data as td
 from jobs.fraud.features import RECENT_FEATURES, build_features, compute_recent_activity, derive_recent
+from jobs.fraud.online import get_online_features
 from jobs.fraud.simulate import SimulatorConfig, write_lake
 from jobs.platform import feature_store as fs
 from jobs.platform.config import Settings
@@ -141,7 +142,7 @@ def test_served_values_equal_training_values(platform):
     assert_no_skew(*replay_through_serving(settings, DAY))
     lake = td.labelled_transactions(DAY, DAY, settings).sort_values(["tx_datetime", "transaction_id"])
 
-    # the platform's own online read (jobs.platform.feature_store.get_online_features) derives the same values
+    # the online read outside serving (jobs.fraud.online.get_online_features, the same client) derives the same values
     last = lake.iloc[-1]
     probe = {
         "transaction_id": 10**12,
@@ -150,7 +151,7 @@ def test_served_values_equal_training_values(platform):
         "tx_amount": 1.0,
         "tx_datetime": (last.tx_datetime + pd.Timedelta(seconds=1)).isoformat(),
     }
-    got = td.get_online_features([probe], settings=settings).iloc[0]
+    got = get_online_features([probe], settings=settings).iloc[0]
     window = lake[
         (lake["customer_id"] == last.customer_id)
         & (lake["tx_datetime"] >= last.tx_datetime + pd.Timedelta(seconds=1) - pd.Timedelta(hours=1))

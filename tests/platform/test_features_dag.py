@@ -160,7 +160,7 @@ def test_dag_builds_materializes_and_emits_the_features_asset(airflow_db, privat
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
-    from jobs.fraud import training_data as td
+    from jobs.fraud.online import get_online_features
     from jobs.platform import feature_store as fs
     from jobs.platform.storage import StorageLayout
 
@@ -176,7 +176,7 @@ def test_dag_builds_materializes_and_emits_the_features_asset(airflow_db, privat
         {"customer_id": int(c), "terminal_id": 0, "tx_datetime": "2018-04-12 09:00:00", "tx_amount": 1.0}
         for c in snap.index[:10]
     ]
-    online = td.get_online_features(rows, settings=settings, store=fs.get_store(settings))
+    online = get_online_features(rows, settings=settings, store=fs.get_store(settings))
     assert online["customer_nb_tx_30d"].tolist() == snap["customer_nb_tx_30d"].iloc[:10].tolist()
     with create_session() as session:
         events = (

@@ -257,7 +257,7 @@ def test_batch_equals_single(client, sandbox):
 def test_responses_are_the_published_schema(client, sandbox):
     """/v1/score answers are encoded without FastAPI's response-model pass: they must still be exactly
     what the published models (ScoreResult, BatchResponse) serialise to."""
-    from serving.schemas import BatchResponse, ScoreResult
+    from jobs.fraud.api import BatchResponse, ScoreResult
 
     txs = [body(tx) for _, tx in sandbox.transactions.head(3).iterrows()]
     unknown = {**txs[0], "transaction_id": 10**12, "customer_id": 10**12}  # ids are unique within a batch
@@ -609,7 +609,8 @@ def test_pushed_transactions_make_short_window_features_fresh(serving_settings, 
 
 
 def test_stream_window_functions():
-    from serving.streaming import derive_recent, merge_recent
+    from jobs.fraud.features import derive_recent
+    from jobs.fraud.online import merge_recent
 
     ids, epochs, amounts = merge_recent([], [], [], [(1, 1000, 5.0), (2, 2000, 7.0)])
     ids, epochs, amounts = merge_recent(ids, epochs, amounts, [(2, 2000, 7.0), (3, 5000, 1.0)])
@@ -626,11 +627,11 @@ def test_pusher_pushes_a_burst_in_few_batches():
     request; everything submitted is pushed."""
     from serving.streaming import FeaturePusher
 
-    class Recorder:  # the pusher's client protocol (push_transactions)
+    class Recorder:  # the pusher's client protocol (push)
         def __init__(self) -> None:
             self.calls: list[int] = []
 
-        def push_transactions(self, batch) -> int:
+        def push(self, batch) -> int:
             self.calls.append(len(batch))
             return len(batch)
 

@@ -34,7 +34,7 @@ def replay_through_serving(settings: Settings, day: dt.date) -> tuple[pd.DataFra
             "tx_datetime": r.tx_datetime.to_pydatetime().replace(tzinfo=dt.UTC),
         }
         (vector,) = client.fetch([tx])  # what /v1/score reads ...
-        client.push_transactions([tx])  # ... and what its background pusher then writes
+        client.push([tx])  # ... and what its background pusher then writes
         served[tx["transaction_id"]] = {n: vector.values[n] for n in RECENT_FEATURES}
     online = pd.DataFrame.from_dict(served, orient="index").loc[train.index]
     return online, train[RECENT_FEATURES]

@@ -137,9 +137,9 @@ class Sandbox:
     terminals: pd.DataFrame
 
     def feature_client(self, **kwargs):
-        from serving.features import FeastFeatureClient
+        from jobs.fraud.online import FraudFeatureClient
 
-        return FeastFeatureClient(
+        return FraudFeatureClient(
             store=self.store,
             feature_service="fraud_v1",
             feature_columns=self.feature_columns,
@@ -158,7 +158,7 @@ def build_feature_store(
     seed: int = 7,
 ) -> Sandbox:
     """Simulate ``days`` days, compute snapshots, apply the Feast repo and fill the online store."""
-    from serving.streaming import STREAM_FEATURES
+    from jobs.fraud.online import STREAM_FEATURES
 
     root.mkdir(parents=True, exist_ok=True)
     sim = Simulator(SimulatorConfig(n_customers=n_customers, n_terminals=n_terminals, seed=seed))
