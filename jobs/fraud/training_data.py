@@ -211,6 +211,17 @@ def scoring_frame(transactions: pd.DataFrame, settings: Settings | None = None) 
     return frame.sort_values("transaction_id", kind="stable").reset_index(drop=True)
 
 
+SCORING_COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"]
+
+
+def scoring_rows(day: dt.date, settings: Settings | None = None) -> pd.DataFrame:
+    """The transactions batch scoring scores for day ``day``: the lake partition of D."""
+    path = StorageLayout(settings or get_settings()).path("transactions", day)
+    if not path.exists():
+        raise FileNotFoundError(f"transactions partition {path} does not exist")
+    return pd.read_parquet(path, columns=SCORING_COLUMNS)
+
+
 def scoring_inputs(day: dt.date, layout: StorageLayout) -> list[Path]:
     """What scoring day D needs: the lake partition of D and the feature snapshots its rows are
     joined with point-in-time: the snapshot of D-1 (``event_timestamp = D 00:00``) of every entity

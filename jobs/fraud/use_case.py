@@ -101,6 +101,8 @@ def use_case() -> UseCase:
         training_set=lazy("jobs.fraud.training_data:get_training_set"),
         scoring_frame=lazy("jobs.fraud.training_data:scoring_frame"),
         scoring_inputs=lazy("jobs.fraud.training_data:scoring_inputs"),
+        scoring_rows=lazy("jobs.fraud.training_data:scoring_rows"),
+        scoring_key="transaction_id",
         gate=lambda settings: gate_spec(settings.case.gate),
         evaluate=lazy("jobs.fraud.evaluation:evaluate"),
         version_tags=_version_tags,

@@ -1,20 +1,21 @@
-"""Daily batch scoring: every transaction of day D scored by the registry's champion, inside Spark.
+"""Daily batch scoring: every row of day D scored by the registry's champion, inside Spark.
 
 For a logical date ``D``:
 
-1. read ``lake/transactions/date=D`` (the validated, deduplicated transactions);
+1. read the day's rows to score (``UseCase.scoring_rows``; fraud: ``lake/transactions/date=D``, the
+   validated, deduplicated transactions), one per value of the use case's ``scoring_key``;
 2. get their point-in-time correct features from the Feast offline store through the same feature
-   service training uses (``settings.case.feature_service``, ``fraud_v2``): the entity frame is the day's
-   transactions with ``event_timestamp = tx_datetime``, so every row sees the snapshot that was valid
-   when it happened - exactly what online serving saw - plus the shared request-time features
-   (the use case's request-time features);
+   service training uses (``UseCase.scoring_frame``; fraud: ``fraud_v2``, the entity frame is the
+   day's transactions with ``event_timestamp = tx_datetime``, so every row sees the snapshot that was
+   valid when it happened - exactly what online serving saw - plus the shared request-time features);
 3. score in Spark with ``mapInPandas``: the model travels to the executors as its raw native bytes
    (``Booster.save_raw("ubj")``, broadcast once), each Python worker rebuilds the booster once and
    scores Arrow batches with ``inplace_predict``. Nothing is pickled and nothing is read from storage
    on the executors, so the same code scales out on a cluster unchanged;
-4. write ``predictions/date=D`` (transaction_id, score, decision, model_version, scored_at) through a
-   staged directory swapped in atomically: a re-run replaces the partition, never appends to it; the
-   row count is checked against the input (nothing lost, nothing duplicated);
+4. write ``predictions/date=D`` (the key, score, decision, model_version, scored_at; ``decision`` =
+   score >= the version's threshold tag, only for a use case with a decision policy) through a staged
+   directory swapped in atomically: a re-run replaces the partition, never appends to it; the row
+   count is checked against the input (nothing lost, nothing duplicated);
 5. in the production profile publish the partition to S3 with :func:`jobs.platform.publish.publish_directory`
    (manifest written last; a re-run of the same date replaces it).
 
@@ -47,11 +48,20 @@ from jobs.platform.logs import get_logger
 from jobs.platform.storage import StorageLayout, as_date, staged_directory
 from jobs.platform.use_case import get_use_case
 
-PREDICTION_COLUMNS = ["transaction_id", "score", "decision", "model_version", "scored_at"]
-PREDICTION_SCHEMA = (
-    "transaction_id long, score double, decision int, model_version string, scored_at timestamp"
-)
-TRANSACTION_COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"]
+OUTPUT_COLUMNS = ["score", "decision", "model_version", "scored_at"]  # after the use case's key
+
+
+def prediction_columns(key: str, decides: bool = True) -> list[str]:
+    """Columns of a predictions partition: the key, the score, the decision (with a policy), the version."""
+    return [key, *(c for c in OUTPUT_COLUMNS if decides or c != "decision")]
+
+
+def prediction_schema(key: str, key_type: str = "long", decides: bool = True) -> str:
+    """The Spark DDL schema of the scored batches (``key_type``: the key column's Spark SQL type)."""
+    types = {"score": "double", "decision": "int", "model_version": "string", "scored_at": "timestamp"}
+    return ", ".join(
+        [f"{key} {key_type}", *(f"{c} {types[c]}" for c in OUTPUT_COLUMNS if decides or c != "decision")]
+    )
 
 
 class BatchPredictError(RuntimeError):
@@ -101,17 +111,19 @@ def feature_names_of(booster) -> list[str]:
 def score_frame(
     frame: pd.DataFrame,
     booster,
-    threshold: float,
+    threshold: float | None,
     model_version: str,
     scored_at: dt.datetime | pd.Timestamp,
     feature_names: list[str] | None = None,
+    key: str = "transaction_id",
 ) -> pd.DataFrame:
-    """Score one batch: ``frame`` holds transaction_id and the model's feature columns (any order).
+    """Score one batch: ``frame`` holds the key column and the model's feature columns (any order).
 
-    Returns the prediction columns; ``decision`` is 1 (flag as fraud) when ``score >= threshold``.
+    Returns the prediction columns; ``decision`` is 1 (e.g. flag as fraud) when ``score >= threshold``,
+    and absent when there is no threshold (a use case without a decision policy).
     """
     names = feature_names or feature_names_of(booster)
-    missing = [c for c in ["transaction_id", *names] if c not in frame.columns]
+    missing = [c for c in [key, *names] if c not in frame.columns]
     if missing:
         raise BatchPredictError(f"scoring frame: missing column(s) {missing}; rule: model expects {names}")
     x = frame[names].to_numpy(dtype=np.float32, na_value=np.nan)
@@ -123,61 +135,70 @@ def score_frame(
     stamp = pd.Timestamp(scored_at)
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return pd.DataFrame(
-        {
-            "transaction_id": frame["transaction_id"].to_numpy(dtype=np.int64),
-            "score": scores,
-            "decision": (scores >= threshold).astype(np.int32),
-            "model_version": str(model_version),
-            "scored_at": pd.Series([stamp] * len(frame), dtype="datetime64[us]"),
-        }
-    )
+    out = {
+        key: frame[key].to_numpy(),
+        "score": scores,
+        **({"decision": (scores >= threshold).astype(np.int32)} if threshold is not None else {}),
+        "model_version": str(model_version),
+        "scored_at": pd.Series([stamp] * len(frame), dtype="datetime64[us]"),
+    }
+    return pd.DataFrame(out)
 
 
 def score_spark(
     df,
     model_raw: bytes,
-    threshold: float,
+    threshold: float | None,
     model_version: str,
     scored_at: dt.datetime,
     feature_names: list[str],
+    key: str = "transaction_id",
+    key_type: str = "long",
 ):
-    """Spark DataFrame with transaction_id + features -> predictions, scored on the executors.
+    """Spark DataFrame with the key + features -> predictions, scored on the executors.
 
     The raw model bytes travel inside the scoring function (Spark ships a Python function once per
     stage, broadcast when large; this works in-process and over Spark Connect alike); ``mapInPandas``
     feeds Arrow batches to :func:`score_frame`.
     """
     names = list(feature_names)
-    columns = ["transaction_id", *names]
+    columns = [key, *names]
     raw = bytes(model_raw)
 
     def _score(batches):
         booster = booster_from_raw(raw)
         for batch in batches:
-            yield score_frame(batch, booster, threshold, model_version, scored_at, names)
+            yield score_frame(batch, booster, threshold, model_version, scored_at, names, key)
 
-    return df.select(*columns).mapInPandas(_score, schema=PREDICTION_SCHEMA)
+    schema = prediction_schema(key, key_type, decides=threshold is not None)
+    return df.select(*columns).mapInPandas(_score, schema=schema)
 
 
 # --- inputs ----------------------------------------------------------------------------------------
 
 
-def read_transactions(date: str | dt.date, settings: Settings | None = None) -> pd.DataFrame:
-    """The lake partition of ``date`` (pandas; the Feast offline store takes a pandas entity frame)."""
-    layout = StorageLayout(settings or get_settings())
-    path = layout.path("transactions", date)
-    if not path.exists():
-        raise BatchPredictError(
-            f"transactions partition {path} does not exist; rule: ingest day {as_date(date)} first"
-        )
-    frame = pd.read_parquet(path, columns=TRANSACTION_COLUMNS)
-    dupes = int(frame["transaction_id"].duplicated().sum())
+def read_rows(date: str | dt.date, settings: Settings | None = None) -> pd.DataFrame:
+    """The rows of ``date`` to score (``UseCase.scoring_rows``, pandas: the Feast offline store takes a
+    pandas entity frame), one per value of the use case's ``scoring_key``."""
+    settings = settings or get_settings()
+    use_case = get_use_case(settings)
+    key = use_case.scoring_key
+    try:
+        frame = use_case.scoring_rows(as_date(date), settings)
+    except FileNotFoundError as exc:
+        raise BatchPredictError(f"{exc}; rule: ingest day {as_date(date)} first") from exc
+    if key not in frame.columns:
+        raise BatchPredictError(f"rows to score of {as_date(date)}: no column {key!r} (the scoring key)")
+    dupes = int(frame[key].duplicated().sum())
     if dupes:
         raise BatchPredictError(
-            f"{path}: {dupes} duplicated transaction_id values; rule: the lake is deduplicated"
+            f"rows to score of {as_date(date)}: {dupes} duplicated {key} values; rule: one row per {key}"
         )
     return frame
+
+
+def _spark_type(dtype) -> str:
+    return "long" if pd.api.types.is_integer_dtype(dtype) else "string"
 
 
 def pit_features(transactions: pd.DataFrame, settings: Settings | None = None) -> pd.DataFrame:
@@ -216,35 +237,36 @@ def run(
     started = time.monotonic()
     scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
 
-    model, version, threshold = load_model(alias, settings)
-    if threshold is None:  # TODO(issue 13): scores-only predictions for a use case without a decision policy
-        raise BatchPredictError(
-            f"use case {settings.use_case!r}: no decision_tag; rule: batch scoring writes a decision per row"
-        )
+    model, version, threshold = load_model(alias, settings)  # threshold None: scores only, no decision
+    key = get_use_case(settings).scoring_key
     raw = model_to_raw(model)
     names = feature_names_of(booster_from_raw(raw))
     log.info("model_loaded", alias=alias, model_version=version, threshold=threshold, model_bytes=len(raw))
 
-    transactions = read_transactions(day, settings)
-    features = pit_features(transactions, settings)
+    inputs = read_rows(day, settings)
+    features = pit_features(inputs, settings)
     log.info("features_ready", rows=len(features), feature_service=settings.case.feature_service)
 
     spark = spark or get_spark("batch_predict", settings)
     parallelism = max(1, min(default_parallelism(spark, settings), len(features) // 50_000 + 1))
-    sdf = spark.createDataFrame(features[["transaction_id", *names]]).repartition(parallelism)
-    predictions = score_spark(sdf, raw, threshold, version, scored_at, names)
+    sdf = spark.createDataFrame(features[[key, *names]]).repartition(parallelism)
+    predictions = score_spark(
+        sdf, raw, threshold, version, scored_at, names, key, _spark_type(inputs[key].dtype)
+    )
 
     final = layout.path("predictions", day)
     with staged_directory(final) as tmp:
         predictions.write.mode("overwrite").parquet(str(tmp))
         written = spark.read.parquet(str(tmp))
-        counts = written.agg({"transaction_id": "count", "decision": "sum"}).collect()[0]
-        rows, flagged = int(counts[0]), int(counts[1] or 0)
-        distinct = written.select("transaction_id").distinct().count()
-        if rows != len(transactions) or distinct != rows:
+        aggs = {key: "count", **({"decision": "sum"} if threshold is not None else {})}
+        counts = written.agg(aggs).collect()[0]
+        rows = int(counts[f"count({key})"])
+        flagged = int(counts["sum(decision)"] or 0) if threshold is not None else None
+        distinct = written.select(key).distinct().count()
+        if rows != len(inputs) or distinct != rows:
             raise BatchPredictError(
-                f"predictions for {day}: {rows} rows ({distinct} distinct ids) for {len(transactions)} "
-                "transactions; rule: one prediction per transaction"
+                f"predictions for {day}: {rows} rows ({distinct} distinct {key}) for {len(inputs)} "
+                f"rows to score; rule: one prediction per {key}"
             )
     summary: dict[str, Any] = {
         "date": day.isoformat(),

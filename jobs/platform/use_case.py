@@ -29,8 +29,10 @@ What the core takes from the object today:
   prediction-log records, the canary routing key);
 * ``features`` (:class:`FeatureSpec`): model inputs from the feature service, request-time
   features, defaults; ``training_set(start, end, settings)`` the labelled point-in-time frame;
-  ``scoring_frame(rows, settings)`` the same features for rows to score in batch, and
-  ``scoring_inputs(day, layout)`` the partitions a day's batch scoring needs.
+  ``scoring_frame(rows, settings)`` the same features for rows to score in batch,
+  ``scoring_inputs(day, layout)`` the partitions a day's batch scoring needs, ``scoring_rows(day,
+  settings)`` the rows it scores and ``scoring_key`` the column with one prediction per value (the
+  predictions carry a ``decision`` only when the use case has a decision policy, ``decision_tag``).
 """
 
 from __future__ import annotations
@@ -224,6 +226,9 @@ class UseCase:
     training_set: Callable[[dt.date, dt.date, Settings], pd.DataFrame]
     scoring_frame: Callable[[pd.DataFrame, Settings], pd.DataFrame]
     scoring_inputs: Callable[[dt.date, StorageLayout], list[Path]]
+    # batch scoring: the day's rows (one per key value; FileNotFoundError if not ingested) and the key
+    scoring_rows: Callable[[dt.date, Settings], pd.DataFrame]
+    scoring_key: str
     suite_parameters: Callable[[Settings], Mapping[str, Any]] = lambda settings: {}
     # evaluation and the gate
     gate: Callable[[Settings], GateSpec]

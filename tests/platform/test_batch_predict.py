@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 
 from jobs.platform.batch_predict import (
-    PREDICTION_COLUMNS,
     BatchPredictError,
     booster_from_raw,
     missing_inputs,
     model_to_raw,
+    prediction_columns,
+    prediction_schema,
     score_frame,
     score_spark,
 )
@@ -57,12 +58,36 @@ def test_score_frame_equals_in_process_xgboost_on_the_same_rows():
     out = score_frame(frame, booster, threshold=0.4, model_version="3", scored_at=scored_at)
 
     expected = model.predict_proba(x)[:, 1]
-    assert list(out.columns) == PREDICTION_COLUMNS
+    assert list(out.columns) == prediction_columns("transaction_id")
     np.testing.assert_array_equal(out["transaction_id"], frame["transaction_id"])
     np.testing.assert_allclose(out["score"], expected, rtol=0, atol=1e-7)
     np.testing.assert_array_equal(out["decision"], (expected >= 0.4).astype(int))
     assert 0 < out["decision"].sum() < len(out)
     assert set(out["model_version"]) == {"3"} and set(out["scored_at"]) == {pd.Timestamp(scored_at)}
+
+
+def test_a_use_case_without_a_decision_policy_gets_scores_only():
+    """No threshold tag (no ``decision_tag``): the partition has the key, the score and the version,
+    no decision column; the key may be any column the use case names."""
+    model, x = _toy_model(FEATURES)
+    booster = booster_from_raw(model_to_raw(model))
+    frame = x.copy()
+    frame.insert(0, "user_id", [f"u{i}" for i in range(len(x))])
+    out = score_frame(frame, booster, None, "7", dt.datetime(2018, 4, 11), key="user_id")
+    assert (
+        list(out.columns)
+        == prediction_columns("user_id", decides=False)
+        == [
+            "user_id",
+            "score",
+            "model_version",
+            "scored_at",
+        ]
+    )
+    assert out["user_id"].tolist() == frame["user_id"].tolist()
+    assert prediction_schema("user_id", "string", decides=False) == (
+        "user_id string, score double, model_version string, scored_at timestamp"
+    )
 
 
 def test_score_frame_names_the_missing_feature_and_handles_empty_batches():
@@ -151,7 +176,7 @@ def test_job_scores_every_transaction_like_the_training_path(platform, settings,
     lake = pd.read_parquet(layout.path("transactions", SCORED))
     assert summary["rows"] == len(out) == len(lake) > 100
     assert sorted(out["transaction_id"]) == sorted(lake["transaction_id"])
-    assert list(out.columns) == PREDICTION_COLUMNS
+    assert list(out.columns) == prediction_columns("transaction_id")
     assert set(out["model_version"]) == {platform["version"]} and summary["threshold"] == 0.3
 
     # independent path: the PIT training set of the same day (B) scored in-process by xgboost
