@@ -99,7 +99,8 @@ def main() -> int:
     from evidently.presets import DataDriftPreset
     from xgboost import XGBClassifier
 
-    from jobs.platform.monitor import SCORE, MonitorConfig, compute_drift, quality_metrics
+    from jobs.fraud.monitoring import quality_metrics
+    from jobs.platform.monitor import SCORE, MonitorConfig, compute_drift
 
     t0 = time.monotonic()
     start = dt.date(2018, 4, 1)
@@ -146,7 +147,7 @@ def main() -> int:
     figures, snapshot = compute_drift(ref, cur, columns, cfg)
     matured = cur_full[cur_full["tx_datetime"].dt.date < start + dt.timedelta(days=67)].copy()
     matured[SCORE] = model.predict_proba(matured[columns].astype("float64"))[:, 1]
-    quality = quality_metrics(matured, cfg.cp_k)
+    quality = quality_metrics(matured)
     with tempfile.TemporaryDirectory() as tmp:
         snapshot.save_html(str(Path(tmp) / "report.html"))
     configured_s = time.monotonic() - t

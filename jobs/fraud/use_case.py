@@ -15,6 +15,7 @@ from jobs.platform.use_case import (
     GateSpec,
     Guardrail,
     MetricSpec,
+    MonitoringSpec,
     SliceRule,
     UseCase,
     lazy,
@@ -117,5 +118,14 @@ def use_case() -> UseCase:
         ),
         figures=lazy("jobs.fraud.evaluation:evaluation_figures"),
         describe=lazy("jobs.fraud.evaluation:describe"),
+        monitoring=MonitoringSpec(
+            label="tx_fraud",
+            time_column="tx_datetime",
+            keys=("transaction_id", "customer_id", "tx_datetime"),
+            labels=lazy("jobs.fraud.monitoring:labelled"),
+            quality=lazy("jobs.fraud.monitoring:quality"),
+            primary="average_precision",
+            support="frauds",
+        ),
         serving=lazy("jobs.fraud.serving:handler"),
     )

@@ -59,6 +59,7 @@ from jobs.platform.logs import get_logger
 from jobs.platform.metrics import json_safe
 from jobs.platform.params import ABConfig
 from jobs.platform.storage import StorageLayout, as_date, staged_directory
+from jobs.platform.use_case import get_use_case
 
 CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
 LABEL, SCORE = "tx_fraud", "score"
@@ -455,9 +456,8 @@ def load_period(layout: StorageLayout, start: dt.date, end: dt.date, as_of: dt.d
             f"prediction_log: no partition in [{start}, {end}] under {layout.dataset_root('prediction_log')}"
         )
     log = pd.concat([pd.read_parquet(p, columns=list(LOG_COLUMNS)) for p in parts], ignore_index=True)
-    from jobs.platform.monitor import attach_labels, labels_as_of
 
-    return attach_labels(log, labels_as_of(layout, start, as_of))
+    return get_use_case(layout.settings).monitoring.labels(log, layout, start, as_of)
 
 
 def run_analysis(

@@ -8,9 +8,10 @@ scored by the champion):
   the reference std for numerical features, Jensen-Shannon distance for binary/low-cardinality
   ones) and ``DriftedColumnsCount`` for the share of drifted features;
 * **prediction drift**: ``ValueDrift`` of the champion's score;
-* **quality**: AUC ROC, average precision and card precision@100 on the transactions whose labels
-  have *matured* by the end of ``D`` (days ``D - label_delay - window + 1 .. D - label_delay``,
-  never days the champion was trained on), with labels as known at the end of ``D``.
+* **quality**: the use case's figures (``UseCase.monitoring``; fraud: AUC ROC, average precision and
+  card precision@100) on the rows whose labels have *matured* by the end of ``D`` (days
+  ``D - label_delay - window + 1 .. D - label_delay``, never days the champion was trained on),
+  with labels as known at the end of ``D``; the decay rule reads the declared ``primary`` figure.
 
 Outputs (one partition per date, committed atomically)::
 
@@ -53,7 +54,6 @@ from jobs.platform.use_case import get_use_case
 
 REPORT_KIND = "monitoring"
 SCORE = "score"
-LABEL = "tx_fraud"
 CAUSES = ("feature_drift", "prediction_drift", "quality_decay")
 
 
@@ -219,45 +219,11 @@ def _finite(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-# --- quality on matured labels ------------------------------------------------------------
-def quality_metrics(scored: pd.DataFrame, k: int = 100) -> dict[str, Any]:
-    """AUC ROC, average precision and card precision@k (handbook) of a scored, labelled frame."""
-    from jobs.platform.metrics import card_precision_at_k, ranking_metrics
-
-    n = int(len(scored))
-    frauds = int(scored[LABEL].sum()) if n else 0
-    out: dict[str, Any] = {"rows": n, "frauds": frauds}
-    if n == 0:
-        return out | {"auc_roc": None, "average_precision": None, f"card_precision_at_{k}": None}
-    rm = ranking_metrics(scored[LABEL], scored[SCORE])
-    out["auc_roc"] = _finite(rm["auc_roc"])
-    out["average_precision"] = _finite(rm["average_precision"])
-    out[f"card_precision_at_{k}"] = _finite(card_precision_at_k(scored, k))
-    return out
-
-
+# --- quality on matured labels (the figures are the use case's: UseCase.monitoring) ----------
 def matured_window(date: dt.date, window_days: int, label_delay_days: int) -> tuple[dt.date, dt.date]:
     """Days whose labels are complete at the end of ``date``: a day T is matured when T + delay <= date."""
     end = date - dt.timedelta(days=label_delay_days)
     return end - dt.timedelta(days=window_days - 1), end
-
-
-def labels_as_of(layout: StorageLayout, start: dt.date, as_of: dt.date) -> pd.DataFrame:
-    """Fraud reports for transactions from ``start`` on, as known at the end of ``as_of``."""
-    parts = layout.partition_paths("labels", start, as_of)
-    if not parts:
-        return pd.DataFrame(
-            {"transaction_id": pd.Series(dtype="int64"), "reported_at": pd.Series(dtype="M8[ns]")}
-        )
-    df = pd.concat([pd.read_parquet(p, columns=["transaction_id", "reported_at"]) for p in parts])
-    df = df[pd.to_datetime(df["reported_at"]) < pd.Timestamp(as_of + dt.timedelta(days=1))]
-    return df.drop_duplicates("transaction_id")
-
-
-def attach_labels(frame: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    out = frame.drop(columns=[LABEL], errors="ignore")
-    out[LABEL] = out["transaction_id"].isin(labels["transaction_id"]).astype("int32")
-    return out
 
 
 # --- summary ---------------------------------------------------------------------------
@@ -311,20 +277,21 @@ def decide(
             f"score drift {pred['score']:.3f} ({pred.get('method')}) >= {thresholds.prediction_drift:.3f}"
         )
     quality = summary.get("quality") or {}
-    ap = quality.get("average_precision")
-    if ap is not None and quality.get("frauds", 0) >= thresholds.min_frauds:
-        base_ap = (summary.get("baseline") or {}).get("average_precision")
+    # the figure the use case's rule reads (summaries written before use cases declared it: fraud's)
+    primary = quality.get("primary", "average_precision")
+    label = primary.replace("_", " ")
+    ap = quality.get(primary)
+    if ap is not None and quality.get(quality.get("support", "frauds"), 0) >= thresholds.min_frauds:
+        base_ap = (summary.get("baseline") or {}).get(primary)
         if base_ap:
             drop = 1.0 - ap / base_ap
             if drop >= thresholds.max_ap_drop:
                 fired["quality_decay"] = (
-                    f"average precision {ap:.3f} is {drop:.0%} below the baseline {base_ap:.3f}"
+                    f"{label} {ap:.3f} is {drop:.0%} below the baseline {base_ap:.3f}"
                     f" (max drop {thresholds.max_ap_drop:.0%})"
                 )
         if "quality_decay" not in fired and ap < thresholds.min_average_precision:
-            fired["quality_decay"] = (
-                f"average precision {ap:.3f} < floor {thresholds.min_average_precision:.3f}"
-            )
+            fired["quality_decay"] = f"{label} {ap:.3f} < floor {thresholds.min_average_precision:.3f}"
     causes, suppressed = [], []
     for cause in CAUSES:
         if cause not in fired:
@@ -420,8 +387,19 @@ def load_champion(settings: Settings) -> Champion | None:
         model_id=getattr(mv, "model_id", None),
         train_start=_param_date(run_params, "train_start"),
         train_end=_param_date(run_params, "train_end"),
-        baseline=_baseline(run_metrics),
+        baseline=_baseline(run_metrics, _monitored_metrics(settings)),
     )
+
+
+def _monitored_metrics(settings: Settings) -> list[str]:
+    use_case = get_use_case(settings)
+    spec = use_case.gate(settings)
+    gated = [
+        spec.primary.name,
+        *(g.metric.name for g in spec.guardrails),
+        *(f.metric.name for f in spec.floors),
+    ]
+    return [use_case.monitoring.primary, *gated]
 
 
 def _param_date(params: Mapping[str, str], key: str) -> dt.date | None:
@@ -429,19 +407,14 @@ def _param_date(params: Mapping[str, str], key: str) -> dt.date | None:
     return as_date(value) if value else None
 
 
-def _baseline(metrics: Mapping[str, float]) -> dict[str, float]:
-    """The champion's own holdout figures, as logged by training (validation set)."""
-    out = {}
-    for name, keys in {
-        "average_precision": ("holdout_average_precision",),
-        "auc_roc": ("holdout_auc_roc",),
-        "card_precision_at_100": ("holdout_card_precision_at_100",),
-    }.items():
-        for key in keys:
-            if key in metrics:
-                out[name] = float(metrics[key])
-                break
-    return out
+def _baseline(metrics: Mapping[str, float], names: Iterable[str]) -> dict[str, float]:
+    """The champion's own holdout figures (``holdout_<name>``, as logged by training) of the metrics
+    the use case monitors: its primary quality figure and its gate's metrics."""
+    return {
+        name: float(metrics[f"holdout_{name}"])
+        for name in dict.fromkeys(names)
+        if f"holdout_{name}" in metrics
+    }
 
 
 def score_frame(model: Any, frame: pd.DataFrame) -> np.ndarray:
@@ -457,14 +430,18 @@ def reference_path(layout: StorageLayout, version: str) -> Path:
     )
 
 
-def build_reference(train: pd.DataFrame, model: Any, cfg: MonitorConfig | None = None) -> pd.DataFrame:
-    """A model's training reference: a seeded sample of its training set with its own scores."""
+def build_reference(
+    train: pd.DataFrame, model: Any, cfg: MonitorConfig | None = None, settings: Settings | None = None
+) -> pd.DataFrame:
+    """A model's training reference: a seeded sample of its training set with its own scores (the
+    use case's id, time and label columns, the score and the model's features)."""
     from jobs.platform.registry import model_features
 
     cfg = cfg or MonitorConfig()
+    spec = get_use_case(settings or get_settings()).monitoring
     ref = _sample(train, cfg.reference_rows, cfg.seed).reset_index(drop=True)
     ref[SCORE] = score_frame(model, ref)
-    keep = ["transaction_id", "customer_id", "tx_datetime", LABEL, SCORE, *model_features(model)]
+    keep = [*spec.keys, spec.time_column, spec.label, SCORE, *model_features(model)]
     return ref[[c for c in dict.fromkeys(keep) if c in ref.columns]]
 
 
@@ -493,7 +470,7 @@ def load_reference(layout: StorageLayout, champion: Champion, cfg: MonitorConfig
     train = get_use_case(settings).training_set(
         as_date(champion.train_start), as_date(champion.train_end), settings
     )
-    ref = build_reference(train, champion.model, cfg)
+    ref = build_reference(train, champion.model, cfg, settings)
     save_reference(layout, champion.version, ref)
     log.info("reference built", version=champion.version, rows=len(ref), source_rows=len(train))
     return ref
@@ -619,7 +596,8 @@ def run_monitoring(
     # one point-in-time read covers both windows (the feature store's cost is mostly per call)
     first = min(window[0], q_start) if quality_window else window[0]
     frame = load_window(first, day, settings)
-    frame_day = pd.to_datetime(frame["tx_datetime"]).dt.date if len(frame) else None
+    spec = get_use_case(settings).monitoring
+    frame_day = pd.to_datetime(frame[spec.time_column]).dt.date if len(frame) else None
 
     current = frame[(frame_day >= window[0]).to_numpy()] if len(frame) else frame
     drift = snapshot = None
@@ -649,11 +627,12 @@ def run_monitoring(
         else:
             matured = frame
         if len(matured):
-            matured = attach_labels(matured, labels_as_of(layout, q_start, day))
-            matured[SCORE] = score_frame(champion.model, matured)
+            matured = spec.labels(matured, layout, q_start, day)
+            scores = score_frame(champion.model, matured)
         else:
-            matured = pd.DataFrame(columns=["customer_id", "tx_datetime", LABEL, SCORE])
-        quality = quality_metrics(matured, cfg.cp_k)
+            matured = pd.DataFrame(columns=[*dict.fromkeys([*spec.keys, spec.time_column, spec.label])])
+            scores = np.empty(0, dtype="float64")
+        quality = {**spec.quality(matured, scores), "primary": spec.primary, "support": spec.support}
         log.info("quality", **quality)
 
     summary = summarize(

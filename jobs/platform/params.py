@@ -48,7 +48,6 @@ class MonitorConfig:
     prediction_threshold: float = 0.2
     max_categories: int = 10  # an integer feature with at most this many values is categorical
     min_rows: int = 200  # below this the window is reported as insufficient, not as drift
-    cp_k: int = 100
     seed: int = 0
 
 

@@ -701,7 +701,9 @@ def register(
         from jobs.platform.monitor import build_reference, save_reference
         from jobs.platform.storage import StorageLayout
 
-        save_reference(StorageLayout(settings), version, build_reference(train_df, run.model))
+        save_reference(
+            StorageLayout(settings), version, build_reference(train_df, run.model, settings=settings)
+        )
     return version
 
 

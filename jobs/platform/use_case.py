@@ -24,6 +24,8 @@ What the core takes from the object today:
 * ``describe``: a human-readable evaluation, for the CLIs;
 * ``datasets``: what ingestion publishes (:class:`DatasetSpec`), and ``suite_parameters``: the
   settings-derived values its GX suites are evaluated with;
+* ``monitoring`` (:class:`MonitoringSpec`): the label and how it is joined, the quality figures of
+  matured rows and which of them the retrain rule reads;
 * ``serving`` (optional): the handler of its real-time API on the serving core
   (:class:`serving.handler.ServingHandler`: routes and schemas, online feature client, response and
   prediction-log records, the canary routing key);
@@ -208,6 +210,24 @@ class FeatureJob:
     stale_days: Callable[..., list[dt.date]]
 
 
+@dataclass(frozen=True, kw_only=True)
+class MonitoringSpec:
+    """How monitoring (:mod:`jobs.platform.monitor`) judges a use case's champion on matured labels:
+    the label column and the row-time column (whose day places a row in a window), the id columns
+    kept with the training reference, ``labels(frame, layout, start, as_of)`` (the rows with their
+    label as known at the end of ``as_of``), ``quality(frame, scores)`` (the figures of labelled rows
+    and the champion's scores), the figure the decay rule reads (``primary``, higher is better) and
+    the one that counts the positives it needs (``support``, judged from ``min_frauds``)."""
+
+    label: str
+    time_column: str
+    keys: tuple[str, ...]
+    labels: Callable[..., pd.DataFrame]
+    quality: Callable[[pd.DataFrame, np.ndarray], Mapping[str, Any]]
+    primary: str
+    support: str
+
+
 EvaluateFn = Callable[..., "Evaluation"]
 """``evaluate(frame, scores, *, settings, model_version=None) -> Evaluation``."""
 
@@ -238,6 +258,8 @@ class UseCase:
     decision_tag: str | None = None
     figures: Callable[[pd.DataFrame, np.ndarray, Evaluation], Mapping[str, Any]] | None = None
     describe: Callable[[Evaluation], str] = repr
+    # monitoring on matured labels (quality figures, the label join)
+    monitoring: MonitoringSpec
     # real-time serving: the handler of its API on the serving core (None: no online API)
     serving: Callable[[], ServingHandler] | None = None
 
