@@ -592,6 +592,26 @@ production), the `predictions_written` log line and `{assets.predictions.name}`.
     return batch_predict_use_case()
 
 
+def _threshold_params(th: Thresholds) -> dict[str, Param]:
+    """One Param per retrain threshold: its default the use case's setting (``<USE CASE>_RETRAIN_*``),
+    its type, bounds and description those of the settings field (``jobs.platform.config.Retrain``)."""
+    from jobs.platform.config import Retrain
+
+    params = {}
+    for name, field in Retrain.model_fields.items():
+        bounds = {}
+        for rule in field.metadata:  # annotated_types.Ge / Le of Field(ge=, le=)
+            if getattr(rule, "ge", None) is not None:
+                bounds["minimum"] = rule.ge
+            if getattr(rule, "le", None) is not None:
+                bounds["maximum"] = rule.le
+        kind = "integer" if field.annotation in (int, "int") else "number"
+        params[name] = Param(
+            getattr(th, name), type=kind, description=f"retrain: {field.description}", **bounds
+        )
+    return params
+
+
 # --- monitor and retrain --------------------------------------------------------------------------------
 def monitor_and_retrain_dag(uc: UseCase, assets: UseCaseAssets) -> DAG:
     dag_id = use_case_dag_id(uc.name, "monitor_and_retrain")
@@ -632,45 +652,7 @@ a typed param, so an operator can re-run a day by hand with other thresholds.
         doc_md=doc,
         tags=[uc.name, "monitoring"],
         params={
-            "drift_share": Param(
-                th.drift_share,
-                type="number",
-                minimum=0,
-                maximum=1,
-                description="retrain when at least this share of features drifted",
-            ),
-            "prediction_drift": Param(
-                th.prediction_drift,
-                type="number",
-                minimum=0,
-                description="retrain when the score's drift score (Wasserstein, normed) reaches this",
-            ),
-            "max_ap_drop": Param(
-                th.max_ap_drop,
-                type="number",
-                minimum=0,
-                maximum=1,
-                description="retrain when matured average precision is this much (relative) below the baseline",
-            ),
-            "min_average_precision": Param(
-                th.min_average_precision,
-                type="number",
-                minimum=0,
-                maximum=1,
-                description="absolute floor for matured average precision (0 = off)",
-            ),
-            "min_frauds": Param(
-                th.min_frauds,
-                type="integer",
-                minimum=1,
-                description="judge quality only on at least this many matured positives",
-            ),
-            "cooldown_days": Param(
-                th.cooldown_days,
-                type="integer",
-                minimum=0,
-                description="a cause that triggered is not re-triggered within this many days",
-            ),
+            **_threshold_params(th),
             "window_days": Param(
                 mc.window_days,
                 type="integer",
