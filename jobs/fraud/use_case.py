@@ -15,6 +15,7 @@ from jobs.platform.use_case import (
     GateSpec,
     Guardrail,
     MetricSpec,
+    ModelSpec,
     MonitoringSpec,
     SliceRule,
     UseCase,
@@ -83,6 +84,25 @@ def _version_tags(ev: Evaluation) -> Mapping[str, str]:
     }
 
 
+def _run_params(settings: Settings) -> Mapping[str, float]:
+    """Fraud's settings logged with each training run: the costs that choose the threshold."""
+    costs = settings.case.costs
+    return {"cost_false_positive": costs.false_positive, "cost_false_negative": costs.false_negative}
+
+
+MODEL = ModelSpec(
+    objective="binary:logistic",
+    eval_metric="aucpr",
+    label="tx_fraud",
+    time_column="tx_datetime",
+    row_id="transaction_id",
+    entity_columns=("customer_id", "terminal_id"),
+    positive="fraud",
+    decision_rule="fraud if score >= decision_threshold",
+    run_params=_run_params,
+)
+
+
 def use_case() -> UseCase:
     """Fraud's declaration. Cheap to load (stdlib + the schema): implementations are ``lazy``."""
     return UseCase(
@@ -118,6 +138,7 @@ def use_case() -> UseCase:
         ),
         figures=lazy("jobs.fraud.evaluation:evaluation_figures"),
         describe=lazy("jobs.fraud.evaluation:describe"),
+        model=MODEL,
         monitoring=MonitoringSpec(
             label="tx_fraud",
             time_column="tx_datetime",

@@ -52,11 +52,14 @@ from jobs.platform.evaluate import (
 from jobs.platform.logs import get_logger
 from jobs.platform.params import TrainParams
 from jobs.platform.storage import StorageLayout, as_date
-from jobs.platform.use_case import get_use_case
+from jobs.platform.use_case import ModelSpec, get_use_case
 
 TrainingSetFn = Callable[[dt.date, dt.date], pd.DataFrame]
 
-ID_COLUMNS = ("transaction_id", "customer_id", "terminal_id", "tx_datetime", "tx_amount")
+
+def model_spec(settings: Settings | None = None) -> ModelSpec:
+    """The model the use case has the core train (``UseCase.model``)."""
+    return get_use_case(settings or get_settings()).model
 
 
 SEARCH_GRID: dict[str, list[Any]] = {
@@ -67,12 +70,15 @@ SEARCH_GRID: dict[str, list[Any]] = {
 }
 
 
-def resolve_scale_pos_weight(y: np.ndarray, strategy: str) -> float:
+def resolve_scale_pos_weight(y: np.ndarray, strategy: str, model: ModelSpec | None = None) -> float:
     """neg/pos (``auto``), its square root (``sqrt``), 1 (``none``) or an explicit number."""
+    model = model or model_spec()
     pos = int(np.sum(y == 1))
     neg = int(np.sum(y == 0))
     if pos == 0:
-        raise ValueError("tx_fraud: 0 frauds in the training window; rule: need at least one positive")
+        raise ValueError(
+            f"{model.label}: 0 {model.positive}s in the training window; rule: need at least one positive"
+        )
     ratio = neg / pos
     if strategy == "auto":
         return ratio
@@ -91,17 +97,21 @@ def resolve_scale_pos_weight(y: np.ndarray, strategy: str) -> float:
     return value
 
 
-def fit_model(train_df: pd.DataFrame, features: list[str], params: TrainParams):
-    """An ``xgboost.XGBClassifier`` fitted on the named feature columns; returns (model, spw)."""
+def fit_model(
+    train_df: pd.DataFrame, features: list[str], params: TrainParams, model: ModelSpec | None = None
+):
+    """An ``xgboost.XGBClassifier`` with the use case's objective fitted on the named feature columns;
+    returns (model, spw)."""
     import xgboost as xgb
 
+    spec = model or model_spec()
     missing = [f for f in features if f not in train_df.columns]
     if missing:
         raise ValueError(f"training set: missing feature column(s) {missing}; rule: needs {features}")
-    y = train_df[M.LABEL].to_numpy(dtype=int)
-    spw = resolve_scale_pos_weight(y, str(params.scale_pos_weight))
+    y = train_df[spec.label].to_numpy(dtype=int)
+    spw = resolve_scale_pos_weight(y, str(params.scale_pos_weight), spec)
     model = xgb.XGBClassifier(
-        objective="binary:logistic",
+        objective=spec.objective,
         tree_method="hist",
         max_depth=int(params.max_depth),
         n_estimators=int(params.n_estimators),
@@ -112,18 +122,19 @@ def fit_model(train_df: pd.DataFrame, features: list[str], params: TrainParams):
         scale_pos_weight=spw,
         random_state=int(params.seed),
         n_jobs=int(params.n_jobs),
-        eval_metric="aucpr",
+        eval_metric=spec.eval_metric,
     )
     model.fit(train_df[features].astype("float64"), y)
     return model, spw
 
 
-def data_fingerprint(df: pd.DataFrame, features: list[str]) -> str:
+def data_fingerprint(df: pd.DataFrame, features: list[str], model: ModelSpec | None = None) -> str:
     """sha256 of the training rows (ids, timestamps, features, label), independent of row order."""
-    cols = [c for c in ("transaction_id", "tx_datetime") if c in df.columns] + list(features) + [M.LABEL]
+    spec = model or model_spec()
+    cols = [c for c in (spec.row_id, spec.time_column) if c in df.columns] + list(features) + [spec.label]
     frame = df[cols]
-    if "transaction_id" in frame.columns:
-        frame = frame.sort_values("transaction_id", kind="stable")
+    if spec.row_id in frame.columns:
+        frame = frame.sort_values(spec.row_id, kind="stable")
     row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     digest = hashlib.sha256(row_hashes.tobytes())
     digest.update(json.dumps(cols).encode())
@@ -131,22 +142,23 @@ def data_fingerprint(df: pd.DataFrame, features: list[str]) -> str:
 
 
 def split_validation(
-    df: pd.DataFrame, val_days: int, gap_days: int
+    df: pd.DataFrame, val_days: int, gap_days: int, model: ModelSpec | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Time-ordered split of a training window: fit on the early days, validate on the last
     ``val_days`` days, with ``gap_days`` days left out between them."""
-    days = pd.to_datetime(df[M.TIME]).dt.normalize()
+    spec = model or model_spec()
+    days = pd.to_datetime(df[spec.time_column]).dt.normalize()
     last = days.max()
     val_start = last - pd.Timedelta(days=val_days - 1)
     fit_end = val_start - pd.Timedelta(days=gap_days + 1)
     fit = df[days <= fit_end]
     val = df[days >= val_start]
-    if fit.empty or fit[M.LABEL].sum() == 0 or val[M.LABEL].nunique() < 2:
+    if fit.empty or fit[spec.label].sum() == 0 or val[spec.label].nunique() < 2:
         first = days.min().date()
         raise ValueError(
             f"hpo: training window {first}..{last.date()} is too short for a {val_days}-day validation "
-            f"window after a {gap_days}-day gap (need frauds on both sides); rule: use a longer window "
-            "or --hpo 0"
+            f"window after a {gap_days}-day gap (need {spec.positive}s on both sides); rule: use a longer "
+            "window or --hpo 0"
         )
     window = {
         "fit_end": str(fit_end.date()),
@@ -180,25 +192,29 @@ def search_hyperparameters(
     val_days: int,
     gap_days: int,
     log=None,
+    settings: Settings | None = None,
 ) -> tuple[TrainParams, pd.DataFrame]:
-    """Try ``trials`` configurations on a time-ordered validation window; best average precision wins."""
+    """Try ``trials`` configurations on a time-ordered validation window, each evaluated by the use
+    case (``UseCase.evaluate``; its headline metrics are logged as ``val_<metric>``); the best value
+    of the gate's primary metric wins (fraud: average precision)."""
     import mlflow
 
-    fit, val, window = split_validation(df, val_days, gap_days)
+    settings = settings or get_settings()
+    use_case = get_use_case(settings)
+    spec, primary = use_case.model, use_case.gate(settings).primary
+    key = f"val_{primary.name}"
+    fit, val, window = split_validation(df, val_days, gap_days, spec)
     rows = []
     for i, params in enumerate(candidate_params(base, trials, base.seed)):
         started = time.monotonic()
-        model, spw = fit_model(fit, features, params)
+        model, spw = fit_model(fit, features, params, spec)
         scores = model.predict_proba(val[features].astype("float64"))[:, 1]
-        ranking = M.ranking_metrics(val[M.LABEL], scores)
-        cp = M.card_precision_at_k(val.assign(score=scores), 100)
+        figures = use_case.headline(use_case.evaluate(val, scores, settings=settings))
         row = {
             "trial": i,
             **dataclasses.asdict(params),
             "scale_pos_weight_value": spw,
-            "val_auc_roc": ranking["auc_roc"],
-            "val_average_precision": ranking["average_precision"],
-            "val_card_precision_at_100": cp,
+            **{f"val_{name}": value for name, value in figures.items()},
             "fit_seconds": round(time.monotonic() - started, 2),
         }
         rows.append(row)
@@ -209,9 +225,9 @@ def search_hyperparameters(
                 | {"scale_pos_weight_value": spw}
             )
         if log is not None:
-            log.info("hpo trial", **{k: row[k] for k in ("trial", "val_average_precision", "val_auc_roc")})
+            log.info("hpo trial", trial=i, **{key: row.get(key)})
     table = pd.DataFrame(rows).sort_values(
-        ["val_average_precision", "trial"], ascending=[False, True], na_position="last"
+        [key, "trial"], ascending=[not primary.higher_is_better, True], na_position="last"
     )
     best = table.iloc[0]
     best_params = base.replace(**{k: best[k] for k in SEARCH_GRID})
@@ -285,17 +301,18 @@ def train_and_log(
     from jobs.platform import registry
 
     settings = settings or get_settings()
+    spec = model_spec(settings)
     log = get_logger("train", windows.train_end.isoformat())
     if train_df.empty:
         raise ValueError(f"training set {windows.train_start}..{windows.train_end}: 0 rows; rule: need data")
-    days = pd.to_datetime(train_df[M.TIME]).dt.date
+    days = pd.to_datetime(train_df[spec.time_column]).dt.date
     if days.min() < windows.train_start or days.max() > windows.train_end:
         raise ValueError(
             f"training set: rows from {days.min()}..{days.max()} outside the window "
             f"{windows.train_start}..{windows.train_end}; rule: train only on the window"
         )
-    digest = data_fingerprint(train_df, features)
-    y = train_df[M.LABEL].to_numpy(dtype=int)
+    digest = data_fingerprint(train_df, features, spec)
+    y = train_df[spec.label].to_numpy(dtype=int)
     registry.configure_mlflow(settings, experiment)
     run_name = f"train {windows.train_start}..{windows.train_end}"
     with mlflow.start_run(run_name=run_name) as run:
@@ -321,18 +338,19 @@ def train_and_log(
                 val_days=val_days,
                 gap_days=settings.case.label_delay_days,
                 log=log,
+                settings=settings,
             )
             best = search_table.iloc[0]
             mlflow.log_metrics(
                 {
                     k: float(best[k])
-                    for k in ("val_auc_roc", "val_average_precision", "val_card_precision_at_100")
-                    if not np.isnan(best[k])
+                    for k in search_table.columns
+                    if k.startswith("val_") and not np.isnan(float(best[k]))
                 }
             )
             mlflow.log_text(search_table.to_csv(index=False), "hpo/trials.csv")
         started = time.monotonic()
-        model, spw = fit_model(train_df, features, params)
+        model, spw = fit_model(train_df, features, params, spec)
         fit_seconds = time.monotonic() - started
         mlflow.log_params(
             {
@@ -345,8 +363,8 @@ def train_and_log(
                 "feature_service_version": feature_service_version,
                 "features": ",".join(features),
                 "hpo_trials": hpo_trials,
-                "cost_false_positive": settings.case.costs.false_positive,
-                "cost_false_negative": settings.case.costs.false_negative,
+                "objective": spec.objective,
+                **spec.run_params(settings),
             }
         )
         x = train_df[features].astype("float64")
@@ -355,10 +373,13 @@ def train_and_log(
         mlflow.log_metrics(
             {
                 "train_rows": len(train_df),
-                "train_frauds": int(y.sum()),
-                "train_fraud_rate": float(y.mean()),
-                "train_customers": int(train_df["customer_id"].nunique()),
-                "train_terminals": int(train_df["terminal_id"].nunique()),
+                f"train_{spec.positive}s": int(y.sum()),
+                f"train_{spec.positive}_rate": float(y.mean()),
+                **{
+                    f"train_{column.removesuffix('_id')}s": int(train_df[column].nunique())
+                    for column in spec.entity_columns
+                    if column in train_df.columns
+                },
                 "train_days": int(days.nunique()),
                 "scale_pos_weight": spw,
                 "fit_seconds": fit_seconds,
@@ -377,14 +398,14 @@ def train_and_log(
             model_format="ubj",
             signature=signature,
             input_example=example,
-            params={"decision_rule": "fraud if score >= decision_threshold"},
+            params={"decision_rule": spec.decision_rule} if spec.decision_rule else None,
             pip_requirements=model_requirements(),
         )
         log.info(
             "model trained",
             run_id=run.info.run_id,
             rows=len(train_df),
-            frauds=int(y.sum()),
+            positives=int(y.sum()),
             scale_pos_weight=round(spw, 2),
             fit_seconds=round(fit_seconds, 2),
         )

@@ -24,6 +24,8 @@ What the core takes from the object today:
 * ``describe``: a human-readable evaluation, for the CLIs;
 * ``datasets``: what ingestion publishes (:class:`DatasetSpec`), and ``suite_parameters``: the
   settings-derived values its GX suites are evaluated with;
+* ``model`` (:class:`ModelSpec`): the model flavour's objective and eval metric, the label, the
+  row-time and id columns training reads;
 * ``monitoring`` (:class:`MonitoringSpec`): the label and how it is joined, the quality figures of
   matured rows and which of them the retrain rule reads;
 * ``serving`` (optional): the handler of its real-time API on the serving core
@@ -211,6 +213,32 @@ class FeatureJob:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """The model the core trains (:mod:`jobs.platform.train`): xgboost with ``objective`` and
+    ``eval_metric``, logged in its native format through MLflow, on the label column; the row-time
+    column orders the validation split, ``row_id`` the data fingerprint; ``entity_columns`` are
+    counted per training run (``train_<entity>s``), positives as ``train_<positive>s``;
+    ``run_params(settings)`` are the use case's own settings logged with each run."""
+
+    objective: str
+    eval_metric: str
+    label: str
+    time_column: str
+    row_id: str
+    entity_columns: tuple[str, ...] = ()
+    positive: str = "positive"
+    decision_rule: str = ""
+    run_params: Callable[[Settings], Mapping[str, Any]] = lambda settings: {}
+
+    def __post_init__(self) -> None:
+        if not self.objective.startswith("binary:"):
+            raise ValueError(
+                f"model.objective: value {self.objective!r} is not trained by the core yet; rule: a binary:* "
+                "objective (XGBClassifier); learning-to-rank objectives come with the ranking use case"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
 class MonitoringSpec:
     """How monitoring (:mod:`jobs.platform.monitor`) judges a use case's champion on matured labels:
     the label column and the row-time column (whose day places a row in a window), the id columns
@@ -258,6 +286,8 @@ class UseCase:
     decision_tag: str | None = None
     figures: Callable[[pd.DataFrame, np.ndarray, Evaluation], Mapping[str, Any]] | None = None
     describe: Callable[[Evaluation], str] = repr
+    # the model the core trains
+    model: ModelSpec
     # monitoring on matured labels (quality figures, the label join)
     monitoring: MonitoringSpec
     # real-time serving: the handler of its API on the serving core (None: no online API)

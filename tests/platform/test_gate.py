@@ -65,3 +65,16 @@ def test_use_cases_are_found_by_name_and_unknown_names_are_refused():
     assert fraud.name == "fraud" and fraud.gate  # registered through the package's entry points
     with pytest.raises(ValueError, match="use_case: value 'nope' is not a registered use case"):
         get_use_case(name="nope")
+
+
+def test_model_spec_names_an_objective_the_core_cannot_train_yet():
+    from jobs.platform.use_case import ModelSpec
+
+    spec = ModelSpec(
+        objective="binary:logistic", eval_metric="aucpr", label="y", time_column="t", row_id="id"
+    )
+    assert spec.positive == "positive" and spec.run_params(None) == {}
+    with pytest.raises(
+        ValueError, match=r"model.objective: value 'rank:ndcg' is not trained by the core yet"
+    ):
+        ModelSpec(objective="rank:ndcg", eval_metric="ndcg@10", label="y", time_column="t", row_id="id")
