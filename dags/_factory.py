@@ -110,6 +110,17 @@ def _day_param(context) -> str:
     return context["params"].get("date") or processing_date(context)
 
 
+def _dag_args(uc: UseCase, *, timed: bool = True) -> dict:
+    """What every DAG of a use case shares: its start date (and, when time-scheduled, its end date:
+    ``<USE CASE>_SCHEDULE_END_DATE``), no catch-up, the default task policy."""
+    return {
+        "start_date": start_date(uc.name),
+        **({"end_date": end_date(uc.name)} if timed else {}),
+        "catchup": False,
+        "default_args": DEFAULT_ARGS,
+    }
+
+
 # --- ingest ---------------------------------------------------------------------------------------
 def ingest_dag(uc: UseCase, assets: UseCaseAssets) -> DAG:
     dag_id = use_case_dag_id(uc.name, "ingest")
@@ -163,11 +174,8 @@ Code: `jobs/platform/ingest.py` (`python -m jobs.platform.ingest --date D` runs 
     @dag(
         dag_id=dag_id,
         schedule=DAILY,
-        start_date=start_date(uc.name),
-        end_date=end_date(uc.name),
-        catchup=False,
         max_active_runs=2,
-        default_args=DEFAULT_ARGS,
+        **_dag_args(uc),
         doc_md=doc,
         tags=[uc.name, "ingestion"],
         params={
@@ -275,10 +283,8 @@ Runs one at a time (`max_active_runs=1`) so the online store only moves forward.
     @dag(
         dag_id=dag_id,
         schedule=functools.reduce(operator.or_, assets.lake.values()),  # any lake asset
-        start_date=start_date(uc.name),
-        catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        **_dag_args(uc, timed=False),
         doc_md=doc,
         tags=[uc.name, "features"],
         params={
@@ -397,11 +403,8 @@ optionally `holdout_start`/`holdout_end`) to pin them. History and one-step roll
     @dag(
         dag_id=dag_id,
         schedule=WEEKLY,
-        start_date=start_date(uc.name),
-        end_date=end_date(uc.name),
-        catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        **_dag_args(uc),
         doc_md=doc,
         tags=[uc.name, "training"],
         params={
@@ -541,11 +544,8 @@ production), the `predictions_written` log line and `{assets.predictions.name}`.
     @dag(
         dag_id=dag_id,
         schedule=DAILY,
-        start_date=start_date(uc.name),
-        end_date=end_date(uc.name),
-        catchup=False,
         max_active_runs=4,
-        default_args=DEFAULT_ARGS,
+        **_dag_args(uc),
         doc_md=doc,
         tags=[uc.name, "serving", "batch"],
         params={
@@ -644,11 +644,8 @@ a typed param, so an operator can re-run a day by hand with other thresholds.
     @dag(
         dag_id=dag_id,
         schedule=DAILY,
-        start_date=start_date(uc.name),
-        end_date=end_date(uc.name),
-        catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        **_dag_args(uc),
         doc_md=doc,
         tags=[uc.name, "monitoring"],
         params={

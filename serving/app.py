@@ -76,13 +76,9 @@ class ScoringService:
         models: ModelManager,
         log_writer: PredictionLogWriter | None,
         metrics: ServingMetrics,
-        pusher: FeaturePusher | None = None,
-        handler: ServingHandler | None = None,
+        pusher: FeaturePusher | None,
+        handler: ServingHandler,
     ) -> None:
-        if handler is None:
-            raise TypeError(
-                "ScoringService: handler is required (the use case's serving.handler.ServingHandler)"
-            )
         self.features = features
         self.models = models
         self.log_writer = log_writer

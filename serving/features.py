@@ -135,6 +135,7 @@ class FeastFeatureClient:
         self.request_fn = request_fn
         self.request_frame = request_frame or pd.DataFrame
         self._plans: list[_ViewPlan] | None = None
+        self._push_views: dict[str, list[Any]] = {}  # push source -> the views it feeds
 
     # --- resolution -------------------------------------------------------------------
     @property
@@ -205,6 +206,7 @@ class FeastFeatureClient:
         """Forget the resolved feature service (after ``feast apply`` changed it)."""
         self.store.refresh_registry()
         self._plans = None
+        self._push_views = {}
 
     # --- reads ------------------------------------------------------------------------
     def _online_read(self, plan: _ViewPlan, transactions: Sequence[dict[str, Any]]):
@@ -309,11 +311,15 @@ class FeastFeatureClient:
             provider.online_write_batch(self.store.config, view, rows, progress=None)
 
     def push_views(self, push_source: str) -> list[Any]:
-        """The feature views fed by a push source (what ``FeatureStore.push`` writes to); [] if unregistered."""
-        try:
-            return list(self.store._fvs_for_push_source_or_raise(push_source, allow_cache=True))
-        except Exception:  # push source not registered: the stream path is off
-            return []
+        """The feature views fed by a push source (what ``FeatureStore.push`` writes to); [] if
+        unregistered. Resolved once per push source until :meth:`refresh`."""
+        if push_source not in self._push_views:
+            try:
+                views = list(self.store._fvs_for_push_source_or_raise(push_source, allow_cache=True))
+            except Exception:  # push source not registered: the stream path is off
+                views = []
+            self._push_views[push_source] = views
+        return self._push_views[push_source]
 
 
 def default_feature_client(settings: Any) -> FeatureClient:

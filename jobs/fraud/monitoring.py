@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 from typing import Any
 
 import numpy as np
@@ -22,24 +21,19 @@ LABEL = "tx_fraud"
 CP_K = 100
 
 
-def _finite(x: Any) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def quality_metrics(scored: pd.DataFrame, k: int = CP_K, score: str = "score") -> dict[str, Any]:
+def quality_metrics(scored: pd.DataFrame, k: int = CP_K) -> dict[str, Any]:
     """AUC ROC, average precision and card precision@k (handbook) of a scored, labelled frame."""
-    from jobs.platform.metrics import card_precision_at_k, ranking_metrics
+    from jobs.platform.metrics import card_precision_at_k, finite_or_none, ranking_metrics
 
     n = int(len(scored))
     frauds = int(scored[LABEL].sum()) if n else 0
     out: dict[str, Any] = {"rows": n, "frauds": frauds}
     if n == 0:
         return out | {"auc_roc": None, "average_precision": None, f"card_precision_at_{k}": None}
-    rm = ranking_metrics(scored[LABEL], scored[score])
-    out["auc_roc"] = _finite(rm["auc_roc"])
-    out["average_precision"] = _finite(rm["average_precision"])
-    out[f"card_precision_at_{k}"] = _finite(card_precision_at_k(scored.rename(columns={score: "score"}), k))
+    rm = ranking_metrics(scored[LABEL], scored["score"])
+    out["auc_roc"] = finite_or_none(rm["auc_roc"])
+    out["average_precision"] = finite_or_none(rm["average_precision"])
+    out[f"card_precision_at_{k}"] = finite_or_none(card_precision_at_k(scored, k))
     return out
 
 

@@ -108,16 +108,6 @@ class FraudFeatureClient(FeastFeatureClient):
         kwargs.setdefault("request_frame", request_frame)
         super().__init__(*args, **kwargs)
         self.push_source = push_source
-        self._push_targets: list[Any] | None = None
-
-    def refresh(self) -> None:
-        super().refresh()
-        self._push_targets = None
-
-    def _push_views(self) -> list[Any]:
-        if self._push_targets is None:
-            self._push_targets = self.push_views(self.push_source) if self.push_source else []
-        return self._push_targets
 
     def push(self, transactions: Sequence[dict[str, Any]]) -> int:
         """Fold scored transactions into their customers' recent activity and write it to every view
@@ -126,7 +116,7 @@ class FraudFeatureClient(FeastFeatureClient):
         from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List
         from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-        views = self._push_views()
+        views = self.push_views(self.push_source) if self.push_source else []
         if self.view_plan(RECENT_ACTIVITY_VIEW) is None or not transactions or not views:
             return 0
         by_customer: dict[int, list[tuple[int, int, float]]] = {}

@@ -292,7 +292,9 @@ class Settings(BaseSettings):
         if isinstance(data, dict) and not isinstance(data.get("case"), UseCaseSettings):
             data = {
                 **data,
-                "case": section_class(data.get("use_case") or "fraud")(**(data.get("case") or {})),
+                "case": section_class(data.get("use_case") or cls.model_fields["use_case"].default)(
+                    **(data.get("case") or {})
+                ),
             }
         return data
 

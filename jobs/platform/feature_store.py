@@ -157,24 +157,28 @@ def snapshot_views(settings: Settings | None = None) -> dict[str, str]:
     }
 
 
-def located(obj, layout: StorageLayout):
-    """``obj`` (a Feast object) with its file source pointed at the layout's offline feature table
-    (``<root>/<use case>/features/<table>``): the definitions name no platform path."""
+def _file_source(obj):
+    """The file source behind a Feast object (a view's batch source, a push source's, or the source
+    itself); None when it is not file-backed."""
     from feast import FeatureView, FileSource, PushSource
 
     source = obj.batch_source if isinstance(obj, FeatureView) else obj
     if isinstance(source, PushSource):
         source = source.batch_source
-    if not isinstance(source, FileSource):
+    return source if isinstance(source, FileSource) else None
+
+
+def located(obj, layout: StorageLayout):
+    """``obj`` (a Feast object) with its file source pointed at the layout's offline feature table
+    (``<root>/<use case>/features/<table>``): the definitions name no platform path."""
+    source = _file_source(obj)
+    if source is None:
         return obj
     path = str(layout.dataset_root("features", Path(source.path).name))
     if source.path == path:
         return obj
     obj = copy.deepcopy(obj)
-    source = obj.batch_source if isinstance(obj, FeatureView) else obj
-    if isinstance(source, PushSource):
-        source = source.batch_source
-    source.file_options.uri = path
+    _file_source(obj).file_options.uri = path
     return obj
 
 

@@ -237,6 +237,12 @@ def slice_metrics(
     return out
 
 
+def finite_or_none(x: Any) -> float | None:
+    """``x`` as a float, or None when it is NaN or infinite (a figure JSON and MLflow can hold)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 def json_safe(obj: Any) -> Any:
     """Metrics as plain JSON: numpy scalars to Python, non-finite floats (NaN, inf) to None, keys to str."""
     if isinstance(obj, dict):

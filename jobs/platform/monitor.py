@@ -48,6 +48,7 @@ import pandas as pd
 
 from jobs.platform.config import Settings, get_settings
 from jobs.platform.logs import get_logger
+from jobs.platform.metrics import finite_or_none
 from jobs.platform.params import MonitorConfig, Thresholds
 from jobs.platform.storage import StorageLayout, as_date, staged_directory, staged_file
 from jobs.platform.use_case import get_use_case
@@ -187,7 +188,7 @@ def parse_drift_snapshot(snapshot, features: Sequence[str], score_column: str | 
             values[cfg["column"]] = {
                 "method": cfg.get("method"),
                 "threshold": cfg.get("threshold"),
-                "score": _finite(m["value"]),
+                "score": finite_or_none(m["value"]),
             }
         elif kind.endswith(":DriftedColumnsCount"):
             count, share = m["value"]["count"], m["value"]["share"]
@@ -212,11 +213,6 @@ def parse_drift_snapshot(snapshot, features: Sequence[str], score_column: str | 
         "drifted_features": sorted(c for c, v in feats.items() if v["drifted"]),
         "prediction": values.get(score_column) if score_column else None,
     }
-
-
-def _finite(x: Any) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 # --- quality on matured labels (the figures are the use case's: UseCase.monitoring) ----------

@@ -37,10 +37,7 @@ def test_labels_as_known_and_the_declared_rule():
     assert out["tx_fraud"].tolist() == [0, 1, 0]
     spec = get_use_case(name="fraud").monitoring
     assert (spec.label, spec.primary, spec.support) == ("tx_fraud", "average_precision", "frauds")
-    figures = spec.quality(
-        out.assign(customer_id=[1, 2, 3], tx_datetime=pd.Timestamp("2018-05-01")), np.r_[0.1, 0.9, 0.2]
-    )
-    assert figures == quality(
-        out.assign(customer_id=[1, 2, 3], tx_datetime=pd.Timestamp("2018-05-01")), np.r_[0.1, 0.9, 0.2]
-    )
+    rows = out.assign(customer_id=[1, 2, 3], tx_datetime=pd.Timestamp("2018-05-01"))
+    figures = spec.quality(rows, np.r_[0.1, 0.9, 0.2])
+    assert figures == quality(rows, np.r_[0.1, 0.9, 0.2])
     assert figures["frauds"] == 1 and figures["average_precision"] == 1.0
