@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jobs.fraud import metrics as FM
 from jobs.fraud.settings import Costs
 from jobs.platform import metrics as M
 from jobs.platform.config import Settings, get_settings
@@ -26,11 +27,11 @@ CP_K = 100
 
 def default_slicers(columns: list[str] | pd.Index) -> dict[str, M.SliceFn]:
     """Amount bands, new vs known customers (no transaction in the 30-day window), weekday/weekend."""
-    slicers: dict[str, M.SliceFn] = {"amount": M.amount_band}
+    slicers: dict[str, M.SliceFn] = {"amount": FM.amount_band}
     history = [c for c in columns if c.startswith("customer") and "nb_tx" in c and "30" in c]
     if history:
-        slicers["customer"] = M.customer_history(history[0])
-    slicers["week"] = M.weekday_weekend
+        slicers["customer"] = FM.customer_history(history[0])
+    slicers["week"] = FM.weekday_weekend
     return slicers
 
 
@@ -50,12 +51,12 @@ def evaluate_scores(
     if len(df) == 0:
         raise ValueError("holdout: 0 rows; rule: the evaluation window must contain transactions")
     scored = df.assign(score=np.asarray(scores, dtype=float))
-    y = scored[M.LABEL].to_numpy(dtype=int)
+    y = scored[FM.LABEL].to_numpy(dtype=int)
     metrics: dict[str, float] = {"rows": float(len(scored)), "frauds": float(y.sum())}
-    metrics.update(M.ranking_metrics(y, scored["score"]))
-    per_day = M.card_precision_at_k_per_day(scored, k)
+    metrics.update(M.binary_metrics(y, scored["score"]))
+    per_day = FM.card_precision_at_k_per_day(scored, k)
     metrics[f"card_precision_at_{k}"] = float(per_day["precision"].mean())
-    choice = M.cost_optimal_threshold(y, scored["score"], costs.false_positive, costs.false_negative)
+    choice = FM.cost_optimal_threshold(y, scored["score"], costs.false_positive, costs.false_negative)
     metrics.update(
         decision_threshold=choice.threshold,
         expected_cost_per_tx=choice.cost_per_transaction,
@@ -66,8 +67,10 @@ def evaluate_scores(
         precision_at_threshold=choice.true_positives / choice.flagged if choice.flagged else math.nan,
     )
     slicers = slicers if slicers is not None else default_slicers(list(df.columns))
-    slices = M.slice_metrics(scored, slicers, threshold=choice.threshold)
-    days = pd.to_datetime(scored[M.TIME]).dt.date
+    slices = M.slice_metrics(
+        scored, slicers, label_col=FM.LABEL, support="frauds", threshold=choice.threshold
+    )
+    days = pd.to_datetime(scored[FM.TIME]).dt.date
     window = (str(days.min()), str(days.max()))
     return Evaluation(
         window,
@@ -89,7 +92,7 @@ def evaluation_figures(df: pd.DataFrame, scores: np.ndarray, evaluation: Evaluat
     import matplotlib.pyplot as plt
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    y = df[M.LABEL].to_numpy(dtype=int)
+    y = df[FM.LABEL].to_numpy(dtype=int)
     s = np.asarray(scores, dtype=float)
     m = evaluation.metrics
     figs: dict[str, Any] = {}

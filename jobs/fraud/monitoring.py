@@ -4,7 +4,7 @@
   the end of the day monitoring runs for (:func:`labels_as_of`, :func:`attach_labels`);
 * quality on matured rows is AUC ROC, average precision (the figure the decay rule reads) and card
   precision@100 (handbook), with the number of frauds as the support the rule needs
-  (``FRAUD_RETRAIN_MIN_FRAUDS``).
+  (``FRAUD_RETRAIN_MIN_POSITIVES``).
 """
 
 from __future__ import annotations
@@ -23,14 +23,15 @@ CP_K = 100
 
 def quality_metrics(scored: pd.DataFrame, k: int = CP_K) -> dict[str, Any]:
     """AUC ROC, average precision and card precision@k (handbook) of a scored, labelled frame."""
-    from jobs.platform.metrics import card_precision_at_k, finite_or_none, ranking_metrics
+    from jobs.fraud.metrics import card_precision_at_k
+    from jobs.platform.metrics import binary_metrics, finite_or_none
 
     n = int(len(scored))
     frauds = int(scored[LABEL].sum()) if n else 0
     out: dict[str, Any] = {"rows": n, "frauds": frauds}
     if n == 0:
         return out | {"auc_roc": None, "average_precision": None, f"card_precision_at_{k}": None}
-    rm = ranking_metrics(scored[LABEL], scored["score"])
+    rm = binary_metrics(scored[LABEL], scored["score"])
     out["auc_roc"] = finite_or_none(rm["auc_roc"])
     out["average_precision"] = finite_or_none(rm["average_precision"])
     out[f"card_precision_at_{k}"] = finite_or_none(card_precision_at_k(scored, k))

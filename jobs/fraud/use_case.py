@@ -149,4 +149,5 @@ def use_case() -> UseCase:
             support="frauds",
         ),
         serving=lazy("jobs.fraud.serving:handler"),
+        ab=lazy("jobs.fraud.ab:ab_spec"),
     )

@@ -1,33 +1,35 @@
 """Online A/B analysis of a canary (or shadow) period: should the challenger become champion?
 
 Input: the serving prediction log of ``[start, end]`` (``prediction_log/date=D``, one row per scored
-request with ``arm`` = champion | challenger | shadow) joined with the labels known at ``as_of``
-(default ``end + label_delay_days``: every fraud of the period has been reported by then).
+unit of traffic with ``arm`` = champion | challenger | shadow) joined with the labels known at
+``as_of`` (default ``end + label_delay_days``), as the use case declares them (``UseCase.ab``,
+:class:`jobs.platform.use_case.ABSpec`: the randomisation unit, the label, the primary metric and the
+guardrails; fraud: average precision, AUC ROC, card precision@k and the alert rate by customer,
+:mod:`jobs.fraud.ab`).
 
-Per arm: the primary metric, average precision (AP), and the guardrails AUC ROC, card precision@k
-and the decision (alert) rate, each with a bootstrap confidence interval. The design decides the
-resampling unit:
+Per arm: the primary metric and the guardrail metrics, each with a bootstrap confidence interval.
+The design decides the resampling unit:
 
-* **canary** (champion and challenger score *different customers*, split by customer): arms are
-  independent; the bootstrap resamples customers within each arm (a card's transactions are
-  correlated, so transactions are not independent), and the significance test of the AP difference
-  is a *permutation test over customers* (re-randomising the customer split, which is exactly the
+* **canary** (champion and challenger serve *different units*, split by the routing key, e.g.
+  customers): arms are independent; the bootstrap resamples whole units within each arm (a unit's
+  rows are correlated, so rows are not independent), and the significance test of the primary
+  difference is a *permutation test over units* (re-randomising the split, which is exactly the
   experiment's randomisation).
-* **shadow** (the challenger scores the *same* transactions as the champion): paired; the bootstrap
-  resamples customers jointly, and the permutation test swaps the two arms' scores per customer.
+* **shadow** (the challenger scores the *same* rows as the champion): paired; the bootstrap resamples
+  units jointly, and the permutation test swaps the two arms' scores per unit.
 
-Card precision@k depends on how many cards an arm sees, so each arm uses ``k`` scaled by its share
-of the period's cards (a 10% canary gets k = 10 when the champion gets 90).
+Each arm's sample carries its ``share`` of the period's units, for metrics that scale with the
+traffic an arm sees (fraud's card precision@k uses ``k`` times the share).
 
 Recommendation:
 
-* ``extend`` when underpowered: fewer than ``min_frauds`` matured frauds in an arm, or the AP
-  difference is not significant while its confidence interval is still wider than ±``mde`` (a
-  relevant improvement cannot be ruled out yet);
-* ``promote`` when the challenger's AP is significantly higher (p < alpha and the CI of the
-  difference above 0) and no guardrail broke (AUC and card precision not lower by more than the
-  gate's ``guardrail_tolerance``, decision rate not more than ``max_decision_rate_ratio`` times the
-  champion's);
+* ``extend`` when underpowered: fewer than ``min_positives`` matured positives in an arm, or the
+  primary difference is not significant while its confidence interval is still wider than
+  ±``mde`` (a relevant improvement cannot be ruled out yet);
+* ``promote`` when the challenger's primary metric is significantly better (p < alpha and the CI of
+  the difference on the good side of 0) and no guardrail broke (``tolerance`` guardrails not worse
+  than the champion by more than the gate's widest guardrail tolerance, ``ratio`` guardrails not
+  above ``max_decision_rate_ratio`` times the champion's);
 * ``keep`` otherwise.
 
 ``promote`` goes through :func:`jobs.platform.registry.promote`, the same audited operation the training gate
@@ -45,8 +47,9 @@ import dataclasses
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +62,14 @@ from jobs.platform.logs import get_logger
 from jobs.platform.metrics import json_safe
 from jobs.platform.params import ABConfig
 from jobs.platform.storage import StorageLayout, as_date, staged_directory
-from jobs.platform.use_case import get_use_case
+from jobs.platform.use_case import ABMetric, ABSpec, get_use_case
 
 CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
-LABEL, SCORE = "tx_fraud", "score"
-LOG_COLUMNS = ("transaction_id", "customer_id", "tx_datetime", "score", "decision", "model_version", "arm")
+SCORE = "score"
 
 
-# --- metrics -------------------------------------------------------------------------------
-def _ap(y: np.ndarray, s: np.ndarray) -> float:
+# --- fast binary metrics for the resampling loops (use cases build their ABMetric from them) -------
+def average_precision(y: np.ndarray, s: np.ndarray) -> float:
     """Average precision, sklearn's definition (step-wise, ties as one threshold), without its overhead:
     it runs thousands of times in the bootstrap and permutation loops."""
     pos = int(y.sum())
@@ -82,7 +84,7 @@ def _ap(y: np.ndarray, s: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def _auc(y: np.ndarray, s: np.ndarray) -> float:
+def auc_roc(y: np.ndarray, s: np.ndarray) -> float:
     """AUC ROC as the Mann-Whitney statistic (average ranks for ties)."""
     pos = int(y.sum())
     neg = len(y) - pos
@@ -92,62 +94,66 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
     return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
-def card_precision(frame: pd.DataFrame, k: int) -> float:
-    """Card precision@k of a frame (the handbook metric, :func:`jobs.platform.metrics.card_precision_at_k`)."""
-    from jobs.platform.metrics import card_precision_at_k
+@dataclass
+class ArmSample:
+    """One arm's rows (or a resample of them) as arrays: labels ``y``, scores ``s``, decisions ``d``
+    (NaN without a decision policy), ``day`` (integer days of the row time), ``unit`` (an id per
+    resampled unit copy: a unit drawn twice counts as two units) and the arm's ``share`` of the
+    period's units."""
 
-    return card_precision_at_k(frame, k) if len(frame) else math.nan
+    clusters: Clusters
+    idx: np.ndarray
+    share: float = 1.0
+    scores: np.ndarray | None = None  # replaces the clusters' scores (paired permutations)
 
+    @cached_property
+    def y(self) -> np.ndarray:
+        return self.clusters.y[self.idx]
 
-def _cp_arrays(day: np.ndarray, card: np.ndarray, score: np.ndarray, label: np.ndarray, k: int) -> float:
-    """The same card precision@k on arrays, for the bootstrap loop (checked against jobs.platform.metrics in tests):
-    per day, cards ranked by max score (ties by card id), hits among the top k, detected cards removed
-    from the following days; mean over days."""
-    if len(day) == 0:
-        return math.nan
-    detected = np.zeros(int(card.max()) + 1, dtype=bool)
-    precisions = []
-    for d in np.unique(day):
-        m = (day == d) & ~detected[card]
-        c, s, y = card[m], score[m], label[m]
-        if len(c) == 0:
-            precisions.append(0.0)
-            continue
-        order = np.lexsort((-s, c))  # by card, then score descending
-        c, s, y = c[order], s[order], y[order]
-        first = np.r_[True, c[1:] != c[:-1]]
-        starts = np.flatnonzero(first)
-        cards, best = c[starts], s[starts]
-        hit = np.maximum.reduceat(y, starts) > 0
-        top = np.lexsort((cards, -best))[:k]
-        found = cards[top][hit[top]]
-        detected[found] = True
-        precisions.append(len(found) / k)
-    return float(np.mean(precisions))
+    @cached_property
+    def s(self) -> np.ndarray:
+        return (self.clusters.s if self.scores is None else self.scores)[self.idx]
+
+    @cached_property
+    def d(self) -> np.ndarray:
+        return self.clusters.d[self.idx]
+
+    @cached_property
+    def day(self) -> np.ndarray:
+        return self.clusters.day[self.idx]
+
+    @cached_property
+    def unit(self) -> np.ndarray:
+        return _copy_ids(self.clusters, self.idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
 
 
 class Clusters:
-    """Rows grouped by customer, for fast cluster resampling (index arrays, no pandas in the loop)."""
+    """Rows grouped by the randomisation unit, for fast cluster resampling (index arrays, no pandas
+    in the loop)."""
 
-    def __init__(self, frame: pd.DataFrame) -> None:
-        order = np.argsort(frame["customer_id"].to_numpy(), kind="stable")
+    def __init__(self, frame: pd.DataFrame, spec: ABSpec) -> None:
+        order = np.argsort(frame[spec.unit].to_numpy(), kind="stable")
         self.frame = frame.iloc[order].reset_index(drop=True)
-        cust = self.frame["customer_id"].to_numpy()
-        starts = np.flatnonzero(np.r_[True, cust[1:] != cust[:-1]]) if len(cust) else np.array([], int)
+        self.units = self.frame[spec.unit].to_numpy()
+        n = len(self.units)
+        starts = np.flatnonzero(np.r_[True, self.units[1:] != self.units[:-1]]) if n else np.array([], int)
         self.starts = starts
-        self.sizes = np.diff(np.r_[starts, len(cust)])
-        self.customers = cust[starts] if len(cust) else cust
-        self.y = self.frame[LABEL].to_numpy(dtype=int)
+        self.sizes = np.diff(np.r_[starts, n])
+        self.y = self.frame[spec.label].to_numpy(dtype=int)
         self.s = self.frame[SCORE].to_numpy(dtype=float)
-        self.d = self.frame["decision"].to_numpy(dtype=float)
-        days = (
-            pd.to_datetime(self.frame["tx_datetime"]).dt.normalize() if "tx_datetime" in self.frame else None
+        self.d = (
+            self.frame[spec.decision].to_numpy(dtype=float)
+            if spec.decision and spec.decision in self.frame
+            else np.full(n, np.nan)
         )
-        self.day = (
-            days.to_numpy().astype("datetime64[D]").astype(np.int64)
-            if days is not None
-            else np.zeros(len(cust), np.int64)
-        )
+        if spec.time_column in self.frame:
+            days = pd.to_datetime(self.frame[spec.time_column]).dt.normalize()
+            self.day = days.to_numpy().astype("datetime64[D]").astype(np.int64)
+        else:
+            self.day = np.zeros(n, np.int64)
 
     def rows(self, picked: np.ndarray) -> np.ndarray:
         """Row indices of the picked clusters (with repetition)."""
@@ -160,20 +166,39 @@ class Clusters:
     def resample(self, rng: np.random.Generator) -> np.ndarray:
         return self.rows(rng.integers(0, len(self.starts), len(self.starts)))
 
+    def all(self, share: float = 1.0) -> ArmSample:
+        return ArmSample(self, np.arange(len(self.y)), share)
 
-def arm_metrics(frame: pd.DataFrame, k: int) -> dict[str, float]:
-    y = frame[LABEL].to_numpy(dtype=int)
-    s = frame[SCORE].to_numpy(dtype=float)
-    return {
-        "rows": int(len(frame)),
-        "customers": int(frame["customer_id"].nunique()),
-        "frauds": int(y.sum()),
-        "average_precision": _ap(y, s),
-        "auc_roc": _auc(y, s),
-        "card_precision_at_k": card_precision(frame, k),
-        "cp_k": int(k),
-        "decision_rate": float(frame["decision"].mean()) if len(frame) else math.nan,
+
+def _copy_ids(cl: Clusters, idx: np.ndarray) -> np.ndarray:
+    """A distinct id per resampled cluster copy (so a unit drawn twice counts as two units)."""
+    # rows of one copy are contiguous in ``idx`` and start where the unit changes or restarts
+    if not len(idx):
+        return np.array([], dtype=np.int64)
+    unit = cl.units[idx]
+    new_copy = np.r_[True, (unit[1:] != unit[:-1]) | (np.diff(idx) != 1)]
+    return np.cumsum(new_copy)
+
+
+def _metrics(spec: ABSpec) -> tuple[ABMetric, ...]:
+    """The primary metric then each guardrail's (once each, by name)."""
+    out: dict[str, ABMetric] = {spec.primary.name: spec.primary}
+    for g in spec.guardrails:
+        out.setdefault(g.metric.name, g.metric)
+    return tuple(out.values())
+
+
+def arm_metrics(sample: ArmSample, spec: ABSpec) -> dict[str, Any]:
+    y = sample.y
+    out: dict[str, Any] = {
+        "rows": int(len(sample)),
+        "units": int(len(sample.clusters.starts)),
+        spec.support: int(y.sum()),
     }
+    for metric in _metrics(spec):
+        out[metric.name] = metric.stat(sample) if len(sample) else math.nan
+    out.update(spec.arm_details(sample))
+    return out
 
 
 def _ci(values: np.ndarray, alpha: float) -> list[float | None]:
@@ -183,52 +208,66 @@ def _ci(values: np.ndarray, alpha: float) -> list[float | None]:
     return [float(np.quantile(v, alpha / 2)), float(np.quantile(v, 1 - alpha / 2))]
 
 
-def bootstrap_arm(cl: Clusters, k: int, cfg: ABConfig, rng: np.random.Generator) -> dict[str, Any]:
-    """Bootstrap samples (customer clusters) of AP, AUC, decision rate and card precision of one arm."""
-    ap, auc, rate = (np.empty(cfg.n_boot) for _ in range(3))
-    for b in range(cfg.n_boot):
-        idx = cl.resample(rng)
-        y, s = cl.y[idx], cl.s[idx]
-        ap[b], auc[b], rate[b] = _ap(y, s), _auc(y, s), cl.d[idx].mean() if len(idx) else math.nan
-    cp = np.empty(cfg.n_boot_cp)
-    for b in range(cfg.n_boot_cp):
-        idx = cl.resample(rng)
-        # a card drawn twice counts as two cards: each copy gets its own id
-        cp[b] = _cp_arrays(cl.day[idx], _copy_ids(cl, idx), cl.s[idx], cl.y[idx], k)
-    return {"average_precision": ap, "auc_roc": auc, "decision_rate": rate, "card_precision_at_k": cp}
+def bootstrap_arm(
+    cl: Clusters, spec: ABSpec, share: float, cfg: ABConfig, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Bootstrap samples (whole units) of every metric of one arm; the costly ones get fewer."""
+    out: dict[str, np.ndarray] = {}
+    for costly, n in ((False, cfg.n_boot), (True, cfg.n_boot_costly)):
+        metrics = [m for m in _metrics(spec) if m.costly == costly]
+        if not metrics:
+            continue
+        values = {m.name: np.empty(n) for m in metrics}
+        for b in range(n):
+            sample = ArmSample(cl, cl.resample(rng), share)
+            for m in metrics:
+                values[m.name][b] = m.stat(sample) if len(sample) else math.nan
+        out.update(values)
+    return out
 
 
-def _copy_ids(cl: Clusters, idx: np.ndarray) -> np.ndarray:
-    """A distinct id per resampled cluster copy (so a card drawn twice counts as two cards)."""
-    # rows of one copy are contiguous in ``idx`` and start where the customer changes or restarts
-    cust = cl.frame["customer_id"].to_numpy()[idx]
-    new_copy = np.r_[True, (cust[1:] != cust[:-1]) | (np.diff(idx) != 1)]
-    return np.cumsum(new_copy)
+def _paired_bootstrap(
+    cl_c: Clusters, cl_s: Clusters, spec: ABSpec, cfg: ABConfig, rng
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Both arms on the same resampled units (rows aligned by ``row_id``)."""
+    out_c: dict[str, np.ndarray] = {}
+    out_s: dict[str, np.ndarray] = {}
+    for costly, n in ((False, cfg.n_boot), (True, cfg.n_boot_costly)):
+        metrics = [m for m in _metrics(spec) if m.costly == costly]
+        if not metrics:
+            continue
+        for m in metrics:
+            out_c[m.name], out_s[m.name] = np.empty(n), np.empty(n)
+        for b in range(n):
+            idx = cl_c.resample(rng)
+            a, c = ArmSample(cl_c, idx), ArmSample(cl_s, idx)
+            c.__dict__["unit"] = a.unit  # the same unit copies on both sides
+            for m in metrics:
+                out_c[m.name][b], out_s[m.name][b] = m.stat(a), m.stat(c)
+    return out_c, out_s
 
 
 # --- significance -------------------------------------------------------------------------
 def permutation_test_unpaired(
-    a: pd.DataFrame, b: pd.DataFrame, stat: Callable[[np.ndarray, np.ndarray], float], n_perm: int, rng
+    cl: Clusters, in_b: np.ndarray, stat: ABMetric, n_perm: int, rng
 ) -> tuple[float, float]:
-    """(observed stat(b) - stat(a), two-sided p) re-randomising whole customers between the arms."""
-    both = pd.concat([a.assign(_arm=0), b.assign(_arm=1)], ignore_index=True)
-    cl = Clusters(both)
-    n_a_customers = a["customer_id"].nunique()
-    y, s = cl.y, cl.s
-    arm_of_row = cl.frame["_arm"].to_numpy()
+    """(observed stat(b) - stat(a), two-sided p) re-randomising whole units between the arms;
+    ``in_b`` marks the rows of arm b in the pooled clusters ``cl``."""
+    n_a_units = len(np.unique(cl.units[~in_b]))
 
     def diff(mask_rows: np.ndarray) -> float:
-        return stat(y[mask_rows], s[mask_rows]) - stat(y[~mask_rows], s[~mask_rows])
+        b = ArmSample(cl, np.flatnonzero(mask_rows))
+        a = ArmSample(cl, np.flatnonzero(~mask_rows))
+        return stat.stat(b) - stat.stat(a)
 
-    observed = diff(arm_of_row == 1)
+    observed = diff(in_b)
     n_clusters = len(cl.starts)
     exceed = 0
     valid = 0
     for _ in range(n_perm):
         to_b = np.ones(n_clusters, dtype=bool)
-        to_b[rng.choice(n_clusters, n_a_customers, replace=False)] = False
-        mask = np.repeat(to_b, cl.sizes)
-        d = diff(mask)
+        to_b[rng.choice(n_clusters, n_a_units, replace=False)] = False
+        d = diff(np.repeat(to_b, cl.sizes))
         if math.isfinite(d):
             valid += 1
             exceed += abs(d) >= abs(observed) - 1e-12
@@ -236,19 +275,23 @@ def permutation_test_unpaired(
 
 
 def permutation_test_paired(
-    frame: pd.DataFrame, stat: Callable[[np.ndarray, np.ndarray], float], n_perm: int, rng
+    cl: Clusters, s_b: np.ndarray, stat: ABMetric, n_perm: int, rng
 ) -> tuple[float, float]:
-    """Paired frame (transaction_id, customer_id, tx_fraud, score_a, score_b): swap arms per customer."""
-    cl_frame = frame.rename(columns={"score_a": SCORE}).assign(decision=0)
-    cl = Clusters(cl_frame)
-    sa = cl.frame[SCORE].to_numpy(dtype=float)
-    sb = cl.frame["score_b"].to_numpy(dtype=float)
-    y = cl.y
-    observed = stat(y, sb) - stat(y, sa)
+    """Paired arms on the same rows (``cl`` holds arm a's scores, ``s_b`` arm b's in the same row
+    order): swap the arms' scores per unit."""
+    everything = np.arange(len(cl.y))
+    s_a = cl.s
+
+    def diff(sb: np.ndarray, sa: np.ndarray) -> float:
+        return stat.stat(ArmSample(cl, everything, scores=sb)) - stat.stat(
+            ArmSample(cl, everything, scores=sa)
+        )
+
+    observed = diff(s_b, s_a)
     exceed = 0
     for _ in range(n_perm):
         swap = np.repeat(rng.random(len(cl.starts)) < 0.5, cl.sizes)
-        d = stat(y, np.where(swap, sa, sb)) - stat(y, np.where(swap, sb, sa))
+        d = diff(np.where(swap, s_a, s_b), np.where(swap, s_b, s_a))
         exceed += abs(d) >= abs(observed) - 1e-12
     return observed, (exceed + 1) / (n_perm + 1)
 
@@ -273,12 +316,16 @@ class ABResult:
         return json_safe(asdict(self))
 
 
-def analyse(log: pd.DataFrame, cfg: ABConfig | None = None, *, start="", end="", as_of="") -> ABResult:
-    """Analyse a labelled prediction log (columns LOG_COLUMNS + tx_fraud). Pure: no I/O."""
+def analyse(
+    log: pd.DataFrame, spec: ABSpec, cfg: ABConfig | None = None, *, start="", end="", as_of=""
+) -> ABResult:
+    """Analyse a labelled prediction log (the spec's log columns, ``arm``, ``model_version`` and the
+    label). Pure: no I/O."""
     cfg = cfg or ABConfig()
-    missing = [c for c in (*LOG_COLUMNS, LABEL) if c not in log.columns]
+    needed = list(dict.fromkeys((*spec.log_columns, spec.unit, spec.row_id, SCORE, "arm", "model_version")))
+    missing = [c for c in (*needed, spec.label) if c not in log.columns]
     if missing:
-        raise ValueError(f"prediction log: missing column(s) {missing}; rule: needs {[*LOG_COLUMNS, LABEL]}")
+        raise ValueError(f"prediction log: missing column(s) {missing}; rule: needs {[*needed, spec.label]}")
     rng = np.random.default_rng(cfg.seed)
     champ = log[log["arm"] == CHAMPION]
     other_arm = SHADOW if (log["arm"] == SHADOW).any() else CHALLENGER
@@ -289,88 +336,70 @@ def analyse(log: pd.DataFrame, cfg: ABConfig | None = None, *, start="", end="",
             "rule: both arms need scored, labelled traffic"
         )
     paired = other_arm == SHADOW
-    if paired:  # the shadow arm scores the champion's transactions: compare on the common ones
-        common = np.intersect1d(champ["transaction_id"], chal["transaction_id"])
-        champ = champ[champ["transaction_id"].isin(common)].drop_duplicates("transaction_id")
-        chal = chal[chal["transaction_id"].isin(common)].drop_duplicates("transaction_id")
-    n_cards_total = champ["customer_id"].nunique() + (0 if paired else chal["customer_id"].nunique())
-    k_of = {
-        CHAMPION: cfg.cp_k
-        if paired
-        else max(1, round(cfg.cp_k * champ["customer_id"].nunique() / n_cards_total)),
-        other_arm: cfg.cp_k
-        if paired
-        else max(1, round(cfg.cp_k * chal["customer_id"].nunique() / n_cards_total)),
+    if paired:  # the shadow arm scores the champion's rows: compare on the common ones
+        common = np.intersect1d(champ[spec.row_id], chal[spec.row_id])
+        champ = champ[champ[spec.row_id].isin(common)].drop_duplicates(spec.row_id)
+        chal = chal[chal[spec.row_id].isin(common)].drop_duplicates(spec.row_id)
+    n_units = champ[spec.unit].nunique() + (0 if paired else chal[spec.unit].nunique())
+    share = {
+        CHAMPION: 1.0 if paired else champ[spec.unit].nunique() / n_units,
+        other_arm: 1.0 if paired else chal[spec.unit].nunique() / n_units,
     }
-    arms, boots = {}, {}
-    for name, frame in ((CHAMPION, champ), (other_arm, chal)):
-        arms[name] = arm_metrics(frame, k_of[name])
-        arms[name]["model_version"] = _single(frame["model_version"])
+    cl_c = Clusters(champ, spec)
+    # paired: the shadow rows in the champion's (unit-sorted) row order, so index arrays apply to both
+    cl_o = Clusters(
+        chal.set_index(spec.row_id).loc[cl_c.frame[spec.row_id].to_numpy()].reset_index() if paired else chal,
+        spec,
+    )
+    arms: dict[str, dict[str, Any]] = {}
+    for name, cl in ((CHAMPION, cl_c), (other_arm, cl_o)):
+        arms[name] = arm_metrics(cl.all(share[name]), spec)
+        arms[name]["model_version"] = _single(cl.frame["model_version"])
     if paired:
-        cl_c = Clusters(champ)
-        # the shadow rows in the champion's (customer-sorted) row order, so index arrays apply to both
-        cl_s = Clusters(
-            chal.set_index("transaction_id").loc[cl_c.frame["transaction_id"].to_numpy()].reset_index()
-        )
-        boots[CHAMPION], boots[other_arm] = _paired_bootstrap(cl_c, cl_s, cfg, rng)
+        boots = dict(zip((CHAMPION, other_arm), _paired_bootstrap(cl_c, cl_o, spec, cfg, rng), strict=True))
     else:
-        boots[CHAMPION] = bootstrap_arm(Clusters(champ), k_of[CHAMPION], cfg, rng)
-        boots[other_arm] = bootstrap_arm(Clusters(chal), k_of[other_arm], cfg, rng)
+        boots = {
+            CHAMPION: bootstrap_arm(cl_c, spec, share[CHAMPION], cfg, rng),
+            other_arm: bootstrap_arm(cl_o, spec, share[other_arm], cfg, rng),
+        }
     for name in arms:
         arms[name]["ci"] = {m: _ci(v, cfg.alpha) for m, v in boots[name].items()}
 
     # the difference challenger - champion: CI by bootstrap, p by permutation
-    diff_samples = {
-        m: boots[other_arm][m] - boots[CHAMPION][m] for m in ("average_precision", "auc_roc", "decision_rate")
-    }
+    primary = spec.primary
     if paired:
-        pair = (
-            champ[["transaction_id", "customer_id", LABEL, SCORE]]
-            .rename(columns={SCORE: "score_a"})
-            .merge(chal[["transaction_id", SCORE]].rename(columns={SCORE: "score_b"}), on="transaction_id")
-        )
-        observed, p = permutation_test_paired(pair, _ap, cfg.n_perm, rng)
+        observed, p = permutation_test_paired(cl_c, cl_o.s, primary, cfg.n_perm, rng)
     else:
-        observed, p = permutation_test_unpaired(champ, chal, _ap, cfg.n_perm, rng)
-    ci = _ci(diff_samples["average_precision"], cfg.alpha)
-    difference = {
-        "metric": "average_precision",
+        pooled = Clusters(pd.concat([champ.assign(_arm=0), chal.assign(_arm=1)], ignore_index=True), spec)
+        observed, p = permutation_test_unpaired(
+            pooled, pooled.frame["_arm"].to_numpy() == 1, primary, cfg.n_perm, rng
+        )
+    difference: dict[str, Any] = {
+        "metric": primary.name,
         "value": observed,
-        "ci": ci,
+        "ci": _ci(boots[other_arm][primary.name] - boots[CHAMPION][primary.name], cfg.alpha),
         "p_value": p,
-        "test": "paired customer-swap permutation"
+        "test": f"paired {spec.unit}-swap permutation"
         if paired
-        else "customer permutation (re-randomised split)",
-        "auc_roc": {
-            "value": arms[other_arm]["auc_roc"] - arms[CHAMPION]["auc_roc"],
-            "ci": _ci(diff_samples["auc_roc"], cfg.alpha),
-        },
-        "decision_rate": {
-            "value": arms[other_arm]["decision_rate"] - arms[CHAMPION]["decision_rate"],
-            "ci": _ci(diff_samples["decision_rate"], cfg.alpha),
-        },
+        else f"{spec.unit} permutation (re-randomised split)",
     }
+    for m in _metrics(spec)[1:]:
+        if not m.costly:
+            difference[m.name] = {
+                "value": arms[other_arm][m.name] - arms[CHAMPION][m.name],
+                "ci": _ci(boots[other_arm][m.name] - boots[CHAMPION][m.name], cfg.alpha),
+            }
 
     c, h = arms[CHAMPION], arms[other_arm]
-    tol = cfg.guardrail_tolerance
-    guardrails = {
-        "auc_roc": {
-            "passed": _ge(h["auc_roc"], c["auc_roc"] - tol),
-            "challenger": h["auc_roc"],
-            "champion": c["auc_roc"],
-        },
-        "card_precision_at_k": {
-            "passed": _ge(h["card_precision_at_k"], c["card_precision_at_k"] - tol),
-            "challenger": h["card_precision_at_k"],
-            "champion": c["card_precision_at_k"],
-        },
-        "decision_rate": {
-            "passed": bool(h["decision_rate"] <= cfg.max_decision_rate_ratio * max(c["decision_rate"], 1e-9)),
-            "challenger": h["decision_rate"],
-            "champion": c["decision_rate"],
-        },
-    }
-    recommendation, reasons = recommend(arms, difference, guardrails, cfg, other_arm)
+    guardrails = {}
+    for g in spec.guardrails:
+        name = g.metric.name
+        if g.rule == "ratio":
+            passed = bool(h[name] <= cfg.max_decision_rate_ratio * max(c[name], 1e-9))
+        else:
+            passed = _within(h[name], c[name], cfg.guardrail_tolerance, g.metric.higher_is_better)
+        guardrails[name] = {"passed": passed, "challenger": h[name], "champion": c[name]}
+    recommendation, reasons = recommend(arms, difference, guardrails, cfg, spec)
     return ABResult(
         start=str(start),
         end=str(end),
@@ -386,29 +415,13 @@ def analyse(log: pd.DataFrame, cfg: ABConfig | None = None, *, start="", end="",
     )
 
 
-def _paired_bootstrap(cl_c: Clusters, cl_s: Clusters, cfg: ABConfig, rng) -> tuple[dict, dict]:
-    """Both arms on the same resampled customers (rows aligned by transaction)."""
-    out_c = {m: np.empty(cfg.n_boot) for m in ("average_precision", "auc_roc", "decision_rate")}
-    out_s = {m: np.empty(cfg.n_boot) for m in out_c}
-    for b in range(cfg.n_boot):
-        idx = cl_c.resample(rng)
-        y = cl_c.y[idx]
-        for out, cl in ((out_c, cl_c), (out_s, cl_s)):
-            s = cl.s[idx]
-            out["average_precision"][b], out["auc_roc"][b] = _ap(y, s), _auc(y, s)
-            out["decision_rate"][b] = cl.d[idx].mean()
-    cp_c, cp_s = np.empty(cfg.n_boot_cp), np.empty(cfg.n_boot_cp)
-    for b in range(cfg.n_boot_cp):
-        idx = cl_c.resample(rng)
-        ids = _copy_ids(cl_c, idx)
-        cp_c[b] = _cp_arrays(cl_c.day[idx], ids, cl_c.s[idx], cl_c.y[idx], cfg.cp_k)
-        cp_s[b] = _cp_arrays(cl_s.day[idx], ids, cl_s.s[idx], cl_s.y[idx], cfg.cp_k)
-    out_c["card_precision_at_k"], out_s["card_precision_at_k"] = cp_c, cp_s
-    return out_c, out_s
-
-
-def _ge(a: float, b: float) -> bool:
-    return bool(math.isfinite(a) and math.isfinite(b) and a >= b)
+def _within(challenger: float, champion: float, tolerance: float, higher_is_better: bool) -> bool:
+    """The challenger is not worse than the champion by more than ``tolerance`` (NaN never is)."""
+    if not (math.isfinite(challenger) and math.isfinite(champion)):
+        return False
+    if higher_is_better:
+        return bool(challenger >= champion - tolerance)
+    return bool(challenger <= champion + tolerance)
 
 
 def _single(values: pd.Series) -> str | None:
@@ -421,41 +434,59 @@ def recommend(
     difference: Mapping[str, Any],
     guardrails: Mapping[str, Mapping[str, Any]],
     cfg: ABConfig,
-    other_arm: str = CHALLENGER,
+    spec: ABSpec,
 ) -> tuple[str, list[str]]:
-    reasons: list[str] = []
-    low_power = [a for a, m in arms.items() if m["frauds"] < cfg.min_frauds]
+    support, metric = spec.support, spec.primary
+    short = metric.name
+    low_power = [a for a, m in arms.items() if m[support] < cfg.min_positives]
     if low_power:
         return "extend", [
-            f"arm {a}: {arms[a]['frauds']} matured frauds < min_frauds {cfg.min_frauds}" for a in low_power
+            f"arm {a}: {arms[a][support]} matured {support} < min_positives {cfg.min_positives}"
+            for a in low_power
         ]
     diff, (lo, hi), p = difference["value"], difference["ci"], difference["p_value"]
     significant = p < cfg.alpha and lo is not None and (lo > 0 or hi < 0)
+    better = diff > 0 if metric.higher_is_better else diff < 0
     broken = [g for g, v in guardrails.items() if not v["passed"]]
-    if significant and diff > 0:
+    if significant and better:
         if broken:
-            return "keep", [f"AP +{diff:.4f} (p={p:.3f}) but guardrail(s) broke: {', '.join(broken)}"]
-        return "promote", [f"AP +{diff:.4f}, 95% CI [{lo:.4f}, {hi:.4f}], p={p:.3f}; guardrails passed"]
-    if significant and diff < 0:
-        return "keep", [f"challenger AP is lower: {diff:.4f}, CI [{lo:.4f}, {hi:.4f}], p={p:.3f}"]
+            return "keep", [f"{short} {diff:+.4f} (p={p:.3f}) but guardrail(s) broke: {', '.join(broken)}"]
+        return "promote", [f"{short} {diff:+.4f}, 95% CI [{lo:.4f}, {hi:.4f}], p={p:.3f}; guardrails passed"]
+    if significant:
+        return "keep", [f"challenger {short} is worse: {diff:+.4f}, CI [{lo:.4f}, {hi:.4f}], p={p:.3f}"]
     if lo is None or hi is None or (hi - lo) / 2 > cfg.mde:
         half = "unknown" if lo is None else f"{(hi - lo) / 2:.4f}"
-        reasons.append(
-            f"AP difference {diff:.4f} not significant (p={p:.3f}); CI half-width {half} > mde {cfg.mde}"
-        )
-        return "extend", reasons
-    return "keep", [f"AP difference {diff:.4f} not significant (p={p:.3f}) and CI within ±{cfg.mde}: no gain"]
+        return "extend", [
+            f"{short} difference {diff:+.4f} not significant (p={p:.3f}); CI half-width {half} > mde {cfg.mde}"
+        ]
+    return "keep", [
+        f"{short} difference {diff:+.4f} not significant (p={p:.3f}) and CI within ±{cfg.mde}: no gain"
+    ]
 
 
 # --- I/O -----------------------------------------------------------------------------------
+def ab_spec(settings: Settings) -> ABSpec:
+    """The use case's A/B declaration (ValueError when it declares none)."""
+    use_case = get_use_case(settings)
+    if use_case.ab is None:
+        raise ValueError(f"use_case: {use_case.name!r} declares no online A/B analysis (UseCase.ab)")
+    return use_case.ab()
+
+
 def load_period(layout: StorageLayout, start: dt.date, end: dt.date, as_of: dt.date) -> pd.DataFrame:
     """The prediction log of [start, end] with labels known at the end of ``as_of``."""
+    spec = ab_spec(layout.settings)
+    columns = list(
+        dict.fromkeys(
+            (*spec.log_columns, spec.unit, spec.row_id, spec.time_column, SCORE, "arm", "model_version")
+        )
+    )
     parts = layout.partition_paths("prediction_log", start, end)
     if not parts:
         raise FileNotFoundError(
             f"prediction_log: no partition in [{start}, {end}] under {layout.dataset_root('prediction_log')}"
         )
-    log = pd.concat([pd.read_parquet(p, columns=list(LOG_COLUMNS)) for p in parts], ignore_index=True)
+    log = pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
 
     return get_use_case(layout.settings).monitoring.labels(log, layout, start, as_of)
 
@@ -477,12 +508,15 @@ def run_analysis(
     log = get_logger("ab_analysis", end.isoformat())
     cfg = cfg or ABConfig.from_settings(settings)
     frame = load_period(layout, start, end, as_of)
-    result = analyse(frame, cfg, start=start.isoformat(), end=end.isoformat(), as_of=as_of.isoformat())
+    result = analyse(
+        frame, ab_spec(settings), cfg, start=start.isoformat(), end=end.isoformat(), as_of=as_of.isoformat()
+    )
     log.info(
         "ab analysis",
         recommendation=result.recommendation,
         reasons=result.reasons,
-        ap_diff=result.difference["value"],
+        metric=result.difference["metric"],
+        difference=result.difference["value"],
         p=result.difference["p_value"],
     )
     if apply and result.recommendation == "promote":
@@ -502,7 +536,8 @@ def promote_challenger(result: ABResult, actor: str | None = None, settings: Set
         )
     champ = result.arms[CHAMPION]
     chal = result.arms[CHALLENGER if CHALLENGER in result.arms else SHADOW]
-    keys = ("average_precision", "auc_roc", "card_precision_at_k", "decision_rate", "frauds", "rows")
+    spec = ab_spec(settings or get_settings())
+    keys = (*(m.name for m in _metrics(spec)), spec.support, "rows")
     return registry.promote(
         version,
         reason=f"online A/B {result.start}..{result.end} ({result.design}): " + "; ".join(result.reasons),

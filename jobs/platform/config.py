@@ -31,7 +31,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, SerializeAsAny, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    SerializeAsAny,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -51,6 +59,11 @@ ENV_PREFIX = "MLP_"  # platform settings: MLP_HOME, MLP_PROFILE, MLP_SPARK_MASTE
 LEGACY_ENV_PREFIX = "FRAUD_"  # the platform's prefix before use cases had sections (still read)
 
 
+def _renamed(default: Any, name: str, before: str, **rules: Any) -> Any:
+    """A settings field also read under the name it had before use cases (``before``)."""
+    return Field(default, validation_alias=AliasChoices(name, before), **rules)
+
+
 class Retrain(BaseModel):
     """When monitoring calls for retraining (``Thresholds`` of :mod:`jobs.platform.monitor`);
     ``<USE CASE>_RETRAIN_*``."""
@@ -61,13 +74,21 @@ class Retrain(BaseModel):
     prediction_drift: float = Field(
         _TH.prediction_drift, ge=0, description="score drift (Evidently) that triggers"
     )
-    max_ap_drop: float = Field(
-        _TH.max_ap_drop, ge=0, le=1, description="relative quality drop vs the baseline"
+    max_quality_drop: float = _renamed(
+        _TH.max_quality_drop, "max_quality_drop", "max_ap_drop", ge=0, le=1,
+        description="relative drop of the primary quality figure vs the baseline",
+    )  # fmt: skip
+    min_quality: float = _renamed(
+        _TH.min_quality, "min_quality", "min_average_precision", ge=0, le=1,
+        description="floor of the primary quality figure (0 = off)",
+    )  # fmt: skip
+    min_positives: int = _renamed(
+        _TH.min_positives,
+        "min_positives",
+        "min_frauds",
+        ge=1,
+        description="matured positives needed to judge quality",
     )
-    min_average_precision: float = Field(
-        _TH.min_average_precision, ge=0, le=1, description="quality floor (0 = off)"
-    )
-    min_frauds: int = Field(_TH.min_frauds, ge=1, description="matured positives needed to judge quality")
     cooldown_days: int = Field(_TH.cooldown_days, ge=0, description="a cause is not re-triggered within this")
 
 
@@ -76,7 +97,13 @@ class ABTest(BaseModel):
     ``<USE CASE>_AB_*``."""
 
     alpha: float = Field(_AB.alpha, gt=0, lt=1, description="significance level")
-    min_frauds: int = Field(_AB.min_frauds, ge=1, description="matured positives per arm before deciding")
+    min_positives: int = _renamed(
+        _AB.min_positives,
+        "min_positives",
+        "min_frauds",
+        ge=1,
+        description="matured positives per arm before deciding",
+    )
     mde: float = Field(_AB.mde, ge=0, description="smallest primary-metric difference worth acting on")
     max_decision_rate_ratio: float = Field(
         _AB.max_decision_rate_ratio, gt=0, description="guardrail on flag rates"

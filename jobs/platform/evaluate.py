@@ -121,7 +121,7 @@ class Evaluation:
     window: tuple[str, str]
     metrics: dict[str, float]
     slices: dict[str, dict[str, float]] = field(default_factory=dict)
-    threshold: M.ThresholdChoice | None = None
+    threshold: Any = None  # a dataclass: the decision policy's choice (fraud: ThresholdChoice)
     per_day: pd.DataFrame | None = None
     per_day_name: str = "per_day"
     slice_metrics: tuple[str, ...] = ()

@@ -1,23 +1,16 @@
-"""Offline metrics of a fraud scorer: threshold-free ranking metrics, the handbook's card
-precision@k, the cost-optimal decision threshold and per-slice metrics.
+"""Offline metrics shared by every use case: threshold-free binary metrics (AUC ROC, average
+precision), listwise ranking metrics of grouped scores (NDCG@k, MRR, recall@k, per query group),
+per-slice metrics and the helpers that make figures JSON/MLflow-safe.
 
-Everything here is a pure function of a scored frame (pandas) so it is shared by training,
-evaluation, the champion/challenger gate and the handbook protocol, and is tested on tiny
-hand-computed examples.
-
-Card precision@k (handbook, chapter 4.2.3): an investigator can check ``k`` cards a day. Each day
-the cards (customers) are ranked by the maximum fraud score of their transactions that day; the
-precision of the day is the number of the top ``k`` cards with at least one fraudulent transaction
-that day, divided by ``k``. As in the handbook, a card found compromised on a day (a true positive
-in that day's top ``k``) is blocked, so it is removed from the following days. The reported value is
-the mean over days.
+Pure functions of arrays or a scored frame (pandas), shared by training, evaluation, the gate and
+monitoring, and tested on tiny hand-computed examples. A use case's own metrics live in its package
+(fraud's card precision@k and cost-optimal threshold: :mod:`jobs.fraud.metrics`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,72 +18,15 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 SCORE = "score"
-LABEL = "tx_fraud"
-CARD = "customer_id"
-TIME = "tx_datetime"
 
 
-def _check_columns(df: pd.DataFrame, columns: tuple[str, ...]) -> None:
+def check_columns(df: pd.DataFrame, columns: tuple[str, ...]) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"scored frame: missing column(s) {missing}; rule: needs {list(columns)}")
 
 
-def card_precision_at_k_per_day(
-    df: pd.DataFrame,
-    k: int = 100,
-    *,
-    score_col: str = SCORE,
-    label_col: str = LABEL,
-    card_col: str = CARD,
-    time_col: str = TIME,
-    remove_detected: bool = True,
-) -> pd.DataFrame:
-    """Per day: cards ranked by their max score; hits among the top ``k``; precision = hits / k.
-
-    Returns one row per day (ascending): day, n_cards, n_compromised_cards, hits, precision.
-    Ties in the max score are broken by card id (deterministic)."""
-    if k <= 0:
-        raise ValueError(f"k: value {k} is invalid; rule: k must be a positive integer")
-    _check_columns(df, (score_col, label_col, card_col, time_col))
-    frame = pd.DataFrame(
-        {
-            "day": pd.to_datetime(df[time_col]).dt.normalize(),
-            "card": df[card_col].to_numpy(),
-            "score": df[score_col].to_numpy(dtype=float),
-            "label": df[label_col].to_numpy(dtype=int),
-        }
-    )
-    detected: set = set()
-    rows = []
-    for day, day_df in frame.groupby("day", sort=True):
-        if remove_detected and detected:
-            day_df = day_df[~day_df["card"].isin(detected)]
-        cards = day_df.groupby("card", sort=True).agg(score=("score", "max"), label=("label", "max"))
-        cards = cards.reset_index().sort_values(["score", "card"], ascending=[False, True], kind="stable")
-        top = cards.head(k)
-        hits = top.loc[top["label"] == 1, "card"]
-        if remove_detected:
-            detected.update(hits.tolist())
-        rows.append(
-            {
-                "day": day.date(),
-                "n_cards": int(len(cards)),
-                "n_compromised_cards": int(cards["label"].sum()),
-                "hits": int(len(hits)),
-                "precision": len(hits) / k,
-            }
-        )
-    return pd.DataFrame(rows, columns=["day", "n_cards", "n_compromised_cards", "hits", "precision"])
-
-
-def card_precision_at_k(df: pd.DataFrame, k: int = 100, **kwargs) -> float:
-    """Mean over days of the daily card precision@k (NaN for an empty frame)."""
-    per_day = card_precision_at_k_per_day(df, k, **kwargs)
-    return float(per_day["precision"].mean()) if len(per_day) else math.nan
-
-
-def ranking_metrics(y_true, scores) -> dict[str, float]:
+def binary_metrics(y_true, scores) -> dict[str, float]:
     """AUC ROC and average precision; NaN when only one class is present."""
     y = np.asarray(y_true, dtype=int)
     s = np.asarray(scores, dtype=float)
@@ -102,111 +38,85 @@ def ranking_metrics(y_true, scores) -> dict[str, float]:
     }
 
 
-@dataclass(frozen=True)
-class ThresholdChoice:
-    threshold: float  # flag a transaction as fraud when score >= threshold
-    expected_cost: float  # total cost on the frame at that threshold
-    cost_per_transaction: float
-    false_positives: int
-    false_negatives: int
-    true_positives: int
-    flagged: int
-    cost_flag_nothing: float  # baseline: approve everything
-
-
-def cost_optimal_threshold(
-    y_true, scores, cost_false_positive: float, cost_false_negative: float
-) -> ThresholdChoice:
-    """The threshold minimising ``c_fp * FP + c_fn * FN`` over every distinct cut of the scores.
-
-    Cut candidates are midpoints between consecutive distinct scores (so the chosen value does not
-    sit on a training score), plus "flag nothing" (just above the max) and "flag everything"."""
-    y = np.asarray(y_true, dtype=int)
+# --- listwise metrics of grouped scores (one group = one query/request) -----------------------
+def _groups(group, relevance, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows sorted by group, then score descending (ties by original order); group starts."""
+    g = np.asarray(group)
+    rel = np.asarray(relevance, dtype=float)
     s = np.asarray(scores, dtype=float)
-    if len(y) != len(s):
-        raise ValueError(f"scores: length {len(s)} != labels length {len(y)}; rule: equal lengths")
-    if len(y) == 0:
-        raise ValueError("scores: empty; rule: need at least one scored transaction")
-    order = np.argsort(-s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    # last index of each block of equal scores: cutting after it flags every score >= that value
-    distinct_end = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])
-    tp = np.cumsum(y_sorted)[distinct_end]
-    flagged = distinct_end + 1
-    fp = flagged - tp
-    positives = int(y.sum())
-    fn = positives - tp
-    costs = cost_false_positive * fp + cost_false_negative * fn
-    cost_nothing = cost_false_negative * positives
-    best = int(np.argmin(costs))
-    if costs[best] >= cost_nothing:  # flagging nothing is at least as good
-        top = float(s_sorted[0])
-        return ThresholdChoice(
-            threshold=float(np.nextafter(top, np.inf)),
-            expected_cost=float(cost_nothing),
-            cost_per_transaction=float(cost_nothing / len(y)),
-            false_positives=0,
-            false_negatives=positives,
-            true_positives=0,
-            flagged=0,
-            cost_flag_nothing=float(cost_nothing),
+    if not len(g) == len(rel) == len(s):
+        raise ValueError(
+            f"scores: lengths group {len(g)}, relevance {len(rel)}, scores {len(s)}; rule: one per row"
         )
-    cut = distinct_end[best]
-    low = s_sorted[cut]
-    nxt = s_sorted[cut + 1] if cut + 1 < len(s_sorted) else None
-    threshold = float(low if nxt is None else (low + nxt) / 2.0)
-    if nxt is not None and not threshold > nxt:  # float rounding for nearly equal scores
-        threshold = float(low)
-    return ThresholdChoice(
-        threshold=threshold,
-        expected_cost=float(costs[best]),
-        cost_per_transaction=float(costs[best] / len(y)),
-        false_positives=int(fp[best]),
-        false_negatives=int(fn[best]),
-        true_positives=int(tp[best]),
-        flagged=int(flagged[best]),
-        cost_flag_nothing=float(cost_nothing),
-    )
+    if np.any(rel < 0) or not np.all(np.isfinite(rel)):
+        raise ValueError("relevance: negative or non-finite values; rule: graded relevance >= 0")
+    order = np.lexsort((np.arange(len(g)), -s, g))
+    g, rel, s = g[order], rel[order], s[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if len(g) else np.array([], dtype=int)
+    return g, rel, s, starts
 
 
-def decision_cost(y_true, scores, threshold: float, c_fp: float, c_fn: float) -> float:
-    """Total cost on a frame of deciding ``score >= threshold``."""
-    y = np.asarray(y_true, dtype=int)
-    flag = np.asarray(scores, dtype=float) >= threshold
-    return float(c_fp * np.sum(flag & (y == 0)) + c_fn * np.sum(~flag & (y == 1)))
+def _ranks(starts: np.ndarray, n: int) -> np.ndarray:
+    """0-based rank of each (group-sorted) row within its group."""
+    sizes = np.diff(np.r_[starts, n])
+    return np.arange(n) - np.repeat(starts, sizes)
+
+
+def ndcg_per_group(group, relevance, scores, k: int = 10) -> np.ndarray:
+    """NDCG@k of each group with at least one relevant row (groups in sorted order), with
+    exponential gain ``2^rel - 1`` and discount ``1 / log2(rank + 2)`` (the definition of xgboost's
+    ``ndcg@k`` and of LightGBM/RankLib). Ties in the score keep the rows' input order."""
+    if k <= 0:
+        raise ValueError(f"k: value {k} is invalid; rule: k must be a positive integer")
+    g, rel, _, starts = _groups(group, relevance, scores)
+    if not len(g):
+        return np.array([], dtype=float)
+    rank = _ranks(starts, len(g))
+    discount = np.where(rank < k, 1.0 / np.log2(rank + 2.0), 0.0)
+    gain = np.power(2.0, rel) - 1.0
+    dcg = np.add.reduceat(gain * discount, starts)
+    # the ideal ordering: relevance descending within each group
+    ideal_order = np.lexsort((-rel, g))
+    idcg = np.add.reduceat(gain[ideal_order] * discount, starts)
+    keep = idcg > 0
+    return dcg[keep] / idcg[keep]
+
+
+def ndcg_at_k(group, relevance, scores, k: int = 10) -> float:
+    """Mean NDCG@k over the groups with at least one relevant row (NaN when there is none)."""
+    per = ndcg_per_group(group, relevance, scores, k)
+    return float(per.mean()) if len(per) else math.nan
+
+
+def mrr(group, relevance, scores) -> float:
+    """Mean reciprocal rank of the first relevant row, over groups with one (NaN when none)."""
+    g, rel, _, starts = _groups(group, relevance, scores)
+    if not len(g):
+        return math.nan
+    rank = _ranks(starts, len(g))
+    first = np.where(rel > 0, rank, np.iinfo(np.int64).max)
+    best = np.minimum.reduceat(first, starts)
+    best = best[best < np.iinfo(np.int64).max]
+    return float(np.mean(1.0 / (best + 1.0))) if len(best) else math.nan
+
+
+def recall_at_k(group, relevance, scores, k: int) -> float:
+    """Mean over groups with a relevant row of (relevant rows in the top k) / (relevant rows)."""
+    if k <= 0:
+        raise ValueError(f"k: value {k} is invalid; rule: k must be a positive integer")
+    g, rel, _, starts = _groups(group, relevance, scores)
+    if not len(g):
+        return math.nan
+    hit = (rel > 0).astype(float)
+    top = hit * (_ranks(starts, len(g)) < k)
+    relevant = np.add.reduceat(hit, starts)
+    found = np.add.reduceat(top, starts)
+    keep = relevant > 0
+    return float(np.mean(found[keep] / relevant[keep])) if keep.any() else math.nan
 
 
 # --- slices ------------------------------------------------------------------------------
 SliceFn = Callable[[pd.DataFrame], pd.Series]
-
-AMOUNT_BANDS: tuple[float, ...] = (0.0, 25.0, 75.0, 150.0, 220.0, math.inf)
-
-
-def amount_band(df: pd.DataFrame, edges: tuple[float, ...] = AMOUNT_BANDS) -> pd.Series:
-    labels = [
-        f"{int(lo)}-{int(hi)}" if math.isfinite(hi) else f">={int(lo)}"
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True)
-    ]
-    return pd.cut(df["tx_amount"], bins=list(edges), labels=labels, right=False).astype(str)
-
-
-def customer_history(column: str) -> SliceFn:
-    """``new`` when the customer had no transaction in the feature's window before, else ``known``."""
-
-    def fn(df: pd.DataFrame) -> pd.Series:
-        return pd.Series(np.where(df[column].fillna(0) > 0, "known", "new"), index=df.index)
-
-    return fn
-
-
-def time_of_day(df: pd.DataFrame) -> pd.Series:
-    hour = pd.to_datetime(df[TIME]).dt.hour
-    return pd.Series(np.where(hour < 6, "night", "day"), index=df.index)
-
-
-def weekday_weekend(df: pd.DataFrame) -> pd.Series:
-    dow = pd.to_datetime(df[TIME]).dt.dayofweek
-    return pd.Series(np.where(dow >= 5, "weekend", "weekday"), index=df.index)
 
 
 def slice_metrics(
@@ -214,10 +124,11 @@ def slice_metrics(
     slicers: Mapping[str, SliceFn],
     *,
     score_col: str = SCORE,
-    label_col: str = LABEL,
+    label_col: str,
+    support: str = "positives",
     threshold: float | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Per slice value: rows, frauds, AUC ROC, average precision (and recall/precision at the threshold).
+    """Per slice value: rows, positives (named ``support``), AUC ROC, average precision (and recall/precision at the threshold).
 
     Keys are ``<slicer>=<value>``, e.g. ``amount=25-75``, ``customer=new``."""
     out: dict[str, dict[str, float]] = {}
@@ -226,8 +137,8 @@ def slice_metrics(
         for value, part in df.groupby(keys, sort=True):
             y = part[label_col].to_numpy(dtype=int)
             s = part[score_col].to_numpy(dtype=float)
-            row: dict[str, float] = {"rows": int(len(part)), "frauds": int(y.sum())}
-            row.update(ranking_metrics(y, s))
+            row: dict[str, float] = {"rows": int(len(part)), support: int(y.sum())}
+            row.update(binary_metrics(y, s))
             if threshold is not None:
                 flag = s >= threshold
                 tp = int(np.sum(flag & (y == 1)))

@@ -277,17 +277,17 @@ def decide(
     primary = quality.get("primary", "average_precision")
     label = primary.replace("_", " ")
     ap = quality.get(primary)
-    if ap is not None and quality.get(quality.get("support", "frauds"), 0) >= thresholds.min_frauds:
+    if ap is not None and quality.get(quality.get("support", "frauds"), 0) >= thresholds.min_positives:
         base_ap = (summary.get("baseline") or {}).get(primary)
         if base_ap:
             drop = 1.0 - ap / base_ap
-            if drop >= thresholds.max_ap_drop:
+            if drop >= thresholds.max_quality_drop:
                 fired["quality_decay"] = (
                     f"{label} {ap:.3f} is {drop:.0%} below the baseline {base_ap:.3f}"
-                    f" (max drop {thresholds.max_ap_drop:.0%})"
+                    f" (max drop {thresholds.max_quality_drop:.0%})"
                 )
-        if "quality_decay" not in fired and ap < thresholds.min_average_precision:
-            fired["quality_decay"] = f"{label} {ap:.3f} < floor {thresholds.min_average_precision:.3f}"
+        if "quality_decay" not in fired and ap < thresholds.min_quality:
+            fired["quality_decay"] = f"{label} {ap:.3f} < floor {thresholds.min_quality:.3f}"
     causes, suppressed = [], []
     for cause in CAUSES:
         if cause not in fired:

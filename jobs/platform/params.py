@@ -57,9 +57,9 @@ class Thresholds:
 
     drift_share: float = 0.25  # share of drifted features at or above which data drift is flagged
     prediction_drift: float = 0.2  # score drift (Evidently drift score) at or above which it is flagged
-    max_ap_drop: float = 0.3  # relative drop of average precision vs the champion's baseline
-    min_average_precision: float = 0.0  # absolute floor for average precision (0 = off)
-    min_frauds: int = 20  # quality is judged only on at least this many matured frauds
+    max_quality_drop: float = 0.3  # relative drop of the primary quality figure vs the baseline
+    min_quality: float = 0.0  # absolute floor of the primary quality figure (0 = off)
+    min_positives: int = 20  # quality is judged only on at least this many matured positives
     cooldown_days: int = 7  # a cause that triggered is not re-triggered within this many days
 
     @classmethod
@@ -69,8 +69,18 @@ class Thresholds:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Thresholds:
+        """The thresholds named in ``values`` (e.g. a DAG run's params; the names before use cases,
+        ``max_ap_drop``, ``min_average_precision`` and ``min_frauds``, are still read)."""
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in values.items() if k in known and v is not None})
+        renamed = {_LEGACY_THRESHOLDS.get(k, k): v for k, v in values.items()}
+        return cls(**{k: v for k, v in renamed.items() if k in known and v is not None})
+
+
+_LEGACY_THRESHOLDS = {
+    "max_ap_drop": "max_quality_drop",
+    "min_average_precision": "min_quality",
+    "min_frauds": "min_positives",
+}
 
 
 @dataclass(frozen=True)
@@ -81,13 +91,12 @@ class ABConfig:
 
     alpha: float = 0.05
     n_boot: int = 1000
-    n_boot_cp: int = 500  # card precision is costlier per resample
+    n_boot_costly: int = 500  # for the metrics a use case marks costly per resample (fraud: card precision)
     n_perm: int = 1000
-    min_frauds: int = 30  # per arm, matured
-    mde: float = 0.02  # smallest AP difference worth acting on
+    min_positives: int = 30  # per arm, matured
+    mde: float = 0.02  # smallest difference of the primary metric worth acting on
     guardrail_tolerance: float = 0.02
     max_decision_rate_ratio: float = 1.5
-    cp_k: int = 100
     seed: int = 0
 
     @classmethod

@@ -182,7 +182,9 @@ def model_features(model) -> list[str]:
 
 
 def predict_scores(model, frame: pd.DataFrame) -> np.ndarray:
-    """Fraud probability of each row, selecting the model's own feature columns in order."""
+    """The model's score of each row, selecting its own feature columns in order: the positive
+    class's probability for a classifier (fraud), the ranking score for a ranker (rows of one query
+    are ordered by it), the raw prediction of a bare booster."""
     features = model_features(model)
     missing = [f for f in features if f not in frame.columns]
     if missing:
@@ -190,6 +192,8 @@ def predict_scores(model, frame: pd.DataFrame) -> np.ndarray:
     x = frame[features].astype("float64")
     if hasattr(model, "predict_proba"):
         return model.predict_proba(x)[:, 1]
+    if hasattr(model, "get_booster"):  # an sklearn ranker or regressor
+        return np.asarray(model.predict(x), dtype=float)
     return model.inplace_predict(x)
 
 

@@ -1,10 +1,13 @@
-"""Training: a point-in-time correct training set from the feature service -> XGBoost with class
-imbalance handling -> one MLflow run -> a registered ``challenger`` -> evaluated against the
+"""Training: a point-in-time correct training set from the feature service -> XGBoost (the use
+case's :class:`~jobs.platform.use_case.ModelSpec`: a binary classifier, or a learning-to-rank model
+over query groups) -> one MLflow run -> a registered ``challenger`` -> evaluated against the
 champion on a later holdout -> promoted only if the gate says so.
 
-Imbalance: frauds are well under 1% of transactions. ``scale_pos_weight`` re-weights the positive
-class; the default strategy ``auto`` uses neg/pos of the training window (``sqrt`` and ``none`` are
-the alternatives the search may pick); the chosen strategy and value are logged.
+Imbalance (classifiers): positives can be rare (frauds are well under 1% of transactions).
+``scale_pos_weight`` re-weights the positive class; the default strategy ``auto`` uses neg/pos of the
+training window (``sqrt`` and ``none`` are the alternatives the search may pick); the chosen
+strategy and value are logged. Rankers (``rank:*``) learn from the order within each query group and
+are not re-weighted; their rows are sorted by group and logged position before fitting.
 
 Hyperparameter search (``--hpo N``): N configurations from a small grid, each fitted on the early
 part of the training window and scored on its last ``--val-days`` days, after a gap of
@@ -62,6 +65,13 @@ def model_spec(settings: Settings | None = None) -> ModelSpec:
     return get_use_case(settings or get_settings()).model
 
 
+def search_grid(model: ModelSpec) -> dict[str, list[Any]]:
+    """The hyperparameter grid of a model flavour (rankers are not class re-weighted)."""
+    if model.ranker:
+        return {k: v for k, v in SEARCH_GRID.items() if k != "scale_pos_weight"}
+    return SEARCH_GRID
+
+
 SEARCH_GRID: dict[str, list[Any]] = {
     "max_depth": [3, 4, 6],
     "n_estimators": [50, 100, 200],
@@ -97,20 +107,37 @@ def resolve_scale_pos_weight(y: np.ndarray, strategy: str, model: ModelSpec | No
     return value
 
 
+def ranking_order(frame: pd.DataFrame, model: ModelSpec) -> pd.DataFrame:
+    """A ranker's rows in the order xgboost needs: by query group, then by logged position (the order
+    position debiasing reads), stable otherwise."""
+    missing = [c for c in (model.group, model.position) if c and c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"training set: missing column(s) {missing}; rule: a ranker needs its group/position"
+        )
+    keys = [c for c in (model.group, model.position) if c]
+    return frame.sort_values(keys, kind="stable")
+
+
+def query_ids(frame: pd.DataFrame, model: ModelSpec) -> np.ndarray:
+    """Integer query ids, non-decreasing over rows in :func:`ranking_order`."""
+    codes, _ = pd.factorize(frame[model.group], sort=True)
+    return codes
+
+
 def fit_model(
     train_df: pd.DataFrame, features: list[str], params: TrainParams, model: ModelSpec | None = None
 ):
-    """An ``xgboost.XGBClassifier`` with the use case's objective fitted on the named feature columns;
-    returns (model, spw)."""
+    """The use case's model fitted on the named feature columns: an ``xgboost.XGBClassifier`` for a
+    ``binary:*`` objective, an ``xgboost.XGBRanker`` over query groups for ``rank:*``; returns
+    (model, spw) (spw 1.0 for rankers)."""
     import xgboost as xgb
 
     spec = model or model_spec()
     missing = [f for f in features if f not in train_df.columns]
     if missing:
         raise ValueError(f"training set: missing feature column(s) {missing}; rule: needs {features}")
-    y = train_df[spec.label].to_numpy(dtype=int)
-    spw = resolve_scale_pos_weight(y, str(params.scale_pos_weight), spec)
-    model = xgb.XGBClassifier(
+    common = dict(
         objective=spec.objective,
         tree_method="hist",
         max_depth=int(params.max_depth),
@@ -119,19 +146,50 @@ def fit_model(
         min_child_weight=float(params.min_child_weight),
         subsample=float(params.subsample),
         colsample_bytree=float(params.colsample_bytree),
-        scale_pos_weight=spw,
         random_state=int(params.seed),
         n_jobs=int(params.n_jobs),
         eval_metric=spec.eval_metric,
+        **dict(spec.xgb_params),
     )
-    model.fit(train_df[features].astype("float64"), y)
-    return model, spw
+    if spec.ranker:
+        frame = ranking_order(train_df, spec)
+        y = frame[spec.label].to_numpy(dtype=int)
+        if not (y > 0).any():
+            raise ValueError(
+                f"{spec.label}: 0 {spec.positive}s in the training window; rule: need at least one relevant row"
+            )
+        ranker = xgb.XGBRanker(**common)
+        ranker.fit(frame[features].astype("float64"), y, qid=query_ids(frame, spec))
+        return ranker, 1.0
+    y = train_df[spec.label].to_numpy(dtype=int)
+    spw = resolve_scale_pos_weight(y, str(params.scale_pos_weight), spec)
+    classifier = xgb.XGBClassifier(**common, scale_pos_weight=spw)
+    classifier.fit(train_df[features].astype("float64"), y)
+    return classifier, spw
+
+
+def in_sample_metrics(frame: pd.DataFrame, scores: np.ndarray, model: ModelSpec) -> dict[str, float]:
+    """The fit's own figures on its training rows: AUC ROC and AP for a classifier, NDCG@10 and MRR
+    over the query groups for a ranker."""
+    y = frame[model.label].to_numpy(dtype=int)
+    if model.ranker:
+        group = frame[model.group].to_numpy()
+        return {
+            "train_ndcg_at_10_in_sample": M.ndcg_at_k(group, y, scores, 10),
+            "train_mrr_in_sample": M.mrr(group, y, scores),
+        }
+    ranking = M.binary_metrics(y, scores)
+    return {
+        "train_auc_roc_in_sample": ranking["auc_roc"],
+        "train_average_precision_in_sample": ranking["average_precision"],
+    }
 
 
 def data_fingerprint(df: pd.DataFrame, features: list[str], model: ModelSpec | None = None) -> str:
     """sha256 of the training rows (ids, timestamps, features, label), independent of row order."""
     spec = model or model_spec()
-    cols = [c for c in (spec.row_id, spec.time_column) if c in df.columns] + list(features) + [spec.label]
+    ids = (spec.row_id, spec.time_column, spec.group, spec.position)
+    cols = [c for c in dict.fromkeys(ids) if c and c in df.columns] + list(features) + [spec.label]
     frame = df[cols]
     if spec.row_id in frame.columns:
         frame = frame.sort_values(spec.row_id, kind="stable")
@@ -168,9 +226,11 @@ def split_validation(
     return fit, val, window
 
 
-def candidate_params(base: TrainParams, n: int, seed: int = 0) -> list[TrainParams]:
-    """``n`` distinct configurations from :data:`SEARCH_GRID` (the base configuration first)."""
-    grid = [dict(zip(SEARCH_GRID, combo, strict=True)) for combo in itertools.product(*SEARCH_GRID.values())]
+def candidate_params(
+    base: TrainParams, n: int, seed: int = 0, grid_spec: Mapping[str, list[Any]] = SEARCH_GRID
+) -> list[TrainParams]:
+    """``n`` distinct configurations from a grid (default :data:`SEARCH_GRID`; the base first)."""
+    grid = [dict(zip(grid_spec, combo, strict=True)) for combo in itertools.product(*grid_spec.values())]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(grid))
     out = [base]
@@ -205,10 +265,13 @@ def search_hyperparameters(
     key = f"val_{primary.name}"
     fit, val, window = split_validation(df, val_days, gap_days, spec)
     rows = []
-    for i, params in enumerate(candidate_params(base, trials, base.seed)):
+    from jobs.platform.registry import predict_scores
+
+    grid = search_grid(spec)
+    for i, params in enumerate(candidate_params(base, trials, base.seed, grid)):
         started = time.monotonic()
         model, spw = fit_model(fit, features, params, spec)
-        scores = model.predict_proba(val[features].astype("float64"))[:, 1]
+        scores = predict_scores(model, val)
         figures = use_case.headline(use_case.evaluate(val, scores, settings=settings))
         row = {
             "trial": i,
@@ -230,7 +293,7 @@ def search_hyperparameters(
         [key, "trial"], ascending=[not primary.higher_is_better, True], na_position="last"
     )
     best = table.iloc[0]
-    best_params = base.replace(**{k: best[k] for k in SEARCH_GRID})
+    best_params = base.replace(**{k: best[k] for k in grid})
     best_params = best_params.replace(
         max_depth=int(best_params.max_depth),
         n_estimators=int(best_params.n_estimators),
@@ -273,7 +336,7 @@ class TrainingRun:
     scale_pos_weight: float
     data_sha256: str
     train_rows: int
-    train_frauds: int
+    train_positives: int
     features: list[str]
 
 
@@ -352,11 +415,22 @@ def train_and_log(
         started = time.monotonic()
         model, spw = fit_model(train_df, features, params, spec)
         fit_seconds = time.monotonic() - started
-        mlflow.log_params(
-            {
-                **{k: v for k, v in dataclasses.asdict(params).items()},
+        weighting = (
+            {}
+            if spec.ranker
+            else {
                 "scale_pos_weight_strategy": params.scale_pos_weight,
                 "scale_pos_weight_value": round(spw, 4),
+            }
+        )
+        mlflow.log_params(
+            {
+                **{
+                    k: v
+                    for k, v in dataclasses.asdict(params).items()
+                    if not (spec.ranker and k == "scale_pos_weight")
+                },
+                **weighting,
                 **windows.as_params(),
                 "label_delay_days": settings.case.label_delay_days,
                 "feature_service": feature_service,
@@ -368,13 +442,13 @@ def train_and_log(
             }
         )
         x = train_df[features].astype("float64")
-        in_sample = model.predict_proba(x)[:, 1]
-        ranking = M.ranking_metrics(y, in_sample)
+        in_sample = registry.predict_scores(model, train_df)
         mlflow.log_metrics(
             {
                 "train_rows": len(train_df),
-                f"train_{spec.positive}s": int(y.sum()),
-                f"train_{spec.positive}_rate": float(y.mean()),
+                f"train_{spec.positive}s": int((y > 0).sum()),
+                f"train_{spec.positive}_rate": float((y > 0).mean()),
+                **({"train_queries": int(train_df[spec.group].nunique())} if spec.ranker else {}),
                 **{
                     f"train_{column.removesuffix('_id')}s": int(train_df[column].nunique())
                     for column in spec.entity_columns
@@ -383,15 +457,14 @@ def train_and_log(
                 "train_days": int(days.nunique()),
                 "scale_pos_weight": spw,
                 "fit_seconds": fit_seconds,
-                "train_auc_roc_in_sample": ranking["auc_roc"],
-                "train_average_precision_in_sample": ranking["average_precision"],
+                **in_sample_metrics(train_df, in_sample, spec),
             }
         )
         fig = importance_figure(model)
         mlflow.log_figure(fig, "plots/feature_importance.png")
         plt.close(fig)
         example = x.head(5)
-        signature = infer_signature(example, model.predict_proba(example)[:, 1])
+        signature = infer_signature(example, registry.predict_scores(model, example))
         info = mlflow.xgboost.log_model(
             model,
             name="model",
@@ -405,7 +478,7 @@ def train_and_log(
             "model trained",
             run_id=run.info.run_id,
             rows=len(train_df),
-            positives=int(y.sum()),
+            positives=int((y > 0).sum()),
             scale_pos_weight=round(spw, 2),
             fit_seconds=round(fit_seconds, 2),
         )
@@ -417,7 +490,7 @@ def train_and_log(
         scale_pos_weight=spw,
         data_sha256=digest,
         train_rows=len(train_df),
-        train_frauds=int(y.sum()),
+        train_positives=int((y > 0).sum()),
         features=list(features),
     )
 
@@ -715,7 +788,10 @@ def register(
             "data_sha256": run.data_sha256,
             "scale_pos_weight": f"{run.scale_pos_weight:.4f}",
         },
-        metrics={"train_rows": run.train_rows, "train_frauds": run.train_frauds},
+        metrics={
+            "train_rows": run.train_rows,
+            f"train_{model_spec(settings).positive}s": run.train_positives,
+        },
         settings=settings,
     )
     if train_df is not None:

@@ -24,10 +24,13 @@ What the core takes from the object today:
 * ``describe``: a human-readable evaluation, for the CLIs;
 * ``datasets``: what ingestion publishes (:class:`DatasetSpec`), and ``suite_parameters``: the
   settings-derived values its GX suites are evaluated with;
-* ``model`` (:class:`ModelSpec`): the model flavour's objective and eval metric, the label, the
-  row-time and id columns training reads;
+* ``model`` (:class:`ModelSpec`): the model flavour (binary classifier or learning to rank) from its
+  objective, the eval metric, the label, the row-time, id, query-group and position columns training
+  reads;
 * ``monitoring`` (:class:`MonitoringSpec`): the label and how it is joined, the quality figures of
   matured rows and which of them the retrain rule reads;
+* ``ab`` (optional): a function returning its :class:`ABSpec`, how the online A/B analysis reads its prediction log (the
+  randomisation unit, the label, the primary metric it tests and the guardrails it checks);
 * ``serving`` (optional): the handler of its real-time API on the serving core
   (:class:`serving.handler.ServingHandler`: routes and schemas, online feature client, response and
   prediction-log records, the canary routing key);
@@ -43,7 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -218,7 +221,19 @@ class ModelSpec:
     ``eval_metric``, logged in its native format through MLflow, on the label column; the row-time
     column orders the validation split, ``row_id`` the data fingerprint; ``entity_columns`` are
     counted per training run (``train_<entity>s``), positives as ``train_<positive>s``;
-    ``run_params(settings)`` are the use case's own settings logged with each run."""
+    ``run_params(settings)`` are the use case's own settings logged with each run.
+
+    Two flavours, from the objective:
+
+    * ``binary:*`` - ``xgboost.XGBClassifier``, one probability per row (fraud), with class
+      re-weighting (``scale_pos_weight``);
+    * ``rank:*`` - ``xgboost.XGBRanker`` (learning to rank, e.g. ``rank:ndcg``): ``group`` is the
+      query column (one request's candidates), the label a graded relevance; rows are ordered by
+      group and then ``position`` (the logged slot, which xgboost's position debiasing,
+      ``lambdarank_unbiased``, reads from the row order within a query).
+
+    ``xgb_params`` are further xgboost parameters the use case fixes (e.g. ``lambdarank_pair_method``,
+    ``lambdarank_num_pair_per_sample``, ``lambdarank_unbiased``)."""
 
     objective: str
     eval_metric: str
@@ -228,14 +243,31 @@ class ModelSpec:
     entity_columns: tuple[str, ...] = ()
     positive: str = "positive"
     decision_rule: str = ""
+    group: str | None = None
+    position: str | None = None
+    xgb_params: Mapping[str, Any] = field(default_factory=dict)
     run_params: Callable[[Settings], Mapping[str, Any]] = lambda settings: {}
 
     def __post_init__(self) -> None:
-        if not self.objective.startswith("binary:"):
+        if not self.objective.startswith(("binary:", "rank:")):
             raise ValueError(
-                f"model.objective: value {self.objective!r} is not trained by the core yet; rule: a binary:* "
-                "objective (XGBClassifier); learning-to-rank objectives come with the ranking use case"
+                f"model.objective: value {self.objective!r} is not trained by the core; rule: a binary:* "
+                "objective (XGBClassifier) or a rank:* objective (XGBRanker)"
             )
+        if self.ranker and not self.group:
+            raise ValueError(
+                f"model.group: missing for objective {self.objective!r}; rule: a learning-to-rank model "
+                "needs the query-group column"
+            )
+        if not self.ranker and (self.group or self.position):
+            raise ValueError(
+                f"model.group: set for objective {self.objective!r}; rule: only rank:* objectives have groups"
+            )
+
+    @property
+    def ranker(self) -> bool:
+        """A learning-to-rank model (``rank:*``), scored per group rather than per row."""
+        return self.objective.startswith("rank:")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,7 +277,7 @@ class MonitoringSpec:
     kept with the training reference, ``labels(frame, layout, start, as_of)`` (the rows with their
     label as known at the end of ``as_of``), ``quality(frame, scores)`` (the figures of labelled rows
     and the champion's scores), the figure the decay rule reads (``primary``, higher is better) and
-    the one that counts the positives it needs (``support``, judged from ``min_frauds``)."""
+    the one that counts the positives it needs (``support``, judged from ``min_positives``)."""
 
     label: str
     time_column: str
@@ -254,6 +286,53 @@ class MonitoringSpec:
     quality: Callable[[pd.DataFrame, np.ndarray], Mapping[str, Any]]
     primary: str
     support: str
+
+
+@dataclass(frozen=True)
+class ABMetric:
+    """A figure of one arm of an online A/B test, ``stat(sample)`` on a (resampled) arm
+    (:class:`jobs.platform.ab_analysis.ArmSample`: labels, scores, decisions, days, units);
+    ``costly`` metrics get fewer bootstrap resamples (``ABConfig.n_boot_costly``)."""
+
+    name: str
+    stat: Callable[[Any], float]
+    higher_is_better: bool = True
+    costly: bool = False
+
+
+@dataclass(frozen=True)
+class ABGuardrail:
+    """A figure the challenger's arm may not break: ``tolerance`` - not worse than the champion's by
+    more than ``ABConfig.guardrail_tolerance``; ``ratio`` - not above ``ABConfig.max_decision_rate_ratio``
+    times the champion's (a rate that should not explode, e.g. alerts)."""
+
+    metric: ABMetric
+    rule: str = "tolerance"
+
+    def __post_init__(self) -> None:
+        if self.rule not in ("tolerance", "ratio"):
+            raise ValueError(f"guardrail.rule: value {self.rule!r} is invalid; rule: tolerance | ratio")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ABSpec:
+    """How the online A/B analysis (:mod:`jobs.platform.ab_analysis`) reads a use case's prediction
+    log: the columns it needs, the randomisation ``unit`` (the canary key: whole units are resampled
+    and permuted), the ``row_id`` that pairs a shadow arm's rows with the champion's, the label (joined
+    by ``MonitoringSpec.labels``) and the row-time column; the ``primary`` metric is tested (bootstrap
+    CI and permutation p-value), the guardrails are checked; ``support`` names the count of positives
+    an arm needs (``ABConfig.min_positives``); ``arm_details(sample)`` adds figures to an arm's report."""
+
+    log_columns: tuple[str, ...]
+    unit: str
+    row_id: str
+    label: str
+    time_column: str
+    primary: ABMetric
+    guardrails: tuple[ABGuardrail, ...] = ()
+    support: str = "positives"
+    decision: str | None = None
+    arm_details: Callable[[Any], Mapping[str, Any]] = lambda sample: {}
 
 
 EvaluateFn = Callable[..., "Evaluation"]
@@ -292,6 +371,8 @@ class UseCase:
     monitoring: MonitoringSpec
     # real-time serving: the handler of its API on the serving core (None: no online API)
     serving: Callable[[], ServingHandler] | None = None
+    # the online A/B analysis of a canary or shadow period (a loader, e.g. ``lazy(...)``; None: none)
+    ab: Callable[[], ABSpec] | None = None
 
     def dataset(self, name: str) -> DatasetSpec:
         """The ingested dataset ``name`` (ValueError naming the known ones otherwise)."""

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jobs.fraud import metrics as FM
 from jobs.fraud.evaluation import evaluate_scores
 from jobs.fraud.settings import Costs, Gate
 from jobs.fraud.use_case import gate_spec
@@ -44,16 +45,16 @@ CP_EXAMPLE = _tx(
 
 
 def test_card_precision_at_k_hand_computed():
-    per_day = M.card_precision_at_k_per_day(CP_EXAMPLE, k=2)
+    per_day = FM.card_precision_at_k_per_day(CP_EXAMPLE, k=2)
     assert per_day["precision"].tolist() == [0.5, 0.5, 0.5]
     assert per_day["hits"].tolist() == [1, 1, 1]
     assert per_day["n_cards"].tolist() == [4, 3, 1]  # day 2: card A removed (detected on day 1)
     assert per_day["n_compromised_cards"].tolist() == [2, 2, 1]
-    assert M.card_precision_at_k(CP_EXAMPLE, k=2) == pytest.approx(0.5)
-    no_removal = M.card_precision_at_k(CP_EXAMPLE, k=2, remove_detected=False)
+    assert FM.card_precision_at_k(CP_EXAMPLE, k=2) == pytest.approx(0.5)
+    no_removal = FM.card_precision_at_k(CP_EXAMPLE, k=2, remove_detected=False)
     assert no_removal == pytest.approx((0.5 + 1.0 + 0.5) / 3)
     # k larger than the number of cards: precision still divides by k
-    assert M.card_precision_at_k(CP_EXAMPLE, k=4, remove_detected=False) == pytest.approx(
+    assert FM.card_precision_at_k(CP_EXAMPLE, k=4, remove_detected=False) == pytest.approx(
         (2 / 4 + 3 / 4 + 1 / 4) / 3  # day 2: A, B and D are compromised
     )
 
@@ -64,26 +65,26 @@ def test_card_precision_uses_the_card_max_not_the_sum():
         [("2018-04-01 01:00", "X", 0.5, 0)] * 5
         + [("2018-04-01 02:00", "Y", 0.6, 1), ("2018-04-01 03:00", "Z", 0.55, 1)]
     )
-    assert M.card_precision_at_k(df, k=1) == 1.0
+    assert FM.card_precision_at_k(df, k=1) == 1.0
     with pytest.raises(ValueError, match="k: value 0"):
-        M.card_precision_at_k(df, k=0)
+        FM.card_precision_at_k(df, k=0)
     with pytest.raises(ValueError, match="missing column"):
-        M.card_precision_at_k(df.drop(columns="customer_id"), k=1)
+        FM.card_precision_at_k(df.drop(columns="customer_id"), k=1)
 
 
 def test_cost_optimal_threshold_hand_computed():
     y = [1, 0, 1, 0, 0]
     s = [0.9, 0.8, 0.7, 0.2, 0.1]
     # c_fp=1, c_fn=3: flag >=.9 -> 3, >=.8 -> 4, >=.7 -> 1 (best), >=.2 -> 2, >=.1 -> 3, nothing -> 6
-    c = M.cost_optimal_threshold(y, s, 1.0, 3.0)
+    c = FM.cost_optimal_threshold(y, s, 1.0, 3.0)
     assert c.expected_cost == 1.0 and c.flagged == 3 and c.false_positives == 1 and c.false_negatives == 0
     assert c.threshold == pytest.approx(0.45)  # midpoint between .7 and .2
-    assert M.decision_cost(y, s, c.threshold, 1.0, 3.0) == 1.0
+    assert FM.decision_cost(y, s, c.threshold, 1.0, 3.0) == 1.0
     # c_fn=0.5: flag >=.9 -> 0.5 (best) vs nothing -> 1.0
-    c = M.cost_optimal_threshold(y, s, 1.0, 0.5)
+    c = FM.cost_optimal_threshold(y, s, 1.0, 0.5)
     assert (c.flagged, c.expected_cost, c.threshold) == (1, 0.5, pytest.approx(0.85))
     # false alarms so expensive that approving everything is optimal
-    c = M.cost_optimal_threshold([0, 1], [0.9, 0.1], 10.0, 1.0)
+    c = FM.cost_optimal_threshold([0, 1], [0.9, 0.1], 10.0, 1.0)
     assert c.flagged == 0 and c.expected_cost == 1.0 and c.threshold > 0.9
 
 
@@ -91,10 +92,10 @@ def test_threshold_brute_force_agrees_on_random_data():
     rng = np.random.default_rng(3)
     y = rng.random(300) < 0.1
     s = np.round(np.clip(y * 0.3 + rng.random(300) * 0.7, 0, 1), 2)  # ties on purpose
-    c = M.cost_optimal_threshold(y, s, 2.0, 30.0)
-    brute = min(M.decision_cost(y, s, t, 2.0, 30.0) for t in np.r_[np.unique(s), 2.0])
+    c = FM.cost_optimal_threshold(y, s, 2.0, 30.0)
+    brute = min(FM.decision_cost(y, s, t, 2.0, 30.0) for t in np.r_[np.unique(s), 2.0])
     assert c.expected_cost == pytest.approx(brute)
-    assert M.decision_cost(y, s, c.threshold, 2.0, 30.0) == pytest.approx(brute)
+    assert FM.decision_cost(y, s, c.threshold, 2.0, 30.0) == pytest.approx(brute)
 
 
 def test_protocol_windows_respect_label_delay():
@@ -176,7 +177,9 @@ def test_slice_metrics_values():
             ("2018-04-07 13:00", 4, 0.8, 0),  # a Saturday
         ]
     )
-    out = M.slice_metrics(df, {"week": M.weekday_weekend}, threshold=0.5)
+    out = M.slice_metrics(
+        df, {"week": FM.weekday_weekend}, label_col=FM.LABEL, support="frauds", threshold=0.5
+    )
     assert out["week=weekend"]["rows"] == 3 and out["week=weekday"]["rows"] == 1  # 04-01 is a Sunday
     assert math.isnan(out["week=weekday"]["auc_roc"])
     # weekend: fraud .9 above both genuine .1 and .8; flagged at .5: .9 (fraud) and .8 (genuine)

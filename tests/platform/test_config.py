@@ -52,6 +52,21 @@ def test_legacy_platform_names_still_work_with_a_warning(clean_env, tmp_path):
         assert Settings().home == tmp_path / "new"
 
 
+def test_threshold_names_from_before_use_cases_still_work(clean_env, tmp_path):
+    from jobs.platform.params import ABConfig, Thresholds
+
+    clean_env.setenv("FRAUD_RETRAIN_MAX_AP_DROP", "0.5")
+    clean_env.setenv("FRAUD_RETRAIN_MIN_FRAUDS", "7")
+    clean_env.setenv("FRAUD_AB_MIN_FRAUDS", "9")
+    clean_env.setenv("FRAUD_RETRAIN_MIN_QUALITY", "0.2")  # the new name
+    s = Settings(home=tmp_path)
+    th = Thresholds.from_settings(s)
+    assert (th.max_quality_drop, th.min_positives, th.min_quality) == (0.5, 7, 0.2)
+    assert ABConfig.from_settings(s).min_positives == 9
+    # a DAG run's conf written with the old keys
+    assert Thresholds.from_mapping({"min_frauds": 3, "max_ap_drop": 0.1}).min_positives == 3
+
+
 def test_section_overrides_and_child_process_env(clean_env, tmp_path):
     s = Settings(home=tmp_path, case={"feast_project": "p1", "schedule_end_date": "2018-04-10"})
     assert s.case.feast_project == "p1" and s.case.schedule_end_date == dt.date(2018, 4, 10)

@@ -119,7 +119,7 @@ def test_decide_quiet_day():
 
 
 def test_decide_each_cause():
-    t = Thresholds(drift_share=0.3, prediction_drift=0.1, max_ap_drop=0.3)
+    t = Thresholds(drift_share=0.3, prediction_drift=0.1, max_quality_drop=0.3)
     assert decide(summary(share=0.4), t, {}).causes == ["feature_drift"]
     assert decide(summary(pred=0.2), t, {}).causes == ["prediction_drift"]
     assert decide(summary(ap=0.3), t, {}).causes == ["quality_decay"]  # 50% below 0.6
@@ -130,10 +130,10 @@ def test_decide_each_cause():
 
 
 def test_decide_ignores_quality_on_too_few_frauds_and_missing_sections():
-    t = Thresholds(min_frauds=20)
+    t = Thresholds(min_positives=20)
     assert not decide(summary(ap=0.05, frauds=5), t, {}).retrain
     assert not decide({"date": "2018-05-20", "drift": None, "quality": None}, t, {}).retrain
-    floor = Thresholds(min_average_precision=0.4)
+    floor = Thresholds(min_quality=0.4)
     assert decide(summary(ap=0.35, base_ap=None), floor, {}).causes == ["quality_decay"]
 
 
@@ -171,7 +171,7 @@ def test_dag_wiring():
     assert set(dag.params) >= {
         "drift_share",
         "prediction_drift",
-        "max_ap_drop",
+        "max_quality_drop",
         "cooldown_days",
         "window_days",
     }

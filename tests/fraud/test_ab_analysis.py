@@ -1,4 +1,5 @@
-"""Online A/B analysis: a clearly better challenger is promoted, an equal one is kept, thin data extends."""
+"""Fraud's online A/B analysis (jobs.fraud.ab on the core engine): a clearly better challenger is
+promoted, an equal one is kept, thin data extends, an alert flood breaks a guardrail."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.platform.ab_analysis import ABConfig, Clusters, _copy_ids, analyse, run_analysis
+from jobs.fraud.ab import AB_SPEC
+from jobs.platform.ab_analysis import ABConfig, Clusters, _copy_ids, run_analysis
+from jobs.platform.ab_analysis import analyse as analyse_log
 
-FAST = ABConfig(n_boot=200, n_boot_cp=40, n_perm=200, seed=1)
+FAST = ABConfig(n_boot=200, n_boot_costly=40, n_perm=200, seed=1)
+
+
+def analyse(log, cfg):
+    return analyse_log(log, AB_SPEC, cfg)
 
 
 def canary_log(
@@ -54,8 +61,8 @@ def canary_log(
 
 def test_cluster_resampling_keeps_whole_customers():
     frame = pd.DataFrame({"customer_id": [3, 1, 3, 2, 1, 3], "tx_fraud": 0, "score": 0.1, "decision": 0})
-    cl = Clusters(frame)
-    assert cl.customers.tolist() == [1, 2, 3] and cl.sizes.tolist() == [2, 1, 3]
+    cl = Clusters(frame, AB_SPEC)
+    assert cl.units[cl.starts].tolist() == [1, 2, 3] and cl.sizes.tolist() == [2, 1, 3]
     idx = cl.rows(np.array([2, 0, 2]))
     assert cl.frame["customer_id"].to_numpy()[idx].tolist() == [3, 3, 3, 1, 1, 3, 3, 3]
     assert _copy_ids(cl, idx).tolist() == [1, 1, 1, 2, 2, 3, 3, 3]  # the two draws of card 3 are two cards
@@ -86,7 +93,7 @@ def test_equal_arms_are_not_promoted():
 def test_too_few_frauds_extends():
     r = analyse(canary_log(n_customers=300, sep_challenger=1.6, seed=2), FAST)
     assert r.recommendation == "extend"
-    assert "min_frauds" in r.reasons[0]
+    assert "min_positives" in r.reasons[0]
 
 
 def test_better_ranking_that_floods_alerts_breaks_a_guardrail():
@@ -180,7 +187,8 @@ def test_apply_promotes_through_the_audited_registry(settings, layout, two_versi
 def test_fast_metrics_match_sklearn():
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from jobs.platform.ab_analysis import _ap, _auc
+    from jobs.platform.ab_analysis import auc_roc as _auc
+    from jobs.platform.ab_analysis import average_precision as _ap
 
     rng = np.random.default_rng(5)
     y = (rng.random(2000) < 0.05).astype(int)
@@ -190,14 +198,13 @@ def test_fast_metrics_match_sklearn():
 
 
 def test_fast_card_precision_matches_the_metrics_module():
-    from jobs.platform.ab_analysis import _cp_arrays
-    from jobs.platform.metrics import card_precision_at_k
+    from jobs.fraud.metrics import card_precision_arrays, card_precision_at_k
 
     log = canary_log(n_customers=800, fraud_rate=0.1, seed=7)
     log["score"] = np.round(log["score"], 2)  # ties between cards
-    cl = Clusters(log)
+    cl = Clusters(log, AB_SPEC)
     for k in (5, 20, 100):
         expected = card_precision_at_k(cl.frame, k)
-        assert _cp_arrays(cl.day, cl.frame["customer_id"].to_numpy(), cl.s, cl.y, k) == pytest.approx(
-            expected
-        )
+        assert card_precision_arrays(
+            cl.day, cl.frame["customer_id"].to_numpy(), cl.s, cl.y, k
+        ) == pytest.approx(expected)

@@ -1,0 +1,68 @@
+"""Fraud's online A/B test (``UseCase.ab``, run by :mod:`jobs.platform.ab_analysis`).
+
+The canary splits traffic by customer (the serving routing key), so customers are the randomisation
+unit: the bootstrap and the permutation test move whole cards. The primary metric is average
+precision; the guardrails are AUC ROC and card precision@k (not worse than the champion by more than
+the gate's tolerance) and the alert rate (at most ``max_decision_rate_ratio`` times the champion's).
+Card precision@k depends on how many cards an arm sees, so each arm uses ``k`` scaled by its share
+of the period's cards (a 10% canary gets k = 10 when the champion gets 90).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from jobs.fraud.evaluation import CP_K
+from jobs.fraud.metrics import CARD, LABEL, TIME, card_precision_arrays
+from jobs.platform.ab_analysis import ArmSample, auc_roc, average_precision
+from jobs.platform.use_case import ABGuardrail, ABMetric, ABSpec
+
+LOG_COLUMNS = ("transaction_id", CARD, TIME, "score", "decision", "model_version", "arm")
+
+
+def arm_k(sample: ArmSample, k: int = CP_K) -> int:
+    """The arm's card budget: ``k`` times its share of the period's cards (at least 1)."""
+    return max(1, round(k * sample.share))
+
+
+def card_precision(sample: ArmSample) -> float:
+    """Card precision@k of the arm (:func:`jobs.fraud.metrics.card_precision_at_k` on arrays)."""
+    return card_precision_arrays(sample.day, sample.unit, sample.s, sample.y, arm_k(sample))
+
+
+def decision_rate(sample: ArmSample) -> float:
+    return float(np.mean(sample.d)) if len(sample) else math.nan
+
+
+def arm_details(sample: ArmSample) -> dict[str, Any]:
+    return {"cp_k": arm_k(sample)}
+
+
+AP = ABMetric("average_precision", lambda a: average_precision(a.y, a.s))
+AUC = ABMetric("auc_roc", lambda a: auc_roc(a.y, a.s))
+CARD_PRECISION = ABMetric("card_precision_at_k", card_precision, costly=True)
+DECISION_RATE = ABMetric("decision_rate", decision_rate, higher_is_better=False)
+
+AB_SPEC = ABSpec(
+    log_columns=LOG_COLUMNS,
+    unit=CARD,
+    row_id="transaction_id",
+    label=LABEL,
+    time_column=TIME,
+    primary=AP,
+    guardrails=(
+        ABGuardrail(AUC),
+        ABGuardrail(CARD_PRECISION),
+        ABGuardrail(DECISION_RATE, rule="ratio"),
+    ),
+    support="frauds",
+    decision="decision",
+    arm_details=arm_details,
+)
+
+
+def ab_spec() -> ABSpec:
+    return AB_SPEC
