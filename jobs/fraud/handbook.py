@@ -99,7 +99,7 @@ def run_handbook_protocol(
         )
         scores = predict_scores(run.model, test_df)
         ev = evaluate_scores(test_df, scores, costs=settings.case.costs)
-        ev.extra = {"run_id": run.run_id, "train_rows": run.train_rows, "train_frauds": run.train_frauds}
+        ev.extra = {"run_id": run.run_id, "train_rows": run.train_rows, "train_frauds": run.train_positives}
         log_evaluation(run.run_id, test_df, scores, ev, figures=evaluation_figures)
         results[label] = ev
     report = {
