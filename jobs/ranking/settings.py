@@ -1,0 +1,69 @@
+"""The ranking use case's settings section (``RANKING_*``): ``settings.case`` when the use case is
+``ranking``. The simulated world's size and drift knob are ``RANKING_WORLD_*``."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field
+from pydantic_settings import SettingsConfigDict
+
+from jobs.platform.config import UseCaseSettings
+from jobs.ranking.world import WorldConfig
+
+_W = WorldConfig()
+
+
+class World(BaseModel):
+    """The simulated shop (:class:`jobs.ranking.world.WorldConfig`); ``RANKING_WORLD_*``."""
+
+    seed: int = Field(_W.seed, description="seed of every random stream of the world")
+    n_users: int = Field(_W.n_users, ge=1, description="users (ids 0 .. n_users - 1)")
+    n_items: int = Field(_W.n_items, ge=1, description="items of the catalogue on the start date")
+    n_categories: int = Field(_W.n_categories, ge=1, description="item categories")
+    new_items_per_day: int = Field(_W.new_items_per_day, ge=0, description="items launched every day")
+    requests_per_day: int = Field(
+        _W.requests_per_day, ge=1, description="home-feed requests a day (x10 slots)"
+    )
+    scale: float = Field(1.0, gt=0, description="multiplies the catalogue (20 gives 1 M items)")
+    drift_date: dt.date | None = Field(
+        None, description="from this day users' interest in drift_category shifts"
+    )
+    drift_category: int = Field(_W.drift_category, ge=0, description="the category whose interest shifts")
+    drift_shift: float = Field(_W.drift_shift, description="the shift of that interest (in [-2, 2])")
+    new_category_date: dt.date | None = Field(None, description="from this day a new category's items launch")
+
+    def config(self, start_date: dt.date) -> WorldConfig:
+        base = WorldConfig(
+            seed=self.seed,
+            start_date=start_date,
+            n_users=self.n_users,
+            n_items=self.n_items,
+            n_categories=self.n_categories,
+            n_brands=max(_W.n_brands, self.n_categories),
+            new_items_per_day=self.new_items_per_day,
+            requests_per_day=self.requests_per_day,
+            drift_date=self.drift_date,
+            drift_category=self.drift_category,
+            drift_shift=self.drift_shift,
+            new_category_date=self.new_category_date,
+        )
+        return base.scaled(self.scale) if self.scale != 1.0 else base
+
+
+class RankingSettings(UseCaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RANKING_")
+
+    start_date: str = Field("2024-01-01", description="first logical date of the use case's daily DAGs")
+    label_delay_days: int = Field(
+        1, ge=1, description="a day's clicks and purchases have all arrived this many days later"
+    )
+    model_name: str = "ranking-ranker"
+    feature_service: str = "ranker_v1"
+    feast_project: str = Field(
+        "ranking", description="Feast project (registry namespace, online-store key prefix)"
+    )
+    world: World = Field(default_factory=World)
+
+    def world_config(self) -> WorldConfig:
+        return self.world.config(dt.date.fromisoformat(self.start_date))
