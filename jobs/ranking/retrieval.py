@@ -1,0 +1,352 @@
+"""Candidate generation: several retrieval strategies, merged and de-duplicated to ~500 candidates
+per user, each candidate tagged with the strategy that proposed it.
+
+* **cf** - collaborative filtering: implicit-feedback ALS (Hu, Koren & Volinsky 2008; the
+  ``implicit`` library, the field's standard CPU implementation) on the user x item matrix of clicks
+  (purchases weigh more), served by an approximate nearest-neighbour index over the item factors
+  (``faiss``: an inverted-file index, ``IVF<n>,Flat`` with inner product, for large catalogues;
+  exact ``Flat`` below ``exact_below`` items). The index is saved in faiss's own format.
+* **content** - the categories and brands of the user's recent clicks: the most clicked items (a
+  smoothed CTR times volume) of each, shared out by the user's click share.
+* **fresh** - items launched in the last ``fresh_days`` days (they have no history for cf), by
+  their smoothed CTR so far, then newest first.
+* **trending** - the items with most clicks on the last day of the window.
+
+A user with no history (a new user) gets content nothing and cf nothing: fresh, trending and, to
+fill the quota, the window's most popular items.
+
+Everything here is a pure function of pandas frames (the window's impressions, clicks and
+purchases, the catalogue), so the training DAG, the offline evaluation and the tests run it alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+STRATEGIES = ("cf", "content", "fresh", "trending", "popular")
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    factors: int = 48
+    iterations: int = 15
+    regularization: float = 0.05
+    alpha: float = 10.0  # ALS confidence: 1 + alpha * weight
+    purchase_weight: float = 3.0
+    seed: int = 0
+    # quotas of the merged list, in priority order (cf first)
+    quotas: Mapping[str, int] = field(
+        default_factory=lambda: {"cf": 300, "content": 150, "fresh": 50, "trending": 50}
+    )
+    total: int = 500
+    fresh_days: int = 7
+    content_days: int = 14
+    exact_below: int = 20_000  # catalogues smaller than this use an exact index
+    nprobe: int = 32
+    ctr_prior: tuple[float, float] = (1.0, 20.0)  # smoothed CTR = (clicks + a) / (impressions + a + b)
+
+
+def _threads() -> None:
+    """implicit's ALS runs its own threads; OpenBLAS's must not compete with them."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, "blas")
+
+
+# --- interactions ----------------------------------------------------------------------------
+def interaction_matrix(
+    clicks: pd.DataFrame, purchases: pd.DataFrame, n_users: int, n_items: int, cfg: RetrievalConfig
+) -> sparse.csr_matrix:
+    """users x items weights: one per click, ``purchase_weight`` per purchase."""
+    u = np.r_[clicks["user_id"].to_numpy(), purchases["user_id"].to_numpy()].astype(np.int64)
+    i = np.r_[clicks["item_id"].to_numpy(), purchases["item_id"].to_numpy()].astype(np.int64)
+    w = np.r_[np.ones(len(clicks)), np.full(len(purchases), cfg.purchase_weight)].astype(np.float32)
+    if len(u) and (u.max() >= n_users or i.max() >= n_items or u.min() < 0 or i.min() < 0):
+        raise ValueError(f"interactions: ids outside users [0, {n_users}) or items [0, {n_items})")
+    m = sparse.coo_matrix((w, (u, i)), shape=(n_users, n_items)).tocsr()
+    m.sum_duplicates()
+    return m
+
+
+@dataclass
+class Factors:
+    """ALS factors: a row per user and per item (ids are row numbers); items with no interaction in
+    the window are not indexed (``indexed`` lists those that are)."""
+
+    users: np.ndarray
+    items: np.ndarray
+    indexed: np.ndarray
+
+
+def fit_als(matrix: sparse.csr_matrix, cfg: RetrievalConfig) -> Factors:
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    _threads()
+    model = AlternatingLeastSquares(
+        factors=cfg.factors,
+        regularization=cfg.regularization,
+        alpha=cfg.alpha,
+        iterations=cfg.iterations,
+        random_state=cfg.seed,
+        calculate_training_loss=False,
+    )
+    model.fit(matrix, show_progress=False)
+    indexed = np.flatnonzero(np.asarray(matrix.sum(axis=0)).ravel() > 0)
+    return Factors(
+        users=np.ascontiguousarray(model.user_factors, dtype=np.float32),
+        items=np.ascontiguousarray(model.item_factors, dtype=np.float32),
+        indexed=indexed,
+    )
+
+
+# --- the ANN index ---------------------------------------------------------------------------
+@dataclass
+class ItemIndex:
+    """A faiss index over item vectors (inner product), returning item ids."""
+
+    index: object
+    item_ids: np.ndarray
+    kind: str
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, item_ids: np.ndarray, cfg: RetrievalConfig) -> ItemIndex:
+        import faiss
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, d = vectors.shape
+        if n < cfg.exact_below:
+            index = faiss.IndexFlatIP(d)
+            kind = "Flat"
+        else:
+            nlist = int(4 * np.sqrt(n))
+            kind = f"IVF{nlist},Flat"
+            index = faiss.index_factory(d, kind, faiss.METRIC_INNER_PRODUCT)
+            index.train(vectors)
+            index.nprobe = cfg.nprobe
+        index.add(vectors)
+        return cls(index, np.asarray(item_ids, dtype=np.int64), kind)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(item ids, scores), each (queries x k); -1 where fewer than k items are found."""
+        scores, pos = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        ids = np.where(pos >= 0, self.item_ids[np.maximum(pos, 0)], -1)
+        return ids, scores
+
+    def save(self, folder: Path) -> Path:
+        """faiss's own format plus the id map (numpy ``.npy``, no pickle)."""
+        import faiss
+
+        folder.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self.index, str(folder / "items.faiss"))
+        np.save(folder / "item_ids.npy", self.item_ids, allow_pickle=False)
+        (folder / "kind.txt").write_text(self.kind)
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path, nprobe: int | None = None) -> ItemIndex:
+        import faiss
+
+        index = faiss.read_index(str(folder / "items.faiss"))
+        if nprobe is not None and hasattr(index, "nprobe"):
+            index.nprobe = nprobe
+        return cls(
+            index, np.load(folder / "item_ids.npy", allow_pickle=False), (folder / "kind.txt").read_text()
+        )
+
+
+# --- the strategies --------------------------------------------------------------------------
+@dataclass
+class Retriever:
+    """Everything the strategies need, fitted on one window (``fit``)."""
+
+    cfg: RetrievalConfig
+    as_of: dt.date  # the window's last day: candidates are for the next day's requests
+    factors: Factors
+    index: ItemIndex
+    seen_users: np.ndarray  # users with interactions in the window
+    user_categories: pd.DataFrame  # user_id, category, share (recent clicks)
+    user_brands: pd.DataFrame  # user_id, brand, share
+    by_category: dict[int, np.ndarray]  # category -> items by popularity
+    by_brand: dict[int, np.ndarray]
+    fresh: np.ndarray
+    trending: np.ndarray
+    popular: np.ndarray
+
+    @classmethod
+    def fit(
+        cls,
+        impressions: pd.DataFrame,
+        clicks: pd.DataFrame,
+        purchases: pd.DataFrame,
+        items: pd.DataFrame,
+        as_of: dt.date,
+        n_users: int,
+        cfg: RetrievalConfig | None = None,
+    ) -> Retriever:
+        """``items``: the catalogue as of ``as_of`` (item_id, category, brand, launched_at)."""
+        cfg = cfg or RetrievalConfig()
+        n_items = int(items["item_id"].max()) + 1
+        matrix = interaction_matrix(clicks, purchases, n_users, n_items, cfg)
+        factors = fit_als(matrix, cfg)
+        index = ItemIndex.build(factors.items[factors.indexed], factors.indexed, cfg)
+
+        a, b = cfg.ctr_prior
+        shown = impressions.groupby("item_id").size()
+        clicked = clicks.groupby("item_id").size()
+        stats = items[["item_id", "category", "brand", "launched_at"]].set_index("item_id")
+        stats["impressions"] = shown.reindex(stats.index, fill_value=0)
+        stats["clicks"] = clicked.reindex(stats.index, fill_value=0)
+        stats["ctr"] = (stats["clicks"] + a) / (stats["impressions"] + a + b)
+        stats["popularity"] = stats["ctr"] * np.log1p(stats["clicks"])
+        by_pop = stats.sort_values(["popularity", "ctr"], ascending=False, kind="stable")
+
+        end = pd.Timestamp(as_of) + pd.Timedelta(days=1)
+        recent = clicks[clicks["clicked_at"] >= end - pd.Timedelta(days=cfg.content_days)]
+        recent = recent.join(stats[["category", "brand"]], on="item_id")
+        shares = {}
+        for col in ("category", "brand"):
+            counts = recent.groupby(["user_id", col]).size().rename("n").reset_index()
+            counts["share"] = counts["n"] / counts.groupby("user_id")["n"].transform("sum")
+            shares[col] = counts.sort_values(["user_id", "share"], ascending=[True, False], kind="stable")
+        depth = max(cfg.quotas.values(), default=cfg.total)
+        by_category = {int(c): g.index.to_numpy()[:depth] for c, g in by_pop.groupby("category", sort=False)}
+        by_brand = {int(c): g.index.to_numpy()[:depth] for c, g in by_pop.groupby("brand", sort=False)}
+        fresh = stats[stats["launched_at"] >= end - pd.Timedelta(days=cfg.fresh_days)]
+        fresh = fresh.sort_values(["ctr", "launched_at"], ascending=False, kind="stable").index.to_numpy()
+        last_day = clicks[clicks["clicked_at"] >= end - pd.Timedelta(days=1)]
+        trending = (
+            last_day.groupby("item_id").size().sort_values(ascending=False, kind="stable").index.to_numpy()
+        )
+        return cls(
+            cfg=cfg,
+            as_of=as_of,
+            factors=factors,
+            index=index,
+            seen_users=np.flatnonzero(np.asarray(matrix.sum(axis=1)).ravel() > 0),
+            user_categories=shares["category"],
+            user_brands=shares["brand"],
+            by_category=by_category,
+            by_brand=by_brand,
+            fresh=fresh[: cfg.total],
+            trending=trending[: cfg.total],
+            popular=by_pop.index.to_numpy()[: cfg.total],
+        )
+
+    # one strategy at a time: {user: items in order}
+    def cf(self, users: np.ndarray, k: int) -> dict[int, np.ndarray]:
+        users = np.asarray(users, dtype=np.int64)
+        known = users[np.isin(users, self.seen_users)]
+        if not len(known):
+            return {}
+        ids, _ = self.index.search(self.factors.users[known], k)
+        return {int(u): row[row >= 0] for u, row in zip(known, ids, strict=True)}
+
+    def content(self, users: np.ndarray, k: int) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        wanted = set(np.asarray(users).tolist())
+        for col, lists in (("category", self.by_category), ("brand", self.by_brand)):
+            shares = self.user_categories if col == "category" else self.user_brands
+            part = shares[shares["user_id"].isin(wanted)]
+            half = k // 2 if col == "category" else k - k // 2
+            for user, g in part.groupby("user_id", sort=False):
+                quota = np.maximum(1, np.round(g["share"].to_numpy() * half)).astype(int)
+                picks = [
+                    lists.get(int(v), np.array([], np.int64))[:q] for v, q in zip(g[col], quota, strict=True)
+                ]
+                prev = out.get(int(user))
+                out[int(user)] = np.concatenate(([prev] if prev is not None else []) + picks)
+        return {u: _unique(v)[:k] for u, v in out.items()}
+
+    def shared(self, name: str, users: np.ndarray, k: int) -> dict[int, np.ndarray]:
+        items = {"fresh": self.fresh, "trending": self.trending, "popular": self.popular}[name][:k]
+        return {int(u): items for u in np.asarray(users)}
+
+    def strategy(self, name: str, users: np.ndarray, k: int) -> dict[int, np.ndarray]:
+        if name == "cf":
+            return self.cf(users, k)
+        if name == "content":
+            return self.content(users, k)
+        if name in ("fresh", "trending", "popular"):
+            return self.shared(name, users, k)
+        raise ValueError(f"strategy: value {name!r} is invalid; rule: one of {list(STRATEGIES)}")
+
+    def candidates(self, users: np.ndarray, total: int | None = None) -> pd.DataFrame:
+        """The merged candidates of each user: ``user_id, item_id, strategy, rank`` (rank within
+        the user's list), each strategy's quota in priority order, duplicates kept at their first
+        strategy, filled up to ``total`` with the most popular items."""
+        total = total or self.cfg.total
+        users = np.asarray(users, dtype=np.int64)
+        lists = {name: self.strategy(name, users, quota) for name, quota in self.cfg.quotas.items()}
+        popular = self.shared("popular", users[:1], total)
+        fill = next(iter(popular.values())) if popular else np.array([], np.int64)
+        rows_u, rows_i, rows_s = [], [], []
+        for u in users.tolist():
+            taken: dict[int, str] = {}
+            for name in self.cfg.quotas:
+                for item in lists[name].get(u, ()):
+                    if len(taken) >= total:
+                        break
+                    taken.setdefault(int(item), name)
+            for item in fill:
+                if len(taken) >= total:
+                    break
+                taken.setdefault(int(item), "popular")
+            rows_u.append(np.full(len(taken), u, dtype=np.int64))
+            rows_i.append(np.fromiter(taken.keys(), dtype=np.int64, count=len(taken)))
+            rows_s.append(np.array(list(taken.values()), dtype=object))
+        frame = pd.DataFrame(
+            {
+                "user_id": np.concatenate(rows_u) if rows_u else np.array([], np.int64),
+                "item_id": np.concatenate(rows_i) if rows_i else np.array([], np.int64),
+                "strategy": np.concatenate(rows_s) if rows_s else np.array([], object),
+            }
+        )
+        frame["rank"] = frame.groupby("user_id").cumcount()
+        return frame
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "as_of": self.as_of.isoformat(),
+            "index": self.index.kind,
+            "indexed_items": int(len(self.index.item_ids)),
+            "users_with_history": int(len(self.seen_users)),
+            **{k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "quotas"},
+            "quotas": dict(self.cfg.quotas),
+        }
+
+
+def _unique(items: np.ndarray) -> np.ndarray:
+    """``items`` without repeats, first occurrence kept, order kept."""
+    _, first = np.unique(items, return_index=True)
+    return items[np.sort(first)]
+
+
+# --- offline evaluation of retrieval --------------------------------------------------------------
+def recall(candidates: Mapping[int, np.ndarray] | pd.DataFrame, truth: pd.DataFrame) -> float:
+    """Mean over users with a clicked item in ``truth`` (user_id, item_id) of the share of those
+    items found among the user's candidates."""
+    if isinstance(candidates, pd.DataFrame):
+        pairs = candidates[["user_id", "item_id"]]
+    else:
+        pairs = pd.DataFrame(
+            {
+                "user_id": np.repeat(list(candidates), [len(v) for v in candidates.values()]).astype(
+                    np.int64
+                ),
+                "item_id": np.concatenate(list(candidates.values())).astype(np.int64)
+                if candidates
+                else np.array([], np.int64),
+            }
+        )
+    t = truth[["user_id", "item_id"]].drop_duplicates()
+    hit = t.merge(pairs.drop_duplicates().assign(hit=1), on=["user_id", "item_id"], how="left")
+    per_user = hit["hit"].fillna(0).groupby(hit["user_id"]).mean()
+    return float(per_user.mean()) if len(per_user) else float("nan")
