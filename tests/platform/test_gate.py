@@ -67,14 +67,14 @@ def test_use_cases_are_found_by_name_and_unknown_names_are_refused():
         get_use_case(name="nope")
 
 
-def test_model_spec_names_an_objective_the_core_cannot_train_yet():
+def test_model_spec_names_an_objective_the_core_cannot_train():
     from jobs.platform.use_case import ModelSpec
 
     spec = ModelSpec(
         objective="binary:logistic", eval_metric="aucpr", label="y", time_column="t", row_id="id"
     )
-    assert spec.positive == "positive" and spec.run_params(None) == {}
+    assert spec.positive == "positive" and spec.run_params(None) == {} and not spec.ranker
     with pytest.raises(
-        ValueError, match=r"model.objective: value 'rank:ndcg' is not trained by the core yet"
+        ValueError, match=r"model.objective: value 'reg:squarederror' is not trained by the core"
     ):
-        ModelSpec(objective="rank:ndcg", eval_metric="ndcg@10", label="y", time_column="t", row_id="id")
+        ModelSpec(objective="reg:squarederror", eval_metric="rmse", label="y", time_column="t", row_id="id")
