@@ -38,8 +38,8 @@ definition evaluated per request on the pushed recent activity; a test keeps the
 Rows: ``features/recent/date=D`` holds one row per transaction of day ``D`` with
 ``event_timestamp = tx_datetime``, so Feast's point-in-time join gives each transaction its own row.
 
-Computation: per-entity daily aggregates on a dense (entity x day) grid, then window functions
-over rows (one row per day) for the sums; the late labels are joined to the snapshot calendar
+Computation: per-entity daily aggregates summed over rolling windows of a dense (entity x day)
+grid (:func:`jobs.platform.windows.rolling_sums`, shared with the other use cases); the late labels are joined to the snapshot calendar
 with a range join (label known at ``D`` iff ``to_date(reported_at) <= D``).
 
 Output: ``features/customer/date=D``, ``features/terminal/date=D`` (parquet, one partition per
@@ -136,8 +136,9 @@ def compute_features(transactions, labels, start: dt.date, end: dt.date, delay: 
     depends on data dated after a snapshot. Returns ``{"customer": df, "terminal": df}`` with
     columns ``<entity>_id, event_timestamp, <features>, date`` (``date`` = snapshot day).
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
+
+    from jobs.platform.windows import calendar, rolling_sums, snapshot_rows
 
     spark = transactions.sparkSession
     start, end = as_date(start), as_date(end)
@@ -155,51 +156,39 @@ def compute_features(transactions, labels, start: dt.date, end: dt.date, delay: 
         .where((F.col("tx_datetime") >= F.lit(first_day)) & (F.col("tx_datetime") < F.lit(end_ts)))
         .withColumn("day", F.to_date("tx_datetime"))
     )
-    calendar = spark.sql(
-        f"SELECT explode(sequence(DATE'{first_day}', DATE'{end}', INTERVAL 1 DAY)) AS day"
-    ).withColumn("day_idx", F.datediff("day", F.lit(first_day)))
-    snapshots = calendar.where(F.col("day") >= F.lit(start)).select(F.col("day").alias("snap"))
-
-    def dense(daily, key: str, values: list[str]):
-        """(entity x calendar day) grid with the daily aggregates, 0 where there was no activity."""
-        grid = daily.select(key).distinct().crossJoin(calendar)
-        return grid.join(daily, [key, "day"], "left").fillna(0, subset=values)
+    snapshots = calendar(spark, start, end).select(F.col("day").alias("snap"))
 
     def finish(df, key: str, features: list[str]):
-        out = df.where(F.col("day") >= F.lit(start)).select(
-            key,
-            F.to_timestamp(F.date_add("day", 1)).alias("event_timestamp"),
-            *[
-                F.col(f).cast("bigint" if feature_dtype(f) == "int64" else "double").alias(f)
-                for f in features
-            ],
-            F.date_format("day", "yyyy-MM-dd").alias("date"),
+        return snapshot_rows(
+            df, [key], {f: "bigint" if feature_dtype(f) == "int64" else "double" for f in features}
         )
-        return out
 
     # --- customers: windows ending at the end of the snapshot day ------------------------
     cust_daily = tx.groupBy("customer_id", "day").agg(
         F.count(F.lit(1)).alias("n"), F.sum("tx_amount").alias("amount")
     )
-    cust = dense(cust_daily, "customer_id", ["n", "amount"])
-    by_customer = Window.partitionBy("customer_id").orderBy("day_idx")
-    cols = {"active": F.sum("n").over(by_customer.rowsBetween(-LOOKBACK_DAYS, 0))}
-    for w in WINDOWS:
-        frame = by_customer.rowsBetween(-(w - 1), 0)
-        n, amount = F.sum("n").over(frame), F.sum("amount").over(frame)
-        cols[f"customer_nb_tx_{w}d"] = n
-        cols[f"customer_avg_amount_{w}d"] = F.when(n > 0, amount / n).otherwise(F.lit(0.0))
-    cust = cust.withColumns(cols).where(F.col("active") > 0)
+    cust = rolling_sums(cust_daily, ["customer_id"], ["n", "amount"], WINDOWS, first_day, start, end)
+    cust = cust.withColumns(
+        {
+            name: expr
+            for w in WINDOWS
+            for name, expr in (
+                (f"customer_nb_tx_{w}d", F.col(f"n_{w}d")),
+                (
+                    f"customer_avg_amount_{w}d",
+                    F.when(F.col(f"n_{w}d") > 0, F.col(f"amount_{w}d") / F.col(f"n_{w}d")).otherwise(
+                        F.lit(0.0)
+                    ),
+                ),
+            )
+        }
+    )
     customer = finish(cust, "customer_id", CUSTOMER_FEATURES)
 
     # --- terminals: windows shifted back by the label delay -------------------------------
     term_daily = tx.groupBy("terminal_id", "day").agg(F.count(F.lit(1)).alias("n"))
-    term = dense(term_daily, "terminal_id", ["n"])
-    by_terminal = Window.partitionBy("terminal_id").orderBy("day_idx")
-    cols = {"active": F.sum("n").over(by_terminal.rowsBetween(-(delay + LOOKBACK_DAYS), -delay))}
-    for w in WINDOWS:
-        cols[f"terminal_nb_tx_{w}d"] = F.sum("n").over(by_terminal.rowsBetween(-(delay + w - 1), -delay))
-    term = term.withColumns(cols).where((F.col("active") > 0) & (F.col("day") >= F.lit(start)))
+    term = rolling_sums(term_daily, ["terminal_id"], ["n"], WINDOWS, first_day, start, end, shift=delay)
+    term = term.withColumnsRenamed({f"n_{w}d": f"terminal_nb_tx_{w}d" for w in WINDOWS})
 
     # frauds known at each snapshot: range join of the labelled transactions with the calendar
     known = (
