@@ -366,14 +366,17 @@ def historical_features(
     # pickled through local files); the in-memory task shuffle gives identical rows and made a
     # 14-day training set 1.6x faster here (21.3 s -> 13.4 s, 2 cores)
     with dask.config.set({"dataframe.shuffle.method": "tasks"}):
-        out = _historical_features(entity_df, settings, store, complete)
+        out = join_service(entity_df, store, settings.case.feature_service, complete)
     return fill(out) if fill is not None else out
 
 
-def _historical_features(entity_df: pd.DataFrame, settings: Settings, store, complete: bool) -> pd.DataFrame:
+def join_service(entity_df: pd.DataFrame, store, service_name: str, complete: bool = False) -> pd.DataFrame:
+    """The point-in-time join of feature service ``service_name`` of ``store`` onto ``entity_df``,
+    one Feast call per view (see :func:`historical_features`, which calls it with the settings'
+    store and service)."""
     import numpy as np
 
-    service = store.get_feature_service(settings.case.feature_service)
+    service = store.get_feature_service(service_name)
     out = entity_df.reset_index(drop=True).copy()
     timestamps = pd.to_datetime(out["event_timestamp"], utc=True)
     for projection in service.feature_view_projections:
@@ -384,7 +387,7 @@ def _historical_features(entity_df: pd.DataFrame, settings: Settings, store, com
         if absent:
             raise KeyError(
                 f"{absent[0]}: missing from the entity rows (rule: join key of feature view "
-                f"{projection.name!r} in {settings.case.feature_service!r})"
+                f"{projection.name!r} in {service_name!r})"
             )
         # Feast keeps one result per (join keys, timestamp): join the distinct ones, then map back
         combos = out[keys].assign(event_timestamp=timestamps)
