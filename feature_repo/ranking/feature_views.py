@@ -34,33 +34,40 @@ def _activity(prefix: str) -> list[Field]:
     ]
 
 
-user_activity = FeatureView(
-    name="user_activity",
-    entities=[user],
-    ttl=SNAPSHOT_TTL,
-    schema=_activity("user"),
-    online=True,
-    source=user_snapshots,
-    tags={"owner": "ml-platform", "use_case": "ranking"},
-    description="The user's impressions, clicks, purchases and CTR at the end of the previous day.",
+def _view(name, entities, schema, source, description, ttl=SNAPSHOT_TTL) -> FeatureView:
+    """An online view of the ranking project (every view here is materialized)."""
+    return FeatureView(
+        name=name,
+        entities=entities,
+        ttl=ttl,
+        schema=schema,
+        online=True,
+        source=source,
+        tags={"owner": "ml-platform", "use_case": "ranking"},
+        description=description,
+    )
+
+
+user_activity = _view(
+    "user_activity",
+    [user],
+    _activity("user"),
+    user_snapshots,
+    "The user's impressions, clicks, purchases and CTR at the end of the previous day.",
 )
 
-item_activity = FeatureView(
-    name="item_activity",
-    entities=[item],
-    ttl=SNAPSHOT_TTL,
-    schema=_activity("item"),
-    online=True,
-    source=item_snapshots,
-    tags={"owner": "ml-platform", "use_case": "ranking"},
-    description="The item's impressions, clicks, purchases and smoothed CTR at the end of the previous day.",
+item_activity = _view(
+    "item_activity",
+    [item],
+    _activity("item"),
+    item_snapshots,
+    "The item's impressions, clicks, purchases and smoothed CTR at the end of the previous day.",
 )
 
-user_category_affinity = FeatureView(
-    name="user_category_affinity",
-    entities=[user, category],
-    ttl=SNAPSHOT_TTL,
-    schema=[
+user_category_affinity = _view(
+    "user_category_affinity",
+    [user, category],
+    [
         Field(name="uc_impressions_30d", dtype=Int64, description="impressions of the category, 30 days"),
         Field(name="uc_clicks_30d", dtype=Int64, description="clicks on the category, 30 days"),
         Field(
@@ -68,25 +75,21 @@ user_category_affinity = FeatureView(
         ),
         Field(name="uc_ctr_30d", dtype=Float64, description="smoothed CTR of the user on the category"),
     ],
-    online=True,
-    source=user_category_snapshots,
-    tags={"owner": "ml-platform", "use_case": "ranking"},
-    description="How much the user clicks the candidate item's category (30 days).",
+    user_category_snapshots,
+    "How much the user clicks the candidate item's category (30 days).",
 )
 
-item_catalogue = FeatureView(
-    name="item_catalogue",
-    entities=[item],
-    ttl=timedelta(days=3650),
-    schema=[
+item_catalogue = _view(
+    "item_catalogue",
+    [item],
+    [
         Field(name="category", dtype=Int64, description="item category"),
         Field(name="brand", dtype=Int64, description="item brand"),
         Field(name="price", dtype=Float64, description="price at the request's time"),
         Field(name="sponsored", dtype=Int64, description="1 for a sponsored item"),
         Field(name="launched_at_s", dtype=Int64, description="launch time, epoch seconds"),
     ],
-    online=True,
-    source=item_changes,
-    tags={"owner": "ml-platform", "use_case": "ranking"},
-    description="The item as the catalogue described it at the request's time.",
+    item_changes,
+    "The item as the catalogue described it at the request's time.",
+    ttl=timedelta(days=3650),
 )

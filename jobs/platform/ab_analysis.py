@@ -47,7 +47,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -208,43 +208,28 @@ def _ci(values: np.ndarray, alpha: float) -> list[float | None]:
     return [float(np.quantile(v, alpha / 2)), float(np.quantile(v, 1 - alpha / 2))]
 
 
-def bootstrap_arm(
-    cl: Clusters, spec: ABSpec, share: float, cfg: ABConfig, rng: np.random.Generator
-) -> dict[str, np.ndarray]:
-    """Bootstrap samples (whole units) of every metric of one arm; the costly ones get fewer."""
-    out: dict[str, np.ndarray] = {}
+def bootstrap(
+    arms: Sequence[Clusters], spec: ABSpec, cfg: ABConfig, rng: np.random.Generator, share: float = 1.0
+) -> list[dict[str, np.ndarray]]:
+    """Bootstrap samples of every metric, one dict per arm: whole units resampled from the first
+    arm's clusters and the same rows taken from every arm (one arm alone for a canary; the paired
+    champion and shadow arms, row-aligned, for a shadow test); the costly metrics get fewer."""
+    out: list[dict[str, np.ndarray]] = [{} for _ in arms]
     for costly, n in ((False, cfg.n_boot), (True, cfg.n_boot_costly)):
         metrics = [m for m in _metrics(spec) if m.costly == costly]
         if not metrics:
             continue
-        values = {m.name: np.empty(n) for m in metrics}
+        for values in out:
+            values.update({m.name: np.empty(n) for m in metrics})
         for b in range(n):
-            sample = ArmSample(cl, cl.resample(rng), share)
-            for m in metrics:
-                values[m.name][b] = m.stat(sample) if len(sample) else math.nan
-        out.update(values)
+            idx = arms[0].resample(rng)
+            samples = [ArmSample(cl, idx, share) for cl in arms]
+            for sample in samples[1:]:
+                sample.__dict__["unit"] = samples[0].unit  # the same unit copies on every side
+            for values, sample in zip(out, samples, strict=True):
+                for m in metrics:
+                    values[m.name][b] = m.stat(sample) if len(sample) else math.nan
     return out
-
-
-def _paired_bootstrap(
-    cl_c: Clusters, cl_s: Clusters, spec: ABSpec, cfg: ABConfig, rng
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Both arms on the same resampled units (rows aligned by ``row_id``)."""
-    out_c: dict[str, np.ndarray] = {}
-    out_s: dict[str, np.ndarray] = {}
-    for costly, n in ((False, cfg.n_boot), (True, cfg.n_boot_costly)):
-        metrics = [m for m in _metrics(spec) if m.costly == costly]
-        if not metrics:
-            continue
-        for m in metrics:
-            out_c[m.name], out_s[m.name] = np.empty(n), np.empty(n)
-        for b in range(n):
-            idx = cl_c.resample(rng)
-            a, c = ArmSample(cl_c, idx), ArmSample(cl_s, idx)
-            c.__dict__["unit"] = a.unit  # the same unit copies on both sides
-            for m in metrics:
-                out_c[m.name][b], out_s[m.name][b] = m.stat(a), m.stat(c)
-    return out_c, out_s
 
 
 # --- significance -------------------------------------------------------------------------
@@ -356,11 +341,11 @@ def analyse(
         arms[name] = arm_metrics(cl.all(share[name]), spec)
         arms[name]["model_version"] = _single(cl.frame["model_version"])
     if paired:
-        boots = dict(zip((CHAMPION, other_arm), _paired_bootstrap(cl_c, cl_o, spec, cfg, rng), strict=True))
+        boots = dict(zip((CHAMPION, other_arm), bootstrap([cl_c, cl_o], spec, cfg, rng), strict=True))
     else:
         boots = {
-            CHAMPION: bootstrap_arm(cl_c, spec, share[CHAMPION], cfg, rng),
-            other_arm: bootstrap_arm(cl_o, spec, share[other_arm], cfg, rng),
+            CHAMPION: bootstrap([cl_c], spec, cfg, rng, share[CHAMPION])[0],
+            other_arm: bootstrap([cl_o], spec, cfg, rng, share[other_arm])[0],
         }
     for name in arms:
         arms[name]["ci"] = {m: _ci(v, cfg.alpha) for m, v in boots[name].items()}

@@ -80,15 +80,20 @@ SEARCH_GRID: dict[str, list[Any]] = {
 }
 
 
-def resolve_scale_pos_weight(y: np.ndarray, strategy: str, model: ModelSpec | None = None) -> float:
-    """neg/pos (``auto``), its square root (``sqrt``), 1 (``none``) or an explicit number."""
-    model = model or model_spec()
-    pos = int(np.sum(y == 1))
-    neg = int(np.sum(y == 0))
-    if pos == 0:
+def require_positives(y: np.ndarray, model: ModelSpec) -> None:
+    """A model needs at least one positive (a fraud, a click) in its training rows."""
+    if not (np.asarray(y) > 0).any():
         raise ValueError(
             f"{model.label}: 0 {model.positive}s in the training window; rule: need at least one positive"
         )
+
+
+def resolve_scale_pos_weight(y: np.ndarray, strategy: str, model: ModelSpec | None = None) -> float:
+    """neg/pos (``auto``), its square root (``sqrt``), 1 (``none``) or an explicit number."""
+    model = model or model_spec()
+    require_positives(y, model)
+    pos = int(np.sum(y == 1))
+    neg = int(np.sum(y == 0))
     ratio = neg / pos
     if strategy == "auto":
         return ratio
@@ -154,10 +159,7 @@ def fit_model(
     if spec.ranker:
         frame = ranking_order(train_df, spec)
         y = frame[spec.label].to_numpy(dtype=int)
-        if not (y > 0).any():
-            raise ValueError(
-                f"{spec.label}: 0 {spec.positive}s in the training window; rule: need at least one relevant row"
-            )
+        require_positives(y, spec)
         ranker = xgb.XGBRanker(**common)
         ranker.fit(frame[features].astype("float64"), y, qid=query_ids(frame, spec))
         return ranker, 1.0
@@ -259,14 +261,14 @@ def search_hyperparameters(
     of the gate's primary metric wins (fraud: average precision)."""
     import mlflow
 
+    from jobs.platform.registry import predict_scores
+
     settings = settings or get_settings()
     use_case = get_use_case(settings)
     spec, primary = use_case.model, use_case.gate(settings).primary
     key = f"val_{primary.name}"
     fit, val, window = split_validation(df, val_days, gap_days, spec)
     rows = []
-    from jobs.platform.registry import predict_scores
-
     grid = search_grid(spec)
     for i, params in enumerate(candidate_params(base, trials, base.seed, grid)):
         started = time.monotonic()
@@ -375,7 +377,8 @@ def train_and_log(
             f"{windows.train_start}..{windows.train_end}; rule: train only on the window"
         )
     digest = data_fingerprint(train_df, features, spec)
-    y = train_df[spec.label].to_numpy(dtype=int)
+    relevant = train_df[spec.label].to_numpy() > 0
+    positives = int(relevant.sum())
     registry.configure_mlflow(settings, experiment)
     run_name = f"train {windows.train_start}..{windows.train_end}"
     with mlflow.start_run(run_name=run_name) as run:
@@ -415,22 +418,17 @@ def train_and_log(
         started = time.monotonic()
         model, spw = fit_model(train_df, features, params, spec)
         fit_seconds = time.monotonic() - started
-        weighting = (
-            {}
-            if spec.ranker
-            else {
+        hyperparameters = dataclasses.asdict(params)
+        if spec.ranker:  # rankers are not class re-weighted
+            del hyperparameters["scale_pos_weight"]
+        else:
+            hyperparameters |= {
                 "scale_pos_weight_strategy": params.scale_pos_weight,
                 "scale_pos_weight_value": round(spw, 4),
             }
-        )
         mlflow.log_params(
             {
-                **{
-                    k: v
-                    for k, v in dataclasses.asdict(params).items()
-                    if not (spec.ranker and k == "scale_pos_weight")
-                },
-                **weighting,
+                **hyperparameters,
                 **windows.as_params(),
                 "label_delay_days": settings.case.label_delay_days,
                 "feature_service": feature_service,
@@ -441,13 +439,12 @@ def train_and_log(
                 **spec.run_params(settings),
             }
         )
-        x = train_df[features].astype("float64")
         in_sample = registry.predict_scores(model, train_df)
         mlflow.log_metrics(
             {
                 "train_rows": len(train_df),
-                f"train_{spec.positive}s": int((y > 0).sum()),
-                f"train_{spec.positive}_rate": float((y > 0).mean()),
+                f"train_{spec.positive}s": positives,
+                f"train_{spec.positive}_rate": float(relevant.mean()),
                 **({"train_queries": int(train_df[spec.group].nunique())} if spec.ranker else {}),
                 **{
                     f"train_{column.removesuffix('_id')}s": int(train_df[column].nunique())
@@ -463,7 +460,7 @@ def train_and_log(
         fig = importance_figure(model)
         mlflow.log_figure(fig, "plots/feature_importance.png")
         plt.close(fig)
-        example = x.head(5)
+        example = train_df[features].head(5).astype("float64")
         signature = infer_signature(example, registry.predict_scores(model, example))
         info = mlflow.xgboost.log_model(
             model,
@@ -478,7 +475,7 @@ def train_and_log(
             "model trained",
             run_id=run.info.run_id,
             rows=len(train_df),
-            positives=int((y > 0).sum()),
+            positives=positives,
             scale_pos_weight=round(spw, 2),
             fit_seconds=round(fit_seconds, 2),
         )
@@ -490,7 +487,7 @@ def train_and_log(
         scale_pos_weight=spw,
         data_sha256=digest,
         train_rows=len(train_df),
-        train_positives=int((y > 0).sum()),
+        train_positives=positives,
         features=list(features),
     )
 

@@ -9,35 +9,23 @@ from typing import Any
 from jobs.platform.use_case import DatasetSpec
 from jobs.ranking import schema
 
+# dataset -> (its key, the event time its lake file is sorted by)
+_KEYS = {
+    "items": ("change_id", "updated_at"),
+    "impressions": ("impression_id", "shown_at"),
+    "clicks": ("click_id", "clicked_at"),
+    "purchases": ("purchase_id", "purchased_at"),
+}
+
 DATASETS: dict[str, DatasetSpec] = {
-    "items": DatasetSpec(
-        name="items",
-        raw_columns=schema.RAW_ITEM_COLUMNS,
-        schema=schema.ITEM_SCHEMA,
-        key="change_id",
-        sort_by=("updated_at", "change_id"),
-    ),
-    "impressions": DatasetSpec(
-        name="impressions",
-        raw_columns=schema.RAW_IMPRESSION_COLUMNS,
-        schema=schema.IMPRESSION_SCHEMA,
-        key="impression_id",
-        sort_by=("shown_at", "impression_id"),
-    ),
-    "clicks": DatasetSpec(
-        name="clicks",
-        raw_columns=schema.RAW_CLICK_COLUMNS,
-        schema=schema.CLICK_SCHEMA,
-        key="click_id",
-        sort_by=("clicked_at", "click_id"),
-    ),
-    "purchases": DatasetSpec(
-        name="purchases",
-        raw_columns=schema.RAW_PURCHASE_COLUMNS,
-        schema=schema.PURCHASE_SCHEMA,
-        key="purchase_id",
-        sort_by=("purchased_at", "purchase_id"),
-    ),
+    name: DatasetSpec(
+        name=name,
+        raw_columns=schema.RAW_COLUMNS[name],
+        schema=schema.SCHEMAS[name],
+        key=key,
+        sort_by=(time, key),
+    )
+    for name, (key, time) in _KEYS.items()
 }
 
 

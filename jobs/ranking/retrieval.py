@@ -252,10 +252,11 @@ class Retriever:
     def content(self, users: np.ndarray, k: int) -> dict[int, np.ndarray]:
         out: dict[int, np.ndarray] = {}
         wanted = set(np.asarray(users).tolist())
-        for col, lists in (("category", self.by_category), ("brand", self.by_brand)):
-            shares = self.user_categories if col == "category" else self.user_brands
+        for col, lists, shares, half in (
+            ("category", self.by_category, self.user_categories, k // 2),
+            ("brand", self.by_brand, self.user_brands, k - k // 2),
+        ):
             part = shares[shares["user_id"].isin(wanted)]
-            half = k // 2 if col == "category" else k - k // 2
             for user, g in part.groupby("user_id", sort=False):
                 quota = np.maximum(1, np.round(g["share"].to_numpy() * half)).astype(int)
                 picks = [
@@ -318,8 +319,7 @@ class Retriever:
             "index": self.index.kind,
             "indexed_items": int(len(self.index.item_ids)),
             "users_with_history": int(len(self.seen_users)),
-            **{k: v for k, v in dataclasses.asdict(self.cfg).items() if k != "quotas"},
-            "quotas": dict(self.cfg.quotas),
+            **dataclasses.asdict(self.cfg),
         }
 
 

@@ -50,6 +50,7 @@ import pandas as pd
 from jobs.ranking.schema import DEVICES, EXAMINATION, SLATE_SIZE
 
 SECONDS_PER_DAY = 86_400
+HORIZON_DAYS = 400  # days from the start date the catalogue is drawn for
 ID_STRIDE = 10**9  # request ids are day index * ID_STRIDE + sequence within the day
 CLICK_DELAY_CAP_S = 600.0
 PURCHASE_DELAY_CAP_S = 20 * 3600.0
@@ -195,20 +196,18 @@ class PopularityPolicy:
         rest = np.setdiff1d(np.arange(len(cat)), top, assume_unique=True)
         n = len(requests)
         explore = min(self.explore, len(rest))
+        cand = np.broadcast_to(top, (n, pool))
         if explore:
             picks = rest[rng.integers(0, len(rest), (n, explore))]
-            cand = np.concatenate([np.broadcast_to(top, (n, pool)), picks], axis=1)
-        else:
-            cand = np.broadcast_to(top, (n, pool)).copy()
+            cand = np.concatenate([cand, picks], axis=1)
         logits = popularity[cand] / self.temperature
-        # the same exploration item twice in one request counts once
-        cand_sorted = np.sort(cand, axis=1)
-        dup = np.zeros_like(cand, dtype=bool)
-        if explore:
-            order = np.argsort(cand, axis=1, kind="stable")
-            is_dup_sorted = np.c_[np.zeros((n, 1), bool), cand_sorted[:, 1:] == cand_sorted[:, :-1]]
-            np.put_along_axis(dup, order, is_dup_sorted, axis=1)
-        logits = np.where(dup, -np.inf, logits)
+        if explore:  # an exploration item drawn twice counts once (picks never repeat the pool)
+            order = np.argsort(picks, axis=1, kind="stable")
+            ordered = np.take_along_axis(picks, order, axis=1)
+            repeat = np.c_[np.zeros((n, 1), bool), ordered[:, 1:] == ordered[:, :-1]]
+            dup = np.zeros(picks.shape, dtype=bool)
+            np.put_along_axis(dup, order, repeat, axis=1)
+            logits[:, pool:] = np.where(dup, -np.inf, logits[:, pool:])
         if cand.shape[1] < k:
             raise ValueError(f"catalogue: {cand.shape[1]} servable items < slate size {k}")
         gumbel = rng.gumbel(size=logits.shape)
@@ -325,7 +324,7 @@ class World:
     def _items(self) -> dict[str, np.ndarray]:
         """Every item ever launched in the first ``horizon`` days, by item id (ids are contiguous:
         the start's catalogue, then each day's launches)."""
-        return self._items_through(400)
+        return self._items_through(HORIZON_DAYS)
 
     def _items_through(self, horizon: int) -> dict[str, np.ndarray]:
         cfg = self.config
@@ -351,9 +350,9 @@ class World:
         return np.arange(first, first + cfg.new_items_per_day, dtype=np.int64)
 
     def _check_horizon(self, d: int) -> None:
-        if d >= 400:
+        if d >= HORIZON_DAYS:
             raise ValueError(
-                f"day index {d}: the world simulates 400 days from its start; rule: day index < 400"
+                f"day index {d}: the world simulates {HORIZON_DAYS} days from its start; rule: day index < {HORIZON_DAYS}"
             )
 
     def price_changes(self, d: int) -> tuple[np.ndarray, np.ndarray]:

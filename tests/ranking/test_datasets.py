@@ -43,6 +43,18 @@ def as_lake(spark, name: str, frame: pd.DataFrame):
     )
 
 
+def validated(spark, tmp_path, name: str, frame: pd.DataFrame) -> dict:
+    """The core's GX validation (pandas engine) of ``frame`` as the lake rows of dataset ``name``."""
+    return validate(
+        as_lake(spark, name, frame),
+        DATASETS[name],
+        parameters(),
+        tmp_path / name,
+        "pandas",
+        use_case="ranking",
+    )
+
+
 def test_every_dataset_has_its_suite():
     for spec in DATASETS.values():
         assert suite_path(spec, "ranking").exists(), spec.name
@@ -66,14 +78,7 @@ def test_broken_rows_are_named_with_field_and_rule(spark, tmp_path, files):
     imp.loc[2, "device"] = "fridge"
     imp.loc[3, "user_id"] = SMALL.n_users + 5
     imp.loc[4, "shown_at"] = pd.Timestamp(DAY) - pd.Timedelta(seconds=1)
-    out = validate(
-        as_lake(spark, "impressions", imp),
-        DATASETS["impressions"],
-        parameters(),
-        tmp_path / "i",
-        "pandas",
-        use_case="ranking",
-    )
+    out = validated(spark, tmp_path, "impressions", imp)
     bad = {row: " | ".join(reasons) for row, (reasons, _) in out["bad"].items()}
     assert sorted(bad) == [0, 1, 2, 3, 4]
     assert "slot: 12" in bad[0] and "slot must be in [0, 10)" in bad[0]
@@ -83,14 +88,7 @@ def test_broken_rows_are_named_with_field_and_rule(spark, tmp_path, files):
 
     clicks = files["clicks"].head(5).copy()
     clicks.loc[0, "clicked_at"] = clicks.loc[0, "shown_at"] - pd.Timedelta(seconds=5)
-    out = validate(
-        as_lake(spark, "clicks", clicks),
-        DATASETS["clicks"],
-        parameters(),
-        tmp_path / "c",
-        "pandas",
-        use_case="ranking",
-    )
+    out = validated(spark, tmp_path, "clicks", clicks)
     ((reasons, _),) = out["bad"].values()
     assert any("a click comes after its impression" in r for r in reasons), reasons
 
@@ -98,12 +96,5 @@ def test_broken_rows_are_named_with_field_and_rule(spark, tmp_path, files):
     items.loc[0, "price"] = -1.0
     items.loc[1, "category"] = SMALL.categories
     items.loc[2, "updated_at"] = items.loc[2, "launched_at"] - pd.Timedelta(days=1)
-    out = validate(
-        as_lake(spark, "items", items),
-        DATASETS["items"],
-        parameters(),
-        tmp_path / "it",
-        "pandas",
-        use_case="ranking",
-    )
+    out = validated(spark, tmp_path, "items", items)
     assert sorted(out["bad"]) == [0, 1, 2]
