@@ -53,25 +53,19 @@ CLI: ``python -m jobs.fraud.build_features --start 2018-05-01 --end 2018-05-07``
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.platform import feature_tables as FT
 from jobs.platform.config import Settings, get_settings
+from jobs.platform.feature_tables import INPUTS_FILE, INPUTS_VIEW  # noqa: F401  (re-exported)
 from jobs.platform.logs import get_logger
 from jobs.platform.storage import (
-    TMP_PREFIX,
     StorageLayout,
     as_date,
-    partition_name,
     snapshot_timestamp,
-    staged_directory,
 )
 
 WINDOWS: tuple[int, ...] = (1, 7, 30)
@@ -121,8 +115,7 @@ def derive_recent(
     return {"customer_nb_tx_1h": float(count), "customer_amount_1h": float(total)}
 
 
-def _days(start: dt.date, end: dt.date) -> list[dt.date]:
-    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+_days = FT.days_between
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,41 +279,18 @@ class BuildResult:
         }
 
 
-def _read_lake(spark, layout: StorageLayout, dataset: str, start: dt.date, end: dt.date, columns):
-    from pyspark.sql.types import StructType
-
-    paths = [str(p) for p in layout.partition_paths(dataset, start, end)]
-    if not paths:
-        schema = StructType.fromDDL(", ".join(f"{c} {t}" for c, t in columns.items()))
-        return spark.createDataFrame([], schema)
-    return spark.read.parquet(*paths).select(*columns)
-
-
-def _partition_rows(root: Path) -> dict[str, int]:
-    """Rows per ``date=`` folder written by Spark (from the parquet footers; none if it wrote none)."""
-    import pyarrow.parquet as pq
-
-    counts: dict[str, int] = {}
-    for part in sorted(root.glob("date=*")) if root.exists() else []:
-        counts[part.name[5:]] = sum(pq.ParquetFile(f).metadata.num_rows for f in part.glob("*.parquet"))
-    return counts
-
-
-def _empty_partition(path: Path, key: str, columns: list[str]) -> None:
-    """A zero-row parquet file with the table's schema (a day with no active entity / no transaction)."""
+def _empty_fields(table: str) -> list:
+    """The schema of an empty partition of ``table`` (a day with no active entity / no transaction)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     fields = [
-        pa.field(key, pa.int64()),
+        pa.field(TABLE_KEYS[table], pa.int64()),
         pa.field("event_timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
-    fields += [
+    return fields + [
         pa.field(c, pa.int64() if c.endswith("_id") or feature_dtype(c) == "int64" else pa.float64())
-        for c in columns
+        for c in TABLE_COLUMNS[table]
     ]
-    path.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.schema(fields).empty_table(), path / "part-00000-empty.parquet")
 
 
 def snapshot_horizon_days(settings: Settings) -> int:
@@ -329,27 +299,7 @@ def snapshot_horizon_days(settings: Settings) -> int:
     return settings.case.label_delay_days + LOOKBACK_DAYS
 
 
-INPUTS_FILE = (
-    "inputs.json"  # features/_inputs/date=D/inputs.json: the lake partitions snapshot D was built from
-)
-INPUTS_VIEW = "_inputs"
 LAKE_INPUTS: tuple[str, ...] = ("transactions", "labels")
-
-
-def _digest(path: Path, cache: dict[Path, str | None]) -> str | None:
-    """Content digest of one lake partition (None when it is not in the lake). By content, not mtime: the
-    lake is byte-identical for the same input, so re-ingesting a day unchanged rebuilds nothing."""
-    if path not in cache:
-        files = sorted(path.glob("*.parquet")) if path.is_dir() else []
-        if not files:
-            cache[path] = None
-        else:
-            h = hashlib.sha256()
-            for f in files:
-                h.update(f.name.encode())
-                h.update(f.read_bytes())
-            cache[path] = h.hexdigest()[:24]
-    return cache[path]
 
 
 def snapshot_inputs(
@@ -358,71 +308,26 @@ def snapshot_inputs(
     """What snapshot ``day`` is computed from: the digest of every lake partition of ``day - horizon ..
     day`` that exists, per dataset (the snapshot reads exactly that range)."""
     settings = settings or get_settings()
-    layout = StorageLayout(settings)
-    cache = {} if cache is None else cache
-    day = as_date(day)
-    horizon = snapshot_horizon_days(settings)
-    out: dict[str, dict[str, str]] = {}
-    for dataset in LAKE_INPUTS:
-        present = set(layout.partitions(dataset))
-        out[dataset] = {
-            d.isoformat(): digest
-            for d in (day - dt.timedelta(days=i) for i in range(horizon, -1, -1))
-            if d in present and (digest := _digest(layout.path(dataset, d), cache)) is not None
-        }
-    return out
-
-
-def _inputs_path(layout: StorageLayout, day: dt.date) -> Path:
-    return layout.path("features", day, INPUTS_VIEW) / INPUTS_FILE
-
-
-MTIME_SLACK_SECONDS = 0.5
+    return FT.snapshot_inputs(
+        StorageLayout(settings), as_date(day), LAKE_INPUTS, snapshot_horizon_days(settings), cache
+    )
 
 
 def stale_days(settings: Settings | None = None, changed_after: float | None = None) -> list[dt.date]:
-    """The snapshot days whose tables are missing or out of date with the lake, oldest first.
-
-    A day is a candidate when its transactions are in the lake or its snapshot was built; it is stale when
-    no record of its inputs exists (never built, or built before the record existed) or the lake
-    partitions it reads differ from those it was built from. This is what ``build_features`` runs on,
-    whatever asset events woke it: an event the scheduler consumed late, or days of a backfill that
-    finished out of order, leave stale days that the next run builds, so the tables never depend on
-    event delivery or on the order ingestion finished in. ``changed_after`` (epoch seconds) keeps only the
-    days with a lake partition written after it (new data since a build started).
-    """
+    """The snapshot days whose tables are missing or out of date with the lake, oldest first
+    (:func:`jobs.platform.feature_tables.stale_days`: a day with transactions or a built snapshot
+    whose lake inputs differ from those it was built from, or that was never built)."""
     settings = settings or get_settings()
-    layout = StorageLayout(settings)
-    cache: dict[Path, str | None] = {}
-    candidates = set(layout.partitions("transactions")) | set(layout.partitions("features", INPUTS_VIEW))
-    horizon = dt.timedelta(days=snapshot_horizon_days(settings))
-    stale = []
-    for day in sorted(candidates):
-        record = _inputs_path(layout, day)
-        current = snapshot_inputs(day, settings, cache)
-        if record.exists() and json.loads(record.read_text()) == current:
-            continue
-        if changed_after is not None:
-            written = [
-                f.stat().st_mtime
-                for dataset in LAKE_INPUTS
-                for p in layout.partition_paths(dataset, day - horizon, day)
-                for f in (p, *p.glob("*.parquet"))
-            ]
-            # file times come from the kernel's coarse clock, which may lag time.time() by a tick: a
-            # partition written just after ``changed_after`` must still count (a spare catch-up is harmless)
-            if not written or max(written) <= changed_after - MTIME_SLACK_SECONDS:
-                continue
-        stale.append(day)
-    return stale
+    return FT.stale_days(
+        StorageLayout(settings),
+        anchor="transactions",
+        datasets=LAKE_INPUTS,
+        horizon=snapshot_horizon_days(settings),
+        changed_after=changed_after,
+    )
 
 
-def record_inputs(layout: StorageLayout, day: dt.date, inputs: dict[str, dict[str, str]]) -> None:
-    """Written last, once every table of ``day`` is committed: a build killed before it leaves ``day``
-    stale, so the next run builds it again."""
-    with staged_directory(layout.path("features", day, INPUTS_VIEW)) as tmp:
-        tmp.mkdir(parents=True)
-        (tmp / INPUTS_FILE).write_text(json.dumps(inputs, indent=1, sort_keys=True) + "\n")
+record_inputs = FT.record_inputs
 
 
 def build_features(
@@ -455,9 +360,9 @@ def build_features(
     cache: dict[Path, str | None] = {}
     inputs = {day: snapshot_inputs(day, settings, cache) for day in _days(start, end)}
     first_day = start - dt.timedelta(days=delay + LOOKBACK_DAYS)
-    transactions = _read_lake(spark, layout, "transactions", first_day, end, TRANSACTION_SCHEMA)
+    transactions = FT.read_lake(spark, layout, "transactions", first_day, end, TRANSACTION_SCHEMA)
     transactions = transactions.where(F.to_date("tx_datetime") <= F.lit(end)).cache()
-    labels = _read_lake(spark, layout, "labels", first_day, end, LABEL_SCHEMA).cache()
+    labels = FT.read_lake(spark, layout, "labels", first_day, end, LABEL_SCHEMA).cache()
     n_tx, n_labels = transactions.count(), labels.count()
     log.info("lake read", transactions=n_tx, labels=n_labels, first_day=str(first_day))
     if not layout.partition_paths("transactions", end, end):
@@ -465,29 +370,18 @@ def build_features(
 
     tables = compute_features(transactions, labels, start, end, delay)
     tables[RECENT_VIEW] = compute_recent_activity(transactions, start, end)
-    root = layout.dataset_root("features")
-    scratch = root / f"{TMP_PREFIX}build-{uuid.uuid4().hex[:8]}"
-    rows: dict[str, int] = {}
     try:
-        for view, df in tables.items():
-            key = TABLE_KEYS[view]
-            out = scratch / view
-            df.repartition("date").sortWithinPartitions(key).write.partitionBy("date").parquet(str(out))
-            counts = _partition_rows(out)
-            for day in _days(start, end):
-                final = layout.path("features", day, view)
-                with staged_directory(final) as tmp:
-                    src = out / partition_name(day)
-                    if src.exists():
-                        os.replace(src, tmp)
-                    else:
-                        _empty_partition(tmp, key, TABLE_COLUMNS[view])
-            rows[view] = sum(counts.values())
-            log.info("view written", view=view, rows=rows[view], days=len(counts))
+        rows = FT.write_tables(
+            tables,
+            layout,
+            _days(start, end),
+            sort_keys={view: [key] for view, key in TABLE_KEYS.items()},
+            empty_fields=_empty_fields,
+            log=log,
+        )
         for day, record in inputs.items():
-            record_inputs(layout, day, record)
+            FT.record_inputs(layout, day, record)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
         transactions.unpersist()
         labels.unpersist()
     result = BuildResult(str(start), str(end), n_tx, n_labels, rows, time.monotonic() - t0)
