@@ -99,6 +99,8 @@ MODEL = ModelSpec(
     entity_columns=("customer_id", "terminal_id"),
     positive="fraud",
     decision_rule="fraud if score >= decision_threshold",
+    event_dataset="transactions",
+    label_dataset="labels",
     run_params=_run_params,
 )
 

@@ -104,9 +104,20 @@ def check_protocol(w: Windows, label_delay_days: int, labels_through: dt.date | 
 
 
 def labels_through(layout: StorageLayout) -> dt.date | None:
-    """The last day whose chargeback reports have been ingested (the last labels partition)."""
-    parts = layout.partitions("labels")
+    """The last day whose label events have been ingested: the last partition of the use case's
+    ``ModelSpec.label_dataset`` (fraud: the chargeback reports)."""
+    parts = layout.partitions(label_dataset(layout.settings))
     return parts[-1] if parts else None
+
+
+def label_dataset(settings: Settings) -> str:
+    model = get_use_case(settings).model
+    if not model.label_dataset:
+        raise ValueError(
+            f"model.label_dataset: missing for use case {settings.use_case!r}; rule: name the dataset "
+            "whose arrival matures the labels"
+        )
+    return model.label_dataset
 
 
 # --- evaluation -----------------------------------------------------------------------------

@@ -291,7 +291,7 @@ def materialize(
     if start is not None:
         start_ts = snapshot_timestamp(start) if not isinstance(start, dt.datetime) else _utc(start)
     store = get_store(settings)
-    marks = watermarks(store=store)
+    marks = watermarks(settings, store=store)
     done: dict[str, Any] = {}
     for view, fv_name in snapshot_views(settings).items():
         parts = layout.partitions("features", view)
@@ -445,7 +445,9 @@ def describe(settings: Settings | None = None) -> dict[str, Any]:
             for v in store.list_feature_views()
         },
         "feature_services": sorted(s.name for s in store.list_feature_services()),
-        "watermarks": {k: (v.isoformat() if v else None) for k, v in watermarks(store=store).items()},
+        "watermarks": {
+            k: (v.isoformat() if v else None) for k, v in watermarks(settings, store=store).items()
+        },
     }
 
 

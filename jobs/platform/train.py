@@ -49,6 +49,7 @@ from jobs.platform.evaluate import (
     check_protocol,
     default_windows,
     gate,
+    label_dataset,
     labels_through,
     log_evaluation,
 )
@@ -436,6 +437,7 @@ def train_and_log(
                 "features": ",".join(features),
                 "hpo_trials": hpo_trials,
                 "objective": spec.objective,
+                **spec.xgb_params,
                 **spec.run_params(settings),
             }
         )
@@ -660,13 +662,13 @@ def resolve_windows(
         windows = Windows(ts, te, hs, he)
     else:
         day = min(as_date(as_of), through) if as_of else through
-        tx_parts = layout.partitions("transactions")
+        events = layout.partitions(get_use_case(settings).model.event_dataset or label_dataset(settings))
         windows = default_windows(
             day,
             train_days or settings.case.train_days,
             holdout_days,
             delay,
-            tx_parts[0] if tx_parts else None,
+            events[0] if events else None,
         )
     check_protocol(windows, delay, labels_through=through)
     return windows

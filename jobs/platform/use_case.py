@@ -233,7 +233,12 @@ class ModelSpec:
       ``lambdarank_unbiased``, reads from the row order within a query).
 
     ``xgb_params`` are further xgboost parameters the use case fixes (e.g. ``lambdarank_pair_method``,
-    ``lambdarank_num_pair_per_sample``, ``lambdarank_unbiased``)."""
+    ``lambdarank_num_pair_per_sample``, ``lambdarank_unbiased``).
+
+    ``event_dataset`` is the ingested dataset whose rows are modelled (fraud: transactions; ranking:
+    impressions; its first partition bounds the default training window) and ``label_dataset`` the one
+    whose arrival matures the labels (fraud: chargeback reports; ranking: clicks): a day's labels are
+    complete once its partition of ``label_delay_days`` later has been ingested."""
 
     objective: str
     eval_metric: str
@@ -246,6 +251,8 @@ class ModelSpec:
     group: str | None = None
     position: str | None = None
     xgb_params: Mapping[str, Any] = field(default_factory=dict)
+    event_dataset: str = ""
+    label_dataset: str = ""
     run_params: Callable[[Settings], Mapping[str, Any]] = lambda settings: {}
 
     def __post_init__(self) -> None:
