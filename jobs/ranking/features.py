@@ -105,7 +105,9 @@ def compute_features(impressions, clicks, purchases, items, start: dt.date, end:
         }
     )
 
-    category = items.select("item_id", "category").distinct()  # an item's category never changes
+    category = items.select(
+        "item_id", F.col("category").cast("bigint").alias("category")
+    ).distinct()  # an item's category never changes
     events = events.join(F.broadcast(category), "item_id")
     uc = snapshots(["user_id", "category"], "uc", windows=(LOOKBACK_DAYS,))
     user_clicks = uc.groupBy("user_id", "day").agg(F.sum("uc_clicks_30d").alias("_clicks"))
@@ -131,3 +133,114 @@ def compute_features(impressions, clicks, purchases, items, start: dt.date, end:
         "user_category": snapshot_rows(uc, ["user_id", "category"], _types(USER_CATEGORY_FEATURES)),
         "item_attributes": attributes,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# the job: read the lake, compute, write partitions atomically
+# --------------------------------------------------------------------------------------------
+LAKE_INPUTS: tuple[str, ...] = ("items", "impressions", "clicks", "purchases")
+TABLE_KEYS: dict[str, tuple[str, ...]] = {
+    "user": ("user_id",),
+    "item": ("item_id",),
+    "user_category": ("user_id", "category"),
+    "item_attributes": ("item_id", "event_timestamp"),
+}
+TABLE_FEATURES: dict[str, dict[str, str]] = {
+    "user": _types(USER_FEATURES),
+    "item": _types(ITEM_FEATURES),
+    "user_category": _types(USER_CATEGORY_FEATURES),
+    "item_attributes": ITEM_ATTRIBUTES,
+}
+
+
+def _empty_fields(table: str) -> list:
+    import pyarrow as pa
+
+    kinds = {"bigint": pa.int64(), "double": pa.float64()}
+    keys = [pa.field(k, pa.int64()) for k in TABLE_KEYS[table] if k != "event_timestamp"]
+    stamp = pa.field("event_timestamp", pa.timestamp("us", tz="UTC"), nullable=False)
+    return [*keys, stamp, *(pa.field(c, kinds[t]) for c, t in TABLE_FEATURES[table].items())]
+
+
+def stale_days(settings=None, changed_after: float | None = None) -> list[dt.date]:
+    """Snapshot days whose tables are missing or out of date with the lake
+    (:func:`jobs.platform.feature_tables.stale_days`; a snapshot reads ``D - 30 .. D``)."""
+    from jobs.platform import feature_tables as FT
+    from jobs.platform.config import get_settings
+    from jobs.platform.storage import StorageLayout
+
+    return FT.stale_days(
+        StorageLayout(settings or get_settings()),
+        anchor="impressions",
+        datasets=LAKE_INPUTS,
+        horizon=LOOKBACK_DAYS,
+        changed_after=changed_after,
+    )
+
+
+def build_features(start, end=None, settings=None, spark=None) -> dict:
+    """Compute and write the tables of snapshot days ``start..end`` (inclusive), then record their
+    inputs; idempotent (a re-run of a day replaces its partitions)."""
+    import time
+
+    from pyspark.sql import functions as F
+
+    from jobs.platform import feature_tables as FT
+    from jobs.platform.config import get_settings
+    from jobs.platform.logs import get_logger
+    from jobs.platform.spark import get_spark
+    from jobs.platform.storage import StorageLayout, as_date
+    from jobs.ranking.schema import SCHEMAS
+
+    settings = settings or get_settings()
+    layout = StorageLayout(settings)
+    start = as_date(start)
+    end = as_date(end) if end is not None else start
+    if end < start:
+        raise ValueError(f"end: value {end} is before start {start} (rule: start <= end)")
+    log = get_logger("ranking_build_features", f"{start}..{end}")
+    spark = spark or get_spark("ranking-build-features", settings)
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    t0 = time.monotonic()
+    days = FT.days_between(start, end)
+    cache: dict = {}
+    # read before the lake is: a partition rewritten during the build leaves its days stale
+    inputs = {day: FT.snapshot_inputs(layout, day, LAKE_INPUTS, LOOKBACK_DAYS, cache) for day in days}
+    first_day = start - dt.timedelta(days=LOOKBACK_DAYS)
+    frames = {
+        name: FT.read_lake(spark, layout, name, first_day, end, SCHEMAS[name])
+        for name in ("impressions", "clicks", "purchases")
+    }
+    catalogue_start = layout.partitions("items")[0] if layout.partitions("items") else first_day
+    frames["items"] = FT.read_lake(spark, layout, "items", catalogue_start, end, SCHEMAS["items"])
+    for frame in frames.values():
+        frame.cache()
+    read = {name: frame.count() for name, frame in frames.items()}
+    log.info("lake read", first_day=str(first_day), **read)
+    tables = compute_features(
+        frames["impressions"], frames["clicks"], frames["purchases"], frames["items"], start, end
+    )
+    tables["item_attributes"] = tables["item_attributes"].where(F.col("date") >= F.lit(start.isoformat()))
+    try:
+        rows = FT.write_tables(
+            tables,
+            layout,
+            days,
+            sort_keys={t: list(keys) for t, keys in TABLE_KEYS.items()},
+            empty_fields=_empty_fields,
+            log=log,
+        )
+        for day, record in inputs.items():
+            FT.record_inputs(layout, day, record)
+    finally:
+        for frame in frames.values():
+            frame.unpersist()
+    result = {
+        "start": str(start),
+        "end": str(end),
+        "read": read,
+        "rows": rows,
+        "seconds": round(time.monotonic() - t0, 2),
+    }
+    log.info("features built", **result)
+    return result

@@ -51,6 +51,17 @@ class World(BaseModel):
         return base.scaled(self.scale) if self.scale != 1.0 else base
 
 
+class Gate(BaseModel):
+    """Champion/challenger gate on the holdout's logged slates (``RANKING_GATE_*``; the core's GateSpec
+    from ``jobs.ranking.use_case.gate_spec``)."""
+
+    margin: float = Field(0.0, ge=0, description="challenger NDCG@10 must exceed the champion's by more")
+    guardrail_tolerance: float = Field(0.01, ge=0, description="max drop of MRR")
+    slice_tolerance: float = Field(0.03, ge=0, description="max NDCG@10 drop in a slice with enough clicks")
+    min_slice_clicks: int = Field(200, ge=1, description="slices with fewer clicks are not gated (noise)")
+    min_ndcg_at_10: float = Field(0.30, ge=0, le=1, description="absolute floor for any champion")
+
+
 class RankingSettings(UseCaseSettings):
     model_config = SettingsConfigDict(env_prefix="RANKING_")
 
@@ -63,7 +74,10 @@ class RankingSettings(UseCaseSettings):
     feast_project: str = Field(
         "ranking", description="Feast project (registry namespace, online-store key prefix)"
     )
+    train_days: int = Field(7, ge=1, description="default training window (days) of scheduled training")
+    holdout_days: int = Field(2, ge=1, description="holdout window (days) the champion/challenger gate uses")
     world: World = Field(default_factory=World)
+    gate: Gate = Field(default_factory=Gate)
 
     def world_config(self) -> WorldConfig:
         return self.world.config(dt.date.fromisoformat(self.start_date))

@@ -1,0 +1,128 @@
+"""Offline evaluation of a ranker on labelled logged slates (the gate's holdout, monitoring).
+
+A query is one request's slate (its ``request_id`` rows); the ranker's scores re-order it and the
+logged clicks judge the order: NDCG@10 (exponential gain, xgboost's definition) and MRR over the
+requests with at least one click. ``logged_ndcg_at_10`` is the logging policy's own order (by
+slot) on the same rows, the reference any re-ranking of logged slates is read against; clicks are
+position-biased (a PBM: the top slots are examined more), so the logged order is favoured by the
+very data that judges it, which is why the true-CTR evaluation against the simulator's oracle
+(``make ranking-eval``) is the one that ranks strategies. Slices: new users (no impression in the
+last 30 days) and returning ones, and the device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jobs.platform import metrics as M
+from jobs.platform.evaluate import Evaluation
+
+K = 10
+GROUP = "request_id"
+LABEL = "clicked"
+
+
+def ranking_metrics(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
+    """Requests, clicks, NDCG@10 and MRR of ``scores`` over the request groups of ``frame``."""
+    group = frame[GROUP].to_numpy()
+    rel = frame[LABEL].to_numpy(dtype=float)
+    return {
+        "rows": float(len(frame)),
+        "requests": float(pd.unique(group).size),
+        "clicks": float(rel.sum()),
+        "ndcg_at_10": M.ndcg_at_k(group, rel, scores, K),
+        "mrr": M.mrr(group, rel, scores),
+    }
+
+
+def _slices(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    out = {}
+    if "user_impressions_30d" in frame.columns:
+        out["user"] = np.where(frame["user_impressions_30d"].to_numpy() > 0, "returning", "new")
+    if "device" in frame.columns:
+        out["device"] = frame["device"].astype(str).to_numpy()
+    return {k: pd.Series(v, index=frame.index) for k, v in out.items()}
+
+
+def evaluate(
+    frame: pd.DataFrame, scores: np.ndarray, *, settings: Any = None, model_version: str | None = None
+) -> Evaluation:
+    """All offline metrics of ``scores`` on labelled impressions (``UseCase.evaluate``)."""
+    if len(frame) != len(scores):
+        raise ValueError(f"scores: length {len(scores)} != rows {len(frame)}; rule: one score per row")
+    if len(frame) == 0:
+        raise ValueError("holdout: 0 rows; rule: the evaluation window must contain impressions")
+    frame = frame.reset_index(drop=True)
+    scores = np.asarray(scores, dtype="float64")
+    metrics = ranking_metrics(frame, scores)
+    logged = -frame["slot"].to_numpy(dtype=float)
+    metrics["logged_ndcg_at_10"] = M.ndcg_at_k(
+        frame[GROUP].to_numpy(), frame[LABEL].to_numpy(float), logged, K
+    )
+    metrics["click_rate"] = metrics["clicks"] / metrics["rows"]
+    slices: dict[str, dict[str, float]] = {}
+    for name, keys in _slices(frame).items():
+        for value, part in frame.groupby(keys, sort=True):
+            row = ranking_metrics(part, scores[frame.index.get_indexer(part.index)])
+            slices[f"{name}={value}"] = {k: row[k] for k in ("requests", "clicks", "ndcg_at_10", "mrr")}
+    days = pd.to_datetime(frame["shown_at"]).dt.date
+    return Evaluation(
+        (str(days.min()), str(days.max())),
+        metrics,
+        slices,
+        slice_metrics=("requests", "clicks", "ndcg_at_10", "mrr"),
+        model_version=model_version,
+    )
+
+
+def describe(ev: Evaluation) -> str:
+    m = ev.metrics
+    lines = [
+        f"window {ev.window[0]}..{ev.window[1]}: {int(m['requests'])} requests, {int(m['clicks'])} clicks",
+        f"  NDCG@10 {m['ndcg_at_10']:.4f} (logged order {m['logged_ndcg_at_10']:.4f}), MRR {m['mrr']:.4f}",
+    ]
+    for name, row in sorted(ev.slices.items()):
+        ndcg = row["ndcg_at_10"]
+        lines.append(
+            f"  {name:<18} NDCG@10 {'n/a' if math.isnan(ndcg) else f'{ndcg:.4f}'} ({int(row['clicks'])} clicks)"
+        )
+    return "\n".join(lines)
+
+
+def version_tags(ev: Evaluation) -> Mapping[str, str]:
+    m = ev.metrics
+    return {
+        "holdout_window": f"{ev.window[0]}..{ev.window[1]}",
+        "holdout_ndcg_at_10": f"{m['ndcg_at_10']:.6f}",
+        "holdout_mrr": f"{m['mrr']:.6f}",
+    }
+
+
+# --- monitoring ------------------------------------------------------------------------------------
+def labelled(frame: pd.DataFrame, layout, start, as_of) -> pd.DataFrame:
+    """The monitored rows with their clicks as known at the end of ``as_of`` (``MonitoringSpec.labels``):
+    a click counts when it arrived by then."""
+    import datetime as dt
+
+    from jobs.platform import feature_store as fs
+
+    clicks = fs.read_lake_frame(layout, "clicks", start, as_of)
+    out = frame.drop(columns=[LABEL], errors="ignore")
+    if clicks.empty:
+        return out.assign(**{LABEL: 0})
+    deadline = pd.Timestamp(as_of) + pd.Timedelta(dt.timedelta(days=1))
+    at = pd.to_datetime(clicks["clicked_at"], utc=True).dt.tz_localize(None)
+    known = set(clicks.loc[(at < deadline).to_numpy(), "impression_id"].tolist())
+    return out.assign(**{LABEL: out["impression_id"].isin(known).astype("int64")})
+
+
+def quality(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, Any]:
+    """NDCG@10, MRR, requests and clicks of the champion's scores on matured impressions."""
+    if len(frame) == 0:
+        return {"rows": 0, "requests": 0, "clicks": 0, "ndcg_at_10": None, "mrr": None}
+    return M.json_safe(ranking_metrics(frame.reset_index(drop=True), np.asarray(scores, dtype="float64")))

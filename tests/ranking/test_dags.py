@@ -1,0 +1,130 @@
+"""The ranking use case's five DAGs end to end through Airflow (``dag.test``), on generated data.
+
+A private platform home, a small simulated shop (600 users, 1,500 items, ~6 k impressions a day,
+nine days) written as landing files by ``jobs.ranking.simulate``: ``ranking_ingest`` validates and
+publishes them (two days through the DAG, the others through the same function), then
+``ranking_build_features`` builds the snapshots and materializes them, ``ranking_train_model``
+trains the learning-to-rank model on the logged slates (``rank:ndcg``, groups = requests), gates it
+on NDCG@10 and promotes it, ``ranking_batch_predict`` re-scores a day's slates with the champion and
+``ranking_monitor_and_retrain`` monitors it on matured clicks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from tests.support.dags import load_dag, run_dag
+from tests.support.training import fresh_home
+
+FIRST = dt.date(2024, 1, 1)
+DAYS = [FIRST + dt.timedelta(days=i) for i in range(9)]
+LAST = DAYS[-1]
+SMALL_WORLD = {
+    "RANKING_WORLD_N_USERS": "600",
+    "RANKING_WORLD_N_ITEMS": "1500",
+    "RANKING_WORLD_NEW_ITEMS_PER_DAY": "20",
+    "RANKING_WORLD_REQUESTS_PER_DAY": "600",
+}
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, airflow_db):
+    from jobs.platform.config import get_settings
+    from jobs.ranking import simulate
+
+    home = fresh_home(tmp_path_factory).home
+    with pytest.MonkeyPatch.context() as mp:
+        # the DAG's tasks read the process-wide settings: point them at this home and world
+        mp.setenv("MLP_HOME", str(home))
+        for key, value in SMALL_WORLD.items():
+            mp.setenv(key, value)
+        get_settings.cache_clear()
+        try:
+            assert simulate.main(["--start", FIRST.isoformat(), "--days", str(len(DAYS))]) == 0
+            yield get_settings().with_use_case("ranking")
+        finally:
+            get_settings.cache_clear()
+    get_settings.cache_clear()
+
+
+def _states(dr) -> dict[str, str]:
+    return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dr.get_task_instances()}
+
+
+def test_the_factory_gives_ranking_the_five_dags(airflow_db):
+    ids = {
+        f"ranking_{kind}"
+        for kind in ("ingest", "build_features", "train_model", "batch_predict", "monitor_and_retrain")
+    }
+    for dag_id in ids:
+        dag = load_dag(dag_id)
+        assert "ranking" in dag.tags and dag.doc_md
+    ingest = load_dag("ranking_ingest")
+    assert {t.task_id for t in ingest.tasks} >= {
+        "wait_for_landing",
+        "ingest_items",
+        "ingest_impressions",
+        "ingest_clicks",
+        "ingest_purchases",
+    }
+
+
+def test_batch_path_end_to_end(platform, spark):
+    from jobs.platform import registry
+    from jobs.platform.ingest import ingest
+    from jobs.platform.storage import StorageLayout
+
+    settings = platform
+    layout = StorageLayout(settings)
+    for day in DAYS[:2]:
+        dr = run_dag("ranking_ingest", day.isoformat())
+        assert _states(dr)["ingest_impressions"] == "success"
+    for day in DAYS[2:]:
+        for name in ("items", "impressions", "clicks", "purchases"):
+            assert ingest(name, day, settings, spark).status == "published"
+    landed = pd.read_csv(layout.path("landing_impressions", DAYS[0]) / "impressions.csv")
+    assert len(pd.read_parquet(layout.path("impressions", DAYS[0]))) == len(landed)
+
+    run_dag(
+        "ranking_build_features", LAST.isoformat(), conf={"date": FIRST.isoformat(), "end": LAST.isoformat()}
+    )
+    assert layout.partitions("features", "user_category")[-1] == LAST
+    from jobs.ranking.features import stale_days
+
+    assert stale_days(settings) == []
+
+    conf = {
+        "reason": "test: first ranker",
+        "train_days": 5,
+        "holdout_days": 1,
+        "n_estimators": 60,
+        "max_depth": 4,
+    }
+    dr = run_dag("ranking_train_model", LAST.isoformat(), conf=conf)
+    assert _states(dr) == {"train": "success", "evaluate_gate": "success", "promote": "success"}
+    model, version, threshold = registry.load_model("champion", settings)
+    assert threshold is None  # a ranker has no decision policy
+    mv = registry.client(settings).get_model_version(settings.case.model_name, version)
+    assert mv.tags["feature_service"] == "ranker_v1"
+    run = registry.client(settings).get_run(mv.run_id)
+    assert run.data.params["objective"] == "rank:ndcg"
+    assert run.data.params["lambdarank_unbiased"] == "True"
+    assert 0.3 < run.data.metrics["holdout_ndcg_at_10"] <= 1
+    assert run.data.metrics["train_queries"] > 1000
+
+    dr = run_dag("ranking_batch_predict", DAYS[-2].isoformat())
+    scored = pd.read_parquet(layout.path("predictions", DAYS[-2]))
+    shown = pd.read_parquet(layout.path("impressions", DAYS[-2]))
+    assert sorted(scored["impression_id"]) == sorted(shown["impression_id"])
+    assert "decision" not in scored.columns and scored["score"].notna().all()
+
+    dr = run_dag("ranking_monitor_and_retrain", LAST.isoformat())
+    assert _states(dr)["monitor"] == "success"
+    from jobs.platform.monitor import read_summary
+
+    summary = read_summary(layout, LAST)
+    assert summary["model_version"] == version
+    assert summary["drift"] is not None and summary["drift"]["drift_share"] is not None
