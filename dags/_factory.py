@@ -75,7 +75,7 @@ class UseCaseAssets:
         return cls(
             lake={name: asset(f"lake_{name}", spec.lake) for name, spec in uc.datasets.items()},
             features=asset("offline_features", "features"),
-            predictions=asset("batch_predictions", "predictions"),
+            predictions=asset("batch_predictions", uc.batch_output),
             champion=Asset(
                 name=f"{uc.name}_champion_model",
                 uri=f"model://{settings.case.model_name}/champion",
@@ -525,7 +525,7 @@ optionally `holdout_start`/`holdout_end`) to pin them. History and one-step roll
 def batch_predict_dag(uc: UseCase, assets: UseCaseAssets) -> DAG:
     dag_id = use_case_dag_id(uc.name, "batch_predict")
     doc = f"""
-### Batch prediction: score day D with the `{uc.name}` champion, write (and publish) `predictions/date=D`
+### Batch prediction: score day D with the `{uc.name}` champion, write (and publish) `{uc.batch_output}/date=D`
 
 Daily (the run with logical date **D** scores day D once D has ended), backfillable
 (`airflow backfill create --dag-id {dag_id} --from-date ... --to-date ...`, or *Trigger DAG* with a logical date).
@@ -573,8 +573,10 @@ production), the `predictions_written` log line and `{assets.predictions.name}`.
 
         @task(task_id="score", outlets=[assets.predictions], pool=SPARK_POOL)
         def score(**context) -> dict:
-            from jobs.platform.batch_predict import BatchPredictError, run
+            from jobs.platform.batch_predict import BatchPredictError
+            from jobs.platform.batch_predict import run as core_run
 
+            run = uc.batch or core_run  # the use case's own batch job, or per-row scoring
             with fail_without_retry(BatchPredictError):  # e.g. a feature missing, rows lost in the join
                 summary = run(
                     _day_param(context), alias=context["params"]["alias"], settings=use_case_settings(uc.name)

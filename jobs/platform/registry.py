@@ -170,6 +170,45 @@ def load_model(
     return model, str(mv.version), float(raw)
 
 
+def companion_dir(version: str, settings: Settings | None = None) -> Path:
+    """The local folder of model version ``version``'s companion artifacts (``UseCase.companion``,
+    logged with the version's training run), downloaded once per version into
+    ``<home>/cache/companions/<model>/<version>`` (a version's artifacts never change)."""
+    import shutil
+    import tempfile
+
+    import mlflow.artifacts
+
+    from jobs.platform.use_case import get_use_case
+
+    settings = settings or get_settings()
+    companion = get_use_case(settings).companion
+    if companion is None:
+        raise ValueError(f"use case {settings.use_case!r}: declares no companion artifacts")
+    name = settings.case.model_name
+    final = settings.home / "cache" / "companions" / name / str(version)
+    if final.is_dir():
+        return final
+    run_id = client(settings).get_model_version(name, str(version)).run_id
+    _set_uris(settings)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=final.parent))
+    try:
+        got = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=companion.artifact_path, dst_path=str(tmp)
+            )
+        )
+        try:
+            got.rename(final)  # atomic: a reader sees the whole folder or none
+        except OSError:
+            if not final.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def model_features(model) -> list[str]:
     """The model's input columns, in training order."""
     names = getattr(model, "feature_names_in_", None)

@@ -59,6 +59,13 @@ def partition_name(date: str | dt.date) -> str:
     return f"date={as_date(date).isoformat()}"
 
 
+def get_use_case_output(settings: Settings) -> str:
+    """The dataset the use case's daily batch job writes (``UseCase.batch_output``)."""
+    from jobs.platform.use_case import get_use_case
+
+    return get_use_case(settings).batch_output
+
+
 class StorageLayout:
     """Maps (dataset, date) to a local path and, in production, to the S3 URI it is published at."""
 
@@ -72,8 +79,9 @@ class StorageLayout:
         """Logical dataset name -> folder under the use case's root."""
         from jobs.platform.use_case import get_use_case
 
-        out = {name: name for name in PLATFORM_DATASETS}
-        for name in get_use_case(self.settings).datasets:
+        use_case = get_use_case(self.settings)
+        out = {name: name for name in (*PLATFORM_DATASETS, use_case.batch_output)}
+        for name in use_case.datasets:
             out[name] = f"lake/{name}"
             out.update({f"{area}_{name}": f"{area}/{name}" for area in INGEST_AREAS})
         return out
@@ -104,7 +112,8 @@ class StorageLayout:
 
     def uri(self, dataset: str, date: str | dt.date | None = None, *sub: str) -> str:
         """Where a dataset is read by consumers: the published S3 URI in production, else the local path."""
-        if self.settings.publishes_to_s3 and dataset in ("predictions", "reports", "manifests"):
+        published = ("predictions", "reports", "manifests", get_use_case_output(self.settings))
+        if self.settings.publishes_to_s3 and dataset in published:
             return self.s3_uri(dataset, date, *sub)
         return str(self.path(dataset, date, *sub))
 

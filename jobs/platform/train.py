@@ -35,6 +35,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -473,6 +474,20 @@ def train_and_log(
             params={"decision_rule": spec.decision_rule} if spec.decision_rule else None,
             pip_requirements=model_requirements(),
         )
+        companion = get_use_case(settings).companion
+        if companion is not None:  # fitted and versioned with the model: one bundle
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="companion-") as folder:
+                started = time.monotonic()
+                figures = companion.fit(train_df, windows, settings, Path(folder))
+                mlflow.log_artifacts(folder, companion.artifact_path)
+                mlflow.log_metrics(
+                    {
+                        **{f"companion_{k}": float(v) for k, v in figures.items()},
+                        "companion_fit_seconds": time.monotonic() - started,
+                    }
+                )
         log.info(
             "model trained",
             run_id=run.info.run_id,

@@ -31,6 +31,10 @@ What the core takes from the object today:
   matured rows and which of them the retrain rule reads;
 * ``ab`` (optional): a function returning its :class:`ABSpec`, how the online A/B analysis reads its prediction log (the
   randomisation unit, the label, the primary metric it tests and the guardrails it checks);
+* ``companion`` (optional, :class:`Companion`): artifacts fitted with the model and versioned with
+  it (ranking: the retrieval index); ``batch`` (optional): the use case's own daily batch job
+  (ranking: the top-k recommendations of every active user) writing ``batch_output``, instead of the
+  core's per-row scoring;
 * ``serving`` (optional): the handler of its real-time API on the serving core
   (:class:`serving.handler.ServingHandler`: routes and schemas, online feature client, response and
   prediction-log records, the canary routing key);
@@ -342,6 +346,18 @@ class ABSpec:
     arm_details: Callable[[Any], Mapping[str, Any]] = lambda sample: {}
 
 
+@dataclass(frozen=True)
+class Companion:
+    """Artifacts fitted beside the model on its training window and versioned with it, so they move
+    with the champion alias as one bundle (ranking: the retrieval stage, ALS factors and the faiss
+    index, and the pre-ranker). ``fit(train_df, windows, settings, folder)`` writes them into
+    ``folder`` and returns figures to log; training logs the folder to the model's MLflow run under
+    ``artifact_path`` (:func:`jobs.platform.registry.companion_dir` downloads a version's)."""
+
+    fit: Callable[..., Mapping[str, float]]
+    artifact_path: str = "companion"
+
+
 EvaluateFn = Callable[..., "Evaluation"]
 """``evaluate(frame, scores, *, settings, model_version=None) -> Evaluation``."""
 
@@ -380,6 +396,12 @@ class UseCase:
     serving: Callable[[], ServingHandler] | None = None
     # the online A/B analysis of a canary or shadow period (a loader, e.g. ``lazy(...)``; None: none)
     ab: Callable[[], ABSpec] | None = None
+    # artifacts trained and versioned with the model (None: the model alone)
+    companion: Companion | None = None
+    # the daily batch job (None: the core's per-row scoring, jobs.platform.batch_predict.run) and the
+    # dataset it writes (``<batch_output>/date=D``)
+    batch: Callable[..., Mapping[str, Any]] | None = None
+    batch_output: str = "predictions"
 
     def dataset(self, name: str) -> DatasetSpec:
         """The ingested dataset ``name`` (ValueError naming the known ones otherwise)."""
