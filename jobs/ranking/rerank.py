@@ -8,11 +8,10 @@ Rules, in the order :func:`rerank` applies them:
    without clicking (she has seen them enough);
 2. :func:`boost_fresh` - add ``boost`` to the score of items launched in the last ``fresh_days``
    days (new items have no history, so the ranker under-rates them);
-3. :func:`diversify` - at most ``max_per_window`` items of one category in any ``window``
-   consecutive slots (greedy by score; when no remaining item fits, the best one is taken and the
-   slate says so);
-4. :func:`place_sponsored` - the best sponsored candidates at fixed slots (0-based), the organic
-   order shifting down around them (sponsored slots are outside the diversity rule: they are sold).
+3. :func:`compose` - the slate slot by slot: the best sponsored candidates at fixed slots (0-based),
+   organic ones elsewhere, and at most ``max_per_window`` items of one category in any ``window``
+   consecutive slots, sponsored ones included (greedy by score; when no remaining item fits, the best
+   one is taken and the slate says so). :func:`diversify` is the same rule without sponsored slots.
 
 The candidate frame has at least ``item_id`` and ``score``; the rules also read ``category``,
 ``launched_at`` and ``sponsored``.
@@ -70,53 +69,57 @@ def boost_fresh(candidates: pd.DataFrame, now: pd.Timestamp, fresh_days: int, bo
     return candidates.assign(score=candidates["score"] + boost * fresh.to_numpy())
 
 
-def diversify(candidates: pd.DataFrame, k: int, max_per_window: int, window: int) -> tuple[pd.DataFrame, int]:
-    """The top ``k`` by score such that no category has more than ``max_per_window`` items in any
-    ``window`` consecutive slots, chosen greedily (each slot takes the best item that keeps the rule).
-    Returns (slate, violations): a violation is a slot where no remaining item kept the rule and the
-    best one was taken anyway (0 whenever the candidates allow the rule)."""
-    _require(candidates, ["score", "category"], "diversify")
+def compose(
+    candidates: pd.DataFrame,
+    k: int,
+    max_per_window: int,
+    window: int,
+    sponsored_slots: Sequence[int] = (),
+) -> tuple[pd.DataFrame, int]:
+    """The slate slot by slot, greedily: a slot of ``sponsored_slots`` takes the best sponsored
+    candidate (``sponsored`` = 1), any other slot the best organic one, each time the best that keeps
+    no category above ``max_per_window`` items in any ``window`` consecutive slots of the slate so far
+    (sponsored slots included). A sponsored slot where no sponsored candidate keeps the rule (or none
+    is left) takes the best organic one that does; when nothing keeps the rule the slot takes the best
+    of its kind anyway and counts a violation. Returns (slate, violations); an item is never shown twice."""
+    _require(candidates, ["score", "category"], "diversity")
     ordered = candidates.sort_values("score", ascending=False, kind="stable")
     cats = ordered["category"].to_numpy()
-    taken: list[int] = []
+    is_ad = (
+        ordered["sponsored"].to_numpy(dtype=bool) if "sponsored" in ordered else np.zeros(len(ordered), bool)
+    )
+    wanted = set(sponsored_slots)
     used = np.zeros(len(ordered), dtype=bool)
+    taken: list[int] = []
     violations = 0
-    for _ in range(min(k, len(ordered))):
+    for slot in range(min(k, len(ordered))):
+        kinds = [True, False] if slot in wanted else [False]
         recent = [cats[i] for i in taken[-(window - 1) :]] if window > 1 else []
-        pick = None
-        for j in np.flatnonzero(~used):
-            if recent.count(cats[j]) < max_per_window:
-                pick = j
+        pick = fallback = None
+        for kind in kinds:
+            pool = np.flatnonzero(~used & (is_ad == kind))
+            fits = [j for j in pool if recent.count(cats[j]) < max_per_window]
+            if fits:
+                pick = int(fits[0])
                 break
-        if pick is None:
-            pick = int(np.flatnonzero(~used)[0])
+            if fallback is None and len(pool):
+                fallback = int(pool[0])
+        if pick is None and fallback is not None:
+            pick = fallback
             violations += 1
+        if pick is None:  # an organic slot and only sponsored candidates left: the slate ends
+            break
         used[pick] = True
-        taken.append(int(pick))
+        taken.append(pick)
     return ordered.iloc[taken], violations
 
 
-def place_sponsored(
-    slate: pd.DataFrame, sponsored: pd.DataFrame, slots: Sequence[int], k: int
-) -> pd.DataFrame:
-    """``slate`` (organic, in order) with the best ``sponsored`` candidates (by score) put at ``slots``;
-    an item is never shown twice; slots beyond the slate's length are left out."""
-    _require(slate, ["item_id"], "place_sponsored")
-    ads = sponsored.sort_values("score", ascending=False, kind="stable")
-    ads = ads[~ads["item_id"].isin(slate["item_id"].head(k))] if len(ads) else ads
-    organic = slate[~slate["item_id"].isin(ads["item_id"])]
-    out: list[pd.Series] = []
-    ad_rows = iter(ads.itertuples(index=False))
-    org_rows = iter(organic.itertuples(index=False))
-    wanted = set(slots)
-    for slot in range(k):
-        row = next(ad_rows, None) if slot in wanted else None
-        if row is None:
-            row = next(org_rows, None)
-        if row is None:
-            break
-        out.append(row)
-    return pd.DataFrame(out, columns=slate.columns) if out else slate.head(0)
+def diversify(candidates: pd.DataFrame, k: int, max_per_window: int, window: int) -> tuple[pd.DataFrame, int]:
+    """The top ``k`` by score such that no category has more than ``max_per_window`` items in any
+    ``window`` consecutive slots (:func:`compose` without sponsored slots, all candidates organic)."""
+    organic = candidates.drop(columns="sponsored", errors="ignore")
+    slate, violations = compose(organic, k, max_per_window, window)
+    return candidates.loc[slate.index], violations
 
 
 def rerank(
@@ -134,15 +137,12 @@ def rerank(
     n0 = len(candidates)
     kept = drop_consumed(candidates, bought, seen or {}, rules.max_seen)
     boosted = boost_fresh(kept, now, rules.fresh_days, rules.fresh_boost)
-    is_ad = (
-        boosted["sponsored"].to_numpy(dtype=bool) if "sponsored" in boosted else np.zeros(len(boosted), bool)
-    )
-    slots = tuple(s for s in rules.sponsored_slots if s < k)
-    organic, violations = diversify(boosted[~is_ad], k, rules.max_per_window, rules.window)
-    slate = place_sponsored(organic, boosted[is_ad], slots, k) if slots else organic.head(k)
+    slots = tuple(x for x in rules.sponsored_slots if x < k)
+    slate, violations = compose(boosted, k, rules.max_per_window, rules.window, slots)
+    is_ad = slate["sponsored"].to_numpy(dtype=bool) if "sponsored" in slate else np.zeros(len(slate), bool)
     slate = slate.head(k).reset_index(drop=True).assign(slot=lambda f: np.arange(len(f)))
     return slate, {
         "dropped_consumed": n0 - len(kept),
         "diversity_violations": violations,
-        "sponsored_placed": int(slate["item_id"].isin(boosted.loc[is_ad, "item_id"]).sum()),
+        "sponsored_placed": int(is_ad.sum()),
     }

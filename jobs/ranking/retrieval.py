@@ -313,6 +313,80 @@ class Retriever:
         frame["rank"] = frame.groupby("user_id").cumcount()
         return frame
 
+    # --- persistence: native formats only (faiss, .npy without pickle, parquet, JSON) -------------
+    def save(self, folder: Path) -> Path:
+        """Write everything :meth:`load` needs into ``folder`` (the MLflow companion artifact)."""
+        import json
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.index.save(folder / "index")
+        arrays = {
+            "user_factors": self.factors.users,
+            "item_factors": self.factors.items,
+            "indexed": self.factors.indexed,
+            "seen_users": self.seen_users,
+            "fresh": self.fresh,
+            "trending": self.trending,
+            "popular": self.popular,
+        }
+        for name, values in arrays.items():
+            np.save(folder / f"{name}.npy", np.asarray(values), allow_pickle=False)
+        self.user_categories.to_parquet(folder / "user_categories.parquet", index=False)
+        self.user_brands.to_parquet(folder / "user_brands.parquet", index=False)
+        for name, lists in (("by_category", self.by_category), ("by_brand", self.by_brand)):
+            flat = pd.DataFrame(
+                {
+                    "key": np.repeat(
+                        np.fromiter(lists, np.int64, len(lists)), [len(v) for v in lists.values()]
+                    ),
+                    "item_id": np.concatenate(list(lists.values())) if lists else np.array([], np.int64),
+                }
+            )
+            flat.to_parquet(folder / f"{name}.parquet", index=False)
+        config = dataclasses.asdict(self.cfg) | {"quotas": dict(self.cfg.quotas)}
+        (folder / "retriever.json").write_text(
+            json.dumps({"as_of": self.as_of.isoformat(), "config": config}, indent=1, sort_keys=True)
+        )
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> Retriever:
+        import json
+
+        meta = json.loads((folder / "retriever.json").read_text())
+        config = meta["config"] | {"ctr_prior": tuple(meta["config"]["ctr_prior"])}
+        cfg = RetrievalConfig(**config)
+        arrays = {
+            name: np.load(folder / f"{name}.npy", allow_pickle=False)
+            for name in (
+                "user_factors",
+                "item_factors",
+                "indexed",
+                "seen_users",
+                "fresh",
+                "trending",
+                "popular",
+            )
+        }
+        lists = {}
+        for name in ("by_category", "by_brand"):
+            flat = pd.read_parquet(folder / f"{name}.parquet")
+            lists[name] = {int(k): g["item_id"].to_numpy() for k, g in flat.groupby("key", sort=False)}
+        return cls(
+            cfg=cfg,
+            as_of=dt.date.fromisoformat(meta["as_of"]),
+            factors=Factors(arrays["user_factors"], arrays["item_factors"], arrays["indexed"]),
+            index=ItemIndex.load(folder / "index", nprobe=cfg.nprobe),
+            seen_users=arrays["seen_users"],
+            user_categories=pd.read_parquet(folder / "user_categories.parquet"),
+            user_brands=pd.read_parquet(folder / "user_brands.parquet"),
+            by_category=lists["by_category"],
+            by_brand=lists["by_brand"],
+            fresh=arrays["fresh"],
+            trending=arrays["trending"],
+            popular=arrays["popular"],
+        )
+
     def describe(self) -> dict[str, object]:
         return {
             "as_of": self.as_of.isoformat(),

@@ -213,9 +213,9 @@ def scoring_frame(rows: pd.DataFrame, settings: Settings | None = None) -> pd.Da
 
 
 def scoring_inputs(day: dt.date, layout: StorageLayout) -> list[Path]:
-    """Day D's impressions and the snapshots of D-1 its rows are joined with, and the catalogue of D."""
-    before = day - dt.timedelta(days=1)
+    """What day D's batch recommendations need: D's impressions (its active users), the snapshots of
+    D (the features of the next request, at D+1 00:00) and the catalogue's changes of D."""
     wanted = [layout.path("impressions", day)]
-    wanted += [layout.path("features", before, table) for table in ("user", "item", "user_category")]
+    wanted += [layout.path("features", day, table) for table in ("user", "item", "user_category")]
     wanted.append(layout.path("features", day, "item_attributes"))
     return wanted

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from jobs.platform.use_case import (
+    Companion,
     FeatureJob,
     FeatureSpec,
     Floor,
@@ -108,4 +109,7 @@ def use_case() -> UseCase:
             primary="ndcg_at_10",
             support="clicks",
         ),
+        companion=Companion(fit=lazy("jobs.ranking.funnel:fit_companion")),
+        batch=lazy("jobs.ranking.funnel:recommend"),
+        batch_output="recommendations",
     )

@@ -5,7 +5,8 @@ nine days) written as landing files by ``jobs.ranking.simulate``: ``ranking_inge
 publishes them (two days through the DAG, the others through the same function), then
 ``ranking_build_features`` builds the snapshots and materializes them, ``ranking_train_model``
 trains the learning-to-rank model on the logged slates (``rank:ndcg``, groups = requests), gates it
-on NDCG@10 and promotes it, ``ranking_batch_predict`` re-scores a day's slates with the champion and
+on NDCG@10 and promotes it, ``ranking_batch_predict`` runs the funnel (the champion's retrieval index and pre-ranker, the
+ranker, the business rules) for every user active on the last day and
 ``ranking_monitor_and_retrain`` monitors it on matured clicks.
 """
 
@@ -115,11 +116,29 @@ def test_batch_path_end_to_end(platform, spark):
     assert 0.3 < run.data.metrics["holdout_ndcg_at_10"] <= 1
     assert run.data.metrics["train_queries"] > 1000
 
-    dr = run_dag("ranking_batch_predict", DAYS[-2].isoformat())
-    scored = pd.read_parquet(layout.path("predictions", DAYS[-2]))
-    shown = pd.read_parquet(layout.path("impressions", DAYS[-2]))
-    assert sorted(scored["impression_id"]) == sorted(shown["impression_id"])
-    assert "decision" not in scored.columns and scored["score"].notna().all()
+    # the funnel is versioned with the ranker: retrieval index and pre-ranker in the same run
+    artifacts = {a.path for a in registry.client(settings).list_artifacts(mv.run_id, "companion")}
+    assert {"companion/retrieval", "companion/preranker.ubj"} <= artifacts
+    assert run.data.metrics["companion_indexed_items"] > 100
+
+    dr = run_dag("ranking_batch_predict", LAST.isoformat())
+    summary = dr.get_task_instance("score").xcom_pull(task_ids="score")
+    assert summary["users"] == len(set(pd.read_parquet(layout.path("impressions", LAST))["user_id"]))
+    assert summary["diversity_violations"] == 0 and 0 < summary["coverage"] <= 1
+    recs = pd.read_parquet(layout.path("recommendations", LAST))
+    active = set(pd.read_parquet(layout.path("impressions", LAST))["user_id"])
+    assert set(recs["user_id"]) == active  # every user active on D gets a slate for D+1
+    assert not recs.duplicated(["user_id", "item_id"]).any()
+    sizes = recs.groupby("user_id")["slot"].agg(["size", "min", "max"])
+    assert (sizes["size"] == 10).mean() > 0.95 and (sizes["min"] == 0).all()
+    assert set(recs["model_version"]) == {version}
+    assert set(recs["strategy"]) <= {"cf", "content", "fresh", "trending", "popular"}
+    for _, slate in recs.sort_values("slot").groupby("user_id"):  # at most 2 of a category in 5 slots
+        cats = slate["category"].tolist()
+        assert all(max(cats[i : i + 5].count(c) for c in cats[i : i + 5]) <= 2 for i in range(len(cats)))
+    bought = pd.read_parquet(layout.path("purchases", LAST))
+    recent = bought[pd.to_datetime(bought["purchased_at"]).dt.date == LAST][["user_id", "item_id"]]
+    assert recent.merge(recs, on=["user_id", "item_id"]).empty  # nothing just bought is recommended
 
     dr = run_dag("ranking_monitor_and_retrain", LAST.isoformat())
     assert _states(dr)["monitor"] == "success"

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.ranking.rerank import Rules, boost_fresh, diversify, drop_consumed, place_sponsored, rerank
+from jobs.ranking.rerank import Rules, boost_fresh, compose, diversify, drop_consumed, rerank
 
 NOW = pd.Timestamp("2024-02-01 12:00")
 
@@ -60,14 +60,17 @@ def test_diversity_gives_way_when_no_item_fits_and_says_so():
     assert slate["item_id"].tolist() == [100, 101, 102, 103]  # score order kept
 
 
-def test_sponsored_items_take_their_fixed_slots():
-    organic = cands([0, 1, 2, 3, 4, 5])
-    ads = cands([7, 8], scores=[0.3, 0.9], sponsored=[1, 1]).assign(item_id=[900, 901])
-    slate = place_sponsored(organic, ads, slots=(1, 4), k=6)
-    assert slate["item_id"].tolist() == [100, 901, 101, 102, 900, 103]
-    # fewer ads than slots: organic items fill in
-    slate = place_sponsored(organic, ads.head(1), slots=(1, 4), k=6)
-    assert slate["item_id"].tolist() == [100, 900, 101, 102, 103, 104]
+def test_sponsored_items_take_their_fixed_slots_within_the_diversity_rule():
+    # organic 0,0,1,1,2,2 by score; ads of category 0 (best) and 3
+    c = cands([0, 0, 1, 1, 2, 2, 0, 3], scores=[9, 8, 7, 6, 5, 4, 10, 1], sponsored=[0] * 6 + [1, 1])
+    slate, violations = compose(c, 6, max_per_window=2, window=5, sponsored_slots=(1, 4))
+    assert slate["sponsored"].tolist() == [0, 1, 0, 0, 1, 0]
+    # the best ad (category 0) takes slot 1, so the next organic 0 would be a third 0 in five slots
+    assert slate["item_id"].tolist()[:3] == [100, 106, 102] and violations == 0
+    assert max_in_window(slate["category"].tolist(), 5) <= 2
+    only_one = c[c["item_id"] != 107]  # one ad: slot 4 falls back to organic
+    slate, _ = compose(only_one, 6, max_per_window=2, window=5, sponsored_slots=(1, 4))
+    assert slate["sponsored"].tolist().count(1) == 1 and len(slate) == 6
 
 
 def test_rerank_composes_the_rules():
@@ -81,6 +84,13 @@ def test_rerank_composes_the_rules():
     assert did["dropped_consumed"] == 2 and did["diversity_violations"] == 0
     assert slate["slot"].tolist() == list(range(10))
     assert set(slate.loc[slate["slot"].isin([2, 7]), "sponsored"]) == {1} and did["sponsored_placed"] == 2
-    assert max_in_window(slate.loc[slate["sponsored"] == 0, "category"].tolist(), 5) <= 2
+    assert max_in_window(slate["category"].tolist(), 5) <= 2
     with pytest.raises(ValueError, match="window"):
         Rules(window=0)
+
+
+def test_a_sponsored_slot_gives_way_to_diversity():
+    # the only ad is a third category-0 item within five slots: the slot goes to an organic item
+    c = cands([0, 0, 1, 2, 0], scores=[9, 8, 7, 6, 10], sponsored=[0, 0, 0, 0, 1])
+    slate, violations = compose(c, 4, max_per_window=2, window=5, sponsored_slots=(2,))
+    assert slate["item_id"].tolist() == [100, 101, 102, 103] and violations == 0

@@ -120,3 +120,14 @@ def test_ivf_index_agrees_with_exact_search_and_round_trips(tmp_path):
     loaded = ItemIndex.load(approx.save(tmp_path / "index"), nprobe=64)
     np.testing.assert_array_equal(loaded.search(queries, 100)[0], a)
     assert not list((tmp_path / "index").glob("*.pkl"))
+
+
+def test_a_saved_retriever_loads_back_identical(fitted, tmp_path):
+    """The companion artifact: every strategy gives the same lists after save/load (no pickle)."""
+    _, retriever, _, _ = fitted
+    loaded = Retriever.load(retriever.save(tmp_path / "retrieval"))
+    users = np.arange(0, SMALL.n_users, 7)
+    a, b = retriever.candidates(users), loaded.candidates(users)
+    pd.testing.assert_frame_equal(a, b)
+    assert loaded.as_of == retriever.as_of and loaded.cfg == retriever.cfg
+    assert not list(tmp_path.rglob("*.pkl"))
