@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)
 export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
 DEMO_DAYS ?= 50
 
-.PHONY: install lock demo stop handbook-eval test fuzz test-production lint format serve ui bench clean db-production browser compose-plugin
+.PHONY: install lock demo stop handbook-eval ranking-eval test fuzz test-production lint format serve ui bench clean db-production browser compose-plugin
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,9 @@ format: install
 
 handbook-eval: install  ## fraud: the handbook's protocol (train a week, 7-day delay, test a week): AUC ROC, AP, card precision@100
 	$(PY) -m jobs.fraud.handbook
+
+ranking-eval: install  ## ranking: the pinned time-split protocol on the default world, every strategy against the oracle
+	$(PY) -m jobs.ranking.offline_eval --json test-artifacts/ranking_eval.json
 
 serve: install  ## the real-time scoring API (uvicorn) on MLP_SERVING_HOST:MLP_SERVING_PORT
 	$(PY) -m serving.app

@@ -75,6 +75,7 @@ def catalogue(layout: StorageLayout, end: dt.date) -> pd.DataFrame:
         "item_id", keep="last"
     )
     items["launched_at"] = pd.to_datetime(items["launched_at"], utc=True).dt.tz_localize(None)
+    items = items.astype({"category": "int64", "brand": "int64", "sponsored": "int64"})
     return items[["item_id", "category", "brand", "price", "sponsored", "launched_at"]].reset_index(drop=True)
 
 

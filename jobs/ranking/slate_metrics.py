@@ -62,11 +62,11 @@ def _dcg(relevance: np.ndarray) -> np.ndarray:
     return (np.power(2.0, relevance) - 1.0) @ discount
 
 
-def true_metrics(
+def true_per_user(
     world: World, slates: pd.DataFrame, day: dt.date, devices: pd.Series | str = "desktop", k: int = 10
-) -> dict[str, float]:
-    """True NDCG@k (graded by true click probability, ideal = the oracle slate) and the share of the
-    oracle's expected clicks the slates get."""
+) -> pd.DataFrame:
+    """Per user (index): true NDCG@k (graded by true click probability, ideal = the oracle slate),
+    the slate's expected clicks and the oracle's."""
     users, items = _matrix(slates, k)
     dev = (
         devices.reindex(users).to_numpy() if isinstance(devices, pd.Series) else np.full(len(users), devices)
@@ -74,14 +74,27 @@ def true_metrics(
     best = world.best_slates(users, day, dev, k)
     p = world.click_probability(users[:, None], items, day, dev[:, None])
     p_best = world.click_probability(users[:, None], best, day, dev[:, None])
-    ndcg = _dcg(p) / _dcg(p_best)
-    clicks = world.expected_clicks(users, items, day, dev)
-    oracle = world.expected_clicks(users, best, day, dev)
+    return pd.DataFrame(
+        {
+            "true_ndcg": _dcg(p) / _dcg(p_best),
+            "clicks": world.expected_clicks(users, items, day, dev),
+            "oracle_clicks": world.expected_clicks(users, best, day, dev),
+        },
+        index=pd.Index(users, name="user_id"),
+    )
+
+
+def true_metrics(
+    world: World, slates: pd.DataFrame, day: dt.date, devices: pd.Series | str = "desktop", k: int = 10
+) -> dict[str, float]:
+    """True NDCG@k (graded by true click probability, ideal = the oracle slate) and the share of the
+    oracle's expected clicks the slates get."""
+    per = true_per_user(world, slates, day, devices, k)
     return {
-        f"true_ndcg_at_{k}": float(np.mean(ndcg)),
-        f"true_ctr_at_{k}": float(clicks.mean() / k),
-        "oracle_ctr": float(oracle.mean() / k),
-        "true_ctr_share": float(clicks.sum() / oracle.sum()),
+        f"true_ndcg_at_{k}": float(per["true_ndcg"].mean()),
+        f"true_ctr_at_{k}": float(per["clicks"].mean() / k),
+        "oracle_ctr": float(per["oracle_clicks"].mean() / k),
+        "true_ctr_share": float(per["clicks"].sum() / per["oracle_clicks"].sum()),
     }
 
 
