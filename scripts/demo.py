@@ -10,11 +10,15 @@ Steps, all on the embedded default profile (SQLite, local files, a local Spark C
    simulated days, whose asset events trigger ``fraud_build_features``; then runs of ``fraud_train_model``,
    ``fraud_batch_predict`` and ``fraud_monitor_and_retrain`` for the last day. The scheduler runs every task; the
    terminal shows progress bars, the task logs are in the Airflow UI and under ``<home>/airflow/logs``;
+   The **ranking** use case runs the same way on its own simulated shop (``--ranking-days`` days of a
+   demo-sized world, ``RANKING_WORLD_*`` below, a user's own values win): ``ranking_ingest`` backfilled
+   alongside fraud's, then ``ranking_train_model`` (ranker, retrieval index and pre-ranker),
+   ``ranking_batch_predict`` (the top 10 of every active user) and ``ranking_monitor_and_retrain``;
 5. start the MLflow UI and the scoring API and print every URL and the Airflow login. ``make stop`` ends
    all of them.
 
-The time-scheduled DAGs get ``end_date`` = the last simulated day (``FRAUD_SCHEDULE_END_DATE``), so the
-unpaused DAGs do not start runs for today's date, for which the simulated world has no data.
+The time-scheduled DAGs get ``end_date`` = the last simulated day (``<USE CASE>_SCHEDULE_END_DATE``), so
+the unpaused DAGs do not start runs for today's date, for which the simulated world has no data.
 """
 
 from __future__ import annotations
@@ -42,19 +46,34 @@ def demo_state_path(home: Path) -> Path:
     return home / "run" / "demo.json"
 
 
-def load_settings(end_date: str | None = None, remember: bool = True):
-    """Settings for this demo home; the simulated range, once known, bounds the DAG schedules."""
+# the ranking demo's shop: a fifth of the default world's users and catalogue, a fifth of its traffic
+DEMO_RANKING_WORLD = {
+    "RANKING_WORLD_N_USERS": "4000",
+    "RANKING_WORLD_N_ITEMS": "10000",
+    "RANKING_WORLD_NEW_ITEMS_PER_DAY": "50",
+    "RANKING_WORLD_REQUESTS_PER_DAY": "2000",
+}
+
+
+def load_settings(end_date: str | None = None, remember: bool = True, ranking_end: str | None = None):
+    """Settings for this demo home; the simulated ranges, once known, bound the DAG schedules."""
     from jobs.platform.config import get_settings
 
     home = get_settings().home
     state = demo_state_path(home)
-    end_date = end_date or os.environ.get("FRAUD_SCHEDULE_END_DATE")  # a user's own end date wins
-    if not end_date and state.exists():
-        end_date = json.loads(state.read_text()).get("end")
-    if end_date:
-        os.environ["FRAUD_SCHEDULE_END_DATE"] = end_date
-        if remember and state.exists():  # remembered for `scripts/demo.py services`
-            state.write_text(json.dumps({**json.loads(state.read_text()), "end": end_date}))
+    saved = json.loads(state.read_text()) if state.exists() else {}
+    for variable, key, value in (
+        ("FRAUD_SCHEDULE_END_DATE", "end", end_date),
+        ("RANKING_SCHEDULE_END_DATE", "ranking_end", ranking_end),
+    ):
+        value = value or os.environ.get(variable) or saved.get(key)  # a user's own end date wins
+        if value:
+            os.environ[variable] = value
+            saved[key] = value
+    if remember and state.exists():  # remembered for `scripts/demo.py services`
+        state.write_text(json.dumps(saved))
+    for variable, value in DEMO_RANKING_WORLD.items():
+        os.environ.setdefault(variable, value)
     get_settings.cache_clear()
     settings = get_settings()
     os.environ.update(settings.service_env())
@@ -131,7 +150,36 @@ def log_to_file(settings) -> Path:
 def run_cli(settings, *argv: str) -> None:
     from jobs.platform.procs import child_env
 
-    subprocess.run([sys.executable, *argv], check=False, env=child_env(**settings.service_env()))
+    env = child_env(**{**settings.service_env(), "MLP_USE_CASE": settings.use_case})
+    subprocess.run([sys.executable, *argv], check=False, env=env)
+
+
+def ranking_figures(settings, client, result) -> None:
+    """The champion ranker's holdout figures and what the day's recommendations look like."""
+    from jobs.platform import registry
+
+    version = registry.champion_version(settings)
+    if version is None:
+        return
+    mv = registry.client(settings).get_model_version(settings.case.model_name, version)
+    metrics = registry.client(settings).get_run(mv.run_id).data.metrics
+    print(
+        f"  ranker v{version}: holdout NDCG@10 {metrics.get('holdout_ndcg_at_10', float('nan')):.4f} "
+        f"(logged order {metrics.get('holdout_logged_ndcg_at_10', float('nan')):.4f}), "
+        f"MRR {metrics.get('holdout_mrr', float('nan')):.4f}; "
+        f"retrieval index over {int(metrics.get('companion_indexed_items', 0))} items"
+    )
+    run = result.runs[-1]
+    summary = client.request(
+        "GET", f"/api/v2/dags/{run.dag_id}/dagRuns/{run.run_id}/taskInstances/score/xcomEntries/return_value"
+    ).get("value")
+    if isinstance(summary, str):
+        summary = json.loads(summary)
+    if isinstance(summary, dict):
+        print(
+            f"  {summary['users']} users, {summary['rows']} recommendations: coverage {summary['coverage']:.3f}, "
+            f"diversity {summary['diversity']:.3f}, freshness {summary['freshness']:.3f}"
+        )
 
 
 def start_platform(settings, scheduler: bool = True, wait: bool = True) -> None:
@@ -188,6 +236,9 @@ def stop_all(settings) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/demo.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=int, default=50, help="days to simulate (>= 30)")
+    parser.add_argument(
+        "--ranking-days", type=int, default=21, help="days of the ranking shop to simulate (0: fraud only)"
+    )
     parser.add_argument("--fresh", action="store_true", help="wipe the platform home first")
     parser.add_argument("--no-services", action="store_true", help="stop every service at the end")
     parser.add_argument(
@@ -213,14 +264,21 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.platform.config import get_settings
     from jobs.platform.storage import as_date
 
+    if args.ranking_days and args.ranking_days < 14:
+        parser.error("--ranking-days must be 0 or at least 14 (a training window, its gap and a holdout)")
     start = as_date(get_settings().case.start_date)
     days = [start + dt.timedelta(days=i) for i in range(args.days)]
-    settings = load_settings(days[-1].isoformat())
+    ranking_start = as_date(get_settings().with_use_case("ranking").case.start_date)
+    ranking_days = [ranking_start + dt.timedelta(days=i) for i in range(args.ranking_days)]
+    ranking_end = ranking_days[-1].isoformat() if ranking_days else None
+    settings = load_settings(days[-1].isoformat(), ranking_end=ranking_end)
     stop_all(settings)
     if args.fresh and settings.home.exists():
         shutil.rmtree(settings.home)
     demo_state_path(settings.home).parent.mkdir(parents=True, exist_ok=True)
-    demo_state_path(settings.home).write_text(json.dumps({"start": str(days[0]), "end": str(days[-1])}))
+    demo_state_path(settings.home).write_text(
+        json.dumps({"start": str(days[0]), "end": str(days[-1]), "ranking_end": ranking_end})
+    )
     t0 = time.monotonic()
     banner(f"profile={settings.profile} home={settings.home}  (log: {log_to_file(settings)})")
 
@@ -242,11 +300,25 @@ def main(argv: list[str] | None = None) -> int:
         f"  {int(counts['transactions'].sum())} transactions, {int(counts['frauds'].sum())} frauds, "
         f"{int(counts['labels_reported'].sum())} chargebacks reported"
     )
+    ranking = settings.with_use_case("ranking")
+    if ranking_days:
+        from jobs.ranking.simulate import simulate as simulate_shop
+
+        world = ranking.case.world
+        banner(
+            f"simulating {len(ranking_days)} days of the ranking shop from {ranking_days[0]} "
+            f"({world.n_users} users, {world.n_items} items, ~{world.requests_per_day} requests a day)"
+        )
+        shop = simulate_shop(ranking_days[0], ranking_days[-1], ranking)
+        print(
+            f"  {int(shop['impressions'].sum())} impressions, {int(shop['clicks'].sum())} clicks, "
+            f"{int(shop['purchases'].sum())} purchases"
+        )
 
     from jobs.platform.airflow_api import AirflowApiError, AirflowClient
     from jobs.platform.orchestrate import backfill_ingest, queue_backfill, trigger_and_wait
     from jobs.platform.services import start_scheduler, wait_platform
-    from jobs.platform.use_case import dag_id
+    from jobs.platform.use_case import dag_id, get_use_case
 
     try:
         wait_platform(settings)
@@ -256,31 +328,49 @@ def main(argv: list[str] | None = None) -> int:
     bar = Bar()
     try:
         with AirflowClient(settings=settings) as client:
-            uc = settings.use_case
-            banner(f"backfill {uc}_ingest {days[0]}..{days[-1]}; asset events trigger {uc}_build_features")
-            queue_backfill(client, days[0], days[-1], max_active_runs=settings.spark_pool_slots + 1)
+            plans = [(settings, days)] + ([(ranking, ranking_days)] if ranking_days else [])
+            for case_settings, case_days in plans:
+                uc = case_settings.use_case
+                banner(
+                    f"backfill {uc}_ingest {case_days[0]}..{case_days[-1]}; asset events trigger {uc}_build_features"
+                )
+                slots = settings.spark_pool_slots + 1
+                queue_backfill(client, case_days[0], case_days[-1], max_active_runs=slots, use_case=uc)
             start_scheduler(settings)
-            ingest, features = backfill_ingest(client, days[0], days[-1], progress=bar)
-            bar.close()
-            results += [ingest, features]
-            stage_line(ingest)
-            stage_line(features)
-            ingest_counts(settings, days)
-            last = days[-1]
-            for kind, conf in (
-                ("train_model", {"reason": "demo: first model", "as_of": last.isoformat()}),
-                ("batch_predict", {"date": last.isoformat()}),
-                ("monitor_and_retrain", None),
-            ):
-                banner(f"{dag_id(uc, kind)} for {last}")
-                result = trigger_and_wait(client, dag_id(uc, kind), last, conf, progress=bar)
+            for case_settings, case_days in plans:
+                uc = case_settings.use_case
+                ingest, features = backfill_ingest(
+                    client, case_days[0], case_days[-1], progress=bar, use_case=uc
+                )
                 bar.close()
-                results.append(result)
-                stage_line(result)
-                if kind == "train_model":
-                    run_cli(settings, "-m", "jobs.platform.registry", "history")
-                if kind == "batch_predict":
-                    print(f"  predictions for {last}: {StorageLayout(settings).uri('predictions', last)}")
+                results += [ingest, features]
+                stage_line(ingest)
+                stage_line(features)
+                if uc == "fraud":
+                    ingest_counts(settings, days)
+            for case_settings, case_days in plans:
+                uc, last = case_settings.use_case, case_days[-1]
+                for kind, conf in (
+                    ("train_model", {"reason": "demo: first model", "as_of": last.isoformat()}),
+                    ("batch_predict", {"date": last.isoformat()}),
+                    ("monitor_and_retrain", None),
+                ):
+                    banner(f"{dag_id(uc, kind)} for {last}")
+                    result = trigger_and_wait(client, dag_id(uc, kind), last, conf, progress=bar)
+                    bar.close()
+                    results.append(result)
+                    stage_line(result)
+                    if kind == "train_model":
+                        run_cli(case_settings, "-m", "jobs.platform.registry", "history")
+                    if kind == "batch_predict":
+                        output = get_use_case(case_settings).batch_output
+                        layout = StorageLayout(case_settings)
+                        print(f"  {output} for {last}: {layout.uri(output, last)}")
+                        if uc == "ranking":
+                            try:
+                                ranking_figures(case_settings, client, result)
+                            except (AirflowApiError, KeyError, ValueError) as exc:  # figures only
+                                print(f"  (ranking figures unavailable: {exc})")
     except AirflowApiError as exc:
         bar.close()
         raise SystemExit(f"demo failed: {exc}") from exc

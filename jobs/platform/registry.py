@@ -528,17 +528,27 @@ def _fmt_metric(entry: dict[str, Any], key: str) -> str:
     return "" if v is None else f"{v:.4f}"
 
 
-def print_history(entries: list[dict[str, Any]], out=None) -> None:
+def gated_metrics(settings: Settings | None = None) -> tuple[str, ...]:
+    """The metrics the history shows: the use case's gate primary and its first guardrail."""
+    from jobs.platform.use_case import get_use_case
+
+    settings = settings or get_settings()
+    spec = get_use_case(settings).gate(settings)
+    return (spec.primary.name, *(g.metric.name for g in spec.guardrails[:1]))
+
+
+def print_history(entries: list[dict[str, Any]], out=None, metrics: tuple[str, ...] | None = None) -> None:
     out = out or sys.stdout
+    metrics = metrics or gated_metrics()
     header = f"{'seq':>4}  {'time (UTC)':<25} {'action':<10} {'alias':<10} {'version':>7} {'prev':>5}  "
-    header += f"{'AP':>7} {'AUC':>7}  {'actor':<16} reason"
+    header += "".join(f"{m[:10]:>11}" for m in metrics) + f"  {'actor':<16} reason"
     print(header, file=out)
     for e in entries:
         print(
             f"{e['seq']:>4}  {e['time']:<25} {e['action']:<10} {e.get('alias') or '-':<10} "
             f"{e.get('version') or '-':>7} {e.get('previous_version') or '-':>5}  "
-            f"{_fmt_metric(e, 'average_precision'):>7} {_fmt_metric(e, 'auc_roc'):>7}  "
-            f"{str(e.get('actor'))[:16]:<16} {e.get('reason', '')}",
+            + "".join(f"{_fmt_metric(e, m):>11}" for m in metrics)
+            + f"  {str(e.get('actor'))[:16]:<16} {e.get('reason', '')}",
             file=out,
         )
 
@@ -567,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         elif not entries:
             print(f"no alias changes recorded yet ({audit_path(settings)})")
         else:
-            print_history(entries)
+            print_history(entries, metrics=gated_metrics(settings))
     else:
         try:
             entry = rollback(reason=args.reason, actor=args.actor, settings=settings)

@@ -518,6 +518,7 @@ class GateOutcome:
     challenger: Evaluation
     champion: Evaluation | None
     champion_version: str | None
+    headline: tuple[str, ...] = ()  # the use case's headline metrics (UseCase.headline_metrics)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -526,13 +527,15 @@ class GateOutcome:
             "promote": self.decision.promote,
             "reason": self.decision.reason,
             "champion_version": self.champion_version,
-            "metrics": _main_metrics(self.challenger),
-            "champion_metrics": None if self.champion is None else _main_metrics(self.champion),
+            "metrics": _main_metrics(self.challenger, self.headline),
+            "champion_metrics": None
+            if self.champion is None
+            else _main_metrics(self.champion, self.headline),
         }
 
 
-def _main_metrics(ev: Evaluation) -> dict[str, float]:
-    return get_use_case(get_settings()).headline(ev)
+def _main_metrics(ev: Evaluation, names: tuple[str, ...]) -> dict[str, float]:
+    return {k: float(ev.metrics[k]) for k in names if k in ev.metrics}
 
 
 def evaluate_and_gate(
@@ -582,7 +585,8 @@ def evaluate_and_gate(
         mlflow.set_tags(
             {"gate": "pass" if decision.promote else "refused", "gate_reason": decision.reason[:4000]}
         )
-    outcome = GateOutcome(str(version), run_id, decision, challenger, champion, champ_version)
+    headline = tuple(use_case.headline_metrics)
+    outcome = GateOutcome(str(version), run_id, decision, challenger, champion, champ_version, headline)
     log.info(
         "gate decided",
         version=str(version),
@@ -596,8 +600,8 @@ def evaluate_and_gate(
             reason=f"{decision.reason} (trigger: {reason})" if reason else decision.reason,
             run_id=run_id,
             actor=actor,
-            metrics=_main_metrics(challenger),
-            champion_metrics=None if champion is None else _main_metrics(champion),
+            metrics=_main_metrics(challenger, headline),
+            champion_metrics=None if champion is None else _main_metrics(champion, headline),
             checks=decision.checks,
             settings=settings,
         )
