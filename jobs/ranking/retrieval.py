@@ -42,9 +42,11 @@ class RetrievalConfig:
     alpha: float = 10.0  # ALS confidence: 1 + alpha * weight
     purchase_weight: float = 3.0
     seed: int = 0
-    # quotas of the merged list, in priority order (cf first)
+    # quotas of the merged list, in priority order (cf first); chosen on the offline protocol's
+    # validation day (its gap day, 2024-01-20, default world): merged Recall@500 of the oracle's top 10
+    # 0.886 against 0.878 for trending alone and 0.840 with the former 300/150/50/50
     quotas: Mapping[str, int] = field(
-        default_factory=lambda: {"cf": 300, "content": 150, "fresh": 50, "trending": 50}
+        default_factory=lambda: {"cf": 200, "content": 50, "fresh": 25, "trending": 225}
     )
     total: int = 500
     fresh_days: int = 7
