@@ -345,10 +345,7 @@ def build_features(
 
     settings = settings or get_settings()
     layout = StorageLayout(settings)
-    start = as_date(start)
-    end = as_date(end) if end is not None else start
-    if end < start:
-        raise ValueError(f"end: value {end} is before start {start} (rule: start <= end)")
+    start, end = FT.build_range(start, end)
     log = get_logger("build_features", f"{start}..{end}")
     spark = spark or get_spark("build-features", settings)
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")

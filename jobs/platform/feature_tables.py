@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.platform.storage import TMP_PREFIX, StorageLayout, partition_name, staged_directory
+from jobs.platform.storage import TMP_PREFIX, StorageLayout, as_date, partition_name, staged_directory
 
 INPUTS_FILE = "inputs.json"  # features/_inputs/date=D/inputs.json: the lake partitions D was built from
 INPUTS_VIEW = "_inputs"
@@ -35,6 +35,15 @@ MTIME_SLACK_SECONDS = 0.5
 
 def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def build_range(start, end=None) -> tuple[dt.date, dt.date]:
+    """A feature build's snapshot days ``start..end`` as dates (``end`` defaults to ``start``)."""
+    start = as_date(start)
+    end = as_date(end) if end is not None else start
+    if end < start:
+        raise ValueError(f"end: value {end} is before start {start} (rule: start <= end)")
+    return start, end
 
 
 def read_lake(

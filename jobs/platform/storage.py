@@ -59,13 +59,6 @@ def partition_name(date: str | dt.date) -> str:
     return f"date={as_date(date).isoformat()}"
 
 
-def get_use_case_output(settings: Settings) -> str:
-    """The dataset the use case's daily batch job writes (``UseCase.batch_output``)."""
-    from jobs.platform.use_case import get_use_case
-
-    return get_use_case(settings).batch_output
-
-
 class StorageLayout:
     """Maps (dataset, date) to a local path and, in production, to the S3 URI it is published at."""
 
@@ -75,12 +68,19 @@ class StorageLayout:
         self.use_case = self.settings.use_case
 
     @functools.cached_property
+    def batch_output(self) -> str:
+        """The dataset the use case's daily batch job writes (``UseCase.batch_output``)."""
+        from jobs.platform.use_case import get_use_case
+
+        return get_use_case(self.settings).batch_output
+
+    @functools.cached_property
     def datasets(self) -> dict[str, str]:
         """Logical dataset name -> folder under the use case's root."""
         from jobs.platform.use_case import get_use_case
 
         use_case = get_use_case(self.settings)
-        out = {name: name for name in (*PLATFORM_DATASETS, use_case.batch_output)}
+        out = {name: name for name in (*PLATFORM_DATASETS, self.batch_output)}
         for name in use_case.datasets:
             out[name] = f"lake/{name}"
             out.update({f"{area}_{name}": f"{area}/{name}" for area in INGEST_AREAS})
@@ -112,7 +112,7 @@ class StorageLayout:
 
     def uri(self, dataset: str, date: str | dt.date | None = None, *sub: str) -> str:
         """Where a dataset is read by consumers: the published S3 URI in production, else the local path."""
-        published = ("predictions", "reports", "manifests", get_use_case_output(self.settings))
+        published = ("predictions", "reports", "manifests", self.batch_output)
         if self.settings.publishes_to_s3 and dataset in published:
             return self.s3_uri(dataset, date, *sub)
         return str(self.path(dataset, date, *sub))

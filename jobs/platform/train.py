@@ -518,7 +518,8 @@ class GateOutcome:
     challenger: Evaluation
     champion: Evaluation | None
     champion_version: str | None
-    headline: tuple[str, ...] = ()  # the use case's headline metrics (UseCase.headline_metrics)
+    metrics: dict[str, float]  # the use case's headline figures of the challenger (UseCase.headline)
+    champion_metrics: dict[str, float] | None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -527,15 +528,9 @@ class GateOutcome:
             "promote": self.decision.promote,
             "reason": self.decision.reason,
             "champion_version": self.champion_version,
-            "metrics": _main_metrics(self.challenger, self.headline),
-            "champion_metrics": None
-            if self.champion is None
-            else _main_metrics(self.champion, self.headline),
+            "metrics": self.metrics,
+            "champion_metrics": self.champion_metrics,
         }
-
-
-def _main_metrics(ev: Evaluation, names: tuple[str, ...]) -> dict[str, float]:
-    return {k: float(ev.metrics[k]) for k in names if k in ev.metrics}
 
 
 def evaluate_and_gate(
@@ -585,8 +580,16 @@ def evaluate_and_gate(
         mlflow.set_tags(
             {"gate": "pass" if decision.promote else "refused", "gate_reason": decision.reason[:4000]}
         )
-    headline = tuple(use_case.headline_metrics)
-    outcome = GateOutcome(str(version), run_id, decision, challenger, champion, champ_version, headline)
+    outcome = GateOutcome(
+        str(version),
+        run_id,
+        decision,
+        challenger,
+        champion,
+        champ_version,
+        metrics=use_case.headline(challenger),
+        champion_metrics=None if champion is None else use_case.headline(champion),
+    )
     log.info(
         "gate decided",
         version=str(version),
@@ -600,8 +603,8 @@ def evaluate_and_gate(
             reason=f"{decision.reason} (trigger: {reason})" if reason else decision.reason,
             run_id=run_id,
             actor=actor,
-            metrics=_main_metrics(challenger, headline),
-            champion_metrics=None if champion is None else _main_metrics(champion, headline),
+            metrics=outcome.metrics,
+            champion_metrics=outcome.champion_metrics,
             checks=decision.checks,
             settings=settings,
         )

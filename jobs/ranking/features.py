@@ -189,15 +189,12 @@ def build_features(start, end=None, settings=None, spark=None) -> dict:
     from jobs.platform.config import get_settings
     from jobs.platform.logs import get_logger
     from jobs.platform.spark import get_spark
-    from jobs.platform.storage import StorageLayout, as_date
+    from jobs.platform.storage import StorageLayout
     from jobs.ranking.schema import SCHEMAS
 
     settings = settings or get_settings()
     layout = StorageLayout(settings)
-    start = as_date(start)
-    end = as_date(end) if end is not None else start
-    if end < start:
-        raise ValueError(f"end: value {end} is before start {start} (rule: start <= end)")
+    start, end = FT.build_range(start, end)
     log = get_logger("ranking_build_features", f"{start}..{end}")
     spark = spark or get_spark("ranking-build-features", settings)
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")

@@ -36,6 +36,7 @@ from jobs.platform.logs import get_logger
 from jobs.platform.storage import StorageLayout, as_date, staged_directory
 from jobs.ranking.rerank import Rules, rerank
 from jobs.ranking.retrieval import RetrievalConfig, Retriever
+from jobs.ranking.training_data import catalogue, with_features
 
 PRE_FEATURES: list[str] = [
     "item_ctr_7d",
@@ -63,20 +64,6 @@ RECOMMENDATION_COLUMNS = [
 
 class RecommendError(RuntimeError):
     """The batch job cannot produce a complete partition (nothing was written)."""
-
-
-def catalogue(layout: StorageLayout, end: dt.date) -> pd.DataFrame:
-    """Every item as of the end of ``end`` (its last change): item_id, category, brand, price,
-    sponsored, launched_at."""
-    items = fs.read_lake_frame(layout, "items", dt.date(1970, 1, 1), end)
-    if items.empty:
-        raise ValueError(f"items: no lake partition up to {end} (rule: ingest the catalogue first)")
-    items = items.sort_values(["updated_at", "change_id"], kind="stable").drop_duplicates(
-        "item_id", keep="last"
-    )
-    items["launched_at"] = pd.to_datetime(items["launched_at"], utc=True).dt.tz_localize(None)
-    items = items.astype({"category": "int64", "brand": "int64", "sponsored": "int64"})
-    return items[["item_id", "category", "brand", "price", "sponsored", "launched_at"]].reset_index(drop=True)
 
 
 def _window(layout: StorageLayout, start: dt.date, end: dt.date) -> dict[str, pd.DataFrame]:
@@ -181,7 +168,6 @@ def slates_for(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The funnel for ``users`` (user_id, device) at ``now``: one row per user and slot."""
     from jobs.platform.registry import predict_scores
-    from jobs.ranking.training_data import with_features
 
     timings: dict[str, float] = {}
     t = time.monotonic()

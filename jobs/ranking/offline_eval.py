@@ -119,8 +119,8 @@ def evaluate(
     from jobs.platform import registry
     from jobs.platform.registry import predict_scores
     from jobs.platform.storage import StorageLayout
-    from jobs.ranking.funnel import _consumed, _window, catalogue, load_companion, slates_for
-    from jobs.ranking.training_data import with_features
+    from jobs.ranking.funnel import _consumed, _window, load_companion, slates_for
+    from jobs.ranking.training_data import catalogue, with_features
 
     world = World(settings.case.world_config())
     layout = StorageLayout(settings)

@@ -111,12 +111,23 @@ def fill_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def item_categories(layout: StorageLayout, end: dt.date) -> pd.DataFrame:
-    """``item_id -> category`` of every item launched by the end of ``end`` (from the items lake)."""
+def catalogue(layout: StorageLayout, end: dt.date) -> pd.DataFrame:
+    """Every item as of the end of ``end`` (its last change, from the items lake): item_id, category,
+    brand, price, sponsored, launched_at."""
     items = fs.read_lake_frame(layout, "items", dt.date(1970, 1, 1), end)
     if items.empty:
         raise ValueError(f"items: no lake partition up to {end} (rule: ingest the catalogue first)")
-    return items[["item_id", "category"]].drop_duplicates("item_id").astype("int64")
+    items = items.sort_values(["updated_at", "change_id"], kind="stable").drop_duplicates(
+        "item_id", keep="last"
+    )
+    items["launched_at"] = pd.to_datetime(items["launched_at"], utc=True).dt.tz_localize(None)
+    items = items.astype({"category": "int64", "brand": "int64", "sponsored": "int64"})
+    return items[["item_id", "category", "brand", "price", "sponsored", "launched_at"]].reset_index(drop=True)
+
+
+def item_categories(layout: StorageLayout, end: dt.date) -> pd.DataFrame:
+    """``item_id -> category`` of every item launched by the end of ``end`` (a category never changes)."""
+    return catalogue(layout, end)[["item_id", "category"]].astype("int64")
 
 
 def labelled_impressions(
