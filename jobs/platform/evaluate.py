@@ -188,8 +188,8 @@ def gate(challenger: Evaluation, champion: Evaluation | None, spec: GateSpec) ->
 
     * absolute floors always apply — they alone decide for the first model;
     * primary metric: the challenger beats the champion by more than the margin;
-    * guardrails: each may not regress by more than its tolerance (skipped when the champion's
-      value is undefined);
+    * guardrails: each may not regress by more than its tolerance, absolute or relative to the
+      champion's value (skipped when the champion's value is undefined);
     * slices: in every champion slice with enough support, the slice metric may not regress by
       more than the slice tolerance (a slice the challenger lacks fails)."""
     checks: list[dict[str, Any]] = []
@@ -224,7 +224,7 @@ def gate(challenger: Evaluation, champion: Evaluation | None, spec: GateSpec) ->
             m = guard.metric
             if _isnan(ch.get(m.name, math.nan)):
                 continue
-            bound = m.shifted(ch[m.name], -guard.tolerance)
+            bound = m.shifted(ch[m.name], -guard.allowed(ch[m.name]))
             value = c.get(m.name, math.nan)
             check(f"guardrail.{m.name}", value, m.rule(), bound, m.beats(value, bound))
         rule = spec.slices

@@ -125,10 +125,17 @@ class MetricSpec:
 
 @dataclass(frozen=True)
 class Guardrail:
-    """The challenger may not be worse than the champion by more than ``tolerance``."""
+    """The challenger may not be worse than the champion by more than ``tolerance`` (``relative``:
+    by more than ``tolerance`` times the champion's value, for metrics whose scale varies, such as
+    catalogue coverage)."""
 
     metric: MetricSpec
     tolerance: float
+    relative: bool = False
+
+    def allowed(self, champion_value: float) -> float:
+        """The regression allowed from ``champion_value``."""
+        return self.tolerance * abs(champion_value) if self.relative else self.tolerance
 
 
 @dataclass(frozen=True)

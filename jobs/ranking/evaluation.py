@@ -7,7 +7,14 @@ slot) on the same rows, the reference any re-ranking of logged slates is read ag
 position-biased (a PBM: the top slots are examined more), so the logged order is favoured by the
 very data that judges it, which is why the true-CTR evaluation against the simulator's oracle
 (``make ranking-eval``) is the one that ranks strategies. Slices: new users (no impression in the
-last 30 days) and returning ones, and the device.
+last 30 days) and returning ones, the device, and cold items (fewer than :data:`COLD_IMPRESSIONS`
+impressions in the last 30 days: the order of a request's cold items among themselves).
+
+**The funnel's slates** (:func:`funnel_metrics`): with a model version, the version's whole funnel
+(its companion's retrieval and pre-ranker, then the ranker and the business rules) also serves a seeded
+sample of the holdout's users at the holdout's first moment, and the catalogue coverage, intra-list
+diversity and freshness of those slates join the metrics, so the gate can hold them as guardrails
+(logged slates cannot show them: re-ordering ten logged items changes neither).
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from jobs.platform.evaluate import Evaluation
 K = 10
 GROUP = "request_id"
 LABEL = "clicked"
+COLD_IMPRESSIONS = 20  # the CTR prior's strength: below it an item's smoothed CTR is mostly prior
+FUNNEL_USERS = 500
+FUNNEL_METRICS = ("coverage", "diversity", "freshness")
 
 
 def ranking_metrics(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
@@ -46,6 +56,8 @@ def _slices(frame: pd.DataFrame) -> dict[str, pd.Series]:
         out["user"] = np.where(frame["user_impressions_30d"].to_numpy() > 0, "returning", "new")
     if "device" in frame.columns:
         out["device"] = frame["device"].astype(str).to_numpy()
+    if "item_impressions_30d" in frame.columns:
+        out["item"] = np.where(frame["item_impressions_30d"].to_numpy() < COLD_IMPRESSIONS, "cold", "warm")
     return {k: pd.Series(v, index=frame.index) for k, v in out.items()}
 
 
@@ -71,6 +83,8 @@ def evaluate(
             row = ranking_metrics(part, scores[frame.index.get_indexer(part.index)])
             slices[f"{name}={value}"] = {k: row[k] for k in ("requests", "clicks", "ndcg_at_10", "mrr")}
     days = pd.to_datetime(frame["shown_at"]).dt.date
+    if model_version is not None and settings is not None:
+        metrics |= funnel_metrics(frame, settings, model_version)
     return Evaluation(
         (str(days.min()), str(days.max())),
         metrics,
@@ -80,12 +94,47 @@ def evaluate(
     )
 
 
+def funnel_metrics(
+    frame: pd.DataFrame, settings: Any, model_version: str, n_users: int = FUNNEL_USERS
+) -> dict[str, float]:
+    """Coverage, diversity and freshness of version ``model_version``'s funnel for a seeded sample of
+    ``frame``'s users (each with the device of her first request) at 00:00 of ``frame``'s first day,
+    with the features of that moment (the version's companion is part of every ranking version)."""
+    import datetime as dt
+
+    from jobs.platform import registry
+    from jobs.platform.storage import StorageLayout
+    from jobs.ranking.funnel import _consumed, _window, compose_slates, load_companion, score_candidates
+    from jobs.ranking.slate_metrics import catalogue_metrics
+    from jobs.ranking.training_data import catalogue
+
+    retriever, preranker = load_companion(registry.companion_dir(model_version, settings))
+    ranker, _, _ = registry.load_model(None, settings, version=model_version)
+    layout = StorageLayout(settings)
+    day = pd.to_datetime(frame["shown_at"]).min().normalize()
+    first = frame.sort_values("shown_at", kind="stable").drop_duplicates("user_id")[["user_id", "device"]]
+    users = first.sample(n=min(n_users, len(first)), random_state=0).sort_values("user_id")
+    items = catalogue(layout, (day - pd.Timedelta(days=1)).date())
+    items = items[items["launched_at"] < day]
+    events = _window(layout, (day - pd.Timedelta(days=7)).date(), (day - pd.Timedelta(days=1)).date())
+    scored, _ = score_candidates(users, retriever, preranker, ranker, items, day, settings)
+    slates, _ = compose_slates(scored, day, consumed=_consumed(events), k=K)
+    return catalogue_metrics(
+        slates[["user_id", "slot", "item_id"]], items, dt.date(day.year, day.month, day.day), K
+    )
+
+
 def describe(ev: Evaluation) -> str:
     m = ev.metrics
     lines = [
         f"window {ev.window[0]}..{ev.window[1]}: {int(m['requests'])} requests, {int(m['clicks'])} clicks",
         f"  NDCG@10 {m['ndcg_at_10']:.4f} (logged order {m['logged_ndcg_at_10']:.4f}), MRR {m['mrr']:.4f}",
     ]
+    if not math.isnan(m.get("coverage", math.nan)):
+        lines.append(
+            f"  funnel slates: coverage {m['coverage']:.4f}, diversity {m['diversity']:.3f}, "
+            f"freshness {m['freshness']:.3f}"
+        )
     for name, row in sorted(ev.slices.items()):
         ndcg = row["ndcg_at_10"]
         lines.append(

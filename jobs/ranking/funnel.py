@@ -153,7 +153,7 @@ def _consumed(events: dict[str, pd.DataFrame]) -> tuple[dict[int, set[int]], dic
     return bought, seen
 
 
-def slates_for(
+def score_candidates(
     users: pd.DataFrame,
     retriever: Retriever,
     preranker,
@@ -161,12 +161,9 @@ def slates_for(
     items: pd.DataFrame,
     now: pd.Timestamp,
     settings: Settings,
-    *,
-    consumed: tuple[dict[int, set[int]], dict[int, dict[int, int]]] = ({}, {}),
-    k: int = K,
-    rules: Rules | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The funnel for ``users`` (user_id, device) at ``now``: one row per user and slot."""
+    """Retrieval, features, pre-ranking and ranking for ``users`` (user_id, device) at ``now``: the
+    pre-ranker's survivors with the ranker's ``score`` (one row per user and candidate), and timings."""
     from jobs.platform.registry import predict_scores
 
     timings: dict[str, float] = {}
@@ -192,19 +189,50 @@ def slates_for(
     t = time.monotonic()
     frame["score"] = predict_scores(ranker, frame)
     timings["rank_s"] = time.monotonic() - t
+    return frame, {"candidates": len(cands), "preranked": len(frame), **timings}
+
+
+def compose_slates(
+    scored: pd.DataFrame,
+    now: pd.Timestamp,
+    *,
+    consumed: tuple[dict[int, set[int]], dict[int, dict[int, int]]] = ({}, {}),
+    k: int = K,
+    rules: Rules | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The business rules (:func:`jobs.ranking.rerank.rerank`) on each user's scored candidates:
+    one row per user and slot, and what the rules did."""
     t = time.monotonic()
     bought, seen = consumed
     slates, counts = [], {"dropped_consumed": 0, "diversity_violations": 0, "sponsored_placed": 0}
-    for user, group in frame.groupby("user_id", sort=True):
+    for user, group in scored.groupby("user_id", sort=True):
         slate, did = rerank(
             group, now=now, k=k, rules=rules, bought=bought.get(int(user), ()), seen=seen.get(int(user), {})
         )
         slates.append(slate)
         for key, value in did.items():
             counts[key] += value
-    timings["rerank_s"] = time.monotonic() - t
-    out = pd.concat(slates, ignore_index=True) if slates else frame.head(0).assign(slot=0)
-    return out, {"candidates": len(cands), "preranked": len(frame), **counts, **timings}
+    out = pd.concat(slates, ignore_index=True) if slates else scored.head(0).assign(slot=0)
+    return out, {**counts, "rerank_s": time.monotonic() - t}
+
+
+def slates_for(
+    users: pd.DataFrame,
+    retriever: Retriever,
+    preranker,
+    ranker,
+    items: pd.DataFrame,
+    now: pd.Timestamp,
+    settings: Settings,
+    *,
+    consumed: tuple[dict[int, set[int]], dict[int, dict[int, int]]] = ({}, {}),
+    k: int = K,
+    rules: Rules | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The funnel for ``users`` (user_id, device) at ``now``: one row per user and slot."""
+    scored, stats = score_candidates(users, retriever, preranker, ranker, items, now, settings)
+    slates, did = compose_slates(scored, now, consumed=consumed, k=k, rules=rules)
+    return slates, {**stats, **did}
 
 
 def recommend(

@@ -20,14 +20,17 @@
 
 **Strategies**: popularity (the window's most popular items, the same slate for everyone), ALS alone
 (its top 10), ALS + the XGBoost ranker (ALS's top 500 ranked), the full funnel (merged retrieval ->
-pre-ranker -> ranker -> rules) and the oracle (each user's best 10 items by true click probability).
+pre-ranker -> ranker -> rules), the **informed** reference (:meth:`World.informed_slates`: a ranker
+that knows the world's model but not the users' interests, ranking by the posterior of each interest
+given the logs before day 20 - what the logged data can support at best; also under the funnel's
+rules) and the oracle (each user's best 10 items by true click probability).
 
 **Figures**: true NDCG@10 (graded by the true click probability, ideal = the oracle), true expected
 CTR@10 and its share of the oracle's, logged NDCG@10 against the clicks the users gave the logging
 policy on day 20 (biased towards what that policy showed), coverage, intra-list diversity,
 freshness; the funnel's true NDCG minus each baseline's with a 95 % bootstrap CI over users; and
 retrieval Recall@500 per strategy and merged, against the oracle's top 10 (true) and against day 20's
-logged clicks.
+logged clicks; the price of each business rule (the funnel's true CTR with that rule off).
 """
 
 from __future__ import annotations
@@ -56,6 +59,25 @@ N_BOOT = 2000
 # the protocol's ranker: more, shallower-learning trees than the platform's quick default (on the small
 # world: ALS + ranker 61.1 % -> 66.6 % of the oracle's CTR, full funnel 58.2 % -> 61.8 %)
 RANKER_PARAMS_KW = {"n_estimators": 400, "max_depth": 6, "learning_rate": 0.05}
+
+
+INFORMED = "informed (Bayes)"
+
+
+def _rule_ablations(rules) -> dict:
+    """``{name: (rules, filter consumed items)}``: the funnel's rules with one of them switched off
+    at a time, then all of them (the consumed-items filter is off when its flag is false)."""
+    from dataclasses import replace
+
+    off = {
+        "sponsored slots": {"sponsored_slots": ()},
+        "category diversity": {"max_per_window": 10**6},
+        "freshness boost": {"fresh_boost": 0.0},
+    }
+    out = {name: (replace(rules, **change), True) for name, change in off.items()}
+    out["seen/bought filter"] = (rules, False)
+    out["all rules"] = (replace(rules, **{k: v for c in off.values() for k, v in c.items()}), False)
+    return out
 
 
 def _slates(lists: dict[int, np.ndarray], fill: np.ndarray, users: np.ndarray, k: int = K) -> pd.DataFrame:
@@ -119,7 +141,8 @@ def evaluate(
     from jobs.platform import registry
     from jobs.platform.registry import predict_scores
     from jobs.platform.storage import StorageLayout
-    from jobs.ranking.funnel import _consumed, _window, load_companion, slates_for
+    from jobs.ranking.funnel import _consumed, _window, compose_slates, load_companion, score_candidates
+    from jobs.ranking.rerank import Rules
     from jobs.ranking.training_data import catalogue, with_features
 
     world = World(settings.case.world_config())
@@ -166,27 +189,54 @@ def evaluate(
 
     t = time.monotonic()
     events = _window(layout, test_day - dt.timedelta(days=7), test_day - dt.timedelta(days=1))
-    funnel, stats = slates_for(
-        users,
-        retriever,
-        preranker,
-        state["model"],
-        items,
-        now,
-        settings,
-        consumed=_consumed(events),
-        k=K,
-        rules=rules,
-    )
-    slates["full funnel"] = _slates(
-        {u: g.sort_values("slot")["item_id"].to_numpy() for u, g in funnel.groupby("user_id")},
-        retriever.popular,
-        uids,
-    )
+    consumed = _consumed(events)
+    scored, stats = score_candidates(users, retriever, preranker, state["model"], items, now, settings)
+    rules = rules or Rules()
+    funnel, did = compose_slates(scored, now, consumed=consumed, k=K, rules=rules)
+    stats |= did
+
+    def as_slates(frame: pd.DataFrame) -> pd.DataFrame:
+        return _slates(
+            {u: g.sort_values("slot")["item_id"].to_numpy() for u, g in frame.groupby("user_id")},
+            retriever.popular,
+            uids,
+        )
+
+    slates["full funnel"] = as_slates(funnel)
     timings["funnel_s"] = time.monotonic() - t
+    t = time.monotonic()
+    depth = 5 * K  # deep enough for the rules to find alternatives
+    informed = world.informed_slates(uids, test_day, devices.reindex(uids).to_numpy(), depth)
+    slates[INFORMED] = pd.DataFrame(
+        {
+            "user_id": np.repeat(uids, K),
+            "item_id": informed[:, :K].ravel(),
+            "slot": np.tile(np.arange(K), len(uids)),
+        }
+    )
+    ranked = pd.DataFrame(
+        {
+            "user_id": np.repeat(uids, depth),
+            "item_id": informed.ravel(),
+            "score": -np.tile(np.arange(depth), len(uids)),
+        }
+    ).merge(items[["item_id", "category", "launched_at", "sponsored"]], on="item_id")
+    slates[INFORMED + " + rules"] = as_slates(
+        compose_slates(ranked, now, consumed=consumed, k=K, rules=rules)[0]
+    )
+    timings["informed_s"] = time.monotonic() - t
     slates["oracle"] = pd.DataFrame(
         {"user_id": np.repeat(uids, K), "item_id": oracle.ravel(), "slot": np.tile(np.arange(K), len(uids))}
     )
+
+    # the price of each business rule: the funnel's true CTR with that rule off (the others on)
+    t = time.monotonic()
+    rule_costs = {}
+    for name, (changed, filtered) in _rule_ablations(rules).items():
+        alt, _ = compose_slates(scored, now, consumed=consumed if filtered else ({}, {}), k=K, rules=changed)
+        per = true_per_user(world, as_slates(alt), test_day, devices, K)
+        rule_costs[name] = float(per["clicks"].sum() / per["oracle_clicks"].sum())
+    timings["rules_s"] = time.monotonic() - t
 
     table, per_user = {}, {}
     for name, slate in slates.items():
@@ -231,6 +281,7 @@ def evaluate(
         },
         "strategies": table,
         "funnel_minus": diffs,
+        "rules_off": rule_costs,
         "retrieval": retrieval,
         "funnel_stages": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in stats.items()},
         "timings": {k: round(v, 2) for k, v in timings.items()},
@@ -257,17 +308,28 @@ def render(result: dict) -> str:
         f"protocol: train {p['train_days'][0]}..{p['train_days'][1]}, gap {p['gap_day']}, test {p['test_day']}; "
         f"{p['users']} users ({p['users_with_logged_clicks']} with logged clicks); ranker v{p['model_version']}",
         "",
-        f"{'strategy':<14} {'true NDCG@10':>12} {'true CTR@10':>11} {'% oracle':>8} {'logged NDCG@10':>14} "
+        f"{'strategy':<22} {'true NDCG@10':>12} {'true CTR@10':>11} {'% oracle':>8} {'logged NDCG@10':>14} "
         f"{'coverage':>8} {'diversity':>9} {'fresh':>6}",
     ]
     for name, m in result["strategies"].items():
         lines.append(
-            f"{name:<14} {m['true_ndcg_at_10']:>12.4f} {m['true_ctr_at_10']:>11.4f} {100 * m['share_of_oracle_ctr']:>7.1f}% "
+            f"{name:<22} {m['true_ndcg_at_10']:>12.4f} {m['true_ctr_at_10']:>11.4f} {100 * m['share_of_oracle_ctr']:>7.1f}% "
             f"{m['logged_ndcg_at_10']:>14.4f} {m['coverage']:>8.4f} {m['diversity']:>9.3f} {m['freshness']:>6.3f}"
         )
     lines += ["", "full funnel minus (true NDCG@10, 95% bootstrap CI over users):"]
     for name, d in result["funnel_minus"].items():
         lines.append(f"  {name:<14} {d['diff']:+.4f}  [{d['ci_lo']:+.4f}, {d['ci_hi']:+.4f}]")
+    funnel = result["strategies"]["full funnel"]["share_of_oracle_ctr"]
+    informed = result["strategies"][INFORMED + " + rules"]["share_of_oracle_ctr"]
+    lines += [
+        "",
+        f"what the logs allow: knowing the world but not the users' interests ({INFORMED}), a ranker "
+        f"reaches {100 * result['strategies'][INFORMED]['share_of_oracle_ctr']:.1f}% of the oracle's CTR, "
+        f"{100 * informed:.1f}% under the business rules; the full funnel {100 * funnel / informed:.1f}% of that",
+        "full funnel with one business rule off (% of the oracle's true CTR):",
+    ]
+    for name, share in result["rules_off"].items():
+        lines.append(f"  {name + ' off':<24} {100 * share:>6.1f}%  ({100 * (share - funnel):+.1f} pts)")
     lines += ["", f"{'retrieval':<10} {'Recall@500 (oracle top 10)':>27} {'Recall@500 (logged clicks)':>27}"]
     for name, m in result["retrieval"].items():
         lines.append(f"{name:<10} {m['recall_at_500_true']:>27.4f} {m['recall_at_500_logged']:>27.4f}")

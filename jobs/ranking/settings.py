@@ -57,6 +57,12 @@ class Gate(BaseModel):
 
     margin: float = Field(0.0, ge=0, description="challenger NDCG@10 must exceed the champion's by more")
     guardrail_tolerance: float = Field(0.01, ge=0, description="max drop of MRR")
+    diversity_tolerance: float = Field(
+        0.05, ge=0, le=1, description="max drop of the funnel slates' intra-list category diversity"
+    )
+    coverage_tolerance: float = Field(
+        0.2, ge=0, le=1, description="max relative drop of the funnel slates' catalogue coverage"
+    )
     slice_tolerance: float = Field(0.03, ge=0, description="max NDCG@10 drop in a slice with enough clicks")
     min_slice_clicks: int = Field(200, ge=1, description="slices with fewer clicks are not gated (noise)")
     min_ndcg_at_10: float = Field(0.30, ge=0, le=1, description="absolute floor for any champion")

@@ -32,12 +32,17 @@ MRR = MetricSpec("mrr")
 
 
 def gate_spec(policy: Gate) -> GateSpec:
-    """NDCG@10 on the holdout's logged clicks is primary; MRR a guardrail; NDCG@10 has an absolute
-    floor and may not regress in a slice (new/returning users, device) with enough clicks."""
+    """NDCG@10 on the holdout's logged clicks is primary; guardrails MRR and the funnel's slates'
+    intra-list diversity (absolute) and catalogue coverage (relative); NDCG@10 has an absolute floor
+    and may not regress in a slice (new/returning users, device, cold/warm items) with enough clicks."""
     return GateSpec(
         primary=NDCG,
         margin=policy.margin,
-        guardrails=(Guardrail(MRR, policy.guardrail_tolerance),),
+        guardrails=(
+            Guardrail(MRR, policy.guardrail_tolerance),
+            Guardrail(MetricSpec("diversity"), policy.diversity_tolerance),
+            Guardrail(MetricSpec("coverage"), policy.coverage_tolerance, relative=True),
+        ),
         floors=(Floor(NDCG, policy.min_ndcg_at_10),),
         slices=SliceRule(NDCG, policy.slice_tolerance, support="clicks", min_support=policy.min_slice_clicks),
     )
@@ -97,7 +102,15 @@ def use_case() -> UseCase:
         gate=lambda settings: gate_spec(settings.case.gate),
         evaluate=lazy("jobs.ranking.evaluation:evaluate"),
         version_tags=lazy("jobs.ranking.evaluation:version_tags"),
-        headline_metrics=("ndcg_at_10", "mrr", "logged_ndcg_at_10", "requests", "clicks"),
+        headline_metrics=(
+            "ndcg_at_10",
+            "mrr",
+            "logged_ndcg_at_10",
+            "coverage",
+            "diversity",
+            "requests",
+            "clicks",
+        ),
         describe=lazy("jobs.ranking.evaluation:describe"),
         model=MODEL,
         monitoring=MonitoringSpec(

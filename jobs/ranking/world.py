@@ -479,6 +479,88 @@ class World:
             out[rows] = cat.item_id[cand_idx[best]]
         return out
 
+    def interest_prior(self, grid: np.ndarray) -> np.ndarray:
+        """The marginal prior density of one user's interest in one category on ``grid`` (rows:
+        categories), as :attr:`users` draws them: a liked category (3 of the ``n_categories``) uniform on
+        [0.3, 1], any other on [-1, 0.2]; the category the drift knob opens uniform on [-1, 1]."""
+        cfg = self.config
+        liked = 3 / cfg.n_categories
+        density = liked * ((grid >= 0.3) & (grid <= 1.0)) / 0.7 + (1 - liked) * (grid <= 0.2) / 1.2
+        prior = np.tile(density, (cfg.categories, 1))
+        if cfg.new_category_date:
+            prior[-1] = 0.5
+        return prior
+
+    def informed_slates(
+        self,
+        users: Sequence[int],
+        day: dt.date | str,
+        devices: Sequence[str] | str = "desktop",
+        k: int = SLATE_SIZE,
+        policy: Policy | None = None,
+        grid_size: int = 41,
+    ) -> np.ndarray:
+        """The reference for what the logs allow: the slates of a ranker that knows everything about
+        the world (click model, examination and fatigue, each item's relevance terms, the prior of
+        interests) except the users' interests, and ranks by each item's click probability in
+        expectation over the posterior of the user's interest in its category given her logged
+        impressions and clicks of the days before ``day`` (served by ``policy``, default popularity).
+
+        The oracle's CTR is what perfect knowledge gives; this one's is what the logged data can
+        support - a learned ranker's gap to it is its own, the rest is the logs'. Approximate in one
+        way: the interests' slow random walk is ignored (the posterior treats them as constant)."""
+        cfg = self.config
+        d = self.day_index(day)
+        u = np.asarray(users, dtype=np.int64)
+        dev = np.broadcast_to(np.asarray(devices), u.shape)
+        row = pd.Series(np.arange(len(u)), index=u)
+        if row.index.has_duplicates:
+            raise ValueError("users: listed more than once; rule: one slate per user")
+        grid = np.linspace(-1.0, 1.0, grid_size)
+        with np.errstate(divide="ignore"):
+            log_post = np.broadcast_to(np.log(self.interest_prior(grid)), (len(u), cfg.categories, grid_size))
+        log_post = log_post.copy()
+        exam = np.asarray(EXAMINATION)
+        for past in range(d):
+            date = cfg.start_date + dt.timedelta(days=past)
+            traffic = self.traffic(date, policy)
+            imp = traffic.impressions
+            mine = imp["user_id"].isin(row.index).to_numpy()
+            if not mine.any():
+                continue
+            imp = imp[mine]
+            index = self.requests(date).set_index("request_id")["request_index"]
+            seen = exam[imp["slot"].to_numpy()] * cfg.fatigue ** index.reindex(imp["request_id"]).to_numpy()
+            clicked = imp["impression_id"].isin(traffic.clicks["impression_id"]).to_numpy()
+            cat = self.catalogue(date)
+            item = imp["item_id"].to_numpy()
+            logit = self._item_logit(cat, past, item, imp["device"].to_numpy() == "mobile")
+            p = seen[:, None] * _sigmoid(cfg.a_interest * grid[None, :] + logit[:, None])
+            ll = np.where(clicked[:, None], np.log(p), np.log1p(-p))
+            np.add.at(log_post, (row[imp["user_id"].to_numpy()].to_numpy(), cat.category[item]), ll)
+        post = np.exp(log_post - log_post.max(axis=2, keepdims=True))
+        post /= post.sum(axis=2, keepdims=True)
+        cat = self.catalogue(day)
+        out = np.empty((len(u), k), dtype=np.int64)
+        for mobile in (False, True):
+            rows = np.flatnonzero((dev == "mobile") == mobile)
+            if not len(rows):
+                continue
+            item_logit = self._item_logit(cat, d, np.arange(len(cat)), mobile)
+            # within a category the expected click probability rises with the item's own logit, so
+            # the best k of every category are the only candidates
+            cand = np.concatenate(
+                [
+                    members[np.argsort(-item_logit[members], kind="stable")[:k]]
+                    for members in (np.flatnonzero(cat.category == c) for c in np.unique(cat.category))
+                ]
+            )
+            p = _sigmoid(cfg.a_interest * grid[None, :] + item_logit[cand][:, None])  # cand x grid
+            score = (post[rows][:, cat.category[cand], :] * p[None, :, :]).sum(axis=2)
+            best = np.argsort(-score, axis=1, kind="stable")[:, :k]
+            out[rows] = cat.item_id[cand[best]]
+        return out
+
     def popularity(self, day: dt.date | str) -> np.ndarray:
         """What the shop measures as popularity on ``day``, per catalogue position: quality, freshness
         and the mean interest of joined users in the item's category."""

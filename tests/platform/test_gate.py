@@ -54,6 +54,15 @@ def test_guardrail_and_slice_regressions_refuse_a_better_primary():
     assert [c["check"] for c in gate(missing, champion, SPEC).failed()] == ["slice.device=mobile.rmse"]
 
 
+def test_a_relative_guardrail_scales_with_the_champions_value():
+    relative = GateSpec(primary=RMSE, guardrails=(Guardrail(COVERAGE, 0.2, relative=True),))
+    champion = ev(3.0, 0.01)
+    kept = gate(ev(2.0, 0.0081, version="2"), champion, relative)  # -19 %
+    lost = gate(ev(2.0, 0.0079, version="2"), champion, relative)  # -21 %
+    assert kept.promote and [c["check"] for c in lost.failed()] == ["guardrail.coverage"]
+    assert lost.failed()[0]["bound"] == pytest.approx(0.008)
+
+
 def test_a_different_holdout_is_an_error():
     other = Evaluation(("2018-05-02", "2018-05-08"), {"rows": 100.0, "rmse": 1.0, "coverage": 1.0})
     with pytest.raises(ValueError, match="same holdout"):

@@ -120,6 +120,33 @@ def test_batch_path_end_to_end(platform, spark):
     artifacts = {a.path for a in registry.client(settings).list_artifacts(mv.run_id, "companion")}
     assert {"companion/retrieval", "companion/preranker.ubj"} <= artifacts
     assert run.data.metrics["companion_indexed_items"] > 100
+    # the gate sees the funnel's slates (coverage, diversity) and a cold-item slice
+    assert 0 < run.data.metrics["holdout_coverage"] <= 1 and 0 < run.data.metrics["holdout_diversity"] <= 1
+    assert run.data.metrics["holdout_slice.item.cold.requests"] > 0
+
+    # a second ranker against the champion: the funnel's guardrails are checked
+    import mlflow.artifacts
+
+    from jobs.platform import train as T
+    from jobs.platform.evaluate import Windows
+    from jobs.platform.params import TrainParams
+
+    train, holdout = (mv.tags[f"{w}_window"].split("..") for w in ("train", "holdout"))
+    windows = Windows.parse(
+        dict(
+            zip(("train_start", "train_end", "holdout_start", "holdout_end"), [*train, *holdout], strict=True)
+        )
+    )
+    second = T.train_step(
+        windows, TrainParams(n_estimators=20, max_depth=2), reason="test: a second ranker", settings=settings
+    )
+    outcome = T.gate_step(second, settings=settings)
+    assert outcome["champion_version"] == version
+    gate = mlflow.artifacts.load_dict(f"runs:/{second['run_id']}/evaluation/gate.json")
+    checks = {c["check"]: c for c in gate["checks"]}
+    assert {"guardrail.mrr", "guardrail.diversity", "guardrail.coverage"} <= set(checks)
+    champion_coverage = outcome["champion_metrics"]["coverage"]
+    assert checks["guardrail.coverage"]["bound"] == pytest.approx(0.8 * champion_coverage)  # relative
 
     dr = run_dag("ranking_batch_predict", LAST.isoformat())
     summary = dr.get_task_instance("score").xcom_pull(task_ids="score")

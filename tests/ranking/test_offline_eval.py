@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from jobs.ranking.offline_eval import _ranked, _slates, bootstrap_diff, checks
+from jobs.ranking.offline_eval import _ranked, _rule_ablations, _slates, bootstrap_diff, checks
+from jobs.ranking.rerank import Rules
 
 
 def test_bootstrap_ci_covers_the_true_difference_and_excludes_zero_when_clear():
@@ -33,3 +34,17 @@ def test_checks_read_the_bars_from_the_figures():
     retrieval = {"cf": {"recall_at_500_true": 0.5}, "merged": {"recall_at_500_true": 0.6}}
     got = checks({"strategies": strategies, "funnel_minus": minus, "retrieval": retrieval})
     assert list(got.values()) == [True, False, True, True]
+
+
+def test_each_rule_is_switched_off_alone_then_all_together():
+    rules = Rules()
+    got = _rule_ablations(rules)
+    assert got["sponsored slots"] == (Rules(sponsored_slots=()), True)
+    assert got["freshness boost"][0].fresh_boost == 0.0 and got["freshness boost"][0].sponsored_slots == (
+        2,
+        7,
+    )
+    assert got["category diversity"][0].max_per_window > 10 and got["category diversity"][1]
+    assert got["seen/bought filter"] == (rules, False)
+    everything, filtered = got["all rules"]
+    assert not filtered and everything.sponsored_slots == () and everything.fresh_boost == 0.0

@@ -142,6 +142,29 @@ def test_the_oracle_is_the_best_slate(world):
     assert one == pytest.approx(float((p * np.asarray(EXAMINATION)).sum()))
 
 
+def test_the_informed_reference_learns_from_the_logs_and_stays_below_the_oracle(world):
+    """The Bayes reference: with no logs it ranks every user alike (the prior), with logs it follows
+    each user's clicks and lands between that and the oracle, and its posterior is a proper one."""
+    users = np.arange(300)
+    prior_only = world.informed_slates(users, day(0), "desktop")
+    assert (prior_only == prior_only[0]).all()  # nothing logged yet: one slate for all
+    informed = world.informed_slates(users, day(6), "desktop")
+    assert not (informed == informed[0]).all()
+    got = world.expected_clicks(users, informed, day(6)).sum()
+    best = world.expected_clicks(users, world.best_slates(users, day(6)), day(6)).sum()
+    blind = world.expected_clicks(users, np.broadcast_to(prior_only[0], informed.shape), day(6)).sum()
+    assert blind < got < best
+    grid = np.linspace(-1, 1, 41)
+    prior = world.interest_prior(grid)
+    assert (
+        prior.shape == (SMALL.categories, 41)
+        and (prior[:, grid >= 0.3] > 0).all()
+        and (prior[:, (grid > 0.2) & (grid < 0.3)] == 0).all()
+    )
+    with pytest.raises(ValueError, match="users"):
+        world.informed_slates([1, 1], day(6))
+
+
 def test_the_drift_knob_shifts_interests_and_opens_a_category():
     cfg = WorldConfig(
         **{**SMALL.__dict__, "drift_date": day(5), "drift_category": 2, "new_category_date": day(5)}
