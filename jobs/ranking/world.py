@@ -556,9 +556,10 @@ class World:
                 ]
             )
             p = _sigmoid(cfg.a_interest * grid[None, :] + item_logit[cand][:, None])  # cand x grid
-            score = (post[rows][:, cat.category[cand], :] * p[None, :, :]).sum(axis=2)
-            best = np.argsort(-score, axis=1, kind="stable")[:, :k]
-            out[rows] = cat.item_id[cand[best]]
+            for chunk in np.array_split(rows, max(1, len(rows) // 128)):  # bounded memory
+                score = np.einsum("ucg,cg->uc", post[chunk][:, cat.category[cand], :], p)
+                best = np.argsort(-score, axis=1, kind="stable")[:, :k]
+                out[chunk] = cat.item_id[cand[best]]
         return out
 
     def popularity(self, day: dt.date | str) -> np.ndarray:
