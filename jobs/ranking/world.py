@@ -456,27 +456,43 @@ class World:
         """The oracle: each user's ``k`` items of highest true relevance (the slate of maximal expected
         clicks, since examination falls with the slot). Exact: within a category a user's relevance
         follows the item part of the logit, so the best ``k`` of every category are the candidates."""
+        u = np.asarray(users, dtype=np.int64)
+        interests = self.interests(day)
+        cat = self.catalogue(day)
+        return self._top_k(
+            u,
+            day,
+            devices,
+            k,
+            lambda rows, cand, item_logit: (
+                self.config.a_interest * interests[u[rows]][:, cat.category[cand]] + item_logit[cand]
+            ),
+        )
+
+    def _top_k(self, users: np.ndarray, day, devices, k: int, score) -> np.ndarray:
+        """Per user the ``k`` catalogue items of highest ``score(rows, cand, item_logit)`` (rows:
+        positions in ``users``; cand: catalogue positions; item_logit: the item part of the logit on the
+        row's device), per device and in bounded chunks of users. The candidates are the best ``k`` of
+        every category by the item part of the logit, which is exact for any score that rises with it
+        within a category."""
         d = self.day_index(day)
         cat = self.catalogue(day)
-        u = np.asarray(users, dtype=np.int64)
-        dev = np.broadcast_to(np.asarray(devices), u.shape)
-        out = np.empty((len(u), k), dtype=np.int64)
-        interests = self.interests(day)
+        dev = np.broadcast_to(np.asarray(devices), users.shape)
+        out = np.empty((len(users), k), dtype=np.int64)
         for mobile in (False, True):
             rows = np.flatnonzero((dev == "mobile") == mobile)
             if not len(rows):
                 continue
             item_logit = self._item_logit(cat, d, np.arange(len(cat)), mobile)
-            cand, cand_cat = [], []
-            for c in np.unique(cat.category):
-                members = np.flatnonzero(cat.category == c)
-                top = members[np.argsort(-item_logit[members], kind="stable")[:k]]
-                cand.append(top)
-                cand_cat.append(np.full(len(top), c))
-            cand_idx, cand_c = np.concatenate(cand), np.concatenate(cand_cat)
-            score = self.config.a_interest * interests[u[rows]][:, cand_c] + item_logit[cand_idx]
-            best = np.argsort(-score, axis=1, kind="stable")[:, :k]
-            out[rows] = cat.item_id[cand_idx[best]]
+            cand = np.concatenate(
+                [
+                    members[np.argsort(-item_logit[members], kind="stable")[:k]]
+                    for members in (np.flatnonzero(cat.category == c) for c in np.unique(cat.category))
+                ]
+            )
+            for chunk in np.array_split(rows, max(1, len(rows) // 128)):
+                best = np.argsort(-score(chunk, cand, item_logit), axis=1, kind="stable")[:, :k]
+                out[chunk] = cat.item_id[cand[best]]
         return out
 
     def interest_prior(self, grid: np.ndarray) -> np.ndarray:
@@ -512,7 +528,6 @@ class World:
         cfg = self.config
         d = self.day_index(day)
         u = np.asarray(users, dtype=np.int64)
-        dev = np.broadcast_to(np.asarray(devices), u.shape)
         row = pd.Series(np.arange(len(u)), index=u)
         if row.index.has_duplicates:
             raise ValueError("users: listed more than once; rule: one slate per user")
@@ -541,26 +556,12 @@ class World:
         post = np.exp(log_post - log_post.max(axis=2, keepdims=True))
         post /= post.sum(axis=2, keepdims=True)
         cat = self.catalogue(day)
-        out = np.empty((len(u), k), dtype=np.int64)
-        for mobile in (False, True):
-            rows = np.flatnonzero((dev == "mobile") == mobile)
-            if not len(rows):
-                continue
-            item_logit = self._item_logit(cat, d, np.arange(len(cat)), mobile)
-            # within a category the expected click probability rises with the item's own logit, so
-            # the best k of every category are the only candidates
-            cand = np.concatenate(
-                [
-                    members[np.argsort(-item_logit[members], kind="stable")[:k]]
-                    for members in (np.flatnonzero(cat.category == c) for c in np.unique(cat.category))
-                ]
-            )
+
+        def expected(rows, cand, item_logit):  # over the posterior: the expected click probability
             p = _sigmoid(cfg.a_interest * grid[None, :] + item_logit[cand][:, None])  # cand x grid
-            for chunk in np.array_split(rows, max(1, len(rows) // 128)):  # bounded memory
-                score = np.einsum("ucg,cg->uc", post[chunk][:, cat.category[cand], :], p)
-                best = np.argsort(-score, axis=1, kind="stable")[:, :k]
-                out[chunk] = cat.item_id[cand[best]]
-        return out
+            return np.einsum("ucg,cg->uc", post[rows][:, cat.category[cand], :], p)
+
+        return self._top_k(u, day, devices, k, expected)
 
     def popularity(self, day: dt.date | str) -> np.ndarray:
         """What the shop measures as popularity on ``day``, per catalogue position: quality, freshness
