@@ -410,7 +410,6 @@ def serve_ours(repo: str, port: int, cpus: list[int]) -> None:
         CUSTOMER_FEATURES,
         REQUEST_FEATURES,
         TERMINAL_FEATURES,
-        sandbox_request_features,
     )
 
     settings = get_settings()
@@ -418,7 +417,6 @@ def serve_ours(repo: str, port: int, cpus: list[int]) -> None:
         store=FeatureStore(repo_path=repo),
         feature_service="fraud_v1",
         feature_columns=CUSTOMER_FEATURES + TERMINAL_FEATURES + REQUEST_FEATURES + list(STREAM_FEATURES),
-        request_fn=sandbox_request_features,
     )
     app = create_app(settings, feature_client=client)
     tune_process()  # as ``python -m serving.app`` does

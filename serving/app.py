@@ -20,14 +20,13 @@ import argparse
 import datetime as dt
 import gc
 import json
-import math
 import secrets
 import sys
+import time
 import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
 import pydantic_core
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,10 +39,10 @@ from jobs.platform.config import Settings, get_settings
 from jobs.platform.logs import get_logger
 from jobs.platform.storage import StorageLayout
 from serving.batching import MicroBatcher
-from serving.features import FeatureClient, FeatureStoreUnavailable, FeatureVector
+from serving.features import FeatureClient, FeatureStoreUnavailable
 from serving.handler import Routes, ScoredRow, ServingHandler
 from serving.limits import BodySizeLimit
-from serving.metrics import MetricsMiddleware, ServingMetrics
+from serving.metrics import REQUEST_STARTED, MetricsMiddleware, ServingMetrics
 from serving.models import LoadedModel, ModelBundle, ModelManager, ModelSource, ModelUnavailable
 from serving.prediction_log import PredictionLogWriter
 from serving.schemas import (
@@ -91,21 +90,28 @@ class ScoringService:
         if bundle.champion is None:
             reason = self.models.last_error or "no champion model is loaded"
             raise ServiceUnavailable("model_unavailable", reason)
+        clock, stage = time.perf_counter, self.metrics.stage
         try:
-            vectors = self.features.fetch(rows)
+            batch = self.features.fetch(rows)
         except FeatureStoreUnavailable as exc:
             raise ServiceUnavailable("online_store_unavailable", str(exc)) from exc
+        t1 = clock()
+        for name, seconds in batch.timings.items():  # online_read, request_features
+            stage(name).observe(seconds)
 
         h, m = self.handler, self.metrics
         scored_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        champion_scores = _predict(bundle.champion, vectors)
+        champion_scores = bundle.champion.predict(batch.model_matrix(bundle.champion.feature_names))
         challenger_scores = (
-            _predict(bundle.challenger, vectors)
+            bundle.challenger.predict(batch.model_matrix(bundle.challenger.feature_names))
             if bundle.challenger is not None and bundle.mode != "off"
             else None
         )
+        t2 = clock()
+        stage("model").observe(t2 - t1)
         results, records = [], []
-        for i, (row, vector) in enumerate(zip(rows, vectors, strict=True)):
+        for i, row in enumerate(rows):
+            vector = batch[i]
             request_id = uuid.uuid4().hex
             use_challenger = challenger_scores is not None and bundle.routes_to_challenger(row[h.route_key])
             model = bundle.challenger if use_challenger else bundle.champion
@@ -122,23 +128,19 @@ class ScoringService:
                 records.append(
                     h.record(ScoredRow(request_id, row, vector, c, s, _decide(c, s), "shadow", scored_at))
                 )
+        t3 = clock()
+        stage("assemble").observe(t3 - t2)
         if self.log_writer is not None:
             self.log_writer.append(records)
         if self.pusher is not None:
             self.pusher.submit(rows)
+        stage("log_push").observe(clock() - t3)
         return results
 
 
 def _decide(model: LoadedModel, score: float) -> int | None:
     """The decision policy: 1 when the score reaches the version's threshold tag (None: no policy)."""
     return None if model.threshold is None else int(score >= model.threshold)
-
-
-def _predict(model: LoadedModel, vectors: list[FeatureVector]) -> np.ndarray:
-    matrix = np.array(
-        [[v.values.get(name, math.nan) for name in model.feature_names] for v in vectors], dtype="float32"
-    )
-    return model.predict(matrix)
 
 
 # --- HTTP layer -------------------------------------------------------------------------
@@ -245,7 +247,31 @@ def create_app(
         else None
     )
     service = ScoringService(feature_client, manager, writer, metrics, pusher, handler)
-    batcher = MicroBatcher(service.score)
+    batcher = MicroBatcher(
+        service.score, on_queued=metrics.stage("queue").observe, on_batch=metrics.batch_rows.observe
+    )
+    parsed = metrics.stage("parse").observe
+
+    async def submit(row: dict[str, Any]) -> dict[str, Any]:
+        started = REQUEST_STARTED.get()
+        if started is not None:
+            parsed(time.perf_counter() - started)
+        return await batcher.submit(row)
+
+    async def submit_many(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        started = REQUEST_STARTED.get()
+        if started is not None:
+            parsed(time.perf_counter() - started)
+        return await batcher.submit_many(rows)
+
+    encoded = metrics.stage("encode").observe
+
+    class Respond(ScoreJSONResponse):
+        def render(self, content: Any) -> bytes:
+            start = time.perf_counter()
+            body = super().render(content)
+            encoded(time.perf_counter() - start)
+            return body
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -360,11 +386,11 @@ def create_app(
     handler.register_routes(
         app,
         Routes(
-            submit=batcher.submit,
-            submit_many=batcher.submit_many,
+            submit=submit,
+            submit_many=submit_many,
             errors=errors,
             guarded=guarded,
-            response_class=ScoreJSONResponse,
+            response_class=Respond,
         ),
     )
 

@@ -8,15 +8,26 @@ The scoring path needs, per request row, the values of the model's input columns
   customer's pushed recent transactions -> its last-hour counts, ``jobs.fraud.online``), by a function
   the use case gives per view (``derived=``); a view of the service with no online table
   (``online=False``) is skipped, its features come from such a derivation;
-* request-time features computed by the same shared function training uses (the use case's
-  ``FeatureSpec.request_features``) over the frame its ``request_frame`` builds from the rows.
+* request-time features (and the request fields the model reads as they are) computed by the use
+  case's ``request_fn`` from the rows, as NumPy columns: the array form of the one definition its
+  training frames also use (fraud: :func:`jobs.fraud.training_data.request_feature_values`), with no
+  pandas on the request path.
+
+A fetch returns a :class:`FeatureBatch`: one pre-allocated float64 matrix for the whole micro-batch,
+columns in the client's order (the model's inputs), which :meth:`FeatureBatch.model_matrix` hands to
+``inplace_predict`` in a model's column order without copying when the orders agree.
 
 :class:`FeastFeatureClient` resolves the feature service once (feature views, join keys, feature names)
-and then reads each view with the provider's ``online_read`` — the same call ``FeatureStore.get_online_features``
+and then reads the views with the online store's own calls — the same ones ``FeatureStore.get_online_features``
 makes underneath, without re-resolving the registry and re-building response protos on every request.
+On Redis every view of every row of a batch is read in **one pipelined round trip** (the store's
+``_read_hash_fields``, which ``get_online_features`` uses for its own multi-view reads; the hash-field
+names are computed once per view); other stores are read view by view with ``online_read`` (SQLite:
+in process, no round trip).
 A use case's client subclasses it to add ``push(rows)`` (the stream path, run by ``serving.streaming``).
 
-Unknown entities (an entity the online store has no row for) are scored with the **documented
+Unknown entities (an entity the online store has no row for; on Redis a hash with none of the view's
+fields, which the store returns as empty values rather than as a missing row) are scored with the **documented
 defaults**: 0 for every feature of that view (``DEFAULT_FEATURE_VALUE``; counts, means and risk shares
 of an entity with no activity in the window — the same all-zero row the batch feature job emits when
 an entity leaves its look-back window, so training has seen it), overridable per feature with
@@ -31,12 +42,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 UTC = dt.UTC
 DEFAULT_FEATURE_VALUE = 0.0
@@ -48,12 +60,70 @@ class FeatureStoreUnavailable(RuntimeError):
 
 @dataclass
 class FeatureVector:
-    """Feature values of one transaction plus where they came from."""
+    """Feature values of one request row plus where they came from."""
 
     values: dict[str, float]
     # feature view -> event timestamp of the row served (None: entity unknown to the online store)
     feature_timestamps: dict[str, dt.datetime | None] = field(default_factory=dict)
     unknown_entities: list[str] = field(default_factory=list)
+
+
+class FeatureBatch:
+    """The features of a batch of request rows: one float64 matrix (NaN: missing), a column per
+    feature in ``columns`` order, the event timestamp served per view and row, the unknown entities
+    per row. Indexing or iterating gives one row as a :class:`FeatureVector`."""
+
+    __slots__ = ("columns", "index", "_data", "timestamps", "unknown", "timings")
+
+    def __init__(self, columns: tuple[str, ...], index: Mapping[str, int], n: int) -> None:
+        self.columns = columns
+        self.index = index
+        self._data = np.full((n, len(columns)), np.nan)
+        self.timestamps: dict[str, list[dt.datetime | None]] = {}
+        self.unknown: list[list[str]] = [[] for _ in range(n)]
+        self.timings: dict[str, float] = {}  # stage -> seconds (``online_read``, ``request_features``)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self._data
+
+    def __len__(self) -> int:
+        return self._data.shape[0]
+
+    def __getitem__(self, i: int) -> FeatureVector:
+        return FeatureVector(
+            dict(zip(self.columns, self._data[i].tolist(), strict=True)),
+            {view: stamps[i] for view, stamps in self.timestamps.items()},
+            self.unknown[i],
+        )
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def model_matrix(self, names: tuple[str, ...]) -> np.ndarray:
+        """The matrix with a model's input columns in its order (NaN for a column the batch lacks):
+        the batch's own matrix, uncopied, when the model reads the client's columns in order."""
+        take = _selector(self.columns, names)
+        if take is None:
+            return self._data
+        if take.max(initial=-1) < len(self.columns):
+            return self._data[:, take]
+        padded = np.concatenate([self._data, np.full((len(self), 1), np.nan)], axis=1)  # NaN: lacking
+        return padded[:, take]
+
+
+_SELECTORS: dict[tuple[tuple[str, ...], tuple[str, ...]], np.ndarray | None] = {}
+
+
+def _selector(columns: tuple[str, ...], names: tuple[str, ...]) -> np.ndarray | None:
+    key = (columns, names)
+    if key not in _SELECTORS:
+        if names == columns:
+            _SELECTORS[key] = None
+        else:
+            index = {c: j for j, c in enumerate(columns)}
+            _SELECTORS[key] = np.array([index.get(n, len(columns)) for n in names], dtype=np.intp)
+    return _SELECTORS[key]
 
 
 class FeatureClient(Protocol):
@@ -62,9 +132,9 @@ class FeatureClient(Protocol):
     @property
     def feature_columns(self) -> list[str]: ...
 
-    def fetch(self, rows: Sequence[dict[str, Any]]) -> list[FeatureVector]:
-        """Feature vectors for request rows (the use case's validated request fields, e.g. a
-        transaction: ids, amount, aware UTC datetime); raises FeatureStoreUnavailable."""
+    def fetch(self, rows: Sequence[dict[str, Any]]) -> FeatureBatch:
+        """Features of request rows (the use case's validated request fields, e.g. a transaction:
+        ids, amount, aware UTC datetime); raises FeatureStoreUnavailable."""
         ...
 
     def ping(self) -> None:
@@ -81,6 +151,9 @@ class _ViewPlan:
     features: tuple[str, ...]
     entity_label: str  # how an unknown entity of this view is reported, e.g. "customer"
     stream: bool = False  # a derived view: its stored value is turned into features per request
+    columns: np.ndarray | None = None  # matrix column of each feature (stored views)
+    default_row: np.ndarray | None = None  # the values of an unknown entity, per feature
+    redis: tuple[str, tuple[str, ...], tuple[Any, ...]] | None = None  # (view name, requested, hash fields)
 
 
 _KIND_BY_DTYPE = {"Int64": "int64_val", "Int32": "int32_val", "String": "string_val"}
@@ -108,8 +181,17 @@ def _label_for(join_keys: Sequence[str]) -> str:
     return "+".join(k.removesuffix("_id") for k in join_keys)
 
 
+def _stored(values: dict[str, Any] | None) -> bool:
+    """Whether an online read found the entity: Redis answers a missing hash with empty values."""
+    return bool(values) and any(v.WhichOneof("val") is not None for v in values.values())
+
+
 Derive = Callable[[dict[str, Any], dict[str, Any] | None], dict[str, float]]
 """``derive(row, stored values or None) -> features`` for a derived view."""
+
+RequestFeatures = Callable[[Sequence[dict[str, Any]]], Mapping[str, Any]]
+"""``request_fn(rows) -> {column: array-like of len(rows)}``: a use case's request-time features and
+the request fields its model reads as they are, for a batch of validated request rows."""
 
 
 class FeastFeatureClient:
@@ -120,8 +202,7 @@ class FeastFeatureClient:
         store: Any,
         feature_service: str,
         feature_columns: Sequence[str],
-        request_fn: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
-        request_frame: Callable[[Sequence[dict[str, Any]]], pd.DataFrame] | None = None,
+        request_fn: RequestFeatures | None = None,
         defaults: dict[str, float] | None = None,
         derived: Mapping[str, Derive] | None = None,
         online_timeout_seconds: float = 0.25,
@@ -133,8 +214,11 @@ class FeastFeatureClient:
         self.feature_service_name = feature_service
         self._feature_columns = list(feature_columns)
         self.request_fn = request_fn
-        self.request_frame = request_frame or pd.DataFrame
         self._plans: list[_ViewPlan] | None = None
+        self._columns: tuple[str, ...] = ()
+        self._index: dict[str, int] = {}
+        self._request_columns: frozenset[str] = frozenset()  # columns the request features may fill
+        self._bulk: Any = None  # the online store when it reads every view in one round trip (Redis)
         self._push_views: dict[str, list[Any]] = {}  # push source -> the views it feeds
 
     # --- resolution -------------------------------------------------------------------
@@ -151,7 +235,7 @@ class FeastFeatureClient:
             raise FeatureStoreUnavailable(
                 f"feature service {self.feature_service_name!r} not found in the Feast registry: {exc}"
             ) from exc
-        plans = []
+        found: list[tuple[str, Any, tuple[str, ...], bool]] = []
         for projection in service.feature_view_projections:
             view = None
             for getter in ("get_feature_view", "get_stream_feature_view"):
@@ -164,26 +248,67 @@ class FeastFeatureClient:
                 # an offline-only view (fraud's ``customer_activity_1h``: one row per past transaction)
                 # has no online table; its features are derived per request from a derived view
                 continue
-            keys = tuple(f.name for f in view.entity_columns)
-            kinds = tuple(_KIND_BY_DTYPE.get(str(f.dtype), "int64_val") for f in view.entity_columns)
             features = tuple(f.name for f in projection.features)
-            stream = projection.name in self.derived
-            plans.append(_ViewPlan(projection.name, view, keys, kinds, features, _label_for(keys), stream))
+            found.append((projection.name, view, features, projection.name in self.derived))
         for name in self.derived:
-            if any(p.name == name for p in plans):
+            if any(f[0] == name for f in found):
                 continue
             # a derived view is read even when the service does not list it (yet)
             try:
                 view = self.store.get_feature_view(name)
             except Exception:  # not registered: its features take their defaults
                 continue
+            found.append((view.name, view, tuple(f.name for f in view.features), True))
+        columns = list(self._feature_columns)
+        for _, _, features, stream in found:  # a stored feature the model list lacks is still served
+            columns.extend(f for f in features if not stream and f not in columns)
+        self._columns = tuple(columns)
+        self._index = {c: j for j, c in enumerate(self._columns)}
+        stored = {f for _, _, features, stream in found if not stream for f in features}
+        self._request_columns = frozenset(self._columns) - stored
+        self._bulk = self._bulk_reader()
+        plans = []
+        for name, view, features, stream in found:
             keys = tuple(f.name for f in view.entity_columns)
             kinds = tuple(_KIND_BY_DTYPE.get(str(f.dtype), "int64_val") for f in view.entity_columns)
-            features = tuple(f.name for f in view.features)
-            plans.append(_ViewPlan(view.name, view, keys, kinds, features, _label_for(keys), True))
+            plan = _ViewPlan(name, view, keys, kinds, features, _label_for(keys), stream)
+            if not stream:
+                plan = _replace(
+                    plan,
+                    columns=np.array([self._index[f] for f in features], dtype=np.intp),
+                    default_row=np.array(
+                        [self.defaults.get(f, DEFAULT_FEATURE_VALUE) for f in features], dtype="float64"
+                    ),
+                )
+            if self._bulk is not None:
+                plan = _replace(plan, redis=self._redis_fields(view, features))
+            plans.append(plan)
         self._harden_online_store()
         self._plans = plans
         return plans
+
+    def _bulk_reader(self) -> Any:
+        online = getattr(self.store._get_provider(), "online_store", None)
+        if type(online).__name__ != "RedisOnlineStore":
+            return None
+        needed = (
+            "_read_hash_fields",
+            "_generate_redis_keys_for_entities",
+            "_generate_hset_keys_for_features",
+        )
+        return online if all(callable(getattr(online, a, None)) for a in needed) else None
+
+    def _redis_fields(
+        self, view: Any, features: tuple[str, ...]
+    ) -> tuple[str, tuple[str, ...], tuple[Any, ...]]:
+        """(stored view name, requested names incl. the timestamp field, hash-field names), once per view."""
+        from feast.infra.online_stores.redis import _versioned_fv_name
+
+        fv_name = _versioned_fv_name(view, self.store.config)
+        requested, fields = self._bulk._generate_hset_keys_for_features(
+            view, list(features), fv_name_override=fv_name
+        )
+        return fv_name, tuple(requested), tuple(fields)
 
     def _harden_online_store(self) -> None:
         """Fail fast instead of stalling every queued request: redis-py's default policy retries a
@@ -209,68 +334,101 @@ class FeastFeatureClient:
         self._push_views = {}
 
     # --- reads ------------------------------------------------------------------------
-    def _online_read(self, plan: _ViewPlan, transactions: Sequence[dict[str, Any]]):
+    @staticmethod
+    def _entity_keys(plan: _ViewPlan, rows: Sequence[dict[str, Any]]) -> list[Any]:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
         from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
         keys = []
-        for tx in transactions:
+        join_keys = list(plan.join_keys)
+        for row in rows:
             values = []
             for key, kind in zip(plan.join_keys, plan.join_key_kinds, strict=True):
-                raw = tx[key]
+                raw = row[key]
                 values.append(ValueProto(**{kind: str(raw) if kind == "string_val" else int(raw)}))
-            keys.append(EntityKeyProto(join_keys=list(plan.join_keys), entity_values=values))
+            keys.append(EntityKeyProto(join_keys=join_keys, entity_values=values))
+        return keys
+
+    def _online_read(self, plan: _ViewPlan, rows: Sequence[dict[str, Any]]):
         provider = self.store._get_provider()
         return provider.online_read(
             config=self.store.config,
             table=plan.view,
-            entity_keys=keys,
+            entity_keys=self._entity_keys(plan, rows),
             requested_features=list(plan.features),
         )
 
-    def fetch(self, transactions: Sequence[dict[str, Any]]) -> list[FeatureVector]:
+    def _read_all(
+        self, plans: list[_ViewPlan], rows: Sequence[dict[str, Any]]
+    ) -> list[list[tuple[Any, Any]]]:
+        """``(event timestamp, values or None)`` per row, for every plan: on Redis one pipelined round
+        trip for all views and rows, otherwise one ``online_read`` per view."""
+        name = plans[0].name if len(plans) == 1 else "feature views"
+        try:
+            if self._bulk is None:
+                return [self._online_read(plan, rows) for plan in plans]
+            online, config = self._bulk, self.store.config
+            commands, spans = [], []
+            for plan in plans:
+                keys = online._generate_redis_keys_for_entities(config, self._entity_keys(plan, rows))
+                spans.append(len(keys))
+                commands.extend((key, list(plan.redis[2])) for key in keys)
+            replies = online._read_hash_fields(config, commands)
+            out, offset = [], 0
+            for plan, n in zip(plans, spans, strict=True):
+                fv_name, requested, _ = plan.redis
+                part = replies[offset : offset + n]
+                offset += n
+                out.append(online._convert_redis_values_to_protobuf(part, fv_name, list(requested)))
+            return out
+        except FeatureStoreUnavailable:
+            raise
+        except Exception as exc:  # the dependency boundary: any store error is "unavailable"
+            raise FeatureStoreUnavailable(
+                f"online store read of {name!r} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def fetch(self, rows: Sequence[dict[str, Any]]) -> FeatureBatch:
         plans = self._resolve()
-        out = [FeatureVector(values={}) for _ in transactions]
-        for plan in plans:
-            try:
-                rows = self._online_read(plan, transactions)
-            except FeatureStoreUnavailable:
-                raise
-            except Exception as exc:  # the dependency boundary: any store error is "unavailable"
-                raise FeatureStoreUnavailable(
-                    f"online store read of {plan.name!r} failed: {type(exc).__name__}: {exc}"
-                ) from exc
+        batch = FeatureBatch(self._columns, self._index, len(rows))
+        if not rows:
+            return batch
+        data, index = batch._data, self._index
+        start = time.perf_counter()
+        reads = self._read_all(plans, rows) if plans else []
+        for plan, read in zip(plans, reads, strict=True):
+            batch.timestamps[plan.name] = stamps = [None] * len(rows)
             if plan.stream:
                 derive = self.derived[plan.name]
-                for row, vector, (ts, values) in zip(transactions, out, rows, strict=True):
-                    vector.feature_timestamps[plan.name] = ts
-                    vector.values.update(derive(row, values))
+                for i, (row, (ts, values)) in enumerate(zip(rows, read, strict=True)):
+                    stamps[i] = ts if _stored(values) else None
+                    for feature, value in derive(row, values if _stored(values) else None).items():
+                        j = index.get(feature)
+                        if j is not None:
+                            data[i, j] = value
                 continue
-            for vector, (ts, values) in zip(out, rows, strict=True):
-                vector.feature_timestamps[plan.name] = ts
-                if values is None:
-                    if plan.entity_label not in vector.unknown_entities:
-                        vector.unknown_entities.append(plan.entity_label)
-                    for name in plan.features:
-                        vector.values[name] = self.defaults.get(name, DEFAULT_FEATURE_VALUE)
-                else:
-                    for name in plan.features:
-                        v = values.get(name)
-                        vector.values[name] = math.nan if v is None else _proto_to_python(v)
-        self._add_request_features(transactions, out)
-        return out
+            for i, (ts, values) in enumerate(read):
+                if not _stored(values):
+                    if plan.entity_label not in batch.unknown[i]:
+                        batch.unknown[i].append(plan.entity_label)
+                    data[i, plan.columns] = plan.default_row
+                    continue
+                stamps[i] = ts
+                data[i, plan.columns] = [
+                    _proto_to_python(values[f]) if f in values else math.nan for f in plan.features
+                ]
+        read = time.perf_counter()
+        self._add_request_features(rows, batch)
+        batch.timings = {"online_read": read - start, "request_features": time.perf_counter() - read}
+        return batch
 
-    def _add_request_features(self, transactions: Sequence[dict[str, Any]], out: list[FeatureVector]) -> None:
+    def _add_request_features(self, rows: Sequence[dict[str, Any]], batch: FeatureBatch) -> None:
         if self.request_fn is None:
             return
-        enriched = self.request_fn(self.request_frame(transactions))
-        served = set(out[0].values) if out else set()
-        wanted = [c for c in self._feature_columns if c in enriched.columns and c not in served]
-        columns = {c: enriched[c].to_numpy(dtype="float64", na_value=np.nan).tolist() for c in wanted}
-        for i, vector in enumerate(out):
-            values = vector.values
-            for c, col in columns.items():
-                values[c] = col[i]
+        data, index = batch._data, self._index
+        for name, column in self.request_fn(rows).items():
+            if name in self._request_columns:
+                data[:, index[name]] = column
 
     def ping(self) -> None:
         plans = self._resolve()

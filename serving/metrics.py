@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import contextvars
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+STAGE_BUCKETS = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0
+)  # fmt: skip
+STAGES = (
+    "parse",  # request received -> handler called: body read, JSON decoded and validated (per request)
+    "queue",  # waiting for the micro-batch to start (per request)
+    "online_read",  # online-store read of every view, derived views (per micro-batch)
+    "request_features",  # the use case's request-time features (per micro-batch)
+    "model",  # champion (+ challenger) inplace_predict (per micro-batch)
+    "assemble",  # response items and prediction-log records (per micro-batch)
+    "log_push",  # records and rows handed to the log writer and the pusher (per micro-batch)
+    "encode",  # the response JSON (per response)
+)
+"""The stages of a request, each timed into ``serving_stage_seconds{stage}``."""
 
 
 class ServingMetrics:
@@ -21,6 +36,19 @@ class ServingMetrics:
             "request latency",
             ["route"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stages = Histogram(
+            "serving_stage_seconds",
+            "time per stage of the scoring path (see serving.metrics.STAGES: per request or per micro-batch)",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "serving_batch_rows",
+            "rows per micro-batch scored",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=r,
         )
         self.errors = Counter(
@@ -49,6 +77,10 @@ class ServingMetrics:
         self.started.set(time.time())
         self._children: dict[tuple, object] = {}
 
+    def stage(self, name: str):
+        """The ``serving_stage_seconds`` child of a stage (memoised)."""
+        return self.child(self.stages, name)
+
     def child(self, metric, *labels: str):
         """``metric.labels(*labels)``, memoised: the per-request label lookup (and its lock) is paid
         once per label combination (all label sets here are bounded)."""
@@ -57,6 +89,13 @@ class ServingMetrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found
+
+
+REQUEST_STARTED: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "request_started", default=None
+)
+"""``time.perf_counter()`` when the current HTTP request reached the app (set by :class:`MetricsMiddleware`;
+the ``parse`` stage ends where the handler submits its rows)."""
 
 
 class MetricsMiddleware:
@@ -81,6 +120,7 @@ class MetricsMiddleware:
             await send(message)
 
         start = time.perf_counter()
+        REQUEST_STARTED.set(start)
         try:
             await self.app(scope, receive, _send)
         finally:

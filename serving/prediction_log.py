@@ -1,8 +1,8 @@
 """Prediction log: every scored request, appended as parquet by a background writer thread.
 
-The request path only puts a dict on a bounded in-memory queue (``put_nowait``: no disk I/O, never
-blocks). A writer thread drains the queue and, every ``flush_seconds`` (or when a batch is large),
-writes one parquet file per date partition::
+The request path only appends its records to a bounded in-memory buffer (:class:`serving.batching.Drain`:
+no disk I/O, never blocks, wakes nobody). A writer thread takes what arrived every ``flush_seconds``
+and writes one parquet file per date partition::
 
     StorageLayout.path("prediction_log", date) / part-<utc time>-<uuid>.parquet
 
@@ -13,7 +13,7 @@ tx_datetime, scored_at, score, decision, threshold, model_name, model_version, a
 (champion|challenger|shadow), unknown_entities, partitioned by the transaction's date, which is what
 the monitoring and A/B jobs join labels on), then one column per model feature.
 
-If the queue is full (the disk cannot keep up), the record is counted in ``dropped`` and in the
+If the buffer is full (the disk cannot keep up), the record is counted in ``dropped`` and in the
 ``serving_prediction_log_dropped_total`` metric rather than slowing requests down.
 ``close()`` drains and flushes everything still queued (called on application shutdown).
 """
@@ -21,9 +21,6 @@ If the queue is full (the disk cannot keep up), the record is counted in ``dropp
 from __future__ import annotations
 
 import datetime as dt
-import queue
-import threading
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -34,11 +31,10 @@ import pyarrow.parquet as pq
 
 from jobs.platform.logs import get_logger
 from jobs.platform.storage import StorageLayout, staged_file
+from serving.batching import Drain
 from serving.handler import LogSchema
 
 log = get_logger("serving.prediction_log")
-
-_STOP = object()
 
 
 def to_table(records: list[dict[str, Any]], schema: LogSchema) -> pa.Table:
@@ -73,52 +69,31 @@ class PredictionLogWriter:
         self.layout = layout
         self.schema = schema
         self.flush_seconds = flush_seconds
-        self.max_batch = max_batch
         self.on_written = on_written
         self.on_dropped = on_dropped
-        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.written = 0
-        self.dropped = 0
         self.files: list[str] = []
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._drain = Drain(
+            self._write,
+            interval=flush_seconds,
+            capacity=queue_size,
+            max_batch=max_batch,
+            name="prediction-log",
+            on_dropped=on_dropped,
+        )
+        self._write_errors = 0
+
+    @property
+    def dropped(self) -> int:
+        return self._drain.dropped + self._write_errors
 
     # --- request path ------------------------------------------------------------------
     def append(self, records: list[dict[str, Any]]) -> None:
-        for record in records:
-            try:
-                self.queue.put_nowait(record)
-            except queue.Full:
-                self.dropped += 1
-                if self.on_dropped is not None:
-                    self.on_dropped(1)
+        self._drain.put(records)
 
     # --- writer thread --------------------------------------------------------------------
     def start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        batch: list[dict[str, Any]] = []
-        deadline = time.monotonic() + self.flush_seconds
-        while True:
-            timeout = max(0.0, deadline - time.monotonic())
-            try:
-                item = self.queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            stop = item is _STOP
-            if item is not None and not stop:
-                batch.append(item)
-            if stop or len(batch) >= self.max_batch or time.monotonic() >= deadline:
-                if batch:
-                    self._write(batch)
-                    batch = []
-                deadline = time.monotonic() + self.flush_seconds
-            if stop:
-                return
+        self._drain.start()
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         by_date: dict[dt.date, list[dict[str, Any]]] = defaultdict(list)
@@ -133,7 +108,7 @@ class PredictionLogWriter:
                     pq.write_table(table, tmp)
             except Exception:  # keep the writer alive; the rows are reported as dropped
                 log.exception("prediction_log_write_failed", rows=len(rows), partition=str(date))
-                self.dropped += len(rows)
+                self._write_errors += len(rows)
                 if self.on_dropped is not None:
                     self.on_dropped(len(rows))
                 continue
@@ -144,10 +119,5 @@ class PredictionLogWriter:
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush everything queued so far and stop the writer."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self.queue.put(_STOP)  # blocks only if full; the writer is draining
-        thread.join(timeout=timeout)
+        self._drain.close(timeout)
         log.info("prediction_log_closed", written=self.written, dropped=self.dropped)

@@ -82,22 +82,16 @@ def derive_recent_features(tx: dict[str, Any], values: dict[str, Any] | None) ->
     )
 
 
-def request_frame(transactions: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Request rows as the frame fraud's request-time function reads (typed numpy columns: half the
-    cost of letting pandas infer them from lists, on the hot path). The lake stores UTC as naive
-    timestamps; the shared function sees the same."""
-    return pd.DataFrame(
-        {
-            "transaction_id": np.array([tx.get("transaction_id", -1) for tx in transactions], dtype="int64"),
-            "customer_id": np.array([tx["customer_id"] for tx in transactions], dtype="int64"),
-            "terminal_id": np.array([tx["terminal_id"] for tx in transactions], dtype="int64"),
-            "tx_amount": np.array([tx["tx_amount"] for tx in transactions], dtype="float64"),
-            "tx_datetime": np.array(
-                [tx["tx_datetime"].astimezone(UTC).replace(tzinfo=None) for tx in transactions],
-                dtype="datetime64[ns]",
-            ),
-        }
-    )
+def request_columns(transactions: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The request fields and request-time features the model reads, for a batch of request rows:
+    the amount as it is, and :func:`jobs.fraud.training_data.request_feature_values` of the
+    transactions' UTC times (the definition training frames use too). NumPy only: the hot path."""
+    from jobs.fraud.training_data import request_feature_values
+
+    n = len(transactions)
+    epochs = np.fromiter((epoch_seconds(tx["tx_datetime"]) for tx in transactions), dtype="int64", count=n)
+    amounts = np.fromiter((tx["tx_amount"] for tx in transactions), dtype="float64", count=n)
+    return {"tx_amount": amounts, **request_feature_values(epochs)}
 
 
 class FraudFeatureClient(FeastFeatureClient):
@@ -105,7 +99,7 @@ class FraudFeatureClient(FeastFeatureClient):
 
     def __init__(self, *args: Any, push_source: str | None = PUSH_SOURCE_NAME, **kwargs: Any) -> None:
         kwargs.setdefault("derived", {RECENT_ACTIVITY_VIEW: derive_recent_features})
-        kwargs.setdefault("request_frame", request_frame)
+        kwargs.setdefault("request_fn", request_columns)
         super().__init__(*args, **kwargs)
         self.push_source = push_source
 
@@ -240,7 +234,7 @@ def feature_client(settings: Any, store: Any = None, register_stream: bool = Tru
         store=store,
         feature_service=settings.case.feature_service,
         feature_columns=feature_store.model_inputs(settings, store),
-        request_fn=td.request_features,
+        request_fn=request_columns,
         push_source=PUSH_SOURCE_NAME if settings.serving_push_features else None,
         defaults=dict(td.feature_defaults()),
     )

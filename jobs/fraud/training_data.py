@@ -2,8 +2,8 @@
 
 * :data:`FEATURE_COLUMNS` the model inputs in order; :func:`model_inputs` derives the same list from
   the registered feature service (what the core uses), a test keeps the two equal;
-* :func:`request_features` the ONE implementation of the request-time features (training, batch
-  scoring and serving), :data:`FEATURE_DEFAULTS` the values of a store feature with no row;
+* :func:`request_feature_values` the ONE implementation of the request-time features (arrays: the
+  scoring service's form), :func:`request_features` the same on a frame (training, batch scoring), :data:`FEATURE_DEFAULTS` the values of a store feature with no row;
 * :func:`labelled_transactions` lake transactions with their matured chargeback label;
 * :func:`get_training_set` the point-in-time correct training set of a date range,
   :func:`scoring_frame` the same features for a day's transactions (batch), and
@@ -16,6 +16,7 @@ import datetime as dt
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from jobs.fraud.features import (
@@ -71,9 +72,24 @@ def as_utc_naive(values: pd.Series, errors: str = "raise") -> pd.Series:
     return ts.dt.tz_convert("UTC").dt.tz_localize(None)
 
 
+def request_feature_values(epoch_seconds: np.ndarray) -> dict[str, np.ndarray]:
+    """THE definition of the request-time features, as arrays: ``tx_during_weekend`` (Saturday or
+    Sunday) and ``tx_during_night`` (hour < 6), both 0/1 int64, from the transactions' UTC times in
+    integer epoch seconds. Training and batch frames call it through :func:`request_features`, the
+    scoring service directly (``jobs.fraud.online.request_columns``): no pandas on the request path."""
+    seconds = np.asarray(epoch_seconds, dtype="int64")
+    days = np.floor_divide(seconds, 86_400)
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    hour = np.floor_divide(seconds - days * 86_400, 3_600)
+    return {
+        "tx_during_weekend": (weekday >= 5).astype("int64"),
+        "tx_during_night": (hour < NIGHT_END_HOUR).astype("int64"),
+    }
+
+
 def request_features(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``tx_during_weekend`` (Saturday/Sunday) and ``tx_during_night`` (hour < 6), both 0/1
-    int64, computed from ``tx_datetime`` in UTC. Returns a new frame; the input is not modified."""
+    """Add the request-time features (:func:`request_feature_values`) computed from ``tx_datetime``
+    in UTC. Returns a new frame; the input is not modified."""
     if "tx_datetime" not in df.columns:
         raise KeyError("tx_datetime: missing (rule: request features need the transaction time)")
     ts = as_utc_naive(df["tx_datetime"], errors="coerce")
@@ -81,8 +97,9 @@ def request_features(df: pd.DataFrame) -> pd.DataFrame:
         bad = df.loc[ts.isna(), "tx_datetime"].iloc[0]
         raise ValueError(f"tx_datetime: value {bad!r} is not a timestamp (rule: ISO-8601 datetime)")
     out = df.copy()
-    out["tx_during_weekend"] = (ts.dt.weekday >= 5).astype("int64").to_numpy()
-    out["tx_during_night"] = (ts.dt.hour < NIGHT_END_HOUR).astype("int64").to_numpy()
+    epochs = ts.to_numpy(dtype="datetime64[s]").astype("int64")
+    for name, values in request_feature_values(epochs).items():
+        out[name] = values
     return out
 
 

@@ -203,7 +203,7 @@ def test_score_matches_feast_and_mlflow_directly(client, serving_settings, sandb
     import mlflow.xgboost
     from mlflow import MlflowClient
 
-    from tests.support.sandbox import sandbox_request_features
+    from jobs.fraud.training_data import request_features
 
     txs = sandbox.transactions.head(5)
     responses = [client.post("/v1/score", json=body(tx)) for _, tx in txs.iterrows()]
@@ -216,7 +216,7 @@ def test_score_matches_feast_and_mlflow_directly(client, serving_settings, sandb
             for c, t in zip(txs.customer_id, txs.terminal_id, strict=True)
         ],
     ).to_df()
-    frame = sandbox_request_features(
+    frame = request_features(
         txs.reset_index(drop=True).join(online.drop(columns=["customer_id", "terminal_id"]))
     )
     mlflow.set_tracking_uri(serving_settings.mlflow_tracking_uri)

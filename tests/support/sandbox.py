@@ -38,15 +38,6 @@ REQUEST_FEATURES = ["tx_amount", "tx_during_weekend", "tx_during_night"]
 PROJECT = "fraud_serving_sandbox"
 
 
-def sandbox_request_features(df: pd.DataFrame) -> pd.DataFrame:
-    """Request-time features (the handbook's): weekend flag, night flag (00:00-06:00)."""
-    out = df.copy()
-    ts = pd.to_datetime(out["tx_datetime"])
-    out["tx_during_weekend"] = (ts.dt.weekday >= 5).astype("int64")
-    out["tx_during_night"] = (ts.dt.hour < 6).astype("int64")
-    return out
-
-
 def daily_snapshots(tx: pd.DataFrame, days: list[dt.date]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per entity and day D, window aggregates over days D-w+1..D; event_timestamp = D+1 00:00 UTC."""
     tx = tx.assign(day=pd.to_datetime(tx["tx_datetime"]).dt.normalize())
@@ -86,7 +77,9 @@ def training_frame(tx: pd.DataFrame, customers: pd.DataFrame, terminals: pd.Data
         t, on=["terminal_id", "snap_ts"], how="left"
     )
     frame[CUSTOMER_FEATURES + TERMINAL_FEATURES] = frame[CUSTOMER_FEATURES + TERMINAL_FEATURES].fillna(0.0)
-    return sandbox_request_features(frame)
+    from jobs.fraud.training_data import request_features
+
+    return request_features(frame)  # fraud's one definition (the service computes its array form)
 
 
 def feature_store_yaml(root: Path, online: str, redis_connection: str | None = None) -> str:
@@ -143,7 +136,6 @@ class Sandbox:
             store=self.store,
             feature_service="fraud_v1",
             feature_columns=self.feature_columns,
-            request_fn=sandbox_request_features,
             **kwargs,
         )
 
