@@ -28,4 +28,4 @@ RUN useradd --create-home --uid 50000 fraud && mkdir -p /opt/fraud/home && chown
 USER fraud
 EXPOSE 8000
 ENTRYPOINT ["/usr/bin/tini", "--", "/opt/fraud/docker/entrypoint.sh"]
-CMD ["uvicorn", "--factory", "serving.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
+CMD ["python", "-m", "serving.app", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

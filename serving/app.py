@@ -39,6 +39,7 @@ from jobs.platform.config import Settings, get_settings
 from jobs.platform.logs import get_logger
 from jobs.platform.storage import StorageLayout
 from serving.batching import MicroBatcher
+from serving.fastpath import FastPath, FastRoute
 from serving.features import FeatureClient, FeatureStoreUnavailable
 from serving.handler import Routes, ScoredRow, ServingHandler
 from serving.limits import BodySizeLimit
@@ -266,12 +267,26 @@ def create_app(
 
     encoded = metrics.stage("encode").observe
 
+    def encode(content: Any) -> bytes:
+        start = time.perf_counter()
+        body = ScoreJSONResponse.encode(content)
+        encoded(time.perf_counter() - start)
+        return body
+
     class Respond(ScoreJSONResponse):
         def render(self, content: Any) -> bytes:
-            start = time.perf_counter()
-            body = super().render(content)
-            encoded(time.perf_counter() - start)
-            return body
+            return encode(content)
+
+    fast_routes: dict[str, FastRoute] = {}
+
+    def fast(path: str, model: Any) -> None:
+        fast_routes[path] = FastRoute(model, submit)
+
+    def unavailable_answer(path: str, exc: Exception):
+        if not isinstance(exc, ServiceUnavailable):
+            return None
+        metrics.errors.labels(path, exc.error).inc()
+        return 503, {"error": exc.error, "reason": exc.reason}, {"Retry-After": "1"}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -311,6 +326,7 @@ def create_app(
     app.state.service = service
     app.state.batcher = batcher
     app.state.settings = settings
+    app.state.fast_routes = fast_routes  # path -> FastRoute (serving.fastpath); emptied, FastAPI answers all
 
     api_key = settings.serving_api_key.get_secret_value() if settings.serving_api_key else None
     key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="required when configured")
@@ -391,6 +407,7 @@ def create_app(
             errors=errors,
             guarded=guarded,
             response_class=Respond,
+            fast=fast,
         ),
     )
 
@@ -432,7 +449,16 @@ def create_app(
     def on_too_large(path: str) -> None:
         metrics.errors.labels(path if path in routes else "other", "payload_too_large").inc()
 
-    # innermost first: the size limit answers before FastAPI reads the body; the metrics count its 413s
+    # innermost first: the fast path answers valid requests of the hot route (anything else goes on to
+    # FastAPI); the size limit answers before either reads the body; the metrics count everything
+    app.add_middleware(
+        FastPath,
+        routes=fast_routes,
+        render=encode,
+        on_unavailable=unavailable_answer,
+        api_key=api_key,
+        key_header=API_KEY_HEADER,
+    )
     app.add_middleware(BodySizeLimit, max_bytes=settings.serving_max_request_bytes, on_refused=on_too_large)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     return app
@@ -451,6 +477,10 @@ class ScoreJSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
+        return self.encode(content)
+
+    @staticmethod
+    def encode(content: Any) -> bytes:
         return pydantic_core.to_json(content, inf_nan_mode="null")
 
 
@@ -476,11 +506,37 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default=settings.serving_host)
     parser.add_argument("--port", type=int, default=settings.serving_port)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=settings.serving_workers,
+        help="worker processes sharing the port (MLP_SERVING_WORKERS; one per core to use)",
+    )
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
-    tune_process()
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, **uvicorn_options(args.log_level))
+    options = uvicorn_options(args.log_level)
+    if args.workers > 1:
+        # uvicorn's supervisor binds the port once and starts the workers, each of which builds its
+        # own app (own model bundle, reloaded on its own when an alias moves) through the factory
+        uvicorn.run(
+            "serving.app:worker_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            **options,
+        )
+        return 0
+    uvicorn.run(worker_app(settings), host=args.host, port=args.port, **options)
     return 0
+
+
+def worker_app(settings: Settings | None = None) -> FastAPI:
+    """The app of one serving process, tuned as a dedicated process (:func:`tune_process`): what
+    ``python -m serving.app`` runs, and the factory of each of its workers
+    (``uvicorn --factory serving.app:worker_app``)."""
+    tune_process()
+    return create_app(settings)
 
 
 def uvicorn_options(log_level: str = "warning") -> dict[str, Any]:

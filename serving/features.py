@@ -219,6 +219,7 @@ class FeastFeatureClient:
         self._index: dict[str, int] = {}
         self._request_columns: frozenset[str] = frozenset()  # columns the request features may fill
         self._bulk: Any = None  # the online store when it reads every view in one round trip (Redis)
+        self._key_cache: dict[tuple[tuple[str, ...], tuple[Any, ...]], bytes] = {}
         self._push_views: dict[str, list[Any]] = {}  # push source -> the views it feeds
 
     # --- resolution -------------------------------------------------------------------
@@ -358,6 +359,28 @@ class FeastFeatureClient:
             requested_features=list(plan.features),
         )
 
+    @staticmethod
+    def _redis_groups(plans: list[_ViewPlan]) -> list[tuple[tuple[str, ...], list[int]]]:
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, plan in enumerate(plans):
+            groups.setdefault(plan.join_keys, []).append(i)
+        return list(groups.items())
+
+    def _redis_keys(self, plan: _ViewPlan, rows: Sequence[dict[str, Any]]) -> list[bytes]:
+        """The Redis hash key of each row's entity (Feast's serialized entity key + project), memoised
+        per entity: the same customers and terminals come back all day."""
+        cache = self._key_cache
+        wanted = [tuple(row[k] for k in plan.join_keys) for row in rows]
+        missing = [i for i, w in enumerate(wanted) if (plan.join_keys, w) not in cache]
+        if missing:
+            if len(cache) > 500_000:  # bounded: a rebuild costs one serialization per entity
+                cache.clear()
+            protos = self._entity_keys(plan, [rows[i] for i in missing])
+            keys = self._bulk._generate_redis_keys_for_entities(self.store.config, protos)
+            for i, key in zip(missing, keys, strict=True):
+                cache[(plan.join_keys, wanted[i])] = key
+        return [cache[(plan.join_keys, w)] for w in wanted]
+
     def _read_all(
         self, plans: list[_ViewPlan], rows: Sequence[dict[str, Any]]
     ) -> list[list[tuple[Any, Any]]]:
@@ -368,18 +391,24 @@ class FeastFeatureClient:
             if self._bulk is None:
                 return [self._online_read(plan, rows) for plan in plans]
             online, config = self._bulk, self.store.config
-            commands, spans = [], []
-            for plan in plans:
-                keys = online._generate_redis_keys_for_entities(config, self._entity_keys(plan, rows))
-                spans.append(len(keys))
-                commands.extend((key, list(plan.redis[2])) for key in keys)
+            commands, layout = [], []
+            for _, members in self._redis_groups(plans):
+                # one HMGET per entity for every view keyed by it (their fields live in one hash)
+                fields = [f for i in members for f in plans[i].redis[2]]
+                for key in self._redis_keys(plans[members[0]], rows):
+                    commands.append((key, fields))
+                layout.append(members)
             replies = online._read_hash_fields(config, commands)
-            out, offset = [], 0
-            for plan, n in zip(plans, spans, strict=True):
-                fv_name, requested, _ = plan.redis
-                part = replies[offset : offset + n]
-                offset += n
-                out.append(online._convert_redis_values_to_protobuf(part, fv_name, list(requested)))
+            out: list[Any] = [None] * len(plans)
+            n = len(rows)
+            for g, members in enumerate(layout):
+                group = replies[g * n : (g + 1) * n]
+                offset = 0
+                for i in members:
+                    fv_name, requested, fields = plans[i].redis
+                    part = [reply[offset : offset + len(fields)] for reply in group]
+                    offset += len(fields)
+                    out[i] = online._convert_redis_values_to_protobuf(part, fv_name, list(requested))
             return out
         except FeatureStoreUnavailable:
             raise

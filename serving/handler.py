@@ -11,7 +11,8 @@ A use case supplies the rest in one handler, found through its declaration (``Us
 * ``feature_client(settings)``: its online feature client (usually a :class:`serving.features.FeastFeatureClient`
   over its feature service; it may derive features from stream views and push scored rows back);
 * ``register_routes(app, routes)``: its endpoints, with its own request/response schemas, calling
-  ``routes.submit(row)`` / ``routes.submit_many(rows)`` (:class:`Routes`);
+  ``routes.submit(row)`` / ``routes.submit_many(rows)`` (:class:`Routes`), and marking its hot route
+  ``routes.fast(path, model)`` (:mod:`serving.fastpath`);
 * ``result(scored)`` and ``record(scored)``: a scored row (:class:`ScoredRow`) as a response item and
   as a prediction-log record, whose columns and partition field :class:`LogSchema` declares;
 * ``route_key``: the request field the canary split hashes (fraud: ``customer_id``, so a card always
@@ -66,6 +67,9 @@ class Routes:
     errors: Mapping[int | str, Any]  # the documented error responses (OpenAPI ``responses``)
     guarded: Sequence[Any]  # route dependencies: API-key auth when configured
     response_class: type  # fast JSON of results already in the documented shape
+    # fast(path, model): answer valid POSTs of a declared route without FastAPI's per-request machinery
+    # (the route's body model validated as FastAPI would, the row submitted; see serving.fastpath)
+    fast: Callable[[str, Any], None]
 
 
 @dataclass(frozen=True, kw_only=True)

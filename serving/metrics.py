@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 STAGE_BUCKETS = (
@@ -26,6 +26,17 @@ STAGES = (
 
 class ServingMetrics:
     def __init__(self) -> None:
+        # process-local values: importing Feast sets PROMETHEUS_MULTIPROC_DIR, which makes every metric
+        # created afterwards write each update to an mmap file under a lock (several µs per request
+        # here); this registry is exposed by this process only, so it keeps its values in memory
+        saved, values.ValueClass = values.ValueClass, values.MutexValue
+        try:
+            self._create()
+        finally:
+            values.ValueClass = saved
+        self._children: dict[tuple, object] = {}
+
+    def _create(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -75,7 +86,6 @@ class ServingMetrics:
         )
         self.started = Gauge("serving_start_time_seconds", "process start time", registry=r)
         self.started.set(time.time())
-        self._children: dict[tuple, object] = {}
 
     def stage(self, name: str):
         """The ``serving_stage_seconds`` child of a stage (memoised)."""

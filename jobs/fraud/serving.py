@@ -133,6 +133,8 @@ def register_routes(app, routes: Routes) -> None:
         """Score one transaction with the champion (or the challenger for canary customers)."""
         return respond(await routes.submit(tx.model_dump()))
 
+    routes.fast("/v1/score", Transaction)  # valid requests skip FastAPI's per-request machinery
+
     @app.post(
         "/v1/score/batch",
         response_model=BatchResponse,

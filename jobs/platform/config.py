@@ -263,6 +263,13 @@ class Settings(BaseSettings):
     serving_host: str = "127.0.0.1"
     serving_port: int = 8000
     serving_api_key: SecretStr | None = None
+    serving_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="uvicorn worker processes of `python -m serving.app` (one per core to use); each "
+        "loads and reloads its own model bundle and sharing the port",
+    )
     serving_challenger_mode: Literal["off", "shadow", "canary"] = "off"
     serving_canary_share: float = Field(
         0.1, ge=0, le=1, description="share of customers routed to the challenger"

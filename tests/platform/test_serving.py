@@ -271,6 +271,107 @@ def test_responses_are_the_published_schema(client, sandbox):
     assert any(s is not None for s in stamps)
 
 
+def test_fast_path_answers_as_the_fastapi_route_does(serving_settings, sandbox, champion):
+    """A valid ``POST /v1/score`` is answered by the fast path; with the fast path off, FastAPI's route
+    gives the same answer (headers and body, but for the request id; pushes off, so that the first
+    answer does not change the second's last-hour features)."""
+    from fastapi.testclient import TestClient
+
+    quiet = serving_settings.model_copy(update={"serving_push_features": False})
+    with TestClient(make_app(quiet, sandbox, log_predictions=False)) as client:
+        _same_answers(client, [body(tx) for _, tx in sandbox.transactions.iloc[3:6].iterrows()])
+
+
+def _same_answers(client, bodies: list[dict]) -> None:
+    fast = [client.post("/v1/score", json=b) for b in bodies]
+    routes = dict(client.app.state.fast_routes)
+    assert set(routes) == {"/v1/score"}
+    client.app.state.fast_routes.clear()
+    try:
+        slow = [client.post("/v1/score", json=b) for b in bodies]
+    finally:
+        client.app.state.fast_routes.update(routes)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.status_code == b.status_code == 200, (a.text, b.text)
+        assert a.headers["content-type"] == b.headers["content-type"] == "application/json"
+        x, y = a.json(), b.json()
+        assert x.pop("request_id") != y.pop("request_id")
+        assert x == y
+
+
+def test_fast_path_hands_everything_but_a_valid_request_to_fastapi():
+    """The fast path answers only what it validated; any other request reaches the app behind it
+    with its body intact (so FastAPI writes every error answer), and a dependency failure is the
+    service's 503 JSON."""
+    import asyncio
+
+    from pydantic import BaseModel
+
+    from serving.fastpath import FastPath, FastRoute
+
+    class Row(BaseModel):
+        n: int
+
+    reached: list[tuple[str, bytes]] = []
+
+    async def downstream(scope, receive, send):
+        message = await receive()
+        reached.append((scope["path"], message.get("body", b"")))
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def submit(row):
+        if row["n"] < 0:
+            raise RuntimeError("store down")
+        return {"double": row["n"] * 2}
+
+    def unavailable(path, exc):
+        return 503, {"error": "online_store_unavailable", "reason": str(exc)}, {"Retry-After": "1"}
+
+    layer = FastPath(
+        downstream,
+        {"/v1/x": FastRoute(Row, submit)},
+        render=lambda c: json.dumps(c).encode(),
+        on_unavailable=unavailable,
+        api_key="k",
+    )
+
+    def call(path, payload, content_type=b"application/json", key=b"k", method="POST"):
+        headers = [(b"content-type", content_type)] if content_type else []
+        if key:
+            headers.append((b"x-api-key", key))
+        scope = {"type": "http", "method": method, "path": path, "headers": headers}
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": payload, "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(layer(scope, receive, send))
+        return sent[0]["status"], sent[1]["body"]
+
+    assert call("/v1/x", b'{"n": 2}') == (200, b'{"double": 4}')
+    status, payload = call("/v1/x", b'{"n": -1}')
+    assert status == 503 and json.loads(payload)["error"] == "online_store_unavailable"
+    assert reached == []
+    cases = {
+        "invalid": {"payload": b'{"n": "x"}'},
+        "not json": {"payload": b"{n"},
+        "text body": {"payload": b'{"n": 2}', "content_type": b"text/plain"},
+        "no content type": {"payload": b'{"n": 2}', "content_type": None},
+        "wrong key": {"payload": b'{"n": 2}', "key": b"nope"},
+        "no key": {"payload": b'{"n": 2}', "key": None},
+        "GET": {"payload": b'{"n": 2}', "method": "GET"},
+    }
+    for name, kwargs in cases.items():
+        before = len(reached)
+        assert call("/v1/x", **kwargs)[0] == 299, name
+        assert reached[before:] == [("/v1/x", kwargs["payload"])], name
+    assert call("/v1/other", b'{"n": 2}')[0] == 299
+
+
 def test_unknown_entities_scored_with_defaults_and_flagged(client, sandbox):
     tx = body(sandbox.transactions.iloc[0])
     unknown = client.post("/v1/score", json={**tx, "customer_id": 10**12, "terminal_id": 10**12})
@@ -847,6 +948,47 @@ def own_redis(tmp_path):
     yield Handle()
     state["proc"].kill()
     state["proc"].wait(10)
+
+
+def test_redis_and_sqlite_serve_the_same_features_for_known_and_unknown_entities(
+    sandbox, own_redis, tmp_path
+):
+    """The one-round-trip Redis read (every view of every row of a batch in one pipeline, one HMGET
+    per entity for the views it keys) gives what the SQLite store gives, value for value: snapshots,
+    timestamps, the last-hour features, and for entities the store has no row for the documented
+    defaults and flags (Redis answers a missing hash with empty values, not with a missing row)."""
+    from jobs.fraud.api import Transaction
+    from tests.support.sandbox import clone_sandbox
+
+    sqlite_box = clone_sandbox(sandbox, tmp_path / "feast-sqlite", "sqlite")  # nothing pushed yet
+    redis_box = clone_sandbox(sandbox, tmp_path / "feast-redis", "redis", own_redis.connection)
+    known = [
+        Transaction.model_validate(body(tx)).model_dump()
+        for _, tx in sandbox.transactions.head(40).iterrows()
+    ]
+    stranger = {**known[0], "transaction_id": 1, "customer_id": 10**12, "terminal_id": 10**12}
+    half = {**known[1], "transaction_id": 2, "terminal_id": 10**12}  # known customer, unknown terminal
+    rows = [*known, stranger, half, known[0]]  # and a repeated entity within the batch
+    sqlite, redis = sqlite_box.feature_client(), redis_box.feature_client()
+    on_sqlite, on_redis = sqlite.fetch(rows), redis.fetch(rows)
+    assert on_redis.columns == on_sqlite.columns
+    np.testing.assert_array_equal(on_redis.matrix, on_sqlite.matrix)
+    assert on_redis.unknown == on_sqlite.unknown
+    assert on_redis.timestamps == on_sqlite.timestamps
+    assert on_redis.unknown[40] == ["customer", "terminal"] and on_redis.unknown[41] == ["terminal"]
+    assert all(u == [] for u in on_redis.unknown[:40])
+    served = on_redis[40].values
+    assert all(served[f] == 0.0 for f in served if f.startswith(("customer_", "terminal_")))
+    assert on_redis[41].values["customer_nb_tx_7d"] == on_redis[1].values["customer_nb_tx_7d"] > 0
+    assert on_redis.timestamps["terminal_risk"][41] is None
+    # the stream view too: the same pushes, then the same last-hour features from both stores
+    for client in (sqlite, redis):
+        client.push(known[:20])
+    later = [{**r, "transaction_id": r["transaction_id"] + 10**9} for r in known[:20]]
+    after_sqlite, after_redis = sqlite.fetch(later), redis.fetch(later)
+    np.testing.assert_array_equal(after_redis.matrix, after_sqlite.matrix)
+    assert after_redis.timestamps == after_sqlite.timestamps
+    assert sum(v.values["customer_nb_tx_1h"] for v in after_redis) > 0
 
 
 def test_redis_outage_gives_503_then_recovers_without_restart(

@@ -84,7 +84,8 @@ def training_frame(tx: pd.DataFrame, customers: pd.DataFrame, terminals: pd.Data
 
 def feature_store_yaml(root: Path, online: str, redis_connection: str | None = None) -> str:
     if online == "redis":
-        store = f'  type: redis\n  connection_string: "{redis_connection}"\n'
+        # as the production profile configures Redis (feature_repo/fraud/feature_store.production.yaml)
+        store = f'  type: redis\n  connection_string: "{redis_connection}"\n  skip_dedup: true\n'
     else:
         store = f"  type: sqlite\n  path: {root / 'online.db'}\n"
     return (
