@@ -5,7 +5,8 @@ Everything on 127.0.0.1, on this machine:
 * setup: a sandbox Feast repo from ``feature_repo/fraud/`` (simulator world, daily snapshots online) with a
   SQLite online store and a copy on a Redis server started here (own port), a small XGBoost model logged
   with ``mlflow.xgboost`` and aliased ``champion`` in a temporary MLflow registry (``tests.support.sandbox``);
-  the model reads the snapshots and the last-hour features (derived from the pushed recent activity);
+  the service serves ``fraud_v2``: the snapshots and the last-hour features, derived per request from
+  the customer's recent activity, which every scored transaction is pushed into;
 * (a) this service (``serving.app`` under uvicorn with uvloop + httptools and no access log, tuned as
   ``python -m serving.app`` runs it; prediction log and stream push on, as in production), for each
   online store (SQLite, Redis) with **1 worker pinned to CPU 0** (the load generator pinned to the last
@@ -401,7 +402,7 @@ def sandbox_app():
 
     client = FraudFeatureClient(
         store=FeatureStore(repo_path=os.environ["BENCH_FEAST_REPO"]),
-        feature_service="fraud_v1",
+        feature_service="fraud_v2",  # snapshots + the last hour, derived from the pushed recent activity
         feature_columns=CUSTOMER_FEATURES + TERMINAL_FEATURES + REQUEST_FEATURES + list(STREAM_FEATURES),
     )
     tune_process()
@@ -481,8 +482,8 @@ PROFILE_CATEGORIES = (  # (what the sample was doing, a marker of its stack), mo
     ("assemble results + log records", "score (serving/app.py"),
     ("micro-batch hand-off", "(serving/batching.py"),
     ("request body: JSON parse + validation (pydantic)", "pydantic"),
-    ("FastAPI/Starlette: middleware, routing, dependencies, response", "starlette/"),
-    ("FastAPI/Starlette: middleware, routing, dependencies, response", "fastapi/"),
+    ("middleware (Starlette's error layers, size limit, metrics, fast path), FastAPI routes", "starlette/"),
+    ("middleware (Starlette's error layers, size limit, metrics, fast path), FastAPI routes", "fastapi/"),
     ("uvicorn + event loop: sockets, HTTP parsing, task switches", ""),
 )
 

@@ -5,7 +5,8 @@ pipeline). It builds, under one folder:
 
 * a Feast repo (``feature_store.yaml`` + ``registry.db``) applied from the platform's own definitions
   in ``feature_repo/fraud/`` — entities ``customer`` / ``terminal``, the daily-snapshot views
-  ``customer_spending`` / ``terminal_risk``, the feature service ``fraud_v1``, and the stream view
+  ``customer_spending`` / ``terminal_risk``, the feature services ``fraud_v1`` and ``fraud_v2`` (+ the
+  last hour: offline ``customer_activity_1h``, online derived from the pushed view), and the stream view
   ``customer_recent_activity`` fed by the push source ``customer_transactions_push``
   (``feature_repo/fraud/streaming.py``); online store SQLite or Redis;
 * feature values computed with pandas from the handbook simulator (a small world: a few hundred
@@ -100,17 +101,20 @@ def feature_store_yaml(root: Path, online: str, redis_connection: str | None = N
 
 def definitions() -> list[Any]:
     """The platform's Feast objects (``feature_repo``) the sandbox applies."""
-    from feature_repo.fraud.entities import customer, terminal
-    from feature_repo.fraud.feature_services import fraud_v1
-    from feature_repo.fraud.feature_views import customer_spending, terminal_risk
+    from feature_repo.fraud.entities import customer, terminal, transaction
+    from feature_repo.fraud.feature_services import fraud_v1, fraud_v2
+    from feature_repo.fraud.feature_views import customer_activity_1h, customer_spending, terminal_risk
     from feature_repo.fraud.streaming import customer_recent_activity, customer_transactions_push
 
     return [
         customer,
         terminal,
+        transaction,
         customer_spending,
         terminal_risk,
+        customer_activity_1h,  # offline only: online, its features derive from the pushed view
         fraud_v1,
+        fraud_v2,
         customer_transactions_push,
         customer_recent_activity,
     ]
