@@ -777,6 +777,51 @@ def test_benchmark_load_generator_counts_answers_and_errors(serving_settings, sa
     assert (bad["ok"], bad["errors"]) == (0, 50) and "HTTP 422" in bad["first_error"]
 
 
+def test_two_workers_share_the_port_each_with_its_own_model(serving_settings, sandbox, champion, tmp_path):
+    """``--workers 2`` (what ``python -m serving.app --workers`` and the benchmark run): uvicorn's
+    supervisor and two worker processes on one port, each with its own loaded champion, answering."""
+    import os
+    import sys
+
+    import httpx
+    import psutil
+
+    from benchmarks.serving import stop, wait_http
+
+    port = free_port()
+    env = {**os.environ, "FRAUD_MODEL_NAME": MODEL_NAME, "MLP_SERVING_RELOAD_SECONDS": "0.25"}
+    log = (tmp_path / "workers.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.serving", "--serve-ours", str(sandbox.root), str(port), "", "2"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=120)
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        serving = [w for w in workers if "multiprocessing.spawn" in " ".join(w.cmdline())]
+        assert len(serving) == 2, [w.cmdline() for w in workers]
+        deadline = time.monotonic() + 60
+        answers: list[dict] = []
+        while len(answers) < 40 and time.monotonic() < deadline:  # until both workers have their model
+            answers = []
+            for _, tx in sandbox.transactions.head(40).iterrows():  # a new connection each: both workers
+                r = httpx.post(f"http://127.0.0.1:{port}/v1/score", json=body(tx), timeout=10)
+                if r.status_code != 200:
+                    time.sleep(0.5)
+                    break
+                answers.append(r.json())
+        assert len(answers) == 40, (tmp_path / "workers.log").read_text()[-2000:]
+        assert {a["model_version"] for a in answers} == {champion}
+        assert all(w.is_running() for w in serving)
+    finally:
+        proc.stdout_log = str(tmp_path / "workers.log")
+        stop(proc)
+        log.close()
+
+
 # --- fuzzing ---------------------------------------------------------------------------------------
 def _names_field_and_rule(ctx, response, case):
     """schemathesis check: a 4xx answer is JSON naming the field and the rule it broke."""
