@@ -1,8 +1,8 @@
 """Dynamic micro-batching of concurrent scoring requests.
 
-Every step of scoring is cheaper per row in batches than one row at a time: one online-store read per
-feature view for all pending transactions, one call of the shared (pandas) request-feature function,
-one XGBoost ``inplace_predict``. The batcher runs one scoring call at a time on a dedicated worker
+Every step of scoring is cheaper per row in batches than one row at a time: one online-store read for
+all pending transactions, one call of the use case's request-feature function, one XGBoost
+``inplace_predict``. The batcher runs one scoring call at a time on a dedicated worker
 thread; requests arriving meanwhile queue up and are scored together in the next call. There is no
 deliberate wait: an idle service scores a lone request immediately (batch of one), a busy one
 amortises the fixed costs over everything that arrived during the previous call. The event loop never
@@ -163,7 +163,12 @@ class Drain:
         with self._lock:
             items, self._items = self._items, []
         for i in range(0, len(items), self.max_batch):
-            self.consume(items[i : i + self.max_batch])
+            try:
+                self.consume(items[i : i + self.max_batch])
+            except Exception:  # the consumer counts its own failures; the thread must outlive any
+                import logging
+
+                logging.getLogger(__name__).exception("drain %s: consumer failed", self.name)
         with self._lock:
             if not self._items:
                 self._idle.set()
