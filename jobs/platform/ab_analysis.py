@@ -26,11 +26,11 @@ Recommendation:
 * ``extend`` when underpowered: fewer than ``min_positives`` matured positives in an arm, or the
   primary difference is not significant while its confidence interval is still wider than
   ±``mde`` (a relevant improvement cannot be ruled out yet);
-* ``promote`` when the challenger's primary metric is significantly better (p < alpha and the CI of
-  the difference on the good side of 0) and no guardrail broke (``tolerance`` guardrails not worse
+* ``promote`` when the challenger's primary metric is significantly better (p < alpha, the whole
+  ``1 - alpha`` CI of the difference and its estimate on the good side of 0) and no guardrail broke (``tolerance`` guardrails not worse
   than the champion by more than the gate's widest guardrail tolerance, ``ratio`` guardrails not
   above ``max_decision_rate_ratio`` times the champion's);
-* ``keep`` otherwise.
+* ``keep`` when the CI lies wholly on the bad side (whatever the estimate), or otherwise.
 
 ``promote`` goes through :func:`jobs.platform.registry.promote`, the same audited operation the training gate
 uses (recorded with who, why, the metrics and the previous champion), and only with ``--apply``.
@@ -430,15 +430,25 @@ def recommend(
             for a in low_power
         ]
     diff, (lo, hi), p = difference["value"], difference["ci"], difference["p_value"]
-    significant = p < cfg.alpha and lo is not None and (lo > 0 or hi < 0)
-    better = diff > 0 if metric.higher_is_better else diff < 0
+    level = f"{1 - cfg.alpha:.0%}"
+    tested = p < cfg.alpha and lo is not None and hi is not None
+    # a win needs the whole interval AND the estimate on the better side: a CI wholly on the worse side
+    # with an estimate on the better one (a skewed bootstrap) is a loss, the reverse is no verdict
+    if metric.higher_is_better:
+        wins, loses = tested and lo > 0 and diff > 0, tested and hi < 0
+    else:
+        wins, loses = tested and hi < 0 and diff < 0, tested and lo > 0
     broken = [g for g, v in guardrails.items() if not v["passed"]]
-    if significant and better:
+    if wins:
         if broken:
             return "keep", [f"{short} {diff:+.4f} (p={p:.3f}) but guardrail(s) broke: {', '.join(broken)}"]
-        return "promote", [f"{short} {diff:+.4f}, 95% CI [{lo:.4f}, {hi:.4f}], p={p:.3f}; guardrails passed"]
-    if significant:
-        return "keep", [f"challenger {short} is worse: {diff:+.4f}, CI [{lo:.4f}, {hi:.4f}], p={p:.3f}"]
+        return "promote", [
+            f"{short} {diff:+.4f}, {level} CI [{lo:.4f}, {hi:.4f}], p={p:.3f}; guardrails passed"
+        ]
+    if loses:
+        return "keep", [
+            f"challenger {short} is worse: {diff:+.4f}, {level} CI [{lo:.4f}, {hi:.4f}] on the worse side, p={p:.3f}"
+        ]
     if lo is None or hi is None or (hi - lo) / 2 > cfg.mde:
         half = "unknown" if lo is None else f"{(hi - lo) / 2:.4f}"
         return "extend", [

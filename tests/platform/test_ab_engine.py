@@ -80,3 +80,56 @@ def test_too_few_positives_extends_naming_the_support():
 def test_missing_columns_are_named():
     with pytest.raises(ValueError, match=r"clicked"):
         analyse(impressions().drop(columns="clicked"), SPEC, FAST)
+
+
+def _verdict(value: float, ci: tuple[float, float], p: float):
+    from jobs.platform.ab_analysis import recommend
+
+    arms = {"champion": {"clicks": 500}, "challenger": {"clicks": 500}}
+    difference = {"value": value, "ci": list(ci), "p_value": p}
+    return recommend(arms, difference, {}, ABConfig(min_positives=20), SPEC)
+
+
+@pytest.mark.parametrize(
+    ("value", "ci", "expected"),
+    [
+        (+0.010, (-0.050, -0.010), "keep"),  # the bug: a CI wholly below 0 with a positive estimate promoted
+        (+0.010, (+0.001, +0.020), "promote"),
+        (-0.010, (-0.020, -0.001), "keep"),
+        (
+            -0.010,
+            (+0.001, +0.050),
+            "extend",
+        ),  # interval and estimate disagree: no verdict (CI wider than mde)
+    ],
+)
+def test_a_win_needs_the_interval_and_the_estimate_on_the_better_side(value, ci, expected):
+    recommendation, reasons = _verdict(value, ci, p=0.01)
+    assert recommendation == expected, reasons
+
+
+def test_lower_is_better_sides_mirror():
+    from dataclasses import replace
+
+    from jobs.platform.ab_analysis import recommend
+
+    spec = replace(SPEC, primary=SLOTS_PER_USER)
+    arms = {"champion": {"clicks": 500}, "challenger": {"clicks": 500}}
+    cfg = ABConfig(min_positives=20)
+    below = {"value": -0.2, "ci": [-0.5, -0.1], "p_value": 0.01}  # wholly below 0: fewer, better
+    above = {
+        "value": -0.2,
+        "ci": [+0.1, +0.5],
+        "p_value": 0.01,
+    }  # wholly above 0: worse, whatever the estimate
+    assert recommend(arms, below, {}, cfg, spec)[0] == "promote"
+    assert recommend(arms, above, {}, cfg, spec)[0] == "keep"
+
+
+def test_the_reason_names_the_configured_confidence_level():
+    from jobs.platform.ab_analysis import recommend
+
+    arms = {"champion": {"clicks": 500}, "challenger": {"clicks": 500}}
+    difference = {"value": 0.01, "ci": [0.001, 0.02], "p_value": 0.01}
+    recommendation, reasons = recommend(arms, difference, {}, ABConfig(alpha=0.1, min_positives=20), SPEC)
+    assert recommendation == "promote" and "90% CI" in reasons[0] and "95%" not in reasons[0]
