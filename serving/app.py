@@ -254,16 +254,17 @@ def create_app(
     )
     parsed = metrics.stage("parse").observe
 
-    async def submit(row: dict[str, Any]) -> dict[str, Any]:
+    def parse_done() -> None:  # the parse stage ends where a handler submits its rows
         started = REQUEST_STARTED.get()
         if started is not None:
             parsed(time.perf_counter() - started)
+
+    async def submit(row: dict[str, Any]) -> dict[str, Any]:
+        parse_done()
         return await batcher.submit(row)
 
     async def submit_many(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        started = REQUEST_STARTED.get()
-        if started is not None:
-            parsed(time.perf_counter() - started)
+        parse_done()
         return await batcher.submit_many(rows)
 
     encoded = metrics.stage("encode").observe

@@ -14,9 +14,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from jobs.platform.logs import get_logger
+
+log = get_logger("serving.batching")
 
 
 class MicroBatcher:
@@ -118,8 +123,6 @@ class Drain:
         name: str,
         on_dropped: Callable[[int], None] | None = None,
     ) -> None:
-        import threading
-
         self.consume = consume
         self.interval = interval
         self.capacity = capacity
@@ -133,7 +136,6 @@ class Drain:
         self._idle = threading.Event()
         self._idle.set()
         self._thread: threading.Thread | None = None
-        self._threading = threading
 
     def put(self, items: list[Any]) -> None:
         with self._lock:
@@ -151,7 +153,7 @@ class Drain:
     def start(self) -> None:
         if self._thread is None:
             self._stop.clear()
-            self._thread = self._threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
 
     def _run(self) -> None:
@@ -166,9 +168,7 @@ class Drain:
             try:
                 self.consume(items[i : i + self.max_batch])
             except Exception:  # the consumer counts its own failures; the thread must outlive any
-                import logging
-
-                logging.getLogger(__name__).exception("drain %s: consumer failed", self.name)
+                log.exception("drain_consumer_failed", drain=self.name)
         with self._lock:
             if not self._items:
                 self._idle.set()

@@ -73,11 +73,10 @@ class FeatureBatch:
     feature in ``columns`` order, the event timestamp served per view and row, the unknown entities
     per row. Indexing or iterating gives one row as a :class:`FeatureVector`."""
 
-    __slots__ = ("columns", "index", "_data", "timestamps", "unknown", "timings")
+    __slots__ = ("columns", "_data", "timestamps", "unknown", "timings")
 
-    def __init__(self, columns: tuple[str, ...], index: Mapping[str, int], n: int) -> None:
+    def __init__(self, columns: tuple[str, ...], n: int) -> None:
         self.columns = columns
-        self.index = index
         self._data = np.full((n, len(columns)), np.nan)
         self.timestamps: dict[str, list[dt.datetime | None]] = {}
         self.unknown: list[list[str]] = [[] for _ in range(n)]
@@ -419,7 +418,7 @@ class FeastFeatureClient:
 
     def fetch(self, rows: Sequence[dict[str, Any]]) -> FeatureBatch:
         plans = self._resolve()
-        batch = FeatureBatch(self._columns, self._index, len(rows))
+        batch = FeatureBatch(self._columns, len(rows))
         if not rows:
             return batch
         data, index = batch._data, self._index
@@ -430,8 +429,9 @@ class FeastFeatureClient:
             if plan.stream:
                 derive = self.derived[plan.name]
                 for i, (row, (ts, values)) in enumerate(zip(rows, read, strict=True)):
-                    stamps[i] = ts if _stored(values) else None
-                    for feature, value in derive(row, values if _stored(values) else None).items():
+                    known = _stored(values)
+                    stamps[i] = ts if known else None
+                    for feature, value in derive(row, values if known else None).items():
                         j = index.get(feature)
                         if j is not None:
                             data[i, j] = value
@@ -446,9 +446,9 @@ class FeastFeatureClient:
                 data[i, plan.columns] = [
                     _proto_to_python(values[f]) if f in values else math.nan for f in plan.features
                 ]
-        read = time.perf_counter()
+        served = time.perf_counter()
         self._add_request_features(rows, batch)
-        batch.timings = {"online_read": read - start, "request_features": time.perf_counter() - read}
+        batch.timings = {"online_read": served - start, "request_features": time.perf_counter() - served}
         return batch
 
     def _add_request_features(self, rows: Sequence[dict[str, Any]], batch: FeatureBatch) -> None:
