@@ -17,10 +17,12 @@ import numpy as np
 import pandas as pd
 
 from jobs.fraud import metrics as FM
+from jobs.fraud.metrics import WeightedCardPrecision
 from jobs.fraud.settings import Costs
 from jobs.platform import metrics as M
 from jobs.platform.config import Settings, get_settings
 from jobs.platform.evaluate import Evaluation
+from jobs.platform.resampling import WeightedBinary, WeightedStatistics, slice_rows
 
 CP_K = 100
 
@@ -82,6 +84,40 @@ def evaluate_scores(
         slice_metrics=("auc_roc", "average_precision", "rows", "frauds"),
         model_version=model_version,
     )
+
+
+def paired_statistics(
+    df: pd.DataFrame,
+    scores: np.ndarray,
+    codes: np.ndarray,
+    units: int,
+    *,
+    slicers: Mapping[str, M.SliceFn] | None = None,
+    k: int = CP_K,
+) -> WeightedStatistics:
+    """The gate's statistics of one model for any resample of units (its paired bootstrap; ``codes``
+    the unit of each row): AP, AUC ROC and card precision@k over the frame, and AP in each slice of
+    :func:`evaluate_scores`, equal to the evaluation's figures at unit counts."""
+    y = df[FM.LABEL].to_numpy(dtype=int)
+    s = np.asarray(scores, dtype="float64")
+    overall = WeightedBinary(y, s, codes, units)
+    days = pd.to_datetime(df[FM.TIME]).dt.normalize().to_numpy()
+    cards = WeightedCardPrecision(days, df[FM.CARD].to_numpy(), s, y, k, codes)
+    slicers = slicers if slicers is not None else default_slicers(list(df.columns))
+    parts = [
+        (name, WeightedBinary(y[rows], s[rows], codes[rows], units))
+        for slicer, fn in slicers.items()
+        for name, rows in slice_rows(df, fn(df), slicer)
+    ]
+
+    def statistics(counts: np.ndarray) -> dict[str, np.ndarray]:
+        ap, auc = overall(counts)
+        out = {"average_precision": ap, "auc_roc": auc, f"card_precision_at_{k}": cards(counts)}
+        for name, part in parts:
+            out[f"{name}/average_precision"] = part(counts)[0]
+        return out
+
+    return statistics
 
 
 def evaluation_figures(df: pd.DataFrame, scores: np.ndarray, evaluation: Evaluation) -> dict[str, Any]:

@@ -109,6 +109,68 @@ def card_precision_arrays(
     return float(np.mean(precisions))
 
 
+class WeightedCardPrecision:
+    """Card precision@k for any card weights (a card drawn twice by a card bootstrap is two cards),
+    :func:`card_precision_at_k` at unit weights: the day's cards are ranked once; per resample a
+    day's top ``k`` are the first ``k`` units of weight down that ranking, cards detected on earlier
+    days removed. ``codes`` is each row's resampled unit (its card, or a unit holding whole cards);
+    the resample is given as unit counts."""
+
+    def __init__(
+        self,
+        day: np.ndarray,
+        card: np.ndarray,
+        score: np.ndarray,
+        label: np.ndarray,
+        k: int,
+        codes: np.ndarray,
+    ):
+        if k <= 0:
+            raise ValueError(f"k: value {k} is invalid; rule: k must be a positive integer")
+        self.k = k
+        card_codes, cards = pd.factorize(np.asarray(card), sort=True)
+        self.n_cards = len(cards)
+        frame = pd.DataFrame(
+            {
+                "day": np.asarray(day),
+                "code": card_codes,
+                "card": np.asarray(card),
+                "score": np.asarray(score, dtype="float64"),
+                "label": np.asarray(label, dtype="int64"),
+                "row": np.arange(len(card_codes)),
+            }
+        )
+        per = (
+            frame.groupby(["day", "code"], sort=True)
+            .agg(card=("card", "first"), score=("score", "max"), label=("label", "max"), row=("row", "first"))
+            .reset_index()
+            .sort_values(["day", "score", "card"], ascending=[True, False, True], kind="stable")
+        )
+        self.code = per["code"].to_numpy()
+        self.label = per["label"].to_numpy(dtype="float64")
+        self.unit = np.asarray(codes)[per["row"].to_numpy()]  # the unit of the card that day
+        days = per["day"].to_numpy()
+        self.bounds = np.flatnonzero(np.r_[True, days[1:] != days[:-1], True]) if len(days) else np.array([0])
+
+    def __call__(self, counts: np.ndarray) -> np.ndarray:
+        w_all = np.atleast_2d(counts)[:, self.unit]
+        b = w_all.shape[0]
+        if len(self.bounds) < 2:
+            return np.full(b, np.nan)
+        detected = np.zeros((b, self.n_cards), dtype=bool)
+        total = np.zeros(b)
+        for lo, hi in zip(self.bounds[:-1], self.bounds[1:], strict=True):
+            code = self.code[lo:hi]
+            w = np.where(detected[:, code], 0.0, w_all[:, lo:hi])
+            before = np.cumsum(w, axis=1) - w  # weight ranked above each card
+            taken = np.clip(self.k - before, 0.0, w)
+            hit = taken * self.label[lo:hi]
+            total += hit.sum(axis=1) / self.k
+            rows, cols = np.nonzero(hit > 0)
+            detected[rows, code[cols]] = True
+        return total / (len(self.bounds) - 1)
+
+
 @dataclass(frozen=True)
 class ThresholdChoice:
     threshold: float  # flag a transaction as fraud when score >= threshold

@@ -32,9 +32,22 @@ class Gate(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FRAUD_GATE_", env_file=".env", extra="ignore")
 
-    margin: float = Field(0.0, ge=0, description="challenger AP must exceed champion AP by more than this")
-    guardrail_tolerance: float = Field(0.02, ge=0, description="max drop of AUC ROC / card precision@100")
-    slice_tolerance: float = Field(0.05, ge=0, description="max AP drop in any slice with enough frauds")
+    margin: float = Field(
+        0.0, ge=0, description="the lower bound of the challenger's AP gain must exceed this"
+    )
+    guardrail_tolerance: float = Field(
+        0.02, ge=0, description="non-inferiority margin of AUC ROC / card precision@100"
+    )
+    slice_tolerance: float = Field(
+        0.05, ge=0, description="a slice refuses when its AP drop beyond this is significant (Holm)"
+    )
+    alpha: float = Field(
+        0.025, gt=0, lt=0.5, description="level of each one-sided gate test (paired bootstrap)"
+    )
+    resamples: int = Field(1000, ge=100, description="paired bootstrap resamples of the holdout")
+    bootstrap_unit: str = Field(
+        "customer_id", description="the holdout column resampled: cards, whose frauds cluster"
+    )
     min_slice_frauds: int = Field(20, ge=1, description="slices with fewer frauds are not gated (noise)")
     min_auc_roc: float = Field(0.70, ge=0, le=1, description="absolute floor for any champion")
     min_average_precision: float = Field(0.10, ge=0, le=1, description="absolute floor for any champion")

@@ -17,6 +17,7 @@ from jobs.platform.use_case import (
     MetricSpec,
     ModelSpec,
     MonitoringSpec,
+    PairedBootstrap,
     SliceRule,
     UseCase,
     lazy,
@@ -60,7 +61,10 @@ def suite_parameters(settings: Settings) -> dict[str, int]:
 
 def gate_spec(policy: Gate) -> GateSpec:
     """AP is primary; AUC ROC and card precision@100 are guardrails; AUC and AP have absolute floors;
-    AP may not regress in a slice with at least ``min_slice_frauds`` frauds."""
+    AP may not regress in a slice with at least ``min_slice_frauds`` frauds. The comparisons with
+    the champion are paired-bootstrap tests over cards (customers): a compromised card's frauds
+    are not independent rows, a card is the unit card precision@100 counts, and the holdout's few
+    days are too few units to resample."""
     return GateSpec(
         primary=AP,
         margin=policy.margin,
@@ -70,6 +74,12 @@ def gate_spec(policy: Gate) -> GateSpec:
         ),
         floors=(Floor(AUC, policy.min_auc_roc), Floor(AP, policy.min_average_precision)),
         slices=SliceRule(AP, policy.slice_tolerance, support="frauds", min_support=policy.min_slice_frauds),
+        bootstrap=PairedBootstrap(
+            unit=policy.bootstrap_unit,
+            statistics=lazy("jobs.fraud.evaluation:paired_statistics"),
+            resamples=policy.resamples,
+            alpha=policy.alpha,
+        ),
     )
 
 

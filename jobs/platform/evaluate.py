@@ -32,9 +32,11 @@ import numpy as np
 import pandas as pd
 
 from jobs.platform import metrics as M
+from jobs.platform import resampling
 from jobs.platform.config import Settings, get_settings
+from jobs.platform.resampling import PairedResamples
 from jobs.platform.storage import StorageLayout, as_date
-from jobs.platform.use_case import GateSpec, get_use_case
+from jobs.platform.use_case import GateSpec, MetricSpec, get_use_case
 
 
 # --- windows and the label delay ------------------------------------------------------------
@@ -181,7 +183,12 @@ class GateDecision:
         return M.json_safe({"promote": self.promote, "reason": self.reason, "checks": self.checks})
 
 
-def gate(challenger: Evaluation, champion: Evaluation | None, spec: GateSpec) -> GateDecision:
+def gate(
+    challenger: Evaluation,
+    champion: Evaluation | None,
+    spec: GateSpec,
+    paired: PairedResamples | None = None,
+) -> GateDecision:
     """Should the challenger replace the champion? Both must be evaluated on the same holdout.
 
     The use case declares the rules (:class:`jobs.platform.use_case.GateSpec`):
@@ -189,13 +196,25 @@ def gate(challenger: Evaluation, champion: Evaluation | None, spec: GateSpec) ->
     * absolute floors always apply — they alone decide for the first model;
     * primary metric: the challenger beats the champion by more than the margin;
     * guardrails: each may not regress by more than its tolerance, absolute or relative to the
-      champion's value (skipped when the champion's value is undefined);
-    * slices: in every champion slice with enough support, the slice metric may not regress by
-      more than the slice tolerance (a slice the challenger lacks fails)."""
+      champion's value;
+    * slices: in every champion slice with enough support, the slice metric may not regress by more
+      than the slice tolerance (a slice the challenger lacks fails).
+
+    With ``paired`` (the paired bootstrap of the spec's ``bootstrap`` on this holdout) the champion
+    comparisons are tests at level ``alpha`` on the difference ``d`` (challenger minus champion, in
+    the good direction): the primary metric passes only when the one-sided ``1 - alpha`` lower
+    bound of ``d`` exceeds the margin (an equal challenger is promoted with probability about
+    ``alpha``, not one half); a guardrail is a non-inferiority test (lower bound of ``d`` above
+    ``-tolerance``); a slice refuses only when ``d < -tolerance`` is significant after Holm's
+    correction over the slices tested (about nine slices with a few dozen positives each would
+    otherwise refuse equal challengers by chance). A metric the bootstrap has no statistic for
+    (ranking's funnel coverage) keeps the point rule; each check says which it used."""
     checks: list[dict[str, Any]] = []
 
-    def check(name: str, value: float, rule: str, bound: float, passed: bool) -> None:
-        checks.append({"check": name, "value": value, "rule": rule, "bound": bound, "passed": bool(passed)})
+    def check(name: str, value: float, rule: str, bound: float, passed: bool, **extra: Any) -> None:
+        checks.append(
+            {"check": name, "value": value, "rule": rule, "bound": bound, "passed": bool(passed), **extra}
+        )
 
     c = challenger.metrics
     for floor in spec.floors:
@@ -204,6 +223,7 @@ def gate(challenger: Evaluation, champion: Evaluation | None, spec: GateSpec) ->
         check(f"floor.{m.name}", value, m.rule(), floor.bound, m.beats(value, floor.bound))
 
     primary = spec.primary
+    boot = spec.bootstrap if paired is not None else None
     if champion is not None:
         if champion.window != challenger.window or champion.metrics["rows"] != c["rows"]:
             raise ValueError(
@@ -211,46 +231,167 @@ def gate(challenger: Evaluation, champion: Evaluation | None, spec: GateSpec) ->
                 f"challenger window {challenger.window} ({c['rows']:.0f} rows); rule: same holdout"
             )
         ch = champion.metrics
-        bound = primary.shifted(ch[primary.name], spec.margin)
-        value = c.get(primary.name, math.nan)
-        check(
-            f"primary.{primary.name}",
-            value,
-            primary.rule(strict=True),
-            bound,
-            primary.beats(value, bound, strict=True),
-        )
+        if boot is not None and primary.name in paired:
+            test = _lower_bound_test(paired, primary, spec.margin, boot.alpha)
+            check(f"primary.{primary.name}", test.pop("lower"), "lower bound >", spec.margin, **test)
+        else:
+            bound = primary.shifted(ch[primary.name], spec.margin)
+            value = c.get(primary.name, math.nan)
+            check(
+                f"primary.{primary.name}",
+                value,
+                primary.rule(strict=True),
+                bound,
+                primary.beats(value, bound, strict=True),
+                method="point",
+            )
         for guard in spec.guardrails:
             m = guard.metric
             if _isnan(ch.get(m.name, math.nan)):
                 continue
-            bound = m.shifted(ch[m.name], -guard.allowed(ch[m.name]))
+            allowed = guard.allowed(ch[m.name])
+            if boot is not None and m.name in paired:
+                test = _lower_bound_test(paired, m, -allowed, boot.alpha, strict=False)
+                check(f"guardrail.{m.name}", test.pop("lower"), "lower bound >=", -allowed, **test)
+                continue
+            bound = m.shifted(ch[m.name], -allowed)
             value = c.get(m.name, math.nan)
-            check(f"guardrail.{m.name}", value, m.rule(), bound, m.beats(value, bound))
+            check(f"guardrail.{m.name}", value, m.rule(), bound, m.beats(value, bound), method="point")
         rule = spec.slices
+        harm: dict[str, dict[str, Any]] = {}
         for name, row in sorted(champion.slices.items()) if rule is not None else ():
             m = rule.metric
             if row[rule.support] < rule.min_support or _isnan(row[m.name]):
                 continue
+            key = f"{name}/{m.name}"
             mine = challenger.slices.get(name)
+            if boot is not None and key in paired and mine is not None:
+                estimate, d = paired.difference(key, m.higher_is_better)
+                harm[name] = {
+                    "estimate": estimate,
+                    "ci": _ci(d, boot.alpha),
+                    # H0: the slice did not regress by more than the tolerance (d >= -tolerance)
+                    "p_value": (1.0 + float(np.sum(d >= -rule.tolerance))) / (len(d) + 1.0),
+                    "resamples": len(d),
+                }
+                continue
             value = math.nan if mine is None else mine[m.name]
             bound = m.shifted(row[m.name], -rule.tolerance)
-            check(f"slice.{name}.{m.name}", value, m.rule(), bound, m.beats(value, bound))
+            check(f"slice.{name}.{m.name}", value, m.rule(), bound, m.beats(value, bound), method="point")
+        if harm:
+            decided = resampling.holm({k: v["p_value"] for k, v in harm.items()}, boot.alpha)
+            for name, test in harm.items():
+                rejected, level = decided[name]
+                check(
+                    f"slice.{name}.{rule.metric.name}",
+                    test["estimate"],
+                    "no significant drop beyond",
+                    -rule.tolerance,
+                    not rejected,
+                    method="paired bootstrap, Holm",
+                    holm_level=level,
+                    slices_tested=len(harm),
+                    **test,
+                )
 
     failed = [x for x in checks if not x["passed"]]
     if failed:
-        reason = "refused: " + "; ".join(
-            f"{x['check']} = {x['value']:.4f} not {x['rule']} {x['bound']:.4f}" for x in failed
-        )
-        return GateDecision(False, reason, checks)
+        return GateDecision(False, "refused: " + "; ".join(_describe_check(x) for x in failed), checks)
     if champion is None:
         return GateDecision(True, "first champion: passes the absolute floors", checks)
+    if boot is not None and primary.name in paired:
+        first = next(x for x in checks if x["check"] == f"primary.{primary.name}")
+        return GateDecision(
+            True,
+            f"beats champion v{champion.model_version}: {_describe_check(first)}; guardrails "
+            "non-inferior and no slice regressed significantly",
+            checks,
+        )
     return GateDecision(
         True,
         f"beats champion v{champion.model_version}: {primary.name} {c[primary.name]:.4f} "
         f"{primary.rule(strict=True)} {champion.metrics[primary.name]:.4f} "
         f"{'+' if primary.higher_is_better else '-'} margin {spec.margin}; no guardrail or slice regressed",
         checks,
+    )
+
+
+def _ci(d: np.ndarray, alpha: float) -> list[float]:
+    """The two-sided ``1 - 2 alpha`` percentile interval (its ends are the one-sided bounds)."""
+    if not len(d):
+        return [math.nan, math.nan]
+    return [float(np.quantile(d, alpha)), float(np.quantile(d, 1.0 - alpha))]
+
+
+def _lower_bound_test(
+    paired: PairedResamples, metric: MetricSpec, bound: float, alpha: float, *, strict: bool = True
+) -> dict[str, Any]:
+    """Is the one-sided ``1 - alpha`` lower bound of the paired difference above ``bound``?"""
+    estimate, d = paired.difference(metric.name, metric.higher_is_better)
+    lo, hi = _ci(d, alpha)
+    passed = bool(len(d)) and (lo > bound if strict else lo >= bound)
+    return {
+        "lower": lo,
+        "passed": passed,
+        "method": "paired bootstrap",
+        "estimate": estimate,
+        "ci": [lo, hi],
+        "p_value": (1.0 + float(np.sum(d <= bound))) / (len(d) + 1.0),
+        "resamples": len(d),
+        "alpha": alpha,
+    }
+
+
+def _describe_check(x: Mapping[str, Any]) -> str:
+    if "ci" not in x:
+        return f"{x['check']} = {x['value']:.4f} not {x['rule']} {x['bound']:.4f}"
+    lo, hi = x["ci"]
+    if x["check"].startswith("slice."):
+        return (
+            f"{x['check']} difference {x['estimate']:+.4f} (CI [{lo:+.4f}, {hi:+.4f}]), a drop beyond "
+            f"{-x['bound']:.4f} significant after Holm (p {x['p_value']:.4f} <= {x['holm_level']:.4f})"
+        )
+    level = 1.0 - x["alpha"]
+    verdict = "" if x["passed"] else "not "
+    return (
+        f"{x['check']} difference {x['estimate']:+.4f}, one-sided {level:.1%} lower bound {lo:+.4f} "
+        f"{verdict}{x['rule'].removeprefix('lower bound ')} {x['bound']:+.4f} "
+        f"(paired bootstrap, {x['resamples']} resamples)"
+    )
+
+
+def gate_metrics(decision: GateDecision) -> dict[str, float]:
+    """The bootstrap checks as MLflow metrics: ``gate.<check>.{difference,lower,upper,p_value}``."""
+    out: dict[str, float] = {}
+    for x in decision.checks:
+        if "ci" not in x:
+            continue
+        key = "gate." + x["check"].replace("=", ".").replace(">", "ge").replace("<", "lt")
+        out |= {
+            f"{key}.difference": x["estimate"],
+            f"{key}.lower": x["ci"][0],
+            f"{key}.upper": x["ci"][1],
+            f"{key}.p_value": x["p_value"],
+        }
+    return {k: float(v) for k, v in out.items() if not _isnan(v)}
+
+
+def paired_resamples(
+    frame: pd.DataFrame, scores: np.ndarray, champion_scores: np.ndarray, spec: GateSpec
+) -> PairedResamples | None:
+    """The paired bootstrap the spec declares, of the challenger's and champion's scores on ``frame``
+    (None when the spec has none)."""
+    boot = spec.bootstrap
+    if boot is None:
+        return None
+    return resampling.paired_bootstrap(
+        frame,
+        scores,
+        champion_scores,
+        boot.statistics,
+        unit=boot.unit,
+        resamples=boot.resamples,
+        seed=boot.seed,
     )
 
 

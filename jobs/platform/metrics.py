@@ -88,16 +88,32 @@ def ndcg_at_k(group, relevance, scores, k: int = 10) -> float:
     return float(per.mean()) if len(per) else math.nan
 
 
-def mrr(group, relevance, scores) -> float:
-    """Mean reciprocal rank of the first relevant row, over groups with one (NaN when none)."""
+def mrr_per_group(group, relevance, scores) -> np.ndarray:
+    """Reciprocal rank of the first relevant row of each group with one (groups in sorted order)."""
     g, rel, _, starts = _groups(group, relevance, scores)
     if not len(g):
-        return math.nan
+        return np.array([], dtype=float)
     rank = _ranks(starts, len(g))
     first = np.where(rel > 0, rank, np.iinfo(np.int64).max)
     best = np.minimum.reduceat(first, starts)
     best = best[best < np.iinfo(np.int64).max]
-    return float(np.mean(1.0 / (best + 1.0))) if len(best) else math.nan
+    return 1.0 / (best + 1.0)
+
+
+def mrr(group, relevance, scores) -> float:
+    """Mean reciprocal rank of the first relevant row, over groups with one (NaN when none)."""
+    per = mrr_per_group(group, relevance, scores)
+    return float(np.mean(per)) if len(per) else math.nan
+
+
+def relevant_group_rows(group, relevance) -> np.ndarray:
+    """The first row of each group with a relevant row, groups in sorted order: the groups, in
+    order, of :func:`ndcg_per_group` and :func:`mrr_per_group`."""
+    g = np.asarray(group)
+    rel = np.asarray(relevance, dtype=float)
+    _, first, inverse = np.unique(g, return_index=True, return_inverse=True)
+    relevant = np.bincount(inverse.ravel(), weights=(rel > 0).astype(float), minlength=len(first)) > 0
+    return first[relevant]
 
 
 def recall_at_k(group, relevance, scores, k: int) -> float:

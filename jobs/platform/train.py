@@ -50,9 +50,11 @@ from jobs.platform.evaluate import (
     check_protocol,
     default_windows,
     gate,
+    gate_metrics,
     label_dataset,
     labels_through,
     log_evaluation,
+    paired_resamples,
 )
 from jobs.platform.logs import get_logger
 from jobs.platform.params import TrainParams
@@ -561,22 +563,23 @@ def evaluate_and_gate(
     log_evaluation(run_id, holdout_df, scores, challenger, figures=use_case.figures)
     registry.set_version_tags(version, dict(use_case.version_tags(challenger)), settings)
     champ_version = registry.champion_version(settings)
-    champion = None
+    champion = paired = None
     if champ_version is not None and champ_version != str(version):
         champ_model, _, _ = registry.load_model("champion", settings)
-        champion = use_case.evaluate(
-            holdout_df,
-            registry.predict_scores(champ_model, holdout_df),
-            settings=settings,
-            model_version=champ_version,
-        )
-    decision = gate(challenger, champion, spec)
+        champ_scores = registry.predict_scores(champ_model, holdout_df)
+        champion = use_case.evaluate(holdout_df, champ_scores, settings=settings, model_version=champ_version)
+        paired = paired_resamples(holdout_df, scores, champ_scores, spec)
+    decision = gate(challenger, champion, spec, paired)
     import mlflow
 
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_dict(decision.as_dict(), "evaluation/gate.json")
+        mlflow.log_dict(
+            {**decision.as_dict(), "bootstrap": None if paired is None else paired.summary()},
+            "evaluation/gate.json",
+        )
         if champion is not None:
             mlflow.log_metrics(champion.flat(prefix="champion_holdout_"))
+            mlflow.log_metrics(gate_metrics(decision))
         mlflow.set_tags(
             {"gate": "pass" if decision.promote else "refused", "gate_reason": decision.reason[:4000]}
         )

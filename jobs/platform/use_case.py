@@ -149,7 +149,9 @@ class Floor:
 @dataclass(frozen=True)
 class SliceRule:
     """In every slice of the champion's evaluation whose ``support`` count (e.g. positives) is at
-    least ``min_support``, ``metric`` may not regress by more than ``tolerance``."""
+    least ``min_support``, ``metric`` may not regress by more than ``tolerance`` (with a bootstrap:
+    no slice may show a regression beyond ``tolerance`` that is significant after Holm's correction
+    over the slices tested)."""
 
     metric: MetricSpec
     tolerance: float
@@ -158,14 +160,42 @@ class SliceRule:
 
 
 @dataclass(frozen=True)
+class PairedBootstrap:
+    """How the gate tells a better challenger from noise: ``resamples`` paired bootstraps of the
+    holdout by ``unit`` (a column whose values are independent enough: fraud's cards, ranking's users),
+    each model's metrics per resample from ``statistics(frame, scores, unit codes, units)`` (a
+    :data:`jobs.platform.resampling.Statistics`), every test at level ``alpha`` (one-sided)."""
+
+    unit: str
+    statistics: Callable[
+        [pd.DataFrame, np.ndarray, np.ndarray, int], Callable[[np.ndarray], Mapping[str, np.ndarray]]
+    ]
+    resamples: int = 1000
+    alpha: float = 0.025
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 0.5:
+            raise ValueError(f"bootstrap.alpha: value {self.alpha} is invalid; rule: 0 < alpha < 0.5")
+        if self.resamples < 100:
+            raise ValueError(
+                f"bootstrap.resamples: value {self.resamples} is too few; rule: at least 100 for a tail quantile"
+            )
+
+
+@dataclass(frozen=True)
 class GateSpec:
-    """The champion/challenger gate: the primary metric must beat the champion by ``margin``."""
+    """The champion/challenger gate: the primary metric must beat the champion by ``margin``.
+
+    With ``bootstrap`` the comparisons with the champion are tests on paired resamples of the
+    holdout (:func:`jobs.platform.evaluate.gate`); without it they compare point estimates."""
 
     primary: MetricSpec
     margin: float = 0.0
     guardrails: tuple[Guardrail, ...] = ()
     floors: tuple[Floor, ...] = ()
     slices: SliceRule | None = None
+    bootstrap: PairedBootstrap | None = None
 
     def with_margin(self, margin: float) -> GateSpec:
         from dataclasses import replace

@@ -55,7 +55,9 @@ class Gate(BaseModel):
     """Champion/challenger gate on the holdout's logged slates (``RANKING_GATE_*``; the core's GateSpec
     from ``jobs.ranking.use_case.gate_spec``)."""
 
-    margin: float = Field(0.0, ge=0, description="challenger NDCG@10 must exceed the champion's by more")
+    margin: float = Field(
+        0.0, ge=0, description="the lower bound of the challenger's NDCG@10 gain must exceed this"
+    )
     guardrail_tolerance: float = Field(0.01, ge=0, description="max drop of MRR")
     diversity_tolerance: float = Field(
         0.05, ge=0, le=1, description="max drop of the funnel slates' intra-list category diversity"
@@ -66,6 +68,10 @@ class Gate(BaseModel):
     slice_tolerance: float = Field(0.03, ge=0, description="max NDCG@10 drop in a slice with enough clicks")
     min_slice_clicks: int = Field(200, ge=1, description="slices with fewer clicks are not gated (noise)")
     min_ndcg_at_10: float = Field(0.30, ge=0, le=1, description="absolute floor for any champion")
+    alpha: float = Field(
+        0.025, gt=0, lt=0.5, description="level of each one-sided gate test (paired bootstrap)"
+    )
+    resamples: int = Field(1000, ge=100, description="paired bootstrap resamples of the holdout's users")
 
 
 class RankingSettings(UseCaseSettings):

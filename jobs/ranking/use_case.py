@@ -16,6 +16,7 @@ from jobs.platform.use_case import (
     MetricSpec,
     ModelSpec,
     MonitoringSpec,
+    PairedBootstrap,
     SliceRule,
     UseCase,
     lazy,
@@ -34,7 +35,9 @@ MRR = MetricSpec("mrr")
 def gate_spec(policy: Gate) -> GateSpec:
     """NDCG@10 on the holdout's logged clicks is primary; guardrails MRR and the funnel's slates'
     intra-list diversity (absolute) and catalogue coverage (relative); NDCG@10 has an absolute floor
-    and may not regress in a slice (new/returning users, device, cold/warm items) with enough clicks."""
+    and may not regress in a slice (new/returning users, device, cold/warm items) with enough clicks.
+    NDCG@10, MRR and the slices are tested on paired bootstraps of the holdout's users; the funnel's
+    diversity and coverage (one sample of slates) keep the point rule."""
     return GateSpec(
         primary=NDCG,
         margin=policy.margin,
@@ -45,6 +48,12 @@ def gate_spec(policy: Gate) -> GateSpec:
         ),
         floors=(Floor(NDCG, policy.min_ndcg_at_10),),
         slices=SliceRule(NDCG, policy.slice_tolerance, support="clicks", min_support=policy.min_slice_clicks),
+        bootstrap=PairedBootstrap(
+            unit="user_id",
+            statistics=lazy("jobs.ranking.evaluation:paired_statistics"),
+            resamples=policy.resamples,
+            alpha=policy.alpha,
+        ),
     )
 
 

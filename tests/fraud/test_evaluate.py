@@ -13,7 +13,7 @@ from jobs.fraud.evaluation import evaluate_scores
 from jobs.fraud.settings import Costs, Gate
 from jobs.fraud.use_case import gate_spec
 from jobs.platform import metrics as M
-from jobs.platform.evaluate import Windows, check_protocol, default_windows, gate
+from jobs.platform.evaluate import Windows, check_protocol, default_windows, gate, paired_resamples
 from jobs.platform.storage import as_date
 
 
@@ -146,22 +146,37 @@ def test_evaluation_and_gate_decisions():
     assert first.promote and first.reason.startswith("first champion")
     assert not gate(evaluate_scores(df, rng.random(len(y)), costs=costs), None, policy).promote  # floors
 
-    # same scores: AP not strictly better -> refused
-    same = gate(evaluate_scores(df, good, costs=costs, model_version="2"), champion, policy)
-    assert not same.promote and "primary.average_precision" in same.reason
+    def decide(scores, version, spec=policy):
+        paired = paired_resamples(df, scores, good, spec)
+        return gate(evaluate_scores(df, scores, costs=costs, model_version=version), champion, spec, paired)
 
-    # better overall but ruins the small-amount band -> refused on the slice
+    # same scores: every paired difference is 0, so the lower bound is 0, not above the margin
+    same = decide(good, "2")
+    assert not same.promote and "primary.average_precision difference +0.0000" in same.reason
+    # an equal model (the same signal, its own noise): refused even when its AP happens to be higher
+    equal = np.clip(0.3 * y + 0.7 * np.random.default_rng(2).random(len(y)), 0, 1)
+    tie = decide(equal, "2")
+    assert not tie.promote and "primary.average_precision" in [c["check"] for c in tie.failed()]
+
+    # much better overall but weaker than the champion in the small-amount band -> refused there
     better = np.clip(0.5 * y + 0.6 * rng.random(len(y)), 0, 1)
     small = (df["tx_amount"] < 25).to_numpy()
-    ruined = np.where(small, rng.random(len(y)) * 0.5, better)
-    d = gate(evaluate_scores(df, ruined, costs=costs, model_version="3"), champion, policy)
-    assert not d.promote and "slice.amount=0-25.average_precision" in d.reason
+    noise = np.random.default_rng(9).random(len(y))
+    ruined = np.where(small, 0.1 * y + 0.9 * noise, np.clip(0.9 * y + 0.3 * noise, 0, 1))
+    d = decide(ruined, "3")
+    assert not d.promote and [c["check"] for c in d.failed()] == ["slice.amount=0-25.average_precision"]
     assert all(c["passed"] for c in d.checks if c["check"].startswith("floor"))
 
-    ok = gate(evaluate_scores(df, better, costs=costs, model_version="4"), champion, policy)
+    ok = decide(better, "4")
     assert ok.promote, ok.reason
+    checks = {c["check"]: c for c in ok.checks}
+    assert {c["method"] for c in ok.checks if not c["check"].startswith("floor")} == {
+        "paired bootstrap",
+        "paired bootstrap, Holm",
+    }
+    assert checks["primary.average_precision"]["ci"][0] > 0.05  # clearly better, CI over cards
     strict = gate_spec(Gate(margin=0.5, min_slice_frauds=20))
-    assert not gate(evaluate_scores(df, better, costs=costs), champion, strict).promote
+    assert not decide(better, "5", strict).promote
 
     other = evaluate_scores(df.iloc[:-10], better[:-10], costs=costs)
     with pytest.raises(ValueError, match="rule: same holdout"):
@@ -189,3 +204,36 @@ def test_slice_metrics_values():
     # weekday: the only fraud (.2) is missed; nothing flagged -> precision undefined
     assert out["week=weekday"]["recall_at_threshold"] == 0.0
     assert math.isnan(out["week=weekday"]["precision_at_threshold"])
+
+
+def test_gate_statistics_equal_the_evaluation_and_a_card_bootstrap_repeats_cards():
+    from jobs.fraud.evaluation import paired_statistics
+    from jobs.platform.resampling import unit_codes
+
+    df = _holdout(n=3000, seed=4)
+    scores = np.round(np.clip(0.3 * df["tx_fraud"] + 0.7 * np.random.default_rng(5).random(len(df)), 0, 1), 2)
+    codes, units = unit_codes(df, "customer_id")
+    stats = paired_statistics(df, scores, codes, units)
+    ev = evaluate_scores(df, scores, costs=Costs(false_positive=1, false_negative=20))
+    at_one = {k: float(v[0]) for k, v in stats(np.ones((1, units))).items()}
+    for key, value in at_one.items():
+        name, _, metric = key.rpartition("/")
+        expected = ev.slices[name][metric] if name else ev.metrics[key]
+        assert value == pytest.approx(expected, abs=1e-12), key
+
+    # a resample: customers drawn 0, 1 or 2 times == the holdout with each drawn card repeated as a
+    # new card (same rows, a new id), dropped when not drawn
+    counts = np.random.default_rng(6).integers(0, 3, units).astype(float)
+    copies = [
+        df[codes == u].assign(customer_id=lambda d, u=u, c=c: 10_000 * c + u, score=scores[codes == u])
+        for u in range(units)
+        for c in range(int(counts[u]))
+    ]
+    expanded = pd.concat(copies, ignore_index=True)
+    drawn = stats(counts[None])
+    y = expanded["tx_fraud"]
+    assert drawn["average_precision"][0] == pytest.approx(
+        M.binary_metrics(y, expanded["score"])["average_precision"]
+    )
+    assert drawn["auc_roc"][0] == pytest.approx(M.binary_metrics(y, expanded["score"])["auc_roc"])
+    assert drawn["card_precision_at_100"][0] == pytest.approx(FM.card_precision_at_k(expanded, 100))

@@ -3,10 +3,20 @@ in either direction, with no metric name of its own."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from jobs.platform.evaluate import Evaluation, gate
-from jobs.platform.use_case import Floor, GateSpec, Guardrail, MetricSpec, SliceRule, get_use_case
+from jobs.platform.resampling import PairedResamples, holm
+from jobs.platform.use_case import (
+    Floor,
+    GateSpec,
+    Guardrail,
+    MetricSpec,
+    PairedBootstrap,
+    SliceRule,
+    get_use_case,
+)
 
 RMSE = MetricSpec("rmse", higher_is_better=False)
 COVERAGE = MetricSpec("coverage")
@@ -87,3 +97,107 @@ def test_model_spec_names_an_objective_the_core_cannot_train():
         ValueError, match=r"model.objective: value 'reg:squarederror' is not trained by the core"
     ):
         ModelSpec(objective="reg:squarederror", eval_metric="rmse", label="y", time_column="t", row_id="id")
+
+
+# --- the paired-bootstrap rules, on resamples whose quantiles are known exactly --------------------
+BOOT = GateSpec(
+    primary=RMSE,
+    margin=0.1,
+    guardrails=(Guardrail(COVERAGE, 0.05), Guardrail(MetricSpec("rows"), 0.0)),
+    floors=(Floor(RMSE, 5.0),),
+    slices=SliceRule(RMSE, 0.5, support="n", min_support=10),
+    bootstrap=PairedBootstrap(unit="user", statistics=lambda *a: None, resamples=1000, alpha=0.05),
+)
+
+
+def paired(**differences) -> PairedResamples:
+    """Resamples in which the challenger is better than the champion by the given draws of ``d``
+    (in the good direction; RMSE is lower-is-better); the estimate is the draws' median."""
+    draws, estimates = {}, {}
+    for name, d in differences.items():
+        d = np.asarray(d, dtype=float)
+        sign = -1.0 if name.split("/")[-1] == "rmse" else 1.0
+        champion = np.full(len(d), 3.0)
+        draws[name.replace("__", "=")] = np.column_stack([champion + sign * d, champion])
+        estimates[name.replace("__", "=")] = (3.0 + sign * float(np.median(d)), 3.0)
+    return PairedResamples("user", 50, len(next(iter(draws.values()))), 0, estimates, draws)
+
+
+def spread(center: float, half_width: float) -> np.ndarray:
+    """1001 evenly spaced draws: the 5 % quantile is exactly ``center - 0.9 * half_width``."""
+    return np.linspace(center - half_width, center + half_width, 1001)
+
+
+def test_paired_primary_needs_the_lower_bound_above_the_margin_not_the_estimate():
+    champion, challenger = ev(3.0, 0.5), ev(2.7, 0.5, version="2")
+    kept = spread(0.0, 0.01)
+    ok = gate(challenger, champion, BOOT, paired(rmse=spread(0.3, 0.2), coverage=kept))  # lower 0.12
+    assert ok.promote, ok.reason
+    assert "one-sided 95.0% lower bound +0.1200" in ok.reason
+    noisy = gate(challenger, champion, BOOT, paired(rmse=spread(0.3, 0.25), coverage=kept))  # lower 0.075
+    assert not noisy.promote and [c["check"] for c in noisy.failed()] == ["primary.rmse"]
+    (primary,) = noisy.failed()
+    assert primary["value"] == pytest.approx(0.075) and primary["estimate"] == pytest.approx(0.3)
+    assert primary["bound"] == 0.1 and primary["method"] == "paired bootstrap"
+    assert "lower bound +0.0750 not > +0.1000" in noisy.reason
+    # a CI wholly on the worse side never promotes, whatever the point estimates say
+    worse = gate(challenger, champion, BOOT, paired(rmse=spread(-0.2, 0.1), coverage=kept))
+    assert not worse.promote
+
+
+def test_paired_guardrail_is_a_non_inferiority_test():
+    champion, challenger = ev(3.0, 0.5), ev(2.5, 0.5, version="2")
+    better = spread(0.5, 0.1)
+    # coverage: lower bound -0.04 is within the 0.05 tolerance; -0.06 is not
+    assert gate(challenger, champion, BOOT, paired(rmse=better, coverage=spread(0.0, 0.04 / 0.9))).promote
+    breach = gate(challenger, champion, BOOT, paired(rmse=better, coverage=spread(0.0, 0.06 / 0.9)))
+    assert not breach.promote and [c["check"] for c in breach.failed()] == ["guardrail.coverage"]
+    assert breach.failed()[0]["value"] == pytest.approx(-0.06) and breach.failed()[0]["bound"] == -0.05
+    # the sign matters: a guardrail that improved passes, the same size of loss refuses
+    assert gate(challenger, champion, BOOT, paired(rmse=better, coverage=spread(0.1, 0.01))).promote
+    assert not gate(challenger, champion, BOOT, paired(rmse=better, coverage=spread(-0.1, 0.01))).promote
+    # a guardrail the bootstrap has no statistic for keeps the point rule
+    checks = {c["check"]: c for c in breach.checks}
+    assert checks["guardrail.rows"]["method"] == "point" and checks["guardrail.rows"]["passed"]
+
+
+def draws_with_p(p: float, tolerance: float, n: int = 999) -> np.ndarray:
+    """Draws of ``d`` whose harm p-value ``(1 + #{d >= -tolerance}) / (n + 1)`` is exactly ``p``."""
+    above = round(p * (n + 1)) - 1
+    return np.r_[np.full(above, -tolerance + 0.01), np.full(n - above, -tolerance - 0.2)]
+
+
+def test_slices_refuse_only_on_a_significant_drop_after_holm():
+    champion = ev(
+        3.0,
+        0.5,
+        slices={f"device={d}": {"n": 50, "rmse": 3.0} for d in ("mobile", "tv", "web")}
+        | {"device=watch": {"n": 3, "rmse": 3.0}},
+    )
+    challenger = ev(2.5, 0.5, slices=champion.slices, version="2")
+    base = {"rmse": spread(0.5, 0.1), "coverage": spread(0.0, 0.01)}
+    clean = {"device__mobile/rmse": draws_with_p(0.5, 0.5), "device__tv/rmse": draws_with_p(0.6, 0.5)}
+    # p = 0.02 is below alpha but above alpha / 3 (three slices tested): Holm keeps it
+    web = {"device__web/rmse": draws_with_p(0.02, 0.5)}
+    holm_keeps = gate(challenger, champion, BOOT, paired(**base, **clean, **web))
+    assert holm_keeps.promote, holm_keeps.reason
+    checks = {c["check"]: c for c in holm_keeps.checks}
+    assert checks["slice.device=web.rmse"]["p_value"] == pytest.approx(0.02)
+    assert checks["slice.device=web.rmse"]["holm_level"] == pytest.approx(0.05 / 3)
+    assert checks["slice.device=web.rmse"]["slices_tested"] == 3  # the 3-row watch slice is not tested
+    refused = gate(
+        challenger, champion, BOOT, paired(**base, **clean, **{"device__web/rmse": draws_with_p(0.01, 0.5)})
+    )
+    assert not refused.promote and [c["check"] for c in refused.failed()] == ["slice.device=web.rmse"]
+    assert "significant after Holm (p 0.0100 <= 0.0167)" in refused.reason
+
+
+def test_holm_step_down_by_hand():
+    out = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.001}, alpha=0.05)
+    # sorted: d .001 <= .05/4, a .01 <= .05/3, c .03 > .05/2 -> stop; b kept as well
+    assert out == {
+        "d": (True, pytest.approx(0.0125)),
+        "a": (True, pytest.approx(0.05 / 3)),
+        "c": (False, pytest.approx(0.025)),
+        "b": (False, pytest.approx(0.05)),
+    }
