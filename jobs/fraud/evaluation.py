@@ -45,8 +45,15 @@ def evaluate_scores(
     slicers: Mapping[str, M.SliceFn] | None = None,
     k: int = CP_K,
     model_version: str | None = None,
+    threshold: float | None = None,
 ) -> Evaluation:
-    """All offline metrics of ``scores`` on a labelled frame (transaction rows with tx_fraud)."""
+    """All offline metrics of ``scores`` on a labelled frame (transaction rows with tx_fraud).
+
+    ``threshold``: the decision threshold chosen before this frame was seen (on the model's
+    validation window): the cost, recall and precision are reported at it, with the frame's own
+    cost-optimal threshold beside it (``optimal_threshold``, ``optimal_cost_per_tx``: what the
+    threshold would have been in hindsight). Without it the frame's cost-optimal threshold is the
+    policy (the validation window itself, or a model registered before thresholds were validated)."""
     costs = costs or get_settings().case.costs
     if len(df) != len(scores):
         raise ValueError(f"scores: length {len(scores)} != rows {len(df)}; rule: one score per row")
@@ -58,7 +65,16 @@ def evaluate_scores(
     metrics.update(M.binary_metrics(y, scored["score"]))
     per_day = FM.card_precision_at_k_per_day(scored, k)
     metrics[f"card_precision_at_{k}"] = float(per_day["precision"].mean())
-    choice = FM.cost_optimal_threshold(y, scored["score"], costs.false_positive, costs.false_negative)
+    optimal = FM.cost_optimal_threshold(y, scored["score"], costs.false_positive, costs.false_negative)
+    choice = (
+        optimal
+        if threshold is None
+        else FM.cost_at_threshold(y, scored["score"], threshold, costs.false_positive, costs.false_negative)
+    )
+    metrics.update(
+        optimal_threshold=optimal.threshold,
+        optimal_cost_per_tx=optimal.cost_per_transaction,
+    )
     metrics.update(
         decision_threshold=choice.threshold,
         expected_cost_per_tx=choice.cost_per_transaction,
@@ -171,10 +187,17 @@ def evaluation_figures(df: pd.DataFrame, scores: np.ndarray, evaluation: Evaluat
 
 
 def evaluate(
-    frame: pd.DataFrame, scores: np.ndarray, *, settings: Settings, model_version: str | None = None
+    frame: pd.DataFrame,
+    scores: np.ndarray,
+    *,
+    settings: Settings,
+    model_version: str | None = None,
+    threshold: float | None = None,
 ) -> Evaluation:
     """``UseCase.evaluate`` for fraud: :func:`evaluate_scores` with the settings' error costs."""
-    return evaluate_scores(frame, scores, costs=settings.case.costs, model_version=model_version)
+    return evaluate_scores(
+        frame, scores, costs=settings.case.costs, model_version=model_version, threshold=threshold
+    )
 
 
 def describe(ev: Evaluation) -> str:

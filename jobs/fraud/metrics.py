@@ -183,6 +183,35 @@ class ThresholdChoice:
     cost_flag_nothing: float  # baseline: approve everything
 
 
+def cost_at_threshold(
+    y_true, scores, threshold: float, cost_false_positive: float, cost_false_negative: float
+) -> ThresholdChoice:
+    """The outcome of flagging ``score >= threshold`` (a threshold chosen elsewhere) on these rows."""
+    y = np.asarray(y_true, dtype=int)
+    s = np.asarray(scores, dtype=float)
+    if len(y) != len(s):
+        raise ValueError(f"scores: length {len(s)} != labels length {len(y)}; rule: equal lengths")
+    if len(y) == 0:
+        raise ValueError("scores: empty; rule: need at least one scored transaction")
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold: value {threshold} is not finite; rule: a probability cut")
+    flag = s >= threshold
+    tp = int(np.sum(flag & (y == 1)))
+    fp = int(np.sum(flag)) - tp
+    fn = int(y.sum()) - tp
+    cost = cost_false_positive * fp + cost_false_negative * fn
+    return ThresholdChoice(
+        threshold=float(threshold),
+        expected_cost=float(cost),
+        cost_per_transaction=float(cost / len(y)),
+        false_positives=fp,
+        false_negatives=fn,
+        true_positives=tp,
+        flagged=int(np.sum(flag)),
+        cost_flag_nothing=float(cost_false_negative * int(y.sum())),
+    )
+
+
 def cost_optimal_threshold(
     y_true, scores, cost_false_positive: float, cost_false_negative: float
 ) -> ThresholdChoice:

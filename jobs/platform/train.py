@@ -206,7 +206,11 @@ def data_fingerprint(df: pd.DataFrame, features: list[str], model: ModelSpec | N
 
 
 def split_validation(
-    df: pd.DataFrame, val_days: int, gap_days: int, model: ModelSpec | None = None
+    df: pd.DataFrame,
+    val_days: int,
+    gap_days: int,
+    model: ModelSpec | None = None,
+    purpose: str = "hpo",
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Time-ordered split of a training window: fit on the early days, validate on the last
     ``val_days`` days, with ``gap_days`` days left out between them."""
@@ -220,9 +224,9 @@ def split_validation(
     if fit.empty or fit[spec.label].sum() == 0 or val[spec.label].nunique() < 2:
         first = days.min().date()
         raise ValueError(
-            f"hpo: training window {first}..{last.date()} is too short for a {val_days}-day validation "
-            f"window after a {gap_days}-day gap (need {spec.positive}s on both sides); rule: use a longer "
-            "window or --hpo 0"
+            f"{purpose}: training window {first}..{last.date()} is too short for a {val_days}-day "
+            f"validation window after a {gap_days}-day gap (need {spec.positive}s on both sides); rule: "
+            "use a longer window" + (" or --hpo 0" if purpose == "hpo" else "")
         )
     window = {
         "fit_end": str(fit_end.date()),
@@ -308,6 +312,64 @@ def search_hyperparameters(
     return best_params, table
 
 
+@dataclass(frozen=True)
+class DecisionFit:
+    """The decision threshold of a use case with a decision policy, fitted out of sample: where
+    (``window``: fit_end, val_start, val_end; ``source``) and with what validation figures."""
+
+    threshold: float
+    source: str
+    window: dict[str, str]
+    figures: dict[str, float]
+
+    def params(self) -> dict[str, str]:
+        return {"decision_source": self.source, **{f"decision_{k}": v for k, v in self.window.items()}}
+
+
+def fit_decision_threshold(
+    train_df: pd.DataFrame,
+    features: list[str],
+    params: TrainParams,
+    *,
+    settings: Settings,
+    val_days: int = 7,
+    log=None,
+) -> DecisionFit | None:
+    """The decision threshold, chosen on a validation window rather than on the holdout the gate
+    reports it on (fitting it there would report the cost of a threshold nobody could have picked).
+
+    A model with the final parameters is fitted on the training window's early days and scores its
+    last ``min(val_days, days // 3)`` days; the use case's decision policy (``UseCase.evaluate``:
+    fraud's cost-optimal threshold) picks the threshold there, and the final model, fitted on the
+    whole window, is registered with it. A window too short to split (one day, or no positives on
+    a side) falls back to the training rows themselves, and says so (``decision_source``). None
+    for a use case without a decision policy."""
+    from jobs.platform.registry import predict_scores
+
+    use_case = get_use_case(settings)
+    if use_case.decision_tag is None:
+        return None
+    spec = use_case.model
+    n_days = int(pd.to_datetime(train_df[spec.time_column]).dt.normalize().nunique())
+    days = max(1, min(val_days, n_days // 3))
+    try:
+        fit, val, window = split_validation(train_df, days, 0, spec, purpose="decision threshold")
+        source = "validation"
+    except ValueError as exc:
+        fit = val = train_df
+        window = {"val_start": "", "val_end": ""}
+        source = "in-sample (training window too short to validate)"
+        if log is not None:
+            log.warning("decision threshold fitted in sample", error=str(exc))
+    model, _ = fit_model(fit, features, params, spec)
+    ev = use_case.evaluate(val, predict_scores(model, val), settings=settings)
+    threshold = float(use_case.version_tags(ev)[use_case.decision_tag])
+    figures = {
+        f"decision_val_{k}": float(v) for k, v in use_case.headline(ev).items() if k != use_case.decision_tag
+    }
+    return DecisionFit(threshold, source, window, figures)
+
+
 def importance_figure(model, top: int = 20):
     import matplotlib
 
@@ -344,6 +406,7 @@ class TrainingRun:
     train_rows: int
     train_positives: int
     features: list[str]
+    decision_threshold: float | None = None
 
 
 def train_and_log(
@@ -444,6 +507,15 @@ def train_and_log(
                 **spec.run_params(settings),
             }
         )
+        decision = fit_decision_threshold(
+            train_df, features, params, settings=settings, val_days=val_days, log=log
+        )
+        if decision is not None:
+            mlflow.log_params(decision.params())
+            mlflow.log_metrics(
+                {"decision_threshold": decision.threshold}
+                | {k: v for k, v in decision.figures.items() if not np.isnan(v)}
+            )
         in_sample = registry.predict_scores(model, train_df)
         mlflow.log_metrics(
             {
@@ -508,6 +580,7 @@ def train_and_log(
         train_rows=len(train_df),
         train_positives=positives,
         features=list(features),
+        decision_threshold=None if decision is None else decision.threshold,
     )
 
 
@@ -557,17 +630,25 @@ def evaluate_and_gate(
         spec = spec.with_margin(margin)
     log = get_logger("evaluate")
     registry.client(settings)  # points MLflow at the platform's tracking/registry store
-    model = _load_version(version, settings)
+    model, _, threshold = registry.load_model(None, settings, version=str(version))
     scores = registry.predict_scores(model, holdout_df)
-    challenger = use_case.evaluate(holdout_df, scores, settings=settings, model_version=str(version))
+    challenger = use_case.evaluate(
+        holdout_df, scores, settings=settings, model_version=str(version), threshold=threshold
+    )
     log_evaluation(run_id, holdout_df, scores, challenger, figures=use_case.figures)
     registry.set_version_tags(version, dict(use_case.version_tags(challenger)), settings)
     champ_version = registry.champion_version(settings)
     champion = paired = None
     if champ_version is not None and champ_version != str(version):
-        champ_model, _, _ = registry.load_model("champion", settings)
+        champ_model, _, champ_threshold = registry.load_model("champion", settings)
         champ_scores = registry.predict_scores(champ_model, holdout_df)
-        champion = use_case.evaluate(holdout_df, champ_scores, settings=settings, model_version=champ_version)
+        champion = use_case.evaluate(
+            holdout_df,
+            champ_scores,
+            settings=settings,
+            model_version=champ_version,
+            threshold=champ_threshold,
+        )
         paired = paired_resamples(holdout_df, scores, champ_scores, spec)
     decision = gate(challenger, champion, spec, paired)
     import mlflow
@@ -612,12 +693,6 @@ def evaluate_and_gate(
             settings=settings,
         )
     return outcome
-
-
-def _load_version(version: str, settings: Settings):
-    import mlflow.xgboost
-
-    return mlflow.xgboost.load_model(f"models:/{settings.case.model_name}/{version}")
 
 
 def promote_outcome(
@@ -811,6 +886,11 @@ def register(
             "train_window": f"{windows.train_start}..{windows.train_end}",
             "data_sha256": run.data_sha256,
             "scale_pos_weight": f"{run.scale_pos_weight:.4f}",
+            **(
+                {get_use_case(settings).decision_tag: repr(run.decision_threshold)}
+                if run.decision_threshold is not None
+                else {}
+            ),
         },
         metrics={
             "train_rows": run.train_rows,

@@ -396,7 +396,9 @@ class Companion:
 
 
 EvaluateFn = Callable[..., "Evaluation"]
-"""``evaluate(frame, scores, *, settings, model_version=None) -> Evaluation``."""
+"""``evaluate(frame, scores, *, settings, model_version=None, threshold=None) -> Evaluation``;
+``threshold``: the decision threshold fitted on the model's validation window (the frame's own
+cost-optimal choice when None), for use cases with a decision policy."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -63,9 +63,15 @@ def _slices(frame: pd.DataFrame) -> dict[str, pd.Series]:
 
 
 def evaluate(
-    frame: pd.DataFrame, scores: np.ndarray, *, settings: Any = None, model_version: str | None = None
+    frame: pd.DataFrame,
+    scores: np.ndarray,
+    *,
+    settings: Any = None,
+    model_version: str | None = None,
+    threshold: float | None = None,
 ) -> Evaluation:
-    """All offline metrics of ``scores`` on labelled impressions (``UseCase.evaluate``)."""
+    """All offline metrics of ``scores`` on labelled impressions (``UseCase.evaluate``; a ranker
+    has no decision threshold, ``threshold`` is accepted for the interface and unused)."""
     if len(frame) != len(scores):
         raise ValueError(f"scores: length {len(scores)} != rows {len(frame)}; rule: one score per row")
     if len(frame) == 0:

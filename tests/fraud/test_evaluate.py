@@ -237,3 +237,30 @@ def test_gate_statistics_equal_the_evaluation_and_a_card_bootstrap_repeats_cards
     )
     assert drawn["auc_roc"][0] == pytest.approx(M.binary_metrics(y, expanded["score"])["auc_roc"])
     assert drawn["card_precision_at_100"][0] == pytest.approx(FM.card_precision_at_k(expanded, 100))
+
+
+def test_a_threshold_chosen_elsewhere_is_reported_at_its_cost_beside_the_hindsight_optimum():
+    y = np.array([1, 0, 1, 0, 0, 0])
+    s = np.array([0.9, 0.8, 0.6, 0.4, 0.2, 0.1])
+    # flag score >= 0.5: TP 2 (.9, .6), FP 1 (.8), FN 0 -> cost 1 * 1 + 5 * 0 = 1
+    c = FM.cost_at_threshold(y, s, 0.5, 1.0, 5.0)
+    assert (c.true_positives, c.false_positives, c.false_negatives, c.flagged) == (2, 1, 0, 3)
+    assert c.expected_cost == 1.0 and c.cost_per_transaction == pytest.approx(1 / 6)
+    # flag score >= 0.85: only .9 -> FN 1 (.6) -> cost 5
+    assert FM.cost_at_threshold(y, s, 0.85, 1.0, 5.0).expected_cost == 5.0
+    with pytest.raises(ValueError, match="threshold: value nan is not finite"):
+        FM.cost_at_threshold(y, s, math.nan, 1.0, 5.0)
+
+    df = _holdout(n=2000, seed=3)
+    scores = np.clip(0.3 * df["tx_fraud"] + 0.7 * np.random.default_rng(4).random(len(df)), 0, 1)
+    costs = Costs(false_positive=1, false_negative=20)
+    own = evaluate_scores(df, scores, costs=costs)
+    fixed = evaluate_scores(df, scores, costs=costs, threshold=0.9)
+    assert own.metrics["decision_threshold"] == own.metrics["optimal_threshold"]
+    assert fixed.metrics["decision_threshold"] == 0.9 and fixed.threshold.threshold == 0.9
+    assert fixed.metrics["optimal_threshold"] == own.metrics["optimal_threshold"]
+    assert fixed.metrics["expected_cost_per_tx"] >= fixed.metrics["optimal_cost_per_tx"]
+    flagged = scores >= 0.9
+    assert fixed.metrics["recall_at_threshold"] == pytest.approx(
+        (flagged & (df["tx_fraud"] == 1)).sum() / df["tx_fraud"].sum()
+    )

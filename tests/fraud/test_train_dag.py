@@ -87,6 +87,13 @@ def test_dag_trains_gates_and_promotes_only_when_better(platform, airflow_db):
     assert run.data.tags["actor"].startswith("airflow:")
     assert run.data.params["holdout_start"] == "2018-04-15"
     assert run.data.metrics["holdout_rows"] > 0 and 0 < threshold < 1
+    # the threshold was fitted on the training window's last days, not on the holdout it is reported on
+    assert run.data.params["decision_source"] == "validation"
+    assert run.data.params["decision_val_start"] == "2018-04-06"  # 7 days // 3 = the last 2 days
+    assert (
+        run.data.metrics["decision_threshold"] == threshold == run.data.metrics["holdout_decision_threshold"]
+    )
+    assert "holdout_optimal_threshold" in run.data.metrics
 
     # training wrote the version's monitoring reference: what monitoring would rebuild from the store
     import pandas as pd
