@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)
 export PYSPARK_PYTHON := $(CURDIR)/$(VENV)/bin/python
 DEMO_DAYS ?= 50
 
-.PHONY: install lock demo stop handbook-eval ranking-eval test fuzz test-production lint format serve ui bench clean db-production browser compose-plugin
+.PHONY: install lock demo stop handbook-eval ranking-eval decisions-calibration test fuzz test-production lint format serve ui bench clean db-production browser compose-plugin
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,9 @@ handbook-eval: install  ## fraud: the handbook's protocol (train a week, 7-day d
 
 ranking-eval: install  ## ranking: the pinned time-split protocol on the default world, every strategy against the oracle
 	$(PY) -m jobs.ranking.offline_eval --json test-artifacts/ranking_eval.json
+
+decisions-calibration: install  ## the gate's error rates by simulation: equal challengers promoted <= 5 %, clearly better >= 95 %
+	$(PY) -m benchmarks.decisions --out test-artifacts/decisions_calibration.json
 
 serve: install  ## the real-time scoring API (uvicorn) on MLP_SERVING_HOST:MLP_SERVING_PORT
 	$(PY) -m serving.app
