@@ -30,7 +30,10 @@ Recommendation:
   ``1 - alpha`` CI of the difference and its estimate on the good side of 0) and no guardrail broke (``tolerance`` guardrails not worse
   than the champion by more than the gate's widest guardrail tolerance, ``ratio`` guardrails not
   above ``max_decision_rate_ratio`` times the champion's);
-* ``keep`` when the CI lies wholly on the bad side (whatever the estimate), or otherwise.
+* ``keep`` when the CI lies wholly on the bad side (whatever the estimate), or otherwise;
+* ``blocked`` whatever the metrics say when a canary's randomisation failed a check
+  (:func:`design_checks`): a sample ratio mismatch against the configured canary share, or units
+  logged in both arms.
 
 ``promote`` goes through :func:`jobs.platform.registry.promote`, the same audited operation the training gate
 uses (recorded with who, why, the metrics and the previous champion), and only with ``--apply``.
@@ -293,9 +296,10 @@ class ABResult:
     arms: dict[str, dict[str, Any]]
     difference: dict[str, Any]
     guardrails: dict[str, Any]
-    recommendation: str  # promote | keep | extend
+    recommendation: str  # promote | keep | extend | blocked (the randomisation failed a check)
     reasons: list[str] = field(default_factory=list)
     promotion: dict[str, Any] | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)  # the design's validity checks
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
@@ -325,6 +329,7 @@ def analyse(
         common = np.intersect1d(champ[spec.row_id], chal[spec.row_id])
         champ = champ[champ[spec.row_id].isin(common)].drop_duplicates(spec.row_id)
         chal = chal[chal[spec.row_id].isin(common)].drop_duplicates(spec.row_id)
+    validity = [] if paired else design_checks(champ[spec.unit], chal[spec.unit], cfg)
     n_units = champ[spec.unit].nunique() + (0 if paired else chal[spec.unit].nunique())
     share = {
         CHAMPION: 1.0 if paired else champ[spec.unit].nunique() / n_units,
@@ -385,6 +390,10 @@ def analyse(
             passed = _within(h[name], c[name], cfg.guardrail_tolerance, g.metric.higher_is_better)
         guardrails[name] = {"passed": passed, "challenger": h[name], "champion": c[name]}
     recommendation, reasons = recommend(arms, difference, guardrails, cfg, spec)
+    blocked = [c for c in validity if not c["passed"]]
+    if blocked:  # a broken randomisation: no metric difference can be read as the model's effect
+        recommendation = "blocked"
+        reasons = [c["reason"] for c in blocked] + [f"(the metrics alone said: {'; '.join(reasons)})"]
     return ABResult(
         start=str(start),
         end=str(end),
@@ -397,7 +406,61 @@ def analyse(
         guardrails=guardrails,
         recommendation=recommendation,
         reasons=reasons,
+        checks=validity,
     )
+
+
+def design_checks(
+    champion_units: pd.Series, challenger_units: pd.Series, cfg: ABConfig
+) -> list[dict[str, Any]]:
+    """The canary's randomisation, checked before any metric is read:
+
+    * **sample ratio mismatch**: the units in each arm against the configured canary share, by a
+      chi-square goodness-of-fit test (1 degree of freedom); ``p < srm_alpha`` means the split is not
+      the one configured (a routing bug, a challenger that was not loaded, lost log rows);
+    * **contamination**: a unit logged in both arms (e.g. canary customers served by the champion while
+      the challenger was loading) breaks the independence of the arms; more than ``max_contamination``
+      of the units blocks the verdict.
+    """
+    from scipy.stats import chisquare
+
+    a, b = set(champion_units.unique().tolist()), set(challenger_units.unique().tolist())
+    both = a & b
+    units = len(a | b)
+    checks: list[dict[str, Any]] = []
+    share = len(both) / units if units else 0.0
+    checks.append(
+        {
+            "check": "contamination",
+            "units_in_both_arms": len(both),
+            "share": share,
+            "bound": cfg.max_contamination,
+            "passed": bool(share <= cfg.max_contamination),
+            "reason": f"contamination: {len(both)} of {units} units ({share:.2%}) were logged in both arms > "
+            f"max_contamination {cfg.max_contamination:.2%}; rule: each unit in one arm only",
+        }
+    )
+    if cfg.canary_share is not None and 0 < cfg.canary_share < 1:
+        observed = np.array([len(a - both), len(b - both)], dtype=float)
+        expected = observed.sum() * np.array([1 - cfg.canary_share, cfg.canary_share])
+        p = float(chisquare(observed, expected).pvalue) if observed.sum() else 1.0
+        seen = observed[1] / observed.sum() if observed.sum() else math.nan
+        checks.append(
+            {
+                "check": "sample_ratio",
+                "challenger_units": int(observed[1]),
+                "champion_units": int(observed[0]),
+                "observed_share": seen,
+                "expected_share": cfg.canary_share,
+                "p_value": p,
+                "bound": cfg.srm_alpha,
+                "passed": bool(p >= cfg.srm_alpha),
+                "reason": f"sample ratio mismatch: challenger share {seen:.4f} of {int(observed.sum())} units vs "
+                f"configured {cfg.canary_share:.4f}, chi-square p={p:.2g} < srm_alpha {cfg.srm_alpha}; "
+                "rule: the arms must have the configured split",
+            }
+        )
+    return checks
 
 
 def _within(challenger: float, champion: float, tolerance: float, higher_is_better: bool) -> bool:

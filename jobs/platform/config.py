@@ -108,6 +108,18 @@ class ABTest(BaseModel):
     max_decision_rate_ratio: float = Field(
         _AB.max_decision_rate_ratio, gt=0, description="guardrail on flag rates"
     )
+    srm_alpha: float = Field(
+        _AB.srm_alpha,
+        gt=0,
+        lt=1,
+        description="a sample-ratio-mismatch chi-square p below this blocks the verdict",
+    )
+    max_contamination: float = Field(
+        _AB.max_contamination,
+        ge=0,
+        le=1,
+        description="share of units seen in both arms that blocks the verdict",
+    )
 
 
 class UseCaseSettings(BaseSettings):

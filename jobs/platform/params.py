@@ -98,6 +98,9 @@ class ABConfig:
     guardrail_tolerance: float = 0.02
     max_decision_rate_ratio: float = 1.5
     seed: int = 0
+    canary_share: float | None = None  # the configured share of units routed to the challenger
+    srm_alpha: float = 0.001  # sample ratio mismatch: chi-square p below this blocks the verdict
+    max_contamination: float = 0.01  # share of units logged in both arms above which the verdict is blocked
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ABConfig:
@@ -105,4 +108,8 @@ class ABConfig:
 
         guardrails = get_use_case(settings).gate(settings).guardrails
         tolerance = max((g.tolerance for g in guardrails), default=cls.guardrail_tolerance)
-        return cls(**settings.case.ab.model_dump(), guardrail_tolerance=tolerance)
+        return cls(
+            **settings.case.ab.model_dump(),
+            guardrail_tolerance=tolerance,
+            canary_share=settings.serving_canary_share,
+        )

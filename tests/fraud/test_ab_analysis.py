@@ -3,6 +3,7 @@ promoted, an equal one is kept, thin data extends, an alert flood breaks a guard
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -208,3 +209,44 @@ def test_fast_card_precision_matches_the_metrics_module():
         assert card_precision_arrays(
             cl.day, cl.frame["customer_id"].to_numpy(), cl.s, cl.y, k
         ) == pytest.approx(expected)
+
+
+def test_a_sample_ratio_mismatch_blocks_even_a_clear_win():
+    log = canary_log(sep_challenger=1.6, share=0.3)  # 3,000 customers, ~30 % on the challenger
+    configured = dataclasses.replace(FAST, canary_share=0.3)
+    ok = analyse(log, configured)
+    srm = {c["check"]: c for c in ok.checks}["sample_ratio"]
+    assert srm["passed"] and srm["p_value"] > 0.001 and ok.recommendation == "promote", ok.reasons
+    # the same traffic read against a 10 % canary: ~900 challenger customers where ~300 were due
+    r = analyse(log, dataclasses.replace(FAST, canary_share=0.1))
+    assert r.recommendation == "blocked"
+    assert r.reasons[0].startswith("sample ratio mismatch: challenger share 0.2967 of 3000 units")
+    assert "configured 0.1000" in r.reasons[0] and "metrics alone said: " in r.reasons[-1]
+    # hand check of the statistic: chi-square of the unit counts against the configured split
+    from scipy.stats import chisquare
+
+    srm = {c["check"]: c for c in r.checks}["sample_ratio"]
+    n = srm["champion_units"] + srm["challenger_units"]
+    expected = chisquare([srm["champion_units"], srm["challenger_units"]], [0.9 * n, 0.1 * n]).pvalue
+    assert srm["p_value"] == pytest.approx(expected) and srm["p_value"] < 1e-10
+
+
+def test_units_in_both_arms_block_the_verdict():
+    log = canary_log(sep_challenger=1.6)
+    champion_customers = log.loc[log["arm"] == "champion", "customer_id"].unique()
+    # canary customers served by the champion while the challenger was loading: 2 % of the units
+    leaked = log[log["customer_id"].isin(champion_customers[: int(0.02 * log["customer_id"].nunique())])]
+    leaked = leaked.assign(
+        arm="challenger", model_version="2", transaction_id=leaked["transaction_id"] + 10**9
+    )
+    r = analyse(pd.concat([log, leaked], ignore_index=True), FAST)
+    contamination = {c["check"]: c for c in r.checks}["contamination"]
+    assert (
+        not contamination["passed"] and contamination["units_in_both_arms"] == leaked["customer_id"].nunique()
+    )
+    assert r.recommendation == "blocked" and r.reasons[0].startswith("contamination: ")
+    # below the bound it is reported and does not block
+    few = leaked[leaked["customer_id"].isin(leaked["customer_id"].unique()[:5])]
+    kept = analyse(pd.concat([log, few], ignore_index=True), FAST)
+    assert {c["check"]: c for c in kept.checks}["contamination"]["units_in_both_arms"] == 5
+    assert kept.recommendation == "promote", kept.reasons

@@ -4,31 +4,36 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from jobs.fraud.monitoring import attach_labels, quality, quality_metrics
 from jobs.platform.use_case import get_use_case
 
 
-def test_quality_on_a_scored_frame():
-    rng = np.random.default_rng(0)
-    n = 4000
-    y = (rng.random(n) < 0.02).astype(int)
-    df = pd.DataFrame(
-        {
-            "customer_id": rng.integers(0, 500, n),
-            "tx_datetime": pd.Timestamp("2018-05-01")
-            + pd.to_timedelta(rng.integers(0, 7 * 86400, n), unit="s"),
-            "tx_fraud": y,
-            "score": np.clip(y * 0.6 + rng.random(n) * 0.5, 0, 1),
-        }
-    )
-    q = quality_metrics(df, k=20)
-    assert q["rows"] == n and q["frauds"] == int(y.sum())
-    assert 0.8 < q["auc_roc"] <= 1.0
-    assert q["average_precision"] > 0.3
-    assert 0 < q["card_precision_at_20"] <= 1
-    empty = quality_metrics(df.iloc[:0], k=20)
-    assert empty["average_precision"] is None
+def test_quality_on_a_scored_frame_hand_computed():
+    # day 1: A .9 fraud, B .8, C .3 fraud, D .2; day 2: A .95 fraud (blocked after day 1), B .7 fraud, C .6, D .1
+    rows = [
+        ("2018-05-01 10:00", "A", 0.9, 1),
+        ("2018-05-01 11:00", "B", 0.8, 0),
+        ("2018-05-01 12:00", "C", 0.3, 1),
+        ("2018-05-01 13:00", "D", 0.2, 0),
+        ("2018-05-02 09:00", "A", 0.95, 1),
+        ("2018-05-02 10:00", "B", 0.7, 1),
+        ("2018-05-02 11:00", "C", 0.6, 0),
+        ("2018-05-02 12:00", "D", 0.1, 0),
+    ]
+    df = pd.DataFrame(rows, columns=["tx_datetime", "customer_id", "score", "tx_fraud"])
+    df["tx_datetime"] = pd.to_datetime(df["tx_datetime"])
+    q = quality_metrics(df, k=2)
+    assert (q["rows"], q["frauds"]) == (8, 4)
+    # ranked .95 .9 .8 .7 .6 .3 .2 .1 -> frauds at ranks 1, 2, 4, 6: AP = (1 + 1 + 3/4 + 4/6) / 4
+    assert q["average_precision"] == pytest.approx((1 + 1 + 0.75 + 4 / 6) / 4)
+    # fraud-above-genuine pairs: .95 -> 4, .9 -> 4, .7 -> 3, .3 -> 2 of 4 x 4
+    assert q["auc_roc"] == pytest.approx(13 / 16)
+    # top-2 cards: day 1 A (fraud), B -> 1/2; day 2 A is blocked: B (fraud), C -> 1/2 (2/2 without the block)
+    assert q["card_precision_at_2"] == pytest.approx(0.5)
+    empty = quality_metrics(df.iloc[:0], k=2)
+    assert empty["average_precision"] is None and empty["rows"] == 0
 
 
 def test_labels_as_known_and_the_declared_rule():
