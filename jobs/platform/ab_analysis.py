@@ -61,6 +61,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from jobs.platform.config import Settings, get_settings
+from jobs.platform.evaluate import labels_through
 from jobs.platform.logs import get_logger
 from jobs.platform.metrics import json_safe
 from jobs.platform.params import ABConfig
@@ -549,6 +550,23 @@ def load_period(layout: StorageLayout, start: dt.date, end: dt.date, as_of: dt.d
     return get_use_case(layout.settings).monitoring.labels(log, layout, start, as_of)
 
 
+def check_label_maturity(end: dt.date, as_of: dt.date, delay: int, through: dt.date | None) -> None:
+    """Raise ValueError unless every label of the period is known at ``as_of``: ``as_of`` at least
+    ``delay`` days after the period's last day, and the label events ingested through ``as_of``
+    (otherwise the last days' positives are missing from both arms and the verdict reads a
+    different, smaller sample than the one the experiment was sized for)."""
+    if as_of < end + dt.timedelta(days=delay):
+        raise ValueError(
+            f"as_of: value {as_of} is {(as_of - end).days} day(s) after the period's end {end}; rule: "
+            f"as_of >= end + label_delay_days ({delay}) = {end + dt.timedelta(days=delay)}, so that its labels matured"
+        )
+    if through is None or through < as_of:
+        raise ValueError(
+            f"as_of: value {as_of} is after the last ingested label day ({through}); rule: ingest the "
+            "labels through as_of before analysing"
+        )
+
+
 def run_analysis(
     start: str | dt.date,
     end: str | dt.date,
@@ -562,7 +580,9 @@ def run_analysis(
     settings = settings or get_settings()
     layout = StorageLayout(settings)
     start, end = as_date(start), as_date(end)
-    as_of = as_date(as_of) if as_of else end + dt.timedelta(days=settings.case.label_delay_days)
+    delay = settings.case.label_delay_days
+    as_of = as_date(as_of) if as_of else end + dt.timedelta(days=delay)
+    check_label_maturity(end, as_of, delay, labels_through(layout))
     log = get_logger("ab_analysis", end.isoformat())
     cfg = cfg or ABConfig.from_settings(settings)
     frame = load_period(layout, start, end, as_of)

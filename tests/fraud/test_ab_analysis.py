@@ -173,7 +173,26 @@ def test_apply_promotes_through_the_audited_registry(settings, layout, two_versi
             }
         ).to_parquet(lab / "part-0.parquet", index=False)
     end = start + dt.timedelta(days=6)
-    # labels known only 1 day after the end: recent frauds are missing, the result is weaker but runs
+    delay = settings.case.label_delay_days
+    # immature labels are refused, not analysed: the default as_of (end + delay) has no labels yet
+    with pytest.raises(
+        ValueError, match=r"as_of: value 2018-05-23 is after the last ingested label day \(2018-05-18\)"
+    ):
+        run_analysis(start, end, cfg=FAST, settings=settings)
+    with pytest.raises(ValueError, match=r"as_of: value 2018-05-18 is 2 day\(s\) after the period's end"):
+        run_analysis(start, end, as_of=end + dt.timedelta(days=2), cfg=FAST, settings=settings)
+    # the label feed through end + delay (days without a fraud report are empty partitions)
+    for i in range(3, delay + 1):
+        empty = layout.path("labels", end + dt.timedelta(days=i))
+        empty.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(
+            {
+                "transaction_id": pd.Series(dtype="int64"),
+                "tx_datetime": pd.Series(dtype="M8[ns]"),
+                "reported_at": pd.Series(dtype="M8[ns]"),
+                "tx_fraud": pd.Series(dtype="int32"),
+            }
+        ).to_parquet(empty / "part-0.parquet", index=False)
     result = run_analysis(start, end, cfg=FAST, apply=True, actor="alice")
     assert result.recommendation == "promote", result.reasons
     assert result.arms["challenger"]["frauds"] == int(log.loc[log.arm == "challenger", "tx_fraud"].sum())
