@@ -119,12 +119,20 @@ class RegistryModelSource:
         return as_loaded_model(model, self.name, version, alias, threshold, self.feature_columns)
 
 
-def canary_bucket(key: Any) -> float:
+def canary_bucket(key: Any, salt: str = "") -> float:
     """Deterministic position in [0, 1) of a routing key's value (fraud: the customer) for the canary
-    split, stable across processes; integral values hash as their decimal digits."""
+    split, stable across processes; integral values hash as their decimal digits. ``salt`` names the
+    experiment (:func:`experiment_salt`): each experiment draws its own canary units, so the same
+    customers are not the canary of every challenger (their carry-over would bias each test)."""
     text = str(int(key)) if isinstance(key, int | np.integer) else str(key)
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{salt}\x1f{text}".encode() if salt else text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+def experiment_salt(challenger: LoadedModel) -> str:
+    """The salt of a canary experiment: the challenger's model name and version (a new challenger
+    is a new experiment)."""
+    return f"{challenger.name}/{challenger.version}"
 
 
 @dataclass(frozen=True)
@@ -138,7 +146,9 @@ class ModelBundle:
 
     def routes_to_challenger(self, key: Any) -> bool:
         return (
-            self.mode == "canary" and self.challenger is not None and canary_bucket(key) < self.canary_share
+            self.mode == "canary"
+            and self.challenger is not None
+            and canary_bucket(key, experiment_salt(self.challenger)) < self.canary_share
         )
 
 

@@ -675,10 +675,26 @@ def test_canary_split_is_deterministic_by_customer(serving_settings, sandbox, ch
         again = c.post("/v1/score/batch", json={"transactions": txs}).json()["results"]
     arms = [r["arm"] for r in first]
     assert arms == [r["arm"] for r in again]
-    assert arms == ["challenger" if canary_bucket(t["customer_id"]) < 0.5 else "champion" for t in txs]
+    salt = f"{settings.case.model_name}/{challenger}"  # the experiment: the challenger's name and version
+    assert arms == ["challenger" if canary_bucket(t["customer_id"], salt) < 0.5 else "champion" for t in txs]
     assert {"champion", "challenger"} == set(arms)
     for r in first:
         assert r["model_version"] == (challenger if r["arm"] == "challenger" else champion)
+
+
+def test_each_experiment_draws_its_own_canary_customers():
+    from serving.models import canary_bucket
+
+    customers = range(20_000)
+    canary = {
+        salt: {c for c in customers if canary_bucket(c, salt) < 0.1}
+        for salt in ("fraud-detector/2", "fraud-detector/3")
+    }
+    a, b = canary.values()
+    assert 0.09 < len(a) / 20_000 < 0.11 and 0.09 < len(b) / 20_000 < 0.11
+    # independent draws overlap in about share^2 of the customers, not in all of the canary
+    assert 0.005 < len(a & b) / 20_000 < 0.015
+    assert a == {c for c in customers if canary_bucket(c, "fraud-detector/2") < 0.1}  # stable per experiment
 
 
 # --- stream path ----------------------------------------------------------------------------------
