@@ -195,7 +195,8 @@ def test_retrain_and_ab_thresholds_are_settings(monkeypatch):
     from jobs.platform.params import ABConfig
 
     assert Thresholds.from_settings(Settings()) == Thresholds()
-    assert ABConfig.from_settings(Settings()) == ABConfig()
+    # the SRM check reads the serving canary share the experiment was configured with
+    assert ABConfig.from_settings(Settings()) == ABConfig(canary_share=Settings().serving_canary_share)
     monkeypatch.setenv("FRAUD_RETRAIN_DRIFT_SHARE", "0.4")
     monkeypatch.setenv("FRAUD_AB_MDE", "0.05")
     monkeypatch.setenv("FRAUD_GATE_GUARDRAIL_TOLERANCE", "0.03")
