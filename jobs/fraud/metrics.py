@@ -183,16 +183,22 @@ class ThresholdChoice:
     cost_flag_nothing: float  # baseline: approve everything
 
 
-def cost_at_threshold(
-    y_true, scores, threshold: float, cost_false_positive: float, cost_false_negative: float
-) -> ThresholdChoice:
-    """The outcome of flagging ``score >= threshold`` (a threshold chosen elsewhere) on these rows."""
+def _labels_and_scores(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and scores as arrays of one length, at least one row (ValueError otherwise)."""
     y = np.asarray(y_true, dtype=int)
     s = np.asarray(scores, dtype=float)
     if len(y) != len(s):
         raise ValueError(f"scores: length {len(s)} != labels length {len(y)}; rule: equal lengths")
     if len(y) == 0:
         raise ValueError("scores: empty; rule: need at least one scored transaction")
+    return y, s
+
+
+def cost_at_threshold(
+    y_true, scores, threshold: float, cost_false_positive: float, cost_false_negative: float
+) -> ThresholdChoice:
+    """The outcome of flagging ``score >= threshold`` (a threshold chosen elsewhere) on these rows."""
+    y, s = _labels_and_scores(y_true, scores)
     if not math.isfinite(threshold):
         raise ValueError(f"threshold: value {threshold} is not finite; rule: a probability cut")
     flag = s >= threshold
@@ -219,12 +225,7 @@ def cost_optimal_threshold(
 
     Cut candidates are midpoints between consecutive distinct scores (so the chosen value does not
     sit on a training score), plus "flag nothing" (just above the max) and "flag everything"."""
-    y = np.asarray(y_true, dtype=int)
-    s = np.asarray(scores, dtype=float)
-    if len(y) != len(s):
-        raise ValueError(f"scores: length {len(s)} != labels length {len(y)}; rule: equal lengths")
-    if len(y) == 0:
-        raise ValueError("scores: empty; rule: need at least one scored transaction")
+    y, s = _labels_and_scores(y_true, scores)
     order = np.argsort(-s, kind="stable")
     s_sorted, y_sorted = s[order], y[order]
     # last index of each block of equal scores: cutting after it flags every score >= that value

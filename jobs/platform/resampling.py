@@ -65,9 +65,7 @@ class WeightedBinary:
         runs = np.unique(run_of_row[positive])  # the runs holding a positive
         self.n_runs = len(runs)
         # checkpoints: before each such run (exclusive prefix) and at its end (inclusive prefix)
-        checkpoints = np.r_[run_start[runs] - 1, run_end[runs]]
-        self.before = np.arange(self.n_runs)
-        self.at_end = np.arange(self.n_runs, 2 * self.n_runs)
+        checkpoints = np.r_[run_start[runs] - 1, run_end[runs]]  # first n_runs: before, then: at end
         ordered = np.argsort(checkpoints, kind="stable")
         self.rank = np.empty_like(ordered)
         self.rank[ordered] = np.arange(len(ordered))
@@ -78,10 +76,8 @@ class WeightedBinary:
         self.total = np.asarray(self.C.sum(axis=1)).ravel()  # rows per unit
         # positives: their units and the run each belongs to (tp at a run's end is their prefix sum)
         self.pos_codes = codes[positive]
-        self.pos_run = np.searchsorted(runs, run_of_row[positive])
-        self.pos_run_end = (
-            np.r_[np.flatnonzero(np.diff(self.pos_run)), len(positive) - 1] if len(positive) else []
-        )
+        pos_run = np.searchsorted(runs, run_of_row[positive])
+        self.pos_run_end = np.r_[np.flatnonzero(np.diff(pos_run)), len(positive) - 1] if len(positive) else []
 
     def __call__(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(average precision, AUC ROC), each ``(b,)``; NaN where a resample lacks a class."""
@@ -90,7 +86,7 @@ class WeightedBinary:
         if self.n_runs == 0:
             return np.full(b, np.nan), np.full(b, np.nan)
         prefix = np.cumsum(np.asarray(self.C.T @ counts.T).T, axis=1)[:, self.rank]
-        seen_before, seen_end = prefix[:, self.before], prefix[:, self.at_end]
+        seen_before, seen_end = prefix[:, : self.n_runs], prefix[:, self.n_runs :]
         tp_rows = np.cumsum(counts[:, self.pos_codes], axis=1)
         tp_end = tp_rows[:, self.pos_run_end]  # positives at or above each run's end
         gained = np.diff(tp_end, axis=1, prepend=0.0)

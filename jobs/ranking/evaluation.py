@@ -112,11 +112,10 @@ def paired_statistics(
     frame = frame.reset_index(drop=True)
     scores = np.asarray(scores, dtype="float64")
     codes = np.asarray(codes)
+    groups, relevance = frame[GROUP].to_numpy(), frame[LABEL].to_numpy(dtype=float)
 
     def per_request(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        g = frame[GROUP].to_numpy()[rows]
-        rel = frame[LABEL].to_numpy(dtype=float)[rows]
-        s = scores[rows]
+        g, rel, s = groups[rows], relevance[rows], scores[rows]
         first = M.relevant_group_rows(g, rel)
         return M.ndcg_per_group(g, rel, s, K), M.mrr_per_group(g, rel, s), codes[rows][first]
 
