@@ -2,8 +2,10 @@
 
 The canary splits traffic by customer (the serving routing key), so customers are the randomisation
 unit: the bootstrap and the permutation test move whole cards. The primary metric is average
-precision; the guardrails are AUC ROC and card precision@k (not worse than the champion by more than
-the gate's tolerance) and the alert rate (at most ``max_decision_rate_ratio`` times the champion's).
+precision; the guardrails are AUC ROC (shown non-inferior: not worse than the champion by more than
+the gate's tolerance), card precision@k (a deterioration test: refused only when shown worse by more
+than the tolerance; at a canary's k it is too noisy to be shown non-inferior) and the alert rate (at
+most ``max_decision_rate_ratio`` times the champion's, shown by the interval).
 Card precision@k depends on how many cards an arm sees, so each arm uses ``k`` scaled by its share
 of the period's cards (a 10% canary gets k = 10 when the champion gets 90).
 """
@@ -17,7 +19,7 @@ import numpy as np
 
 from jobs.fraud.evaluation import CP_K
 from jobs.fraud.metrics import CARD, LABEL, TIME, card_precision_arrays
-from jobs.platform.ab_analysis import ArmSample, auc_roc, average_precision
+from jobs.platform.ab_analysis import ArmSample, auc_roc, average_precision, weighted_binary
 from jobs.platform.use_case import ABGuardrail, ABMetric, ABSpec
 
 LOG_COLUMNS = ("transaction_id", CARD, TIME, "score", "decision", "model_version", "arm")
@@ -41,8 +43,10 @@ def arm_details(sample: ArmSample) -> dict[str, Any]:
     return {"cp_k": arm_k(sample)}
 
 
-AP = ABMetric("average_precision", lambda a: average_precision(a.y, a.s))
-AUC = ABMetric("auc_roc", lambda a: auc_roc(a.y, a.s))
+AP = ABMetric(
+    "average_precision", lambda a: average_precision(a.y, a.s), weighted=weighted_binary("average_precision")
+)
+AUC = ABMetric("auc_roc", lambda a: auc_roc(a.y, a.s), weighted=weighted_binary("auc_roc"))
 CARD_PRECISION = ABMetric("card_precision_at_k", card_precision, costly=True)
 DECISION_RATE = ABMetric("decision_rate", decision_rate, higher_is_better=False)
 
@@ -55,7 +59,7 @@ AB_SPEC = ABSpec(
     primary=AP,
     guardrails=(
         ABGuardrail(AUC),
-        ABGuardrail(CARD_PRECISION),
+        ABGuardrail(CARD_PRECISION, test="deterioration"),
         ABGuardrail(DECISION_RATE, rule="ratio"),
     ),
     support="frauds",

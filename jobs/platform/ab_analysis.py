@@ -7,30 +7,38 @@ unit of traffic with ``arm`` = champion | challenger | shadow) joined with the l
 guardrails; fraud: average precision, AUC ROC, card precision@k and the alert rate by customer,
 :mod:`jobs.fraud.ab`).
 
+An experiment is **planned before its first look** (:func:`plan_experiment`,
+:mod:`jobs.platform.ab_plan`: metric, mde, one-sided alpha, power, the sample size of a power
+calculation on the champion's pilot traffic, the maximum duration; recorded as an MLflow run), and
+every analysis is one **look** of a group-sequential test (:mod:`jobs.platform.sequential`):
+Lan-DeMets alpha spending over the information fraction (matured positives seen over the planned
+ones), so that looking every week keeps the false-promotion rate of the whole experiment at alpha.
+Each look is appended to the plan's run; a look's boundary depends on the earlier looks.
+
 Per arm: the primary metric and the guardrail metrics, each with a bootstrap confidence interval.
 The design decides the resampling unit:
 
 * **canary** (champion and challenger serve *different units*, split by the routing key, e.g.
   customers): arms are independent; the bootstrap resamples whole units within each arm (a unit's
-  rows are correlated, so rows are not independent), and the significance test of the primary
-  difference is a *permutation test over units* (re-randomising the split, which is exactly the
-  experiment's randomisation).
+  rows are correlated, so rows are not independent);
 * **shadow** (the challenger scores the *same* rows as the champion): paired; the bootstrap resamples
-  units jointly, and the permutation test swaps the two arms' scores per unit.
+  units jointly, so the variance the two models share cancels in the difference.
 
+The statistic of a look is ``z = difference / bootstrap standard error`` in the good direction.
 Each arm's sample carries its ``share`` of the period's units, for metrics that scale with the
 traffic an arm sees (fraud's card precision@k uses ``k`` times the share).
 
-Recommendation:
+Recommendation of a look:
 
-* ``extend`` when underpowered: fewer than ``min_positives`` matured positives in an arm, or the
-  primary difference is not significant while its confidence interval is still wider than
-  ±``mde`` (a relevant improvement cannot be ruled out yet);
-* ``promote`` when the challenger's primary metric is significantly better (p < alpha, the whole
-  ``1 - alpha`` CI of the difference and its estimate on the good side of 0) and no guardrail broke (``tolerance`` guardrails not worse
-  than the champion by more than the gate's widest guardrail tolerance, ``ratio`` guardrails not
-  above ``max_decision_rate_ratio`` times the champion's);
-* ``keep`` when the CI lies wholly on the bad side (whatever the estimate), or otherwise;
+* ``promote`` when ``z`` crosses the look's efficacy boundary, the bootstrap bound of the difference
+  at the look's level is above 0 as well (a skewed bootstrap with a positive estimate is no win), and
+  every guardrail passed its test (:func:`guardrail_check`: non-inferiority by the bootstrap interval,
+  or, for a figure the use case marks too noisy, no shown deterioration);
+* ``keep`` when a guardrail is shown breached, the challenger is significantly worse (stopping for
+  harm never raises the false-promotion rate), or the final look (planned information reached or
+  maximum duration) did not cross;
+* ``extend`` at an interim look that did not cross, or when an arm has fewer than
+  ``min_positives`` matured positives;
 * ``blocked`` whatever the metrics say when a canary's randomisation failed a check
   (:func:`design_checks`): a sample ratio mismatch against the configured canary share, or units
   logged in both arms.
@@ -40,6 +48,7 @@ uses (recorded with who, why, the metrics and the previous champion), and only w
 
 CLI::
 
+    python -m jobs.platform.ab_analysis plan --start 2018-05-10 [--mde 0.05] [--max-days 56]
     python -m jobs.platform.ab_analysis --start 2018-05-10 --end 2018-05-23 [--as-of 2018-05-30] [--apply]
 """
 
@@ -50,7 +59,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -58,15 +67,27 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+from scipy.stats import norm, rankdata
 
+from jobs.platform.ab_plan import (
+    ABPlan,
+    Look,
+    design_plan,
+    experiment_name,
+    find_plan,
+    now_iso,
+    record_look,
+    record_plan,
+    sequential_look,
+)
 from jobs.platform.config import Settings, get_settings
-from jobs.platform.evaluate import labels_through
+from jobs.platform.evaluate import label_dataset, labels_through
 from jobs.platform.logs import get_logger
 from jobs.platform.metrics import json_safe
 from jobs.platform.params import ABConfig
+from jobs.platform.resampling import CHUNK_CELLS, WeightedBinary
 from jobs.platform.storage import StorageLayout, as_date, staged_directory
-from jobs.platform.use_case import ABMetric, ABSpec, get_use_case
+from jobs.platform.use_case import ABGuardrail, ABMetric, ABSpec, get_use_case
 
 CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
 SCORE = "score"
@@ -146,6 +167,7 @@ class Clusters:
         starts = np.flatnonzero(np.r_[True, self.units[1:] != self.units[:-1]]) if n else np.array([], int)
         self.starts = starts
         self.sizes = np.diff(np.r_[starts, n])
+        self.codes = np.repeat(np.arange(len(starts)), self.sizes)  # each row's unit index
         self.y = self.frame[spec.label].to_numpy(dtype=int)
         self.s = self.frame[SCORE].to_numpy(dtype=float)
         self.d = (
@@ -217,72 +239,78 @@ def bootstrap(
 ) -> list[dict[str, np.ndarray]]:
     """Bootstrap samples of every metric, one dict per arm: whole units resampled from the first
     arm's clusters and the same rows taken from every arm (one arm alone for a canary; the paired
-    champion and shadow arms, row-aligned, for a shadow test); the costly metrics get fewer."""
+    champion and shadow arms, row-aligned, for a shadow test); the costly metrics get fewer. Metrics
+    with a ``weighted`` form are computed for all resamples at once from the unit counts of the same
+    draws."""
     out: list[dict[str, np.ndarray]] = [{} for _ in arms]
+    n_units = len(arms[0].starts)
     for costly, n in ((False, cfg.n_boot), (True, cfg.n_boot_costly)):
         metrics = [m for m in _metrics(spec) if m.costly == costly]
         if not metrics:
             continue
+        picks = [rng.integers(0, n_units, n_units) for _ in range(n)]
+        fast = [m for m in metrics if m.weighted is not None]
+        for values, cl in zip(out, arms, strict=True):
+            everything = cl.all(share)
+            for m in fast:
+                f = m.weighted(everything)
+                per_chunk = max(1, CHUNK_CELLS // max(1, n_units))
+                values[m.name] = np.concatenate(
+                    [
+                        np.asarray(
+                            f(
+                                np.stack(
+                                    [np.bincount(p, minlength=n_units) for p in picks[i : i + per_chunk]]
+                                )
+                            ),
+                            dtype="float64",
+                        )
+                        for i in range(0, n, per_chunk)
+                    ]
+                )
+        slow = [m for m in metrics if m.weighted is None]
+        if not slow:
+            continue
         for values in out:
-            values.update({m.name: np.empty(n) for m in metrics})
-        for b in range(n):
-            idx = arms[0].resample(rng)
+            values.update({m.name: np.empty(n) for m in slow})
+        for b, picked in enumerate(picks):
+            idx = arms[0].rows(picked)
             samples = [ArmSample(cl, idx, share) for cl in arms]
             for sample in samples[1:]:
                 sample.__dict__["unit"] = samples[0].unit  # the same unit copies on every side
             for values, sample in zip(out, samples, strict=True):
-                for m in metrics:
+                for m in slow:
                     values[m.name][b] = m.stat(sample) if len(sample) else math.nan
     return out
 
 
-# --- significance -------------------------------------------------------------------------
-def permutation_test_unpaired(
-    cl: Clusters, in_b: np.ndarray, stat: ABMetric, n_perm: int, rng
-) -> tuple[float, float]:
-    """(observed stat(b) - stat(a), two-sided p) re-randomising whole units between the arms;
-    ``in_b`` marks the rows of arm b in the pooled clusters ``cl``."""
-    n_a_units = len(np.unique(cl.units[~in_b]))
-
-    def diff(mask_rows: np.ndarray) -> float:
-        b = ArmSample(cl, np.flatnonzero(mask_rows))
-        a = ArmSample(cl, np.flatnonzero(~mask_rows))
-        return stat.stat(b) - stat.stat(a)
-
-    observed = diff(in_b)
-    n_clusters = len(cl.starts)
-    exceed = 0
-    valid = 0
-    for _ in range(n_perm):
-        to_b = np.ones(n_clusters, dtype=bool)
-        to_b[rng.choice(n_clusters, n_a_units, replace=False)] = False
-        d = diff(np.repeat(to_b, cl.sizes))
-        if math.isfinite(d):
-            valid += 1
-            exceed += abs(d) >= abs(observed) - 1e-12
-    return observed, (exceed + 1) / (valid + 1)
-
-
-def permutation_test_paired(
-    cl: Clusters, s_b: np.ndarray, stat: ABMetric, n_perm: int, rng
-) -> tuple[float, float]:
-    """Paired arms on the same rows (``cl`` holds arm a's scores, ``s_b`` arm b's in the same row
-    order): swap the arms' scores per unit."""
-    everything = np.arange(len(cl.y))
-    s_a = cl.s
-
-    def diff(sb: np.ndarray, sa: np.ndarray) -> float:
-        return stat.stat(ArmSample(cl, everything, scores=sb)) - stat.stat(
-            ArmSample(cl, everything, scores=sa)
+def pilot_variance(frame: pd.DataFrame, spec: ABSpec, cfg: ABConfig) -> tuple[float, float]:
+    """(value, bootstrap variance) of the primary metric on a plan's pilot traffic, resampling units."""
+    clusters = Clusters(frame, spec)
+    value = spec.primary.stat(clusters.all())
+    draws = bootstrap(
+        [clusters], dataclasses.replace(spec, guardrails=()), cfg, np.random.default_rng(cfg.seed)
+    )
+    finite = draws[0][spec.primary.name]
+    finite = finite[np.isfinite(finite)]
+    if len(finite) < 10:
+        raise ValueError(
+            f"pilot: the primary metric {spec.primary.name} is undefined on the pilot's resamples; rule: "
+            "the pilot needs positives and negatives"
         )
+    return float(value), float(np.var(finite, ddof=1))
 
-    observed = diff(s_b, s_a)
-    exceed = 0
-    for _ in range(n_perm):
-        swap = np.repeat(rng.random(len(cl.starts)) < 0.5, cl.sizes)
-        d = diff(np.where(swap, s_a, s_b), np.where(swap, s_b, s_a))
-        exceed += abs(d) >= abs(observed) - 1e-12
-    return observed, (exceed + 1) / (n_perm + 1)
+
+def weighted_binary(which: str) -> Callable[[ArmSample], Callable[[np.ndarray], np.ndarray]]:
+    """``ABMetric.weighted`` of ``average_precision`` or ``auc_roc`` on the arm's labels and scores
+    (:class:`jobs.platform.resampling.WeightedBinary`: exact, equal to the row metrics at any counts)."""
+    position = {"average_precision": 0, "auc_roc": 1}[which]
+
+    def build(arm: ArmSample) -> Callable[[np.ndarray], np.ndarray]:
+        wb = WeightedBinary(arm.y, arm.s, arm.clusters.codes[arm.idx], len(arm.clusters.starts))
+        return lambda counts: wb(counts)[position]
+
+    return build
 
 
 # --- the analysis ----------------------------------------------------------------------------
@@ -301,16 +329,35 @@ class ABResult:
     reasons: list[str] = field(default_factory=list)
     promotion: dict[str, Any] | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)  # the design's validity checks
+    look: dict[str, Any] = field(default_factory=dict)  # the sequential look: fraction, z, boundary, final
+    plan: dict[str, Any] | None = None  # the pre-registered plan (None: a single fixed-sample look)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
 
 
+def _one_sided(draws: np.ndarray, level: float) -> tuple[float, float]:
+    """(lower, upper) percentile bounds at one-sided ``level`` each (NaN with too few draws)."""
+    v = draws[np.isfinite(draws)]
+    if len(v) < 10:
+        return math.nan, math.nan
+    return float(np.quantile(v, level)), float(np.quantile(v, 1 - level))
+
+
 def analyse(
-    log: pd.DataFrame, spec: ABSpec, cfg: ABConfig | None = None, *, start="", end="", as_of=""
+    log: pd.DataFrame,
+    spec: ABSpec,
+    cfg: ABConfig | None = None,
+    *,
+    start="",
+    end="",
+    as_of="",
+    plan: ABPlan | None = None,
+    looks: Sequence[Look] = (),
 ) -> ABResult:
     """Analyse a labelled prediction log (the spec's log columns, ``arm``, ``model_version`` and the
-    label). Pure: no I/O."""
+    label) as one look of the experiment ``plan`` after its earlier ``looks``; without a plan, as a
+    single fixed-sample look at ``cfg.alpha``. Pure: no I/O (the caller records the look)."""
     cfg = cfg or ABConfig()
     needed = list(dict.fromkeys((*spec.log_columns, spec.unit, spec.row_id, SCORE, "arm", "model_version")))
     missing = [c for c in (*needed, spec.label) if c not in log.columns]
@@ -353,44 +400,63 @@ def analyse(
             CHAMPION: bootstrap([cl_c], spec, cfg, rng, share[CHAMPION])[0],
             other_arm: bootstrap([cl_o], spec, cfg, rng, share[other_arm])[0],
         }
+    two_sided = 2 * cfg.alpha  # the reported intervals: each side at the one-sided alpha
     for name in arms:
-        arms[name]["ci"] = {m: _ci(v, cfg.alpha) for m, v in boots[name].items()}
+        arms[name]["ci"] = {m: _ci(v, two_sided) for m, v in boots[name].items()}
+    c, h = arms[CHAMPION], arms[other_arm]
 
-    # the difference challenger - champion: CI by bootstrap, p by permutation
+    # the primary difference (challenger - champion): bootstrap standard error, z in the good direction
     primary = spec.primary
-    if paired:
-        observed, p = permutation_test_paired(cl_c, cl_o.s, primary, cfg.n_perm, rng)
-    else:
-        pooled = Clusters(pd.concat([champ.assign(_arm=0), chal.assign(_arm=1)], ignore_index=True), spec)
-        observed, p = permutation_test_unpaired(
-            pooled, pooled.frame["_arm"].to_numpy() == 1, primary, cfg.n_perm, rng
-        )
+    sign = 1.0 if primary.higher_is_better else -1.0
+    draws = boots[other_arm][primary.name] - boots[CHAMPION][primary.name]
+    finite = draws[np.isfinite(draws)]
+    observed = float(h[primary.name] - c[primary.name])
+    se = float(np.std(finite, ddof=1)) if len(finite) >= 10 else math.nan
+    z = sign * observed / se if se > 0 and math.isfinite(observed) else math.nan
     difference: dict[str, Any] = {
         "metric": primary.name,
         "value": observed,
-        "ci": _ci(boots[other_arm][primary.name] - boots[CHAMPION][primary.name], cfg.alpha),
-        "p_value": p,
-        "test": f"paired {spec.unit}-swap permutation"
-        if paired
-        else f"{spec.unit} permutation (re-randomised split)",
+        "se": se,
+        "z": z,
+        "ci": _ci(draws, two_sided),
+        "test": (f"paired {spec.unit} bootstrap" if paired else f"{spec.unit} bootstrap of independent arms")
+        + (", group-sequential" if plan else ", single fixed-sample look"),
     }
     for m in _metrics(spec)[1:]:
         if not m.costly:
             difference[m.name] = {
-                "value": arms[other_arm][m.name] - arms[CHAMPION][m.name],
-                "ci": _ci(boots[other_arm][m.name] - boots[CHAMPION][m.name], cfg.alpha),
+                "value": h[m.name] - c[m.name],
+                "ci": _ci(boots[other_arm][m.name] - boots[CHAMPION][m.name], two_sided),
             }
 
-    c, h = arms[CHAMPION], arms[other_arm]
+    # the look: its information fraction and efficacy boundary
+    support = spec.support
+    positives = int(c[support] if paired else c[support] + h[support])
+    end_day = as_date(end) if end else None
+    if plan is None:
+        info, boundary, alpha_spent, final = 1.0, float(norm.ppf(1 - cfg.alpha)), cfg.alpha, True
+    else:
+        info, boundary, alpha_spent, final = sequential_look(
+            plan, list(looks), positives, end_day or as_date(plan.start), z if math.isfinite(z) else 0.0
+        )
+    level = float(norm.sf(boundary)) if math.isfinite(boundary) else 0.0
+    lower, _ = _one_sided(sign * draws, level) if level > 0 else (math.nan, math.nan)
+    look = {
+        "look": len(looks) + 1,
+        "positives": positives,
+        "information": info,
+        "z": z,
+        "boundary": boundary,
+        "alpha_spent": alpha_spent,
+        "final": final,
+        "lower_at_boundary": lower,  # percentile bound of the good-direction difference at the look's level
+        "harm_boundary": float(-norm.ppf(1 - cfg.alpha)),
+    }
+
     guardrails = {}
     for g in spec.guardrails:
-        name = g.metric.name
-        if g.rule == "ratio":
-            passed = bool(h[name] <= cfg.max_decision_rate_ratio * max(c[name], 1e-9))
-        else:
-            passed = _within(h[name], c[name], cfg.guardrail_tolerance, g.metric.higher_is_better)
-        guardrails[name] = {"passed": passed, "challenger": h[name], "champion": c[name]}
-    recommendation, reasons = recommend(arms, difference, guardrails, cfg, spec)
+        guardrails[g.metric.name] = guardrail_check(g, h, c, boots[other_arm], boots[CHAMPION], cfg)
+    recommendation, reasons = recommend(arms, difference, guardrails, cfg, spec, look)
     blocked = [c for c in validity if not c["passed"]]
     if blocked:  # a broken randomisation: no metric difference can be read as the model's effect
         recommendation = "blocked"
@@ -408,7 +474,60 @@ def analyse(
         recommendation=recommendation,
         reasons=reasons,
         checks=validity,
+        look=look,
+        plan=None if plan is None else plan.to_dict(),
     )
+
+
+def guardrail_check(
+    g: ABGuardrail,
+    challenger: Mapping[str, Any],
+    champion: Mapping[str, Any],
+    challenger_draws: Mapping[str, np.ndarray],
+    champion_draws: Mapping[str, np.ndarray],
+    cfg: ABConfig,
+) -> dict[str, Any]:
+    """A guardrail as a non-inferiority test with a bootstrap interval (one-sided ``cfg.alpha`` each
+    side): ``passed`` when the interval rules out a breach, ``breached`` when it lies wholly beyond
+    the limit, otherwise inconclusive.
+
+    * ``tolerance``: the challenger-minus-champion difference in the good direction; limit
+      ``-guardrail_tolerance``;
+    * ``ratio``: challenger over champion (e.g. the alert rate); limit ``max_decision_rate_ratio``.
+    """
+    name = g.metric.name
+    h, c = float(challenger[name]), float(champion[name])
+    hd, cd = challenger_draws[name], champion_draws[name]
+    n = min(len(hd), len(cd))
+    hd, cd = hd[:n], cd[:n]
+    if g.rule == "ratio":
+        limit = cfg.max_decision_rate_ratio
+        estimate = h / c if c > 0 else (math.inf if h > 0 else 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(cd > 0, hd / cd, np.where(hd > 0, np.inf, 1.0))
+        lower, upper = _one_sided(ratios, cfg.alpha)
+        passed, breached = bool(upper <= limit), bool(lower > limit)
+        rule = f"challenger/champion <= {limit}"
+    else:
+        sign = 1.0 if g.metric.higher_is_better else -1.0
+        limit = -cfg.guardrail_tolerance
+        estimate = sign * (h - c)
+        lower, upper = _one_sided(sign * (hd - cd), cfg.alpha)
+        passed, breached = bool(lower >= limit), bool(upper < limit)
+        rule = f"challenger - champion (good direction) >= {limit}"
+    if g.test == "deterioration":  # only a shown breach refuses
+        passed = not breached
+    return {
+        "passed": passed,
+        "breached": breached,
+        "test": g.test,
+        "status": "passed" if passed else "breached" if breached else "inconclusive",
+        "challenger": h,
+        "champion": c,
+        "estimate": estimate,
+        "ci": [lower, upper],
+        "rule": rule,
+    }
 
 
 def design_checks(
@@ -464,15 +583,6 @@ def design_checks(
     return checks
 
 
-def _within(challenger: float, champion: float, tolerance: float, higher_is_better: bool) -> bool:
-    """The challenger is not worse than the champion by more than ``tolerance`` (NaN never is)."""
-    if not (math.isfinite(challenger) and math.isfinite(champion)):
-        return False
-    if higher_is_better:
-        return bool(challenger >= champion - tolerance)
-    return bool(challenger <= champion + tolerance)
-
-
 def _single(values: pd.Series) -> str | None:
     uniq = sorted({str(v) for v in values.dropna().unique()})
     return uniq[0] if len(uniq) == 1 else (",".join(uniq) or None)
@@ -484,7 +594,18 @@ def recommend(
     guardrails: Mapping[str, Mapping[str, Any]],
     cfg: ABConfig,
     spec: ABSpec,
+    look: Mapping[str, Any],
 ) -> tuple[str, list[str]]:
+    """The verdict of one look:
+
+    * ``extend``: an arm has fewer than ``min_positives`` matured positives; or, at an interim look,
+      the primary did not cross its boundary (or crossed with a guardrail still inconclusive);
+    * ``promote``: the primary's z crossed the look's efficacy boundary, its bootstrap bound at the
+      look's level is above 0 too (a skewed bootstrap with a positive estimate is no win), and every
+      guardrail passed its non-inferiority test;
+    * ``keep``: a guardrail breached, the challenger is significantly worse, or the final look did
+      not cross (no gain of the planned size at the planned sample).
+    """
     support, metric = spec.support, spec.primary
     short = metric.name
     low_power = [a for a, m in arms.items() if m[support] < cfg.min_positives]
@@ -493,34 +614,32 @@ def recommend(
             f"arm {a}: {arms[a][support]} matured {support} < min_positives {cfg.min_positives}"
             for a in low_power
         ]
-    diff, (lo, hi), p = difference["value"], difference["ci"], difference["p_value"]
-    level = f"{1 - cfg.alpha:.0%}"
-    tested = p < cfg.alpha and lo is not None and hi is not None
-    # a win needs the whole interval AND the estimate on the better side: a CI wholly on the worse side
-    # with an estimate on the better one (a skewed bootstrap) is a loss, the reverse is no verdict
-    if metric.higher_is_better:
-        wins, loses = tested and lo > 0 and diff > 0, tested and hi < 0
+    diff, z = difference["value"], difference["z"]
+    boundary, final, k = look["boundary"], look["final"], look["look"]
+    lower = look["lower_at_boundary"]
+    where = f"look {k} ({'final' if final else 'interim'}, information {look['information']:.2f})"
+    stat = f"{short} {diff:+.4f} (z={z:.2f}, boundary {boundary:.2f})"
+    crossed = math.isfinite(z) and z >= boundary and math.isfinite(lower) and lower > 0
+    breached = [g for g, v in guardrails.items() if v.get("breached")]
+    unsure = [g for g, v in guardrails.items() if not v["passed"] and not v.get("breached")]
+    if breached:
+        return "keep", [f"{where}: guardrail(s) breached: {', '.join(breached)} ({stat})"]
+    if crossed:
+        if not unsure:
+            return "promote", [f"{where}: {stat} crossed; guardrails non-inferior"]
+        verdict = "keep" if final else "extend"
+        return verdict, [
+            f"{where}: {stat} crossed but guardrail(s) not shown non-inferior: {', '.join(unsure)}"
+        ]
+    if math.isfinite(z) and z <= look["harm_boundary"]:
+        return "keep", [f"{where}: challenger is worse: {stat}, z <= {look['harm_boundary']:.2f}"]
+    if math.isfinite(z) and z >= boundary:  # z crossed while the percentile bound did not
+        reason = f"{stat} but its bootstrap bound at the look's level is {lower:+.4f} <= 0"
     else:
-        wins, loses = tested and hi < 0 and diff < 0, tested and lo > 0
-    broken = [g for g, v in guardrails.items() if not v["passed"]]
-    if wins:
-        if broken:
-            return "keep", [f"{short} {diff:+.4f} (p={p:.3f}) but guardrail(s) broke: {', '.join(broken)}"]
-        return "promote", [
-            f"{short} {diff:+.4f}, {level} CI [{lo:.4f}, {hi:.4f}], p={p:.3f}; guardrails passed"
-        ]
-    if loses:
-        return "keep", [
-            f"challenger {short} is worse: {diff:+.4f}, {level} CI [{lo:.4f}, {hi:.4f}] on the worse side, p={p:.3f}"
-        ]
-    if lo is None or hi is None or (hi - lo) / 2 > cfg.mde:
-        half = "unknown" if lo is None else f"{(hi - lo) / 2:.4f}"
-        return "extend", [
-            f"{short} difference {diff:+.4f} not significant (p={p:.3f}); CI half-width {half} > mde {cfg.mde}"
-        ]
-    return "keep", [
-        f"{short} difference {diff:+.4f} not significant (p={p:.3f}) and CI within ±{cfg.mde}: no gain"
-    ]
+        reason = f"{stat} not crossed"
+    if final:
+        return "keep", [f"{where}: {reason}: no gain of the planned size"]
+    return "extend", [f"{where}: {reason}; continue to the next look"]
 
 
 # --- I/O -----------------------------------------------------------------------------------
@@ -576,7 +695,9 @@ def run_analysis(
     actor: str | None = None,
     settings: Settings | None = None,
 ) -> ABResult:
-    """Analyse a period, write ``reports/ab_analysis/date=<end>/result.json`` and (``apply``) act on it."""
+    """One look at the experiment of the period's challenger: analyse ``[start, end]`` against its
+    pre-registered plan, record the look in the plan's MLflow run, write
+    ``reports/ab_analysis/date=<end>/result.json`` and (``apply``) act on it."""
     settings = settings or get_settings()
     layout = StorageLayout(settings)
     start, end = as_date(start), as_date(end)
@@ -586,21 +707,146 @@ def run_analysis(
     log = get_logger("ab_analysis", end.isoformat())
     cfg = cfg or ABConfig.from_settings(settings)
     frame = load_period(layout, start, end, as_of)
+    version = _single(frame.loc[frame["arm"] != CHAMPION, "model_version"])
+    found = find_plan(version, settings) if version and "," not in version else None
+    if found is None:
+        raise ValueError(
+            f"plan: challenger version {version!r} has no pre-registered A/B plan (MLflow experiment "
+            f"{experiment_name(settings)!r}); rule: `python -m jobs.platform.ab_analysis plan --start "
+            f"{start}` before the first look"
+        )
+    plan, run_id, looks = found
+    if plan.start != start.isoformat():
+        raise ValueError(
+            f"start: value {start} is not the experiment's start {plan.start}; rule: every look analyses "
+            "the experiment from its planned start"
+        )
+    earlier = [x for x in looks if x.end < end.isoformat()]
+    if len(earlier) < len(looks) and any(x.end > end.isoformat() for x in looks):
+        raise ValueError(
+            f"end: value {end} is before the experiment's last look ({looks[-1].end}); rule: looks move forward"
+        )
+    concluded = [x for x in earlier if x.final or x.recommendation in ("promote", "keep")]
+    if concluded:
+        raise ValueError(
+            f"end: the experiment concluded at look {concluded[0].look} ({concluded[0].end}, "
+            f"{concluded[0].recommendation}); rule: no look after a verdict (plan a new experiment)"
+        )
     result = analyse(
-        frame, ab_spec(settings), cfg, start=start.isoformat(), end=end.isoformat(), as_of=as_of.isoformat()
+        frame,
+        ab_spec(settings),
+        dataclasses.replace(cfg, alpha=plan.alpha),
+        start=start.isoformat(),
+        end=end.isoformat(),
+        as_of=as_of.isoformat(),
+        plan=plan,
+        looks=earlier,
     )
+    lk = result.look
+    record_look(
+        run_id,
+        [
+            *earlier,
+            Look(
+                look=lk["look"],
+                end=end.isoformat(),
+                as_of=as_of.isoformat(),
+                positives=lk["positives"],
+                information=lk["information"],
+                z=lk["z"],
+                boundary=lk["boundary"],
+                alpha_spent=lk["alpha_spent"],
+                final=lk["final"],
+                recommendation=result.recommendation,
+            ),
+        ],
+        settings,
+    )
+    result.look["plan_run_id"] = run_id
     log.info(
         "ab analysis",
         recommendation=result.recommendation,
         reasons=result.reasons,
         metric=result.difference["metric"],
         difference=result.difference["value"],
-        p=result.difference["p_value"],
+        z=result.difference["z"],
+        look=lk["look"],
+        boundary=lk["boundary"],
     )
     if apply and result.recommendation == "promote":
         result.promotion = promote_challenger(result, actor=actor, settings=settings)
     write_result(layout, end, result)
     return result
+
+
+def plan_experiment(
+    start: str | dt.date,
+    cfg: ABConfig | None = None,
+    *,
+    challenger_version: str | None = None,
+    actor: str | None = None,
+    settings: Settings | None = None,
+) -> ABPlan:
+    """Size and register the plan of the experiment that starts on ``start`` for the challenger
+    (default: the registry's ``challenger`` alias), from the champion's labelled traffic of the
+    ``pilot_days`` whose labels have matured by the day before the start."""
+    from jobs.platform import registry
+
+    settings = settings or get_settings()
+    layout = StorageLayout(settings)
+    cfg = cfg or ABConfig.from_settings(settings)
+    start = as_date(start)
+    version = challenger_version or registry.alias_version(registry.CHALLENGER, settings)
+    if not version:
+        raise ValueError(
+            "challenger_version: no challenger is registered; rule: plan an experiment for a challenger"
+        )
+    design = "shadow" if settings.serving_challenger_mode == "shadow" else "canary"
+    share = cfg.canary_share if cfg.canary_share is not None else settings.serving_canary_share
+    delay = settings.case.label_delay_days
+    through = labels_through(layout)
+    if through is None:
+        raise ValueError(
+            f"pilot: no label has been ingested ({layout.dataset_root(label_dataset(settings))})"
+        )
+    as_of = min(start - dt.timedelta(days=1), through)
+    pilot_end = as_of - dt.timedelta(days=delay)
+    pilot_start = pilot_end - dt.timedelta(days=cfg.pilot_days - 1)
+    spec = ab_spec(settings)
+    frame = load_period(layout, pilot_start, pilot_end, as_of)
+    days = frame[spec.time_column].pipe(pd.to_datetime).dt.date.nunique()
+    positives = int(frame[spec.label].sum())  # the traffic's, all arms: volume does not depend on the model
+    champion = frame[frame["arm"] == CHAMPION]
+    value, variance = pilot_variance(champion, spec, cfg)
+    champion_positives = int(champion[spec.label].sum())
+    plan = design_plan(
+        variance,
+        champion_positives,
+        positives / max(1, days),
+        cfg,
+        design=design,
+        share=share,
+        start=start,
+        metric=spec.primary.name,
+        higher_is_better=spec.primary.higher_is_better,
+        challenger_version=version,
+        champion_version=registry.champion_version(settings),
+        pilot={
+            "start": pilot_start.isoformat(),
+            "end": pilot_end.isoformat(),
+            "as_of": as_of.isoformat(),
+            "days_with_traffic": int(days),
+            "traffic_positives": positives,
+            "rows": int(len(champion)),
+            "units": int(champion[spec.unit].nunique()),
+            "value": value,
+        },
+    )
+    plan.created_at = now_iso()
+    plan.created_by = actor or registry.default_actor()
+    plan.salt = f"{settings.case.model_name}/{version}"
+    plan.pilot["run_id"] = record_plan(plan, settings)
+    return plan
 
 
 def promote_challenger(result: ABResult, actor: str | None = None, settings: Settings | None = None) -> dict:
@@ -620,7 +866,8 @@ def promote_challenger(result: ABResult, actor: str | None = None, settings: Set
         version,
         reason=f"online A/B {result.start}..{result.end} ({result.design}): " + "; ".join(result.reasons),
         actor=actor or "ab_analysis",
-        metrics={f"ab_{k}": chal[k] for k in keys} | {"ab_p_value": result.difference["p_value"]},
+        metrics={f"ab_{k}": chal[k] for k in keys}
+        | {"ab_z": result.difference["z"], "ab_boundary": result.look.get("boundary")},
         champion_metrics={f"ab_{k}": champ[k] for k in keys},
         settings=settings,
     )
@@ -635,6 +882,26 @@ def write_result(layout: StorageLayout, end: dt.date, result: ABResult) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(argv if argv is not None else __import__("sys").argv[1:])
+    settings = get_settings()
+    if argv[:1] == ["plan"]:
+        p = argparse.ArgumentParser(
+            prog="python -m jobs.platform.ab_analysis plan",
+            description="size and register the plan of an experiment before its first look",
+        )
+        p.add_argument("--start", required=True, help="the experiment's first day")
+        p.add_argument("--challenger-version", help="default: the registry's challenger alias")
+        p.add_argument("--mde", type=float, help=f"default: settings ({ABConfig.mde})")
+        p.add_argument("--power", type=float)
+        p.add_argument("--max-days", type=int)
+        p.add_argument("--actor")
+        args = p.parse_args(argv[1:])
+        cfg = ABConfig.from_settings(settings)
+        changes = {"mde": args.mde, "power": args.power, "max_days": args.max_days}
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+        plan = plan_experiment(args.start, cfg, challenger_version=args.challenger_version, actor=args.actor)
+        print(json.dumps(plan.to_dict(), indent=2))
+        return 0
     p = argparse.ArgumentParser(
         prog="python -m jobs.platform.ab_analysis", description=__doc__.split("\n\n")[0]
     )
@@ -645,7 +912,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--actor", help="who applies the recommendation (audit log)")
     p.add_argument("--n-boot", type=int, default=ABConfig.n_boot)
     args = p.parse_args(argv)
-    settings = get_settings()
     cfg = dataclasses.replace(ABConfig.from_settings(settings), n_boot=args.n_boot)
     result = run_analysis(args.start, args.end, args.as_of, cfg, apply=args.apply, actor=args.actor)
     print(json.dumps(result.to_dict(), indent=2))

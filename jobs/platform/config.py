@@ -96,7 +96,21 @@ class ABTest(BaseModel):
     """How the A/B analysis decides (``ABConfig`` of :mod:`jobs.platform.ab_analysis`);
     ``<USE CASE>_AB_*``."""
 
-    alpha: float = Field(_AB.alpha, gt=0, lt=1, description="significance level")
+    alpha: float = Field(
+        _AB.alpha,
+        gt=0,
+        lt=0.5,
+        description="one-sided false-promotion rate of an experiment, all looks included",
+    )
+    power: float = Field(_AB.power, gt=0, lt=1, description="planned power at the mde")
+    spending: Literal["obrien_fleming", "pocock"] = Field(
+        _AB.spending, description="alpha-spending function of the sequential looks"
+    )
+    look_every_days: int = Field(_AB.look_every_days, ge=1, description="planned spacing of the looks")
+    max_days: int = Field(_AB.max_days, ge=1, description="longest duration of an experiment")
+    pilot_days: int = Field(
+        _AB.pilot_days, ge=1, description="champion traffic before the start sizing the plan"
+    )
     min_positives: int = _renamed(
         _AB.min_positives,
         "min_positives",

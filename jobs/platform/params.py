@@ -85,16 +85,21 @@ _LEGACY_THRESHOLDS = {
 
 @dataclass(frozen=True)
 class ABConfig:
-    """How the A/B analysis decides (:mod:`jobs.platform.ab_analysis`); the decision thresholds come
-    from ``settings.case.ab`` (``FRAUD_AB_*``) and the widest guardrail tolerance of the use case's
-    champion/challenger gate (:meth:`from_settings`)."""
+    """How the A/B analysis plans and decides (:mod:`jobs.platform.ab_analysis`,
+    :mod:`jobs.platform.ab_plan`); the decision thresholds come from ``settings.case.ab``
+    (``FRAUD_AB_*``) and the widest guardrail tolerance of the use case's champion/challenger gate
+    (:meth:`from_settings`)."""
 
-    alpha: float = 0.05
+    alpha: float = 0.025  # one-sided: the false-promotion rate of a whole experiment, all looks included
+    power: float = 0.8  # planned chance of promoting a challenger better by ``mde``
+    mde: float = 0.02  # smallest primary-metric difference worth acting on (the plan is sized for it)
+    spending: str = "obrien_fleming"  # alpha-spending function of the looks (or "pocock")
+    look_every_days: int = 7  # planned spacing of the looks (the spending function allows others)
+    max_days: int = 56  # the longest an experiment may run; its last look spends what is left of alpha
+    pilot_days: int = 14  # champion traffic before the start that sizes the plan (variance, volume)
     n_boot: int = 1000
     n_boot_costly: int = 500  # for the metrics a use case marks costly per resample (fraud: card precision)
-    n_perm: int = 1000
     min_positives: int = 30  # per arm, matured
-    mde: float = 0.02  # smallest difference of the primary metric worth acting on
     guardrail_tolerance: float = 0.02
     max_decision_rate_ratio: float = 1.5
     seed: int = 0

@@ -340,26 +340,43 @@ class MonitoringSpec:
 class ABMetric:
     """A figure of one arm of an online A/B test, ``stat(sample)`` on a (resampled) arm
     (:class:`jobs.platform.ab_analysis.ArmSample`: labels, scores, decisions, days, units);
-    ``costly`` metrics get fewer bootstrap resamples (``ABConfig.n_boot_costly``)."""
+    ``costly`` metrics get fewer bootstrap resamples (``ABConfig.n_boot_costly``).
+
+    ``weighted`` (optional, for speed): ``weighted(arm) -> f`` where ``f(counts)`` gives the metric for
+    a batch of unit-count vectors ``(b, units)`` at once (a row weighs its unit's count; the arm's
+    units in :class:`~jobs.platform.ab_analysis.Clusters` order), equal to ``stat`` of the resampled
+    arm (:func:`jobs.platform.ab_analysis.weighted_binary` builds AP and AUC ROC this way)."""
 
     name: str
     stat: Callable[[Any], float]
     higher_is_better: bool = True
     costly: bool = False
+    weighted: Callable[[Any], Callable[[Any], Any]] | None = None
 
 
 @dataclass(frozen=True)
 class ABGuardrail:
     """A figure the challenger's arm may not break: ``tolerance`` - not worse than the champion's by
     more than ``ABConfig.guardrail_tolerance``; ``ratio`` - not above ``ABConfig.max_decision_rate_ratio``
-    times the champion's (a rate that should not explode, e.g. alerts)."""
+    times the champion's (a rate that should not explode, e.g. alerts).
+
+    ``test`` says what the bootstrap interval must show (one-sided ``alpha`` each side):
+    ``non_inferiority`` - promotion needs the interval to rule the breach out (the default; the
+    experiment must be large enough to show it); ``deterioration`` - only a breach the interval shows
+    (wholly beyond the limit) refuses, for a figure too noisy at the primary's sample size to be
+    shown non-inferior (fraud's card precision@k of a 10 % canary)."""
 
     metric: ABMetric
     rule: str = "tolerance"
+    test: str = "non_inferiority"
 
     def __post_init__(self) -> None:
         if self.rule not in ("tolerance", "ratio"):
             raise ValueError(f"guardrail.rule: value {self.rule!r} is invalid; rule: tolerance | ratio")
+        if self.test not in ("non_inferiority", "deterioration"):
+            raise ValueError(
+                f"guardrail.test: value {self.test!r} is invalid; rule: non_inferiority | deterioration"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,7 +14,7 @@ from jobs.fraud.ab import AB_SPEC
 from jobs.platform.ab_analysis import ABConfig, Clusters, _copy_ids, run_analysis
 from jobs.platform.ab_analysis import analyse as analyse_log
 
-FAST = ABConfig(n_boot=200, n_boot_costly=40, n_perm=200, seed=1)
+FAST = ABConfig(n_boot=200, n_boot_costly=40, seed=1)
 
 
 def analyse(log, cfg):
@@ -30,6 +30,7 @@ def canary_log(
     seed=0,
     days=7,
     challenger_alert_boost=0.0,
+    first_day="2018-05-10",
 ) -> pd.DataFrame:
     """Customers split into arms; each arm's score separates frauds from genuine by ``sep`` std units."""
     rng = np.random.default_rng(seed)
@@ -49,7 +50,7 @@ def canary_log(
         {
             "transaction_id": np.arange(n, dtype=np.int64),
             "customer_id": cust.astype(np.int64),
-            "tx_datetime": pd.Timestamp("2018-05-10")
+            "tx_datetime": pd.Timestamp(first_day)
             + pd.to_timedelta(rng.integers(0, days * 86400, n), unit="s"),
             "score": score,
             "decision": (score >= threshold).astype(int),
@@ -74,7 +75,13 @@ def test_clearly_better_challenger_is_promoted():
     assert r.design == "canary"
     assert r.recommendation == "promote", r.reasons
     assert r.difference["value"] > 0.05
-    assert r.difference["p_value"] < 0.05
+    # no plan: one fixed-sample look at the one-sided alpha, the z of the bootstrap standard error
+    assert r.look["final"] and r.look["boundary"] == pytest.approx(1.959964, abs=1e-5)
+    assert r.difference["z"] == pytest.approx(r.difference["value"] / r.difference["se"])
+    assert r.difference["z"] > r.look["boundary"] and r.look["lower_at_boundary"] > 0
+    assert (
+        r.guardrails["auc_roc"]["status"] == "passed" and r.guardrails["decision_rate"]["status"] == "passed"
+    )
     lo, hi = r.difference["ci"]
     assert 0 < lo < r.difference["value"] < hi
     ch = r.arms["challenger"]
@@ -85,8 +92,12 @@ def test_clearly_better_challenger_is_promoted():
 
 def test_equal_arms_are_not_promoted():
     r = analyse(canary_log(sep_challenger=1.0, n_customers=6000, seed=3), FAST)
-    assert r.recommendation in ("keep", "extend")
-    assert r.difference["p_value"] > 0.05
+    # the final (only) look did not cross: kept, not extended until something turns significant
+    assert r.recommendation == "keep", r.reasons
+    assert (
+        abs(r.difference["z"]) < r.look["boundary"]
+        and "not crossed: no gain of the planned size" in r.reasons[0]
+    )
     lo, hi = r.difference["ci"]
     assert lo < 0 < hi
 
@@ -99,15 +110,17 @@ def test_too_few_frauds_extends():
 
 def test_better_ranking_that_floods_alerts_breaks_a_guardrail():
     r = analyse(canary_log(sep_challenger=1.6, challenger_alert_boost=0.25), FAST)
-    assert not r.guardrails["decision_rate"]["passed"]
-    assert r.recommendation == "keep" and "decision_rate" in r.reasons[0]
+    g = r.guardrails["decision_rate"]
+    assert g["status"] == "breached" and g["ci"][0] > 1.5  # the whole interval of the ratio above the limit
+    assert r.recommendation == "keep" and "breached: decision_rate" in r.reasons[0]
 
 
 def test_shadow_mode_is_paired():
     base = canary_log(share=0.0, seed=4)
-    rng = np.random.default_rng(9)
     better = base.copy()
-    logit = -4 + 4.0 * better["tx_fraud"] + rng.normal(0, 1, len(better))
+    # the champion's scores with a little more separation: the two share their noise (the same hard
+    # cases), which only a paired analysis cancels
+    logit = np.log(base["score"] / (1 - base["score"])) + 0.6 * base["tx_fraud"]
     better["score"] = 1 / (1 + np.exp(-logit))
     better["decision"] = (better["score"] >= 0.3).astype(int)
     better["arm"], better["model_version"] = "shadow", "2"
@@ -115,7 +128,13 @@ def test_shadow_mode_is_paired():
     assert r.design == "shadow"
     assert r.arms["champion"]["rows"] == r.arms["shadow"]["rows"] == len(base)
     assert r.recommendation == "promote", r.reasons
-    assert "paired" in r.difference["test"]
+    assert r.difference["test"].startswith("paired customer_id bootstrap")
+    # pairing: the same rows in both arms, so the shared variance cancels; the paired standard error
+    # is below the one of the same arms read as independent samples
+    independent = np.hypot(
+        *(np.diff(r.arms[a]["ci"]["average_precision"])[0] / (2 * 1.959964) for a in ("champion", "shadow"))
+    )
+    assert r.difference["se"] < 0.5 * independent
 
 
 def test_missing_arm_is_an_error():
@@ -148,54 +167,100 @@ def two_versions(settings):
     return versions
 
 
-def test_apply_promotes_through_the_audited_registry(settings, layout, two_versions):
-    from jobs.platform import registry
-
-    champion_v, challenger_v = two_versions
-    log = canary_log(sep_challenger=1.6)
-    log["model_version"] = np.where(log["arm"] == "challenger", challenger_v, champion_v)
-    start = dt.date(2018, 5, 10)
+def _land(layout, log: pd.DataFrame, labels_through: dt.date) -> None:
+    """Write a labelled log as serving's prediction log and the chargeback reports (2 days after the
+    transaction), with a label partition for every day through ``labels_through``."""
     for day, part in log.groupby(log["tx_datetime"].dt.date):
         out = layout.path("prediction_log", day)
         out.mkdir(parents=True, exist_ok=True)
         part.drop(columns="tx_fraud").to_parquet(out / "part-0.parquet", index=False)
     frauds = log[log["tx_fraud"] == 1]
-    for day, part in frauds.groupby(frauds["tx_datetime"].dt.date):
-        report_day = day + dt.timedelta(days=2)
-        lab = layout.path("labels", report_day)
+    reports = {
+        day + dt.timedelta(days=2): part for day, part in frauds.groupby(frauds["tx_datetime"].dt.date)
+    }
+    day = log["tx_datetime"].min().date()
+    while day <= labels_through:
+        part = reports.get(day, frauds.iloc[:0])
+        lab = layout.path("labels", day)
         lab.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(
             {
-                "transaction_id": part["transaction_id"],
-                "tx_datetime": part["tx_datetime"],
-                "reported_at": pd.Timestamp(report_day) + pd.Timedelta(hours=9),
+                "transaction_id": part["transaction_id"].astype("int64"),
+                "tx_datetime": part["tx_datetime"].astype("M8[ns]"),
+                "reported_at": pd.Series(pd.Timestamp(day) + pd.Timedelta(hours=9), index=part.index).astype(
+                    "M8[ns]"
+                ),
                 "tx_fraud": np.int32(1),
             }
         ).to_parquet(lab / "part-0.parquet", index=False)
+        day += dt.timedelta(days=1)
+
+
+def test_a_planned_experiment_is_looked_at_and_applied_through_the_audited_registry(
+    settings, layout, two_versions
+):
+    from jobs.platform import registry
+    from jobs.platform.ab_analysis import plan_experiment
+    from jobs.platform.ab_plan import find_plan
+
+    champion_v, challenger_v = two_versions
+    start = dt.date(2018, 5, 10)
     end = start + dt.timedelta(days=6)
     delay = settings.case.label_delay_days
+    # the champion's traffic before the experiment: the pilot that sizes it
+    pilot = canary_log(share=0.0, seed=11, days=21, first_day="2018-04-19", n_customers=6000)
+    pilot["model_version"] = champion_v
+    _land(layout, pilot, labels_through=start - dt.timedelta(days=1))
+    log = canary_log(sep_challenger=1.6, first_day=start.isoformat())
+    log["model_version"] = np.where(log["arm"] == "challenger", challenger_v, champion_v)
+    _land(layout, log, labels_through=end + dt.timedelta(days=2))
+    cfg = dataclasses.replace(FAST, mde=0.25, max_days=7, look_every_days=7, canary_share=0.3)
+
     # immature labels are refused, not analysed: the default as_of (end + delay) has no labels yet
     with pytest.raises(
         ValueError, match=r"as_of: value 2018-05-23 is after the last ingested label day \(2018-05-18\)"
     ):
-        run_analysis(start, end, cfg=FAST, settings=settings)
+        run_analysis(start, end, cfg=cfg, settings=settings)
     with pytest.raises(ValueError, match=r"as_of: value 2018-05-18 is 2 day\(s\) after the period's end"):
-        run_analysis(start, end, as_of=end + dt.timedelta(days=2), cfg=FAST, settings=settings)
-    # the label feed through end + delay (days without a fraud report are empty partitions)
-    for i in range(3, delay + 1):
-        empty = layout.path("labels", end + dt.timedelta(days=i))
-        empty.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(
-            {
-                "transaction_id": pd.Series(dtype="int64"),
-                "tx_datetime": pd.Series(dtype="M8[ns]"),
-                "reported_at": pd.Series(dtype="M8[ns]"),
-                "tx_fraud": pd.Series(dtype="int32"),
-            }
-        ).to_parquet(empty / "part-0.parquet", index=False)
-    result = run_analysis(start, end, cfg=FAST, apply=True, actor="alice")
+        run_analysis(start, end, as_of=end + dt.timedelta(days=2), cfg=cfg, settings=settings)
+    _land(layout, log, labels_through=end + dt.timedelta(days=delay))
+    # no look before a plan is registered
+    with pytest.raises(
+        ValueError, match=rf"plan: challenger version '{challenger_v}' has no pre-registered A/B plan"
+    ):
+        run_analysis(start, end, cfg=cfg, settings=settings)
+
+    plan = plan_experiment(start, cfg, challenger_version=challenger_v, actor="alice", settings=settings)
+    # the pilot: the 14 days whose labels matured by the day before the start
+    assert (plan.pilot["start"], plan.pilot["end"]) == ("2018-04-19", "2018-05-02")
+    pilot_window = pilot[pilot["tx_datetime"] < "2018-05-03"]
+    assert plan.pilot["positives"] == int(pilot_window["tx_fraud"].sum())
+    assert plan.pilot["positives_per_day"] == pytest.approx(pilot_window["tx_fraud"].sum() / 14)
+    assert (
+        plan.design == "canary"
+        and plan.share == 0.3
+        and plan.feasible
+        and plan.max_days == plan.planned_days <= 7
+        and plan.metric == "average_precision"
+    )
+    assert plan.champion_version == champion_v and plan.created_by == "alice"
+    with pytest.raises(ValueError, match="already has a registered A/B plan"):
+        plan_experiment(start, cfg, challenger_version=challenger_v, settings=settings)
+    with pytest.raises(ValueError, match="start: value 2018-05-11 is not the experiment's start 2018-05-10"):
+        run_analysis(start + dt.timedelta(days=1), end, cfg=cfg, settings=settings)
+
+    result = run_analysis(start, end, cfg=cfg, apply=True, actor="alice", settings=settings)
     assert result.recommendation == "promote", result.reasons
+    assert (
+        result.look["final"]
+        and result.look["look"] == 1
+        and result.plan["challenger_version"] == challenger_v
+    )
+    assert result.look["information"] == pytest.approx((log["tx_fraud"].sum()) / plan.planned_positives)
     assert result.arms["challenger"]["frauds"] == int(log.loc[log.arm == "challenger", "tx_fraud"].sum())
+    _, run_id, looks = find_plan(challenger_v, settings)
+    assert [(x.look, x.end, x.recommendation) for x in looks] == [(1, end.isoformat(), "promote")]
+    assert registry.client(settings).get_run(run_id).data.tags["ab.status"] == "concluded"
     assert registry.champion_version() == challenger_v
     last = registry.history()[-1]
     assert last["action"] == "promote" and last["version"] == challenger_v
@@ -269,3 +334,18 @@ def test_units_in_both_arms_block_the_verdict():
     kept = analyse(pd.concat([log, few], ignore_index=True), FAST)
     assert {c["check"]: c for c in kept.checks}["contamination"]["units_in_both_arms"] == 5
     assert kept.recommendation == "promote", kept.reasons
+
+
+def test_the_weighted_bootstrap_metrics_equal_the_row_metrics_on_each_resample():
+    from jobs.platform.ab_analysis import ArmSample, weighted_binary
+
+    log = canary_log(n_customers=500, fraud_rate=0.1, seed=8)
+    log["score"] = np.round(log["score"], 2)  # ties
+    cl = Clusters(log, AB_SPEC)
+    rng = np.random.default_rng(0)
+    picks = [rng.integers(0, len(cl.starts), len(cl.starts)) for _ in range(5)]
+    counts = np.stack([np.bincount(p, minlength=len(cl.starts)) for p in picks])
+    for name, metric in (("average_precision", AB_SPEC.primary), ("auc_roc", AB_SPEC.guardrails[0].metric)):
+        fast = weighted_binary(name)(cl.all())(counts)
+        rows = [metric.stat(ArmSample(cl, cl.rows(p))) for p in picks]
+        assert fast == pytest.approx(rows, abs=1e-12)

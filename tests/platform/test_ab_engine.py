@@ -10,7 +10,7 @@ import pytest
 from jobs.platform.ab_analysis import ABConfig, analyse
 from jobs.platform.use_case import ABGuardrail, ABMetric, ABSpec
 
-FAST = ABConfig(n_boot=200, n_boot_costly=20, n_perm=200, seed=2, min_positives=20)
+FAST = ABConfig(n_boot=200, n_boot_costly=20, seed=2, min_positives=20)
 
 CTR = ABMetric("ctr", lambda a: float(a.y.mean()) if len(a) else float("nan"))
 SLOTS_PER_USER = ABMetric(
@@ -54,7 +54,7 @@ def test_a_higher_click_rate_is_promoted_by_the_declared_metric():
     r = analyse(impressions(ctr_challenger=0.07), SPEC, FAST)
     assert r.recommendation == "promote", r.reasons
     assert r.difference["metric"] == "ctr" and r.difference["value"] > 0
-    assert r.difference["test"].startswith("user_id permutation")
+    assert r.difference["test"] == "user_id bootstrap of independent arms, single fixed-sample look"
     assert r.arms["challenger"]["clicks"] > 0 and r.arms["champion"]["units"] > 1000
     assert r.guardrails["impressions_per_user"]["passed"]
     assert r.challenger_version == "7"
@@ -82,54 +82,88 @@ def test_missing_columns_are_named():
         analyse(impressions().drop(columns="clicked"), SPEC, FAST)
 
 
-def _verdict(value: float, ci: tuple[float, float], p: float):
+def _verdict(z: float, boundary: float = 1.96, lower: float = 0.005, final: bool = True, guardrails=None):
+    """The verdict of one look with the given statistic, boundary and bootstrap bound."""
     from jobs.platform.ab_analysis import recommend
 
     arms = {"champion": {"clicks": 500}, "challenger": {"clicks": 500}}
-    difference = {"value": value, "ci": list(ci), "p_value": p}
-    return recommend(arms, difference, {}, ABConfig(min_positives=20), SPEC)
+    difference = {"value": 0.01 if z > 0 else -0.01, "z": z}
+    look = {
+        "look": 1 if final else 2,
+        "information": 1.0 if final else 0.5,
+        "boundary": boundary,
+        "final": final,
+        "lower_at_boundary": lower,
+        "harm_boundary": -1.96,
+    }
+    return recommend(arms, difference, guardrails or {}, ABConfig(min_positives=20), SPEC, look)
 
 
 @pytest.mark.parametrize(
-    ("value", "ci", "expected"),
+    ("z", "boundary", "lower", "final", "expected"),
     [
-        (+0.010, (-0.050, -0.010), "keep"),  # the bug: a CI wholly below 0 with a positive estimate promoted
-        (+0.010, (+0.001, +0.020), "promote"),
-        (-0.010, (-0.020, -0.001), "keep"),
-        (
-            -0.010,
-            (+0.001, +0.050),
-            "extend",
-        ),  # interval and estimate disagree: no verdict (CI wider than mde)
+        # the old bug: a bootstrap interval wholly below 0 with a positive estimate promoted
+        (+3.0, 1.96, -0.010, True, "keep"),
+        (+3.0, 1.96, -0.010, False, "extend"),
+        (+1.97, 1.96, +0.001, True, "promote"),  # just over the boundary
+        (+1.95, 1.96, +0.001, True, "keep"),  # just under it at the final look: no gain of the planned size
+        (+2.50, 2.96, +0.001, False, "extend"),  # an interim look whose (O'Brien-Fleming) boundary is higher
+        (+3.00, 2.96, +0.001, False, "promote"),  # crossing early stops early
+        (-2.00, 2.96, -0.020, False, "keep"),  # significantly worse: stopped for harm at any look
+        (-1.90, 2.96, -0.020, False, "extend"),
     ],
 )
-def test_a_win_needs_the_interval_and_the_estimate_on_the_better_side(value, ci, expected):
-    recommendation, reasons = _verdict(value, ci, p=0.01)
+def test_a_look_promotes_only_across_its_boundary(z, boundary, lower, final, expected):
+    recommendation, reasons = _verdict(z, boundary, lower, final)
     assert recommendation == expected, reasons
+    assert reasons[0].startswith(f"look {1 if final else 2} ({'final' if final else 'interim'}")
+    assert f"boundary {boundary:.2f}" in reasons[0]
 
 
-def test_lower_is_better_sides_mirror():
-    from dataclasses import replace
-
-    from jobs.platform.ab_analysis import recommend
-
-    spec = replace(SPEC, primary=SLOTS_PER_USER)
-    arms = {"champion": {"clicks": 500}, "challenger": {"clicks": 500}}
-    cfg = ABConfig(min_positives=20)
-    below = {"value": -0.2, "ci": [-0.5, -0.1], "p_value": 0.01}  # wholly below 0: fewer, better
-    above = {
-        "value": -0.2,
-        "ci": [+0.1, +0.5],
-        "p_value": 0.01,
-    }  # wholly above 0: worse, whatever the estimate
-    assert recommend(arms, below, {}, cfg, spec)[0] == "promote"
-    assert recommend(arms, above, {}, cfg, spec)[0] == "keep"
+@pytest.mark.parametrize(
+    ("status", "final", "expected"),
+    [("breached", False, "keep"), ("inconclusive", False, "extend"), ("inconclusive", True, "keep")],
+)
+def test_a_guardrail_that_is_not_shown_non_inferior_refuses_a_winning_primary(status, final, expected):
+    guardrails = {"impressions_per_user": {"passed": False, "breached": status == "breached"}}
+    recommendation, reasons = _verdict(4.0, final=final, guardrails=guardrails)
+    assert recommendation == expected and "impressions_per_user" in reasons[0], reasons
+    assert _verdict(4.0, final=final, guardrails={"g": {"passed": True, "breached": False}})[0] == "promote"
 
 
-def test_the_reason_names_the_configured_confidence_level():
-    from jobs.platform.ab_analysis import recommend
+def test_guardrail_intervals_decide_non_inferiority():
+    """Hand-made bootstrap draws: the one-sided bounds decide passed / inconclusive / breached."""
+    from jobs.platform.ab_analysis import guardrail_check
 
-    arms = {"champion": {"clicks": 500}, "challenger": {"clicks": 500}}
-    difference = {"value": 0.01, "ci": [0.001, 0.02], "p_value": 0.01}
-    recommendation, reasons = recommend(arms, difference, {}, ABConfig(alpha=0.1, min_positives=20), SPEC)
-    assert recommendation == "promote" and "90% CI" in reasons[0] and "95%" not in reasons[0]
+    cfg = ABConfig(alpha=0.025, guardrail_tolerance=0.02, max_decision_rate_ratio=1.5)
+    metric = ABGuardrail(ABMetric("auc", lambda a: 0.0))
+    champion = np.full(1000, 0.90)
+
+    def check(g, shift, spread, value=None):
+        draws = 0.90 + shift + spread * np.linspace(-1, 1, 1000)
+        ch = {g.metric.name: 0.90 + shift if value is None else value}
+        return guardrail_check(
+            g, ch, {g.metric.name: 0.90}, {g.metric.name: draws}, {g.metric.name: champion}, cfg
+        )
+
+    assert check(metric, -0.005, 0.01)["status"] == "passed"  # [-0.0145, 0.0045] above -0.02
+    assert check(metric, -0.005, 0.03)["status"] == "inconclusive"  # lower bound -0.0335
+    breached = check(metric, -0.05, 0.01)
+    assert breached["status"] == "breached" and breached["ci"][1] == pytest.approx(
+        -0.05 + 0.01 * 0.95, abs=1e-4
+    )
+    # a deterioration test refuses only the shown breach
+    noisy = ABGuardrail(metric.metric, test="deterioration")
+    assert check(noisy, -0.005, 0.03)["passed"] and not check(noisy, -0.05, 0.01)["passed"]
+    # ratio rule: challenger over champion against max_decision_rate_ratio
+    rate = ABGuardrail(ABMetric("alerts", lambda a: 0.0, higher_is_better=False), rule="ratio")
+    champion = np.full(1000, 0.90)
+    ratio = check(rate, 0.90, 0.05)  # challenger ~1.80 / 0.90 = 2.0
+    assert ratio["status"] == "breached" and ratio["estimate"] == pytest.approx(2.0)
+    assert check(rate, 0.0, 0.05)["status"] == "passed"
+
+
+def test_an_unplanned_analysis_is_one_fixed_sample_look():
+    r = analyse(impressions(ctr_challenger=0.07), SPEC, FAST)
+    assert r.plan is None and r.look["final"] and r.look["look"] == 1
+    assert r.look["boundary"] == pytest.approx(1.959964, abs=1e-5) and r.look["alpha_spent"] == 0.025
