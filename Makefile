@@ -49,8 +49,8 @@ handbook-eval: install  ## fraud: the handbook's protocol (train a week, 7-day d
 ranking-eval: install  ## ranking: the pinned time-split protocol on the default world, every strategy against the oracle
 	$(PY) -m jobs.ranking.offline_eval --json test-artifacts/ranking_eval.json
 
-decisions-calibration: install  ## the gate's error rates by simulation: equal challengers promoted <= 5 %, clearly better >= 95 %
-	$(PY) -m benchmarks.decisions --out test-artifacts/decisions_calibration.json
+decisions-calibration: install  ## error rates of the gate, the A/B engine and the drift monitor by simulation, each against its bound
+	$(PY) -m benchmarks.calibration --out test-artifacts/decisions_calibration.json
 
 serve: install  ## the real-time scoring API (uvicorn) on MLP_SERVING_HOST:MLP_SERVING_PORT
 	$(PY) -m serving.app

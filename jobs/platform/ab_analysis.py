@@ -250,24 +250,22 @@ def bootstrap(
             continue
         picks = [rng.integers(0, n_units, n_units) for _ in range(n)]
         fast = [m for m in metrics if m.weighted is not None]
-        for values, cl in zip(out, arms, strict=True):
-            everything = cl.all(share)
-            for m in fast:
-                f = m.weighted(everything)
-                per_chunk = max(1, CHUNK_CELLS // max(1, n_units))
-                values[m.name] = np.concatenate(
-                    [
-                        np.asarray(
-                            f(
-                                np.stack(
-                                    [np.bincount(p, minlength=n_units) for p in picks[i : i + per_chunk]]
-                                )
-                            ),
-                            dtype="float64",
-                        )
-                        for i in range(0, n, per_chunk)
-                    ]
+        if fast:
+            per_chunk = max(1, CHUNK_CELLS // max(1, n_units))
+            chunks = [
+                np.stack([np.bincount(p, minlength=n_units) for p in picks[i : i + per_chunk]]).astype(
+                    "float64"
                 )
+                for i in range(0, n, per_chunk)
+            ]
+            for values, cl in zip(out, arms, strict=True):
+                everything = cl.all(share)
+                built = {m.name: m.weighted(everything) for m in fast}
+                parts: dict[str, list[np.ndarray]] = {name: [] for name in built}
+                for c in chunks:  # chunk by chunk: metrics of one pass (AP and AUC) share it
+                    for name, f in built.items():
+                        parts[name].append(np.asarray(f(c), dtype="float64"))
+                values.update({name: np.concatenate(v) for name, v in parts.items()})
         slow = [m for m in metrics if m.weighted is None]
         if not slow:
             continue
@@ -303,12 +301,26 @@ def pilot_variance(frame: pd.DataFrame, spec: ABSpec, cfg: ABConfig) -> tuple[fl
 
 def weighted_binary(which: str) -> Callable[[ArmSample], Callable[[np.ndarray], np.ndarray]]:
     """``ABMetric.weighted`` of ``average_precision`` or ``auc_roc`` on the arm's labels and scores
-    (:class:`jobs.platform.resampling.WeightedBinary`: exact, equal to the row metrics at any counts)."""
+    (:class:`jobs.platform.resampling.WeightedBinary`: exact, equal to the row metrics at any counts).
+    Both come out of one pass: the arm's pass is kept for the last count matrix it saw, so AP and AUC
+    of the same resamples cost one."""
     position = {"average_precision": 0, "auc_roc": 1}[which]
 
     def build(arm: ArmSample) -> Callable[[np.ndarray], np.ndarray]:
-        wb = WeightedBinary(arm.y, arm.s, arm.clusters.codes[arm.idx], len(arm.clusters.starts))
-        return lambda counts: wb(counts)[position]
+        memo = arm.clusters.__dict__.setdefault("_weighted_binary", {})
+        key = (id(arm.idx), len(arm.idx))
+        if key not in memo:
+            wb = WeightedBinary(arm.y, arm.s, arm.clusters.codes[arm.idx], len(arm.clusters.starts))
+            memo.clear()
+            memo[key] = {"wb": wb, "counts": None, "values": None}
+        entry = memo[key]
+
+        def f(counts: np.ndarray) -> np.ndarray:
+            if entry["counts"] is not counts:
+                entry["counts"], entry["values"] = counts, entry["wb"](counts)
+            return entry["values"][position]
+
+        return f
 
     return build
 
@@ -411,15 +423,27 @@ def analyse(
     draws = boots[other_arm][primary.name] - boots[CHAMPION][primary.name]
     finite = draws[np.isfinite(draws)]
     observed = float(h[primary.name] - c[primary.name])
-    se = float(np.std(finite, ddof=1)) if len(finite) >= 10 else math.nan
+    se_bootstrap = float(np.std(finite, ddof=1)) if len(finite) >= 10 else math.nan
+    se = se_bootstrap
+    if not paired:
+        # the standard error under no difference, from the champion arm's variance per positive (as
+        # the plan sizes it): each arm's own bootstrap variance falls as its metric rises (AP near 1
+        # varies less), which makes z = d / se_bootstrap right-skewed and promotes equal arms too often
+        # (measured by benchmarks.ab_decisions); the pooled-variance z-test of proportions, for AP
+        se = null_standard_error(boots[CHAMPION][primary.name], c[spec.support], h[spec.support])
     z = sign * observed / se if se > 0 and math.isfinite(observed) else math.nan
     difference: dict[str, Any] = {
         "metric": primary.name,
         "value": observed,
         "se": se,
+        "se_bootstrap": se_bootstrap,
         "z": z,
         "ci": _ci(draws, two_sided),
-        "test": (f"paired {spec.unit} bootstrap" if paired else f"{spec.unit} bootstrap of independent arms")
+        "test": (
+            f"paired {spec.unit} bootstrap"
+            if paired
+            else f"{spec.unit} bootstrap of independent arms, null variance from the champion arm"
+        )
         + (", group-sequential" if plan else ", single fixed-sample look"),
     }
     for m in _metrics(spec)[1:]:
@@ -440,7 +464,10 @@ def analyse(
             plan, list(looks), positives, end_day or as_date(plan.start), z if math.isfinite(z) else 0.0
         )
     level = float(norm.sf(boundary)) if math.isfinite(boundary) else 0.0
-    lower, _ = _one_sided(sign * draws, level) if level > 0 else (math.nan, math.nan)
+    # the basic (pivotal) bootstrap bound 2 d - q_{1-level}: a right-skewed difference (a small
+    # canary arm's AP) needs the evidence of its long tail; the percentile bound would mirror it
+    _, upper = _one_sided(sign * draws, level) if level > 0 else (math.nan, math.nan)
+    lower = 2 * sign * observed - upper
     look = {
         "look": len(looks) + 1,
         "positives": positives,
@@ -449,7 +476,7 @@ def analyse(
         "boundary": boundary,
         "alpha_spent": alpha_spent,
         "final": final,
-        "lower_at_boundary": lower,  # percentile bound of the good-direction difference at the look's level
+        "lower_at_boundary": lower,  # basic bootstrap bound of the good-direction difference at the look's level
         "harm_boundary": float(-norm.ppf(1 - cfg.alpha)),
     }
 
@@ -477,6 +504,18 @@ def analyse(
         look=look,
         plan=None if plan is None else plan.to_dict(),
     )
+
+
+def null_standard_error(
+    champion_draws: np.ndarray, champion_positives: int, challenger_positives: int
+) -> float:
+    """Standard error of a canary's primary difference if the arms were equal: the champion arm's
+    bootstrap variance per positive ``w = var * P_c`` over both arms, ``sqrt(w (1/P_h + 1/P_c))``."""
+    finite = champion_draws[np.isfinite(champion_draws)]
+    if len(finite) < 10 or champion_positives <= 0 or challenger_positives <= 0:
+        return math.nan
+    w = float(np.var(finite, ddof=1)) * champion_positives
+    return math.sqrt(w * (1.0 / challenger_positives + 1.0 / champion_positives))
 
 
 def guardrail_check(

@@ -92,7 +92,8 @@ class ABConfig:
 
     alpha: float = 0.025  # one-sided: the false-promotion rate of a whole experiment, all looks included
     power: float = 0.8  # planned chance of promoting a challenger better by ``mde``
-    mde: float = 0.02  # smallest primary-metric difference worth acting on (the plan is sized for it)
+    mde: float = 0.08  # smallest primary-metric difference worth acting on (the plan is sized for it;
+    # a 10 % fraud canary reaches 0.08 AP within max_days: benchmarks.ab_decisions)
     spending: str = "obrien_fleming"  # alpha-spending function of the looks (or "pocock")
     look_every_days: int = 7  # planned spacing of the looks (the spending function allows others)
     max_days: int = 56  # the longest an experiment may run; its last look spends what is left of alpha

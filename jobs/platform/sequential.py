@@ -28,6 +28,7 @@ Stopping early for harm (the challenger significantly worse) never raises the fa
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -152,6 +153,7 @@ def drift_for_power(fractions: Sequence[float], bounds: Sequence[float], power: 
     return float(brentq(lambda th: crossing_probability(fractions, bounds, th) - power, 0.0, 20.0))
 
 
+@functools.lru_cache(maxsize=256)
 def inflation_factor(looks: int, alpha: float, power: float, spending: Spending = "obrien_fleming") -> float:
     """The maximum information of ``looks`` equally spaced looks relative to a fixed-sample test with
     the same ``alpha`` and ``power`` (1 for one look; about 1.02-1.03 for O'Brien-Fleming)."""

@@ -349,3 +349,8 @@ def test_the_weighted_bootstrap_metrics_equal_the_row_metrics_on_each_resample()
         fast = weighted_binary(name)(cl.all())(counts)
         rows = [metric.stat(ArmSample(cl, cl.rows(p))) for p in picks]
         assert fast == pytest.approx(rows, abs=1e-12)
+    # card precision@k with the arm's share of k; a card drawn twice is two cards
+    cp = AB_SPEC.guardrails[1].metric
+    fast = cp.weighted(cl.all(0.3))(counts)
+    rows = [cp.stat(ArmSample(cl, cl.rows(p), 0.3)) for p in picks]
+    assert fast == pytest.approx(rows, abs=1e-12) and cp.name == "card_precision_at_k"

@@ -54,7 +54,10 @@ def test_a_higher_click_rate_is_promoted_by_the_declared_metric():
     r = analyse(impressions(ctr_challenger=0.07), SPEC, FAST)
     assert r.recommendation == "promote", r.reasons
     assert r.difference["metric"] == "ctr" and r.difference["value"] > 0
-    assert r.difference["test"] == "user_id bootstrap of independent arms, single fixed-sample look"
+    assert (
+        r.difference["test"]
+        == "user_id bootstrap of independent arms, null variance from the champion arm, single fixed-sample look"
+    )
     assert r.arms["challenger"]["clicks"] > 0 and r.arms["champion"]["units"] > 1000
     assert r.guardrails["impressions_per_user"]["passed"]
     assert r.challenger_version == "7"
@@ -167,3 +170,19 @@ def test_an_unplanned_analysis_is_one_fixed_sample_look():
     r = analyse(impressions(ctr_challenger=0.07), SPEC, FAST)
     assert r.plan is None and r.look["final"] and r.look["look"] == 1
     assert r.look["boundary"] == pytest.approx(1.959964, abs=1e-5) and r.look["alpha_spent"] == 0.025
+
+
+def test_a_canary_is_tested_with_the_null_variance_from_the_champion_arm():
+    """se = sqrt(w (1/P_h + 1/P_c)) with w the champion arm's bootstrap variance per positive: the
+    challenger's own variance (which shrinks as its metric rises) does not enter the z."""
+    from jobs.platform.ab_analysis import null_standard_error
+
+    draws = np.array([0.60, 0.62, 0.58, 0.61, 0.59, 0.63, 0.57, 0.60, 0.62, 0.58])
+    w = np.var(draws, ddof=1) * 900
+    assert null_standard_error(draws, 900, 100) == pytest.approx(np.sqrt(w * (1 / 100 + 1 / 900)))
+    assert np.isnan(null_standard_error(draws, 900, 0)) and np.isnan(null_standard_error(draws[:5], 900, 100))
+    r = analyse(impressions(ctr_challenger=0.07), SPEC, FAST)
+    c, h = r.arms["champion"], r.arms["challenger"]
+    assert r.difference["z"] == pytest.approx(r.difference["value"] / r.difference["se"])
+    assert r.difference["se"] != r.difference["se_bootstrap"]
+    assert h["clicks"] > c["clicks"] * 0.5  # both arms are large enough for the normal approximation
