@@ -1,7 +1,7 @@
 """Fraud's online A/B test (``UseCase.ab``, run by :mod:`jobs.platform.ab_analysis`).
 
 The canary splits traffic by customer (the serving routing key), so customers are the randomisation
-unit: the bootstrap and the permutation test move whole cards. The primary metric is average
+unit: the bootstrap moves whole cards. The primary metric is average
 precision; the guardrails are AUC ROC (shown non-inferior: not worse than the champion by more than
 the gate's tolerance), card precision@k (a deterioration test: refused only when shown worse by more
 than the tolerance; at a canary's k it is too noisy to be shown non-inferior) and the alert rate (a

@@ -96,7 +96,7 @@ SCORE = "score"
 # --- fast binary metrics for the resampling loops (use cases build their ABMetric from them) -------
 def average_precision(y: np.ndarray, s: np.ndarray) -> float:
     """Average precision, sklearn's definition (step-wise, ties as one threshold), without its overhead:
-    it runs thousands of times in the bootstrap and permutation loops."""
+    it runs thousands of times in the bootstrap loops."""
     pos = int(y.sum())
     if pos == 0 or pos == len(y):
         return math.nan
@@ -129,7 +129,7 @@ class ArmSample:
     clusters: Clusters
     idx: np.ndarray
     share: float = 1.0
-    scores: np.ndarray | None = None  # replaces the clusters' scores (paired permutations)
+    scores: np.ndarray | None = None  # replaces the clusters' scores
 
     @cached_property
     def y(self) -> np.ndarray:

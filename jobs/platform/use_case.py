@@ -382,11 +382,12 @@ class ABGuardrail:
 @dataclass(frozen=True, kw_only=True)
 class ABSpec:
     """How the online A/B analysis (:mod:`jobs.platform.ab_analysis`) reads a use case's prediction
-    log: the columns it needs, the randomisation ``unit`` (the canary key: whole units are resampled
-    and permuted), the ``row_id`` that pairs a shadow arm's rows with the champion's, the label (joined
-    by ``MonitoringSpec.labels``) and the row-time column; the ``primary`` metric is tested (bootstrap
-    CI and permutation p-value), the guardrails are checked; ``support`` names the count of positives
-    an arm needs (``ABConfig.min_positives``); ``arm_details(sample)`` adds figures to an arm's report."""
+    log: the columns it needs, the randomisation ``unit`` (the canary key: whole units are
+    resampled), the ``row_id`` that pairs a shadow arm's rows with the champion's, the label (joined
+    by ``MonitoringSpec.labels``) and the row-time column; the ``primary`` metric is tested (its z
+    against the look's sequential boundary), the guardrails by their bootstrap intervals; ``support``
+    names the count of positives an arm needs (``ABConfig.min_positives``) and the plan's information;
+    ``arm_details(sample)`` adds figures to an arm's report."""
 
     log_columns: tuple[str, ...]
     unit: str
