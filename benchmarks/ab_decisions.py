@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import math
 import sys
 import time
@@ -41,14 +40,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks._calibration_common import FEATURES, RESULT, finish, wilson
+
 START = dt.date(2018, 4, 1)
 WARM_UP_DAYS, TRAIN_DAYS, DELAY_DAYS, PILOT_DAYS = 30, 14, 7, 14
 ALERT_RATE = 0.01  # each arm flags its top 1 % (the decision the alert-rate guardrail reads)
-COLUMNS = [
-    "tx_amount", "tx_during_weekend", "tx_during_night",
-    *[f"customer_{k}_{w}d" for w in (1, 7, 30) for k in ("nb_tx", "avg_amount")],
-    *[f"terminal_{k}_{w}d" for w in (1, 7, 30) for k in ("nb_tx", "risk")],
-]  # fmt: skip
 
 _WORLD: dict[str, object] = {}  # the scored world, shared with the forked workers
 
@@ -76,20 +72,29 @@ def plant(champion: np.ndarray, y: np.ndarray, mde: float) -> tuple[float, float
     return delta, float(average_precision_score(y, planted_scores(champion, y, delta)) - base)
 
 
-def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    if trials == 0:
-        return math.nan, math.nan
-    p = successes / trials
-    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return max(0.0, centre - half), min(1.0, centre + half)
+def pilot_window(frame: pd.DataFrame, start: dt.date) -> pd.DataFrame:
+    """The champion's traffic of the ``PILOT_DAYS`` whose labels matured by the day before ``start``."""
+    end = start - dt.timedelta(days=DELAY_DAYS + 1)
+    pilot = frame[(frame["day"] > end - dt.timedelta(days=PILOT_DAYS)) & (frame["day"] <= end)]
+    return pilot.assign(score=pilot["champion"], arm="champion", model_version="1")
+
+
+def plan_on_pilot(pilot: pd.DataFrame, variance: float, cfg, start: dt.date):
+    """The platform's plan (:func:`jobs.platform.ab_plan.design_plan`) of a canary starting on ``start``."""
+    from jobs.platform.ab_plan import design_plan
+
+    frauds = int(pilot["tx_fraud"].sum())
+    return design_plan(
+        variance, frauds, frauds / PILOT_DAYS, cfg, design="canary", share=cfg.canary_share, start=start,
+        metric="average_precision", higher_is_better=True, challenger_version="2", champion_version="1",
+    )  # fmt: skip
 
 
 def experiment(job: tuple[int, int, bool]) -> dict[str, object]:
     """One experiment: plan on its pilot, then weekly looks until a verdict or the last day."""
     from jobs.fraud.ab import AB_SPEC
     from jobs.platform.ab_analysis import analyse, pilot_variance
-    from jobs.platform.ab_plan import Look, design_plan
+    from jobs.platform.ab_plan import Look
     from serving.models import canary_bucket
 
     start_index, salt_index, planted = job
@@ -97,23 +102,9 @@ def experiment(job: tuple[int, int, bool]) -> dict[str, object]:
     cfg = _WORLD["cfg"]
     start: dt.date = _WORLD["starts"][start_index]  # type: ignore[index]
     salt = f"calibration/{start_index}/{salt_index}"
-    pilot_end = start - dt.timedelta(days=DELAY_DAYS + 1)
-    pilot = frame[(frame["day"] > pilot_end - dt.timedelta(days=PILOT_DAYS)) & (frame["day"] <= pilot_end)]
-    pilot = pilot.assign(score=pilot["champion"], arm="champion", model_version="1")
+    pilot = pilot_window(frame, start)
     _, variance = pilot_variance(pilot, AB_SPEC, cfg)
-    plan = design_plan(
-        variance,
-        int(pilot["tx_fraud"].sum()),
-        pilot["tx_fraud"].sum() / PILOT_DAYS,
-        cfg,
-        design="canary",
-        share=cfg.canary_share,
-        start=start,
-        metric="average_precision",
-        higher_is_better=True,
-        challenger_version="2",
-        champion_version="1",
-    )
+    plan = plan_on_pilot(pilot, variance, cfg, start)
     period = frame[(frame["day"] >= start) & (frame["day"] <= plan.last_day)]
     customers = period["customer_id"].unique()
     canary = {c for c in customers.tolist() if canary_bucket(int(c), salt) < cfg.canary_share}
@@ -207,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.fraud.ab import AB_SPEC
     from jobs.fraud.use_case import MODEL
     from jobs.platform.ab_analysis import pilot_variance
-    from jobs.platform.ab_plan import design_plan
     from jobs.platform.config import get_settings
     from jobs.platform.params import ABConfig, TrainParams
     from jobs.platform.registry import predict_scores
@@ -234,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     train = frame[
         (frame["day"] >= train_start) & (frame["day"] < train_start + dt.timedelta(days=TRAIN_DAYS))
     ]
-    model, _ = fit_model(train.reset_index(drop=True), COLUMNS, TrainParams(), MODEL)
+    model, _ = fit_model(train.reset_index(drop=True), FEATURES, TrainParams(), MODEL)
     after = frame[frame["day"] >= train_start + dt.timedelta(days=TRAIN_DAYS + DELAY_DAYS)].reset_index(
         drop=True
     )
@@ -248,17 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # the mde: the smallest whose plan on the first pilot fits within max_days
-    pilot_end = starts[0] - dt.timedelta(days=DELAY_DAYS + 1)
-    pilot = after[(after["day"] > pilot_end - dt.timedelta(days=PILOT_DAYS)) & (after["day"] <= pilot_end)]
-    pilot = pilot.assign(score=pilot["champion"], arm="champion", model_version="1")
+    pilot = pilot_window(after, starts[0])
     _, variance = pilot_variance(pilot, AB_SPEC, cfg)
     mde = 0.005
     while True:
-        plan = design_plan(
-            variance, int(pilot["tx_fraud"].sum()), pilot["tx_fraud"].sum() / PILOT_DAYS,
-            dataclasses.replace(cfg, mde=mde), design="canary", share=share, start=starts[0],
-            metric="average_precision", higher_is_better=True, challenger_version="2", champion_version="1",
-        )  # fmt: skip
+        plan = plan_on_pilot(pilot, variance, dataclasses.replace(cfg, mde=mde), starts[0])
         if plan.feasible:
             break
         mde = round(mde + 0.005, 3)
@@ -321,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'A/B decision':<36} {'count':>10} {'rate':>7} {'95% CI':>15}  {'bound':<9} result")
     for row in rows:
         lo, hi = row["ci95"]
-        result = {True: "ok", False: "OUT OF BOUND", None: ""}[row["within_bound"]]
+        result = RESULT[row["within_bound"]]
         print(
             f"{row['decision']:<36} {row['count']:>4}/{row['trials']:<5} {row['rate']:>7.1%} "
             f"[{lo:5.1%}, {hi:5.1%}]  {row['bound']:<9} {result}"
@@ -350,10 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "experiments": results,
         "seconds": round(time.monotonic() - started, 1),
     }
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    return 0 if all(r["within_bound"] is not False for r in rows) else 1
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

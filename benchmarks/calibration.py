@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks._calibration_common import RESULT
+
 PARTS = {
     "gate": "benchmarks.decisions",
     "ab": "benchmarks.ab_decisions",
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 measured = "never" if row["value"] is None else f"{row['value']:.2f}"
             name = row["decision"] + (f" [{row['rule']}]" if "rule" in row else "")
-            result = {True: "ok", False: "OUT OF BOUND", None: ""}[row["within_bound"]]
+            result = RESULT[row["within_bound"]]
             print(f"{part:<8} {name[:48]:<48} {measured:>22}  {row['bound']:<9} {result}")
     print(f"total {time.monotonic() - started:.0f}s")
     if args.out is not None:

@@ -36,14 +36,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from benchmarks._calibration_common import FEATURES, RESULT, finish, wilson
 
 START = dt.date(2018, 4, 1)
 WARM_UP_DAYS = 30  # the features' longest window
@@ -57,16 +57,6 @@ def noisy_copy(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     p = np.clip(np.asarray(scores, dtype="float64"), 1e-9, 1 - 1e-9)
     logit = np.log(p / (1 - p)) + rng.normal(0.0, NOISE_SD, len(p))
     return 1.0 / (1.0 + np.exp(-logit))
-
-
-def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95 % Wilson score interval of a rate (honest about few replicates)."""
-    if trials == 0:
-        return math.nan, math.nan
-    p = successes / trials
-    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclasses.dataclass
@@ -113,11 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     tx = simulate(START, days)
     frame = features(tx)
     frame["day"] = frame["tx_datetime"].dt.date
-    columns = [
-        "tx_amount", "tx_during_weekend", "tx_during_night",
-        *[f"customer_{k}_{w}d" for w in (1, 7, 30) for k in ("nb_tx", "avg_amount")],
-        *[f"terminal_{k}_{w}d" for w in (1, 7, 30) for k in ("nb_tx", "risk")],
-    ]  # fmt: skip
+    columns = FEATURES
     weaker = [c for c in columns if not c.startswith(TERMINAL_PREFIX)]
     print(
         f"world: {days} days simulated, {len(frame):,} transactions, {int(frame['tx_fraud'].sum()):,} frauds "
@@ -207,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'decision':<28} {'rule':<24} {'promoted':>10} {'rate':>7} {'95% CI':>15}  {'bound':<9} result")
     for row in rows:
         lo, hi = row["ci95"]
-        result = {True: "ok", False: "OUT OF BOUND", None: ""}[row["within_bound"]]
+        result = RESULT[row["within_bound"]]
         print(
             f"{row['decision']:<28} {row['rule']:<24} {row['promoted']:>4}/{row['trials']:<5} "
             f"{row['rate']:>7.1%} [{lo:5.1%}, {hi:5.1%}]  {row['bound']:<9} {result}"
@@ -228,10 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "seconds": round(time.monotonic() - started, 1),
     }
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-    return 0 if all(r["within_bound"] is not False for r in rows) else 1
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+
+from benchmarks._calibration_common import FEATURES, RESULT, finish
 
 START = dt.date(2018, 4, 1)
 WARM_UP_DAYS, TRAIN_DAYS, DELAY_DAYS, HOLDOUT_DAYS, WINDOW_DAYS = 30, 28, 7, 7, 7
@@ -46,11 +47,6 @@ KNOBS = {  # name: (DriftConfig factors, held to the detection bound)
     "frauds x2": ({"fraud_factor": 2.0}, False),
 }
 DETECTION_BOUND_DAYS = 14
-COLUMNS = [
-    "tx_amount", "tx_during_weekend", "tx_during_night",
-    *[f"customer_{k}_{w}d" for w in (1, 7, 30) for k in ("nb_tx", "avg_amount")],
-    *[f"terminal_{k}_{w}d" for w in (1, 7, 30) for k in ("nb_tx", "risk")],
-]  # fmt: skip
 
 
 def world(days: int, drift=None) -> pd.DataFrame:
@@ -65,13 +61,12 @@ def world(days: int, drift=None) -> pd.DataFrame:
 
 
 class Monitor:
-    """The daily monitoring step and decision for one champion."""
+    """The daily monitoring step and decision for one champion (rows scored beforehand, in ``SCORE``)."""
 
-    def __init__(self, model, reference: pd.DataFrame, baseline: float, settings) -> None:
+    def __init__(self, reference: pd.DataFrame, baseline: float, settings) -> None:
         from jobs.platform.params import MonitorConfig, Thresholds
         from jobs.platform.use_case import get_use_case
 
-        self.model = model
         self.cfg = MonitorConfig()
         self.thresholds = Thresholds.from_settings(settings)
         self.spec = get_use_case(settings).monitoring
@@ -88,7 +83,7 @@ class Monitor:
             current = current.sample(n=self.cfg.current_rows, random_state=self.cfg.seed)
         current = current.reset_index(drop=True)
         drift, _ = compute_drift(
-            self.reference, current, COLUMNS, self.cfg, SCORE, self.thresholds.drift_share
+            self.reference, current, FEATURES, self.cfg, SCORE, self.thresholds.drift_share
         )
         q_start, q_end = matured_window(day, WINDOW_DAYS, DELAY_DAYS)
         matured = frame[(frame["day"] >= q_start) & (frame["day"] <= q_end)].reset_index(drop=True)
@@ -147,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     days = (first - START).days + total
     base = world(days)
     train = base[(base["day"] >= train_start) & (base["day"] <= train_end)].reset_index(drop=True)
-    model, _ = fit_model(train, COLUMNS, TrainParams(), MODEL)
+    model, _ = fit_model(train, FEATURES, TrainParams(), MODEL)
     train[SCORE] = predict_scores(model, train)
     reference = train.sample(n=min(20_000, len(train)), random_state=0).reset_index(drop=True)
     holdout = base[(base["day"] >= holdout_start) & (base["day"] < first)].reset_index(drop=True)
@@ -165,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             drop=True
         )
         frame[SCORE] = predict_scores(model, frame)
-        monitor = Monitor(model, reference, baseline, settings)
+        monitor = Monitor(reference, baseline, settings)
         return [monitor.day(frame, start + dt.timedelta(days=i)) for i in range(n)]
 
     t0 = time.monotonic()
@@ -231,10 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'monitor decision':<44} {'value':>8}  {'bound':<7} result")
     for row in rows:
         value = "never" if row["value"] is None else f"{row['value']:.2f}"
-        print(
-            f"{row['decision']:<44} {value:>8}  {row['bound']:<8} "
-            f"{ {True: 'ok', False: 'OUT OF BOUND', None: ''}[row['within_bound']] }"
-        )
+        print(f"{row['decision']:<44} {value:>8}  {row['bound']:<8} {RESULT[row['within_bound']]}")
     print(f"total {time.monotonic() - started:.0f}s")
     report = {
         "baseline_ap": baseline,
@@ -243,10 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "seconds": round(time.monotonic() - started, 1),
     }
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    return 0 if all(r["within_bound"] is not False for r in rows) else 1
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

@@ -228,10 +228,9 @@ def arm_metrics(sample: ArmSample, spec: ABSpec) -> dict[str, Any]:
 
 
 def _ci(values: np.ndarray, alpha: float) -> list[float | None]:
-    v = values[np.isfinite(values)]
-    if len(v) < 10:
-        return [None, None]
-    return [float(np.quantile(v, alpha / 2)), float(np.quantile(v, 1 - alpha / 2))]
+    """The two-sided ``1 - alpha`` percentile interval (None with too few finite draws)."""
+    lo, hi = _one_sided(values, alpha / 2)
+    return [None, None] if math.isnan(lo) else [lo, hi]
 
 
 def bootstrap(
@@ -761,11 +760,11 @@ def run_analysis(
             "the experiment from its planned start"
         )
     earlier = [x for x in looks if x.end < end.isoformat()]
-    if len(earlier) < len(looks) and any(x.end > end.isoformat() for x in looks):
+    if any(x.end > end.isoformat() for x in looks):
         raise ValueError(
             f"end: value {end} is before the experiment's last look ({looks[-1].end}); rule: looks move forward"
         )
-    concluded = [x for x in earlier if x.final or x.recommendation in ("promote", "keep")]
+    concluded = [x for x in earlier if x.concludes]
     if concluded:
         raise ValueError(
             f"end: the experiment concluded at look {concluded[0].look} ({concluded[0].end}, "

@@ -49,6 +49,10 @@ from jobs.platform.params import ABConfig
 RUNNING, CONCLUDED = "running", "concluded"
 
 
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
 @dataclass
 class ABPlan:
     """What an experiment tests and for how long, fixed before its first look."""
@@ -109,10 +113,15 @@ class Look:
     alpha_spent: float  # cumulative, after this look
     final: bool
     recommendation: str
-    recorded_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    recorded_at: str = field(default_factory=now_iso)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
+
+    @property
+    def concludes(self) -> bool:
+        """The experiment ends at this look: a verdict, or its final look."""
+        return self.final or self.recommendation in ("promote", "keep")
 
 
 # --- the power calculation (pure) ----------------------------------------------------------------
@@ -227,6 +236,16 @@ def find_plan(
 
     settings = settings or get_settings()
     c = client(settings)
+    run_id = _plan_run_id(c, challenger_version, settings)
+    if run_id is None:
+        return None
+    plan = ABPlan.from_dict(_load_json(c, run_id, "plan.json"))
+    looks = [Look(**x) for x in _load_json(c, run_id, "looks.json", default=[])]
+    return plan, run_id, looks
+
+
+def _plan_run_id(c, challenger_version: str, settings: Settings) -> str | None:
+    """The MLflow run of a challenger version's plan (the newest), None when it has none."""
     exp = c.get_experiment_by_name(experiment_name(settings))
     if exp is None:
         return None
@@ -236,12 +255,7 @@ def find_plan(
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    if not runs:
-        return None
-    run = runs[0]
-    plan = ABPlan.from_dict(_load_json(c, run.info.run_id, "plan.json"))
-    looks = [Look(**x) for x in _load_json(c, run.info.run_id, "looks.json", default=[])]
-    return plan, run.info.run_id, looks
+    return runs[0].info.run_id if runs else None
 
 
 def _load_json(c, run_id: str, name: str, default: Any = None) -> Any:
@@ -266,7 +280,7 @@ def record_plan(plan: ABPlan, settings: Settings | None = None) -> str:
     from jobs.platform.registry import client, configure_mlflow
 
     settings = settings or get_settings()
-    if find_plan(plan.challenger_version, settings) is not None:
+    if _plan_run_id(client(settings), plan.challenger_version, settings) is not None:
         raise ValueError(
             f"challenger_version: {plan.challenger_version} already has a registered A/B plan (MLflow "
             f"experiment {experiment_name(settings)!r}); rule: an experiment is planned once, before its first look"
@@ -313,10 +327,6 @@ def record_look(run_id: str, looks: list[Look], settings: Settings | None = None
         value = getattr(last, key)
         if math.isfinite(value):
             c.log_metric(run_id, f"look.{key}", value, step=last.look)
-    if last.final or last.recommendation in ("promote", "keep"):
+    if last.concludes:
         c.set_tag(run_id, "ab.status", CONCLUDED)
         c.set_tag(run_id, "ab.result", last.recommendation)
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
