@@ -539,7 +539,12 @@ def main(argv: list[str] | None = None) -> int:
             **options,
         )
         return 0
-    uvicorn.run(worker_app(settings), host=args.host, port=args.port, **options)
+    try:
+        app = worker_app(settings)
+    except ValueError as exc:  # a platform that is not set up yet: say what to run, no traceback
+        print(f"python -m serving.app: cannot start: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, **options)
     return 0
 
 

@@ -154,11 +154,17 @@ def ensure_stream_objects(store: Any, settings: Any) -> bool:
     from jobs.platform.storage import StorageLayout
 
     streaming = repo_module(settings.use_case, "streaming")
+    entities = repo_module(settings.use_case, "entities")
     layout = StorageLayout(settings)
+    # with its entity, so that Feast reads the join key's type from it instead of inferring it from
+    # the offline files (which do not exist before the first push: a fresh home)
     store.apply(
         [
-            located(o, layout)
-            for o in (streaming.customer_transactions_push, streaming.customer_recent_activity)
+            entities.customer,
+            *(
+                located(o, layout)
+                for o in (streaming.customer_transactions_push, streaming.customer_recent_activity)
+            ),
         ]
     )
     return True

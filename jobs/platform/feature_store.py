@@ -430,9 +430,18 @@ def model_inputs(settings: Settings | None = None, store=None) -> list[str]:
     (``UseCase.features.model_inputs``), so a changed service changes the inputs."""
     settings = settings or get_settings()
     store = store or get_store(settings)
-    return get_use_case(settings).features.model_inputs(
-        store.get_feature_service(settings.case.feature_service)
-    )
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        service = store.get_feature_service(settings.case.feature_service)
+    except FeatureServiceNotFoundException as exc:
+        raise ValueError(
+            f"feature_service: {settings.case.feature_service!r} is not registered in the feature store's "
+            f"project {store.project!r} (registry under {settings.home}); rule: register the feature "
+            "repository first: `python -m jobs.platform.feature_store apply` (make demo and the "
+            "build_features DAG run it)"
+        ) from exc
+    return get_use_case(settings).features.model_inputs(service)
 
 
 def describe(settings: Settings | None = None) -> dict[str, Any]:

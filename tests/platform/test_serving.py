@@ -1164,3 +1164,22 @@ def test_model_poller_survives_registry_errors(serving_settings, champion):
     manager.refresh()
     assert manager.last_error is None
     assert not math.isnan(manager.bundle.champion.threshold)
+
+
+def test_the_service_refuses_to_start_on_a_home_without_a_feature_repository(tmp_path):
+    """`python -m serving.app` on a fresh home: exit 2 with the field and the command, no traceback;
+    once the repository is applied it starts (and answers 503 until a champion exists, tested above)."""
+    import os
+    import sys
+
+    env = {**os.environ, "MLP_HOME": str(tmp_path / "fresh")}
+    done = subprocess.run(
+        [sys.executable, "-m", "serving.app", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "cannot start: feature_service: 'fraud_v2' is not registered" in done.stderr
+    assert "python -m jobs.platform.feature_store apply" in done.stderr and "Traceback" not in done.stderr
