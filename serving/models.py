@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from jobs.platform.assignment import canary_bucket
+from jobs.platform.assignment import experiment_salt as _experiment_salt
 from jobs.platform.logs import get_logger
 
 log = get_logger("serving.models")
@@ -119,20 +120,10 @@ class RegistryModelSource:
         return as_loaded_model(model, self.name, version, alias, threshold, self.feature_columns)
 
 
-def canary_bucket(key: Any, salt: str = "") -> float:
-    """Deterministic position in [0, 1) of a routing key's value (fraud: the customer) for the canary
-    split, stable across processes; integral values hash as their decimal digits. ``salt`` names the
-    experiment (:func:`experiment_salt`): each experiment draws its own canary units, so the same
-    customers are not the canary of every challenger (their carry-over would bias each test)."""
-    text = str(int(key)) if isinstance(key, int | np.integer) else str(key)
-    digest = hashlib.blake2b(f"{salt}\x1f{text}".encode() if salt else text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
 def experiment_salt(challenger: LoadedModel) -> str:
-    """The salt of a canary experiment: the challenger's model name and version (a new challenger
-    is a new experiment)."""
-    return f"{challenger.name}/{challenger.version}"
+    """The salt of a canary experiment (:func:`jobs.platform.assignment.experiment_salt`): the
+    challenger's model name and version, as the A/B plan records it."""
+    return _experiment_salt(challenger.name, challenger.version)
 
 
 @dataclass(frozen=True)

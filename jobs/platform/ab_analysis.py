@@ -80,6 +80,7 @@ from jobs.platform.ab_plan import (
     record_plan,
     sequential_look,
 )
+from jobs.platform.assignment import assigned_to_challenger, experiment_salt
 from jobs.platform.config import Settings, get_settings
 from jobs.platform.evaluate import label_dataset, labels_through
 from jobs.platform.logs import get_logger
@@ -384,11 +385,16 @@ def analyse(
             "rule: both arms need scored, labelled traffic"
         )
     paired = other_arm == SHADOW
+    exposure: dict[str, Any] | None = None
+    if not paired and plan is not None and plan.salt:
+        champ, chal, exposure = served_as_assigned(champ, chal, spec, plan, cfg.max_contamination)
     if paired:  # the shadow arm scores the champion's rows: compare on the common ones
         common = np.intersect1d(champ[spec.row_id], chal[spec.row_id])
         champ = champ[champ[spec.row_id].isin(common)].drop_duplicates(spec.row_id)
         chal = chal[chal[spec.row_id].isin(common)].drop_duplicates(spec.row_id)
     validity = [] if paired else design_checks(champ[spec.unit], chal[spec.unit], cfg)
+    if exposure is not None:
+        validity.append(exposure)
     n_units = champ[spec.unit].nunique() + (0 if paired else chal[spec.unit].nunique())
     share = {
         CHAMPION: 1.0 if paired else champ[spec.unit].nunique() / n_units,
@@ -566,6 +572,56 @@ def guardrail_check(
         "ci": [lower, upper],
         "rule": rule,
     }
+
+
+def served_as_assigned(
+    champ: pd.DataFrame, chal: pd.DataFrame, spec: ABSpec, plan: ABPlan, bound: float
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The canary's rows as the experiment defines them, from the plan's salt and share (the split
+    serving routes by, :mod:`jobs.platform.assignment`):
+
+    * **exposure** starts at the challenger's first served row: the rows of both arms before it
+      (the start day's traffic before the challenger alias moved or loaded) are not the experiment's;
+    * a unit assigned to the challenger but served by the champion after that (a replica that had not
+      loaded the challenger yet, a failed load) is the challenger's unit: those champion rows are
+      set aside, not counted as the control's; their share of the assigned units' rows is the
+      ``exposure`` check, which blocks beyond ``bound`` (``max_contamination``: the arm was not the
+      challenger's);
+    * a challenger row of a unit assigned to the champion is a routing fault: it stays, and the
+      contamination check counts its unit.
+
+    Returns (champion rows, challenger rows, the check)."""
+    time = spec.time_column
+    for name, frame in (("champion", champ), ("challenger", chal)):
+        if time not in frame.columns:
+            raise ValueError(
+                f"prediction log: missing column {time!r} in the {name} arm; rule: exposure needs it"
+            )
+    started = pd.to_datetime(chal[time]).min()
+    before = (pd.to_datetime(champ[time]) < started).to_numpy()
+    champ_after = champ[~before]
+    assigned = assigned_to_challenger(
+        pd.concat([champ_after[spec.unit], chal[spec.unit]]).tolist(), plan.salt, plan.share
+    )
+    unserved = champ_after[spec.unit].isin(assigned).to_numpy()
+    misrouted = int((~chal[spec.unit].isin(assigned)).sum())
+    due = int(unserved.sum()) + int(len(chal) - misrouted)
+    share = float(unserved.sum()) / due if due else 0.0
+    check = {
+        "check": "exposure",
+        "exposure_start": started.isoformat(),
+        "rows_before_exposure": int(before.sum()),
+        "assigned_rows_served_by_champion": int(unserved.sum()),
+        "share": share,
+        "challenger_rows_of_champion_units": misrouted,
+        "salt": plan.salt,
+        "bound": bound,
+        "passed": bool(share <= bound),
+        "reason": f"exposure: {int(unserved.sum())} of the {due} rows of the challenger's units ({share:.2%}) were "
+        f"served by the champion after the challenger's first row > max_contamination {bound:.2%}; rule: "
+        "the canary arm must be served by the challenger",
+    }
+    return champ_after[~unserved], chal, check
 
 
 def design_checks(
@@ -882,7 +938,7 @@ def plan_experiment(
     )
     plan.created_at = now_iso()
     plan.created_by = actor or registry.default_actor()
-    plan.salt = f"{settings.case.model_name}/{version}"
+    plan.salt = experiment_salt(settings.case.model_name, str(version))
     plan.pilot["run_id"] = record_plan(plan, settings)
     return plan
 

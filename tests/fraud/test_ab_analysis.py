@@ -31,13 +31,20 @@ def canary_log(
     days=7,
     challenger_alert_boost=0.0,
     first_day="2018-05-10",
+    salt=None,
 ) -> pd.DataFrame:
-    """Customers split into arms; each arm's score separates frauds from genuine by ``sep`` std units."""
+    """Customers split into arms (at random, or as serving routes them: by the experiment's ``salt``);
+    each arm's score separates frauds from genuine by ``sep`` std units."""
+    from jobs.platform.assignment import canary_bucket
+
     rng = np.random.default_rng(seed)
     n_tx = rng.poisson(4, n_customers) + 1
     cust = np.repeat(np.arange(n_customers), n_tx)
     n = len(cust)
-    arm_of_customer = np.where(rng.random(n_customers) < share, "challenger", "champion")
+    draw = rng.random(n_customers)
+    if salt is not None:
+        draw = np.array([canary_bucket(c, salt) for c in range(n_customers)])
+    arm_of_customer = np.where(draw < share, "challenger", "champion")
     arm = arm_of_customer[cust]
     # fraud clusters on compromised cards, like the simulator's scenario 3
     compromised = rng.random(n_customers) < fraud_rate
@@ -211,7 +218,10 @@ def test_a_planned_experiment_is_looked_at_and_applied_through_the_audited_regis
     pilot = canary_log(share=0.0, seed=11, days=21, first_day="2018-04-19", n_customers=6000)
     pilot["model_version"] = champion_v
     _land(layout, pilot, labels_through=start - dt.timedelta(days=1))
-    log = canary_log(sep_challenger=1.6, first_day=start.isoformat())
+    from jobs.platform.assignment import experiment_salt
+
+    salt = experiment_salt(settings.case.model_name, challenger_v)  # serving's split of this challenger
+    log = canary_log(sep_challenger=1.6, first_day=start.isoformat(), salt=salt)
     log["model_version"] = np.where(log["arm"] == "challenger", challenger_v, champion_v)
     _land(layout, log, labels_through=end + dt.timedelta(days=2))
     cfg = dataclasses.replace(FAST, mde=0.25, max_days=7, look_every_days=7, canary_share=0.3)
@@ -243,7 +253,7 @@ def test_a_planned_experiment_is_looked_at_and_applied_through_the_audited_regis
         and plan.max_days == plan.planned_days <= 7
         and plan.metric == "average_precision"
     )
-    assert plan.champion_version == champion_v and plan.created_by == "alice"
+    assert plan.champion_version == champion_v and plan.created_by == "alice" and plan.salt == salt
     with pytest.raises(ValueError, match="already has a registered A/B plan"):
         plan_experiment(start, cfg, challenger_version=challenger_v, settings=settings)
     with pytest.raises(ValueError, match="start: value 2018-05-11 is not the experiment's start 2018-05-10"):
@@ -256,6 +266,11 @@ def test_a_planned_experiment_is_looked_at_and_applied_through_the_audited_regis
         and result.look["look"] == 1
         and result.plan["challenger_version"] == challenger_v
     )
+    exposure = {c["check"]: c for c in result.checks}["exposure"]
+    first = log.loc[log["arm"] == "challenger", "tx_datetime"].min()
+    assert exposure["passed"] and exposure["rows_before_exposure"] == int((log["tx_datetime"] < first).sum())
+    assert exposure["assigned_rows_served_by_champion"] == 0 == exposure["challenger_rows_of_champion_units"]
+    log = log[log["tx_datetime"] >= first]  # the experiment's rows
     assert result.look["information"] == pytest.approx((log["tx_fraud"].sum()) / plan.planned_positives)
     assert result.arms["challenger"]["frauds"] == int(log.loc[log.arm == "challenger", "tx_fraud"].sum())
     _, run_id, looks = find_plan(challenger_v, settings)
@@ -334,6 +349,64 @@ def test_units_in_both_arms_block_the_verdict():
     kept = analyse(pd.concat([log, few], ignore_index=True), FAST)
     assert {c["check"]: c for c in kept.checks}["contamination"]["units_in_both_arms"] == 5
     assert kept.recommendation == "promote", kept.reasons
+
+
+def _plan(salt: str, share: float):
+    from jobs.platform.ab_plan import design_plan
+
+    return design_plan(
+        0.5, 100, 50.0, dataclasses.replace(FAST, mde=0.2, max_days=7, canary_share=share), design="canary",
+        share=share, start=dt.date(2018, 5, 10), metric="average_precision", higher_is_better=True,
+        challenger_version="2", champion_version="1",
+    )  # fmt: skip
+
+
+def test_the_experiment_is_read_from_the_challengers_first_row_and_by_its_assignment():
+    salt = "fraud-detector/2"
+    plan = dataclasses.replace(_plan(salt, 0.3), salt=salt)
+    cfg = dataclasses.replace(FAST, canary_share=0.3)
+    log = canary_log(sep_challenger=1.6, salt=salt)
+    chal = log["arm"] == "challenger"
+    # the challenger alias moved at noon on the first day: its canary customers were the champion's before
+    noon = pd.Timestamp("2018-05-10 12:00")
+    morning = chal & (log["tx_datetime"] < noon)
+    before = log.assign(
+        arm=np.where(morning, "champion", log["arm"]),
+        model_version=np.where(morning, "1", log["model_version"]),
+    )
+    # ... and one replica served 40 canary rows with the champion after that (it had not loaded it yet)
+    late = before.index[(before["arm"] == "challenger").to_numpy()][:40]
+    before.loc[late, ["arm", "model_version"]] = ["champion", "1"]
+    r = analyse_log(before, AB_SPEC, cfg, plan=plan)
+    checks = {c["check"]: c for c in r.checks}
+    exposure = checks["exposure"]
+    started = before.loc[before["arm"] == "challenger", "tx_datetime"].min()
+    assert exposure["exposure_start"] == started.isoformat() and started >= noon
+    assert exposure["rows_before_exposure"] == int((before["tx_datetime"] < started).sum())
+    assert exposure["assigned_rows_served_by_champion"] == 40 and exposure["passed"]
+    assert exposure["share"] == pytest.approx(40 / int((chal & (log["tx_datetime"] >= started)).sum()))
+    # without the step, the morning's canary customers are in both arms: the verdict would be blocked
+    assert checks["contamination"]["units_in_both_arms"] == 0 and checks["contamination"]["passed"]
+    unplanned = analyse_log(before, AB_SPEC, cfg)
+    assert unplanned.recommendation == "blocked" and unplanned.reasons[0].startswith("contamination: ")
+    assert r.recommendation == "promote", r.reasons
+    after = before[before["tx_datetime"] >= started]
+    expected_frauds = int(after.loc[after["arm"] == "champion"].drop(index=late)["tx_fraud"].sum())
+    assert r.arms["champion"]["frauds"] == expected_frauds  # the 40 canary rows are nobody's control
+
+    # a challenger that was mostly not served: the exposure check blocks
+    mostly = before.copy()
+    gone = mostly.index[(mostly["arm"] == "challenger").to_numpy()][40:][::2]
+    mostly.loc[gone, ["arm", "model_version"]] = ["champion", "1"]
+    blocked = analyse_log(mostly, AB_SPEC, cfg, plan=plan)
+    assert blocked.recommendation == "blocked" and blocked.reasons[0].startswith("exposure: ")
+    # a routing fault (a champion unit on the challenger) stays and is counted as contamination
+    fault = before.copy()
+    wrong = fault.index[(~chal & (fault["tx_datetime"] > pd.Timestamp("2018-05-12"))).to_numpy()][:3]
+    fault.loc[wrong, ["arm", "model_version"]] = ["challenger", "2"]
+    faulted = {c["check"]: c for c in analyse_log(fault, AB_SPEC, cfg, plan=plan).checks}
+    assert faulted["exposure"]["challenger_rows_of_champion_units"] == 3
+    assert faulted["contamination"]["units_in_both_arms"] == fault.loc[wrong, "customer_id"].nunique()
 
 
 def test_the_weighted_bootstrap_metrics_equal_the_row_metrics_on_each_resample():
