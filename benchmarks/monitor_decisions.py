@@ -1,8 +1,10 @@
 """Calibration of the drift monitor and its retraining decision by simulation (part of
 ``make decisions-calibration``).
 
-The champion (the platform's model, trained on 28 days after the features' warm-up; its baseline
-the AP of the 7-day holdout after the label delay, as the gate registers it) is monitored every day
+The champion (the platform's model, trained on 28 days after the features' warm-up, selected on
+the 7-day holdout after the label delay; its decay baseline, as :func:`jobs.platform.monitor.live_baseline`
+defines it, the AP of its first live week after the holdout, in force once that week's labels
+matured) is monitored every day
 exactly as ``fraud_monitor_and_retrain`` does: :func:`jobs.platform.monitor.compute_drift`
 (Evidently: the configured per-feature tests, drift share and score drift) on the last 7 days
 against a 20 k-row sample of the training window, the quality of the last matured week (fraud's
@@ -63,7 +65,7 @@ def world(days: int, drift=None) -> pd.DataFrame:
 class Monitor:
     """The daily monitoring step and decision for one champion (rows scored beforehand, in ``SCORE``)."""
 
-    def __init__(self, reference: pd.DataFrame, baseline: float, settings) -> None:
+    def __init__(self, reference: pd.DataFrame, baseline: float, known_on: dt.date, settings) -> None:
         from jobs.platform.params import MonitorConfig, Thresholds
         from jobs.platform.use_case import get_use_case
 
@@ -72,6 +74,7 @@ class Monitor:
         self.spec = get_use_case(settings).monitoring
         self.reference = reference
         self.baseline = {self.spec.primary: baseline}
+        self.known_on = known_on  # the decay rule has no baseline before its week matured
         self.last: dict[str, str] = {}
 
     def day(self, frame: pd.DataFrame, day: dt.date) -> dict:
@@ -94,7 +97,7 @@ class Monitor:
         }
         summary = summarize(
             day, drift, quality, model_version="1", window=window, quality_window=(q_start, q_end),
-            baseline=self.baseline,
+            baseline=self.baseline if day >= self.known_on else None,
         )  # fmt: skip
         decision = decide(summary, self.thresholds, self.last)
         for cause in decision.causes:
@@ -145,13 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     model, _ = fit_model(train, FEATURES, TrainParams(), MODEL)
     train[SCORE] = predict_scores(model, train)
     reference = train.sample(n=min(20_000, len(train)), random_state=0).reset_index(drop=True)
-    holdout = base[(base["day"] >= holdout_start) & (base["day"] < first)].reset_index(drop=True)
     from sklearn.metrics import average_precision_score
 
-    baseline = float(average_precision_score(holdout["tx_fraud"], predict_scores(model, holdout)))
+    from jobs.platform.monitor import baseline_window
+
+    holdout = base[(base["day"] >= holdout_start) & (base["day"] < first)].reset_index(drop=True)
+    holdout_ap = float(average_precision_score(holdout["tx_fraud"], predict_scores(model, holdout)))
+    b_start, b_end = baseline_window(first - dt.timedelta(days=1), WINDOW_DAYS)
+    week = base[(base["day"] >= b_start) & (base["day"] <= b_end)].reset_index(drop=True)
+    baseline = float(average_precision_score(week["tx_fraud"], predict_scores(model, week)))
+    known_on = b_end + dt.timedelta(days=DELAY_DAYS)
     print(
         f"world: {days} days ({len(base):,} transactions, {time.monotonic() - started:.0f}s); champion trained "
-        f"{train_start}..{train_end}, baseline AP {baseline:.4f} on the holdout {holdout_start}..{first - dt.timedelta(days=1)}",
+        f"{train_start}..{train_end}, AP {holdout_ap:.4f} on its holdout {holdout_start}..{first - dt.timedelta(days=1)}; "
+        f"live baseline AP {baseline:.4f} on {b_start}..{b_end}, in force from {known_on}",
         flush=True,
     )
 
@@ -160,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             drop=True
         )
         frame[SCORE] = predict_scores(model, frame)
-        monitor = Monitor(reference, baseline, settings)
+        monitor = Monitor(reference, baseline, known_on, settings)
         return [monitor.day(frame, start + dt.timedelta(days=i)) for i in range(n)]
 
     t0 = time.monotonic()
@@ -229,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['decision']:<44} {value:>8}  {row['bound']:<8} {RESULT[row['within_bound']]}")
     print(f"total {time.monotonic() - started:.0f}s")
     report = {
+        "holdout_ap": holdout_ap,
         "baseline_ap": baseline,
+        "baseline_window": [b_start.isoformat(), b_end.isoformat()],
         "no_drift": {"days": args.days, "alarms": alarms, "per_90_days": per_90, "by_cause": by_cause},
         "knobs": knobs,
         "rows": rows,

@@ -632,8 +632,12 @@ Daily. For the run's day **D** (`jobs.platform.monitor`):
    whose labels have matured. Writes `reports/monitoring/date=D/{{report.html,summary.json}}` and logs the
    figures to MLflow under the champion's model version.
 2. **decide** - a pure rule over the summary: feature drift share, prediction drift, decay of the
-   quality metric vs the champion's holdout baseline; each cause has a cool-down (`cooldown_days`) read
-   from `reports/monitoring/triggers.jsonl`.
+   quality metric vs the champion's live baseline (its first matured week of traffic after its gate
+   holdout, kept as the `monitoring.baseline` tag; none until it matures); each cause has a cool-down
+   (`cooldown_days`) read from `reports/monitoring/triggers.jsonl`. A drift cause is *deferred*: its retrain is
+   due once the default training window holds `post_drift_days` days from the detection (with the label delay,
+   `post_drift_days - 1 + 2 x delay + holdout_days` days later), so that the challenger trains, and the gate
+   judges it, on traffic after the drift; the deferral is recorded at once and the retrain fires on its due date.
 3. **should_retrain** short-circuits the rest on a quiet day.
 4. **trigger_train_model** starts `{train_id}` with `conf={{"reason": ...}}` (logical date D, run id
    `retrain__D`, so re-running D does not start a second training), and **record_trigger** appends the
@@ -687,9 +691,14 @@ a typed param, so an operator can re-run a day by hand with other thresholds.
         def decide(monitored: dict, **context) -> dict:
             from jobs.platform.monitor import decide_for_date
 
+            settings = use_case_settings(uc.name)
             decision = decide_for_date(
-                monitored["date"], Thresholds.from_mapping(context["params"]), use_case_settings(uc.name)
+                monitored["date"], Thresholds.from_mapping(context["params"]), settings
             )
+            if decision.deferred and not decision.retrain:  # a retrain day records itself after triggering
+                from jobs.platform.monitor import record_trigger
+
+                record_trigger(StorageLayout(settings), decision)
             return decision.to_dict()
 
         @task.short_circuit(task_id="should_retrain")
@@ -700,7 +709,8 @@ a typed param, so an operator can re-run a day by hand with other thresholds.
         def record(decision: dict, **context) -> str:
             from jobs.platform.monitor import Decision, record_trigger
 
-            d = Decision(**{k: decision[k] for k in ("date", "retrain", "causes", "suppressed", "details")})
+            fields = ("date", "retrain", "causes", "suppressed", "details", "deferred", "awaiting")
+            d = Decision(**{k: decision[k] for k in fields if k in decision})
             run_id = context["ti"].xcom_pull(task_ids="trigger_train_model", key="trigger_run_id")
             return str(record_trigger(StorageLayout(use_case_settings(uc.name)), d, run_id=run_id))
 

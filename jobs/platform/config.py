@@ -90,6 +90,12 @@ class Retrain(BaseModel):
         description="matured positives needed to judge quality",
     )
     cooldown_days: int = Field(_TH.cooldown_days, ge=0, description="a cause is not re-triggered within this")
+    post_drift_days: int = Field(
+        _TH.post_drift_days,
+        ge=0,
+        description="days from a drift's detection a drift-caused retrain trains on (it waits for their "
+        "labels and a holdout after them; 0 = at once)",
+    )
 
 
 class ABTest(BaseModel):

@@ -10,8 +10,17 @@ scored by the champion):
 * **prediction drift**: ``ValueDrift`` of the champion's score;
 * **quality**: the use case's figures (``UseCase.monitoring``; fraud: AUC ROC, average precision and
   card precision@100) on the rows whose labels have *matured* by the end of ``D`` (days
-  ``D - label_delay - window + 1 .. D - label_delay``, never days the champion was trained on),
-  with labels as known at the end of ``D``; the decay rule reads the declared ``primary`` figure.
+  ``D - label_delay - window + 1 .. D - label_delay``, never days the champion was trained or
+  selected on: the window starts after its gate holdout), with labels as known at the end of ``D``;
+  the decay rule reads the declared ``primary`` figure against the champion's **live baseline**.
+
+The live baseline (:func:`baseline_window`) is the champion's quality on its first full window of
+live traffic after its holdout, with the labels known when that window matured; it is computed once
+and kept as the model version's ``monitoring.baseline`` tag. It is not the gate holdout's figure: that
+holdout is the one the champion won on (selection biases it upward, so a baseline from it reads
+ordinary noise as decay), and right after a promotion the monitor's quality window would be that same
+holdout. Until the live baseline has matured the decay rule is off (the absolute floor still applies)
+and the summary says when it will be known.
 
 Outputs (one partition per date, committed atomically)::
 
@@ -38,7 +47,7 @@ import datetime as dt
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +74,10 @@ class Decision:
     causes: list[str] = field(default_factory=list)  # causes that fire and are not cooling down
     suppressed: list[str] = field(default_factory=list)  # causes that fire but are in cool-down
     details: dict[str, str] = field(default_factory=dict)
+    deferred: dict[str, str] = field(default_factory=dict)  # drift detected today: cause -> retrain due date
+    awaiting: dict[str, str] = field(
+        default_factory=dict
+    )  # fires, a deferred retrain is pending: cause -> due
 
     @property
     def reason(self) -> str:
@@ -232,8 +245,12 @@ def summarize(
     window: tuple[dt.date, dt.date],
     quality_window: tuple[dt.date, dt.date] | None,
     baseline: Mapping[str, Any] | None = None,
+    holdout: Mapping[str, Any] | None = None,
     notes: Iterable[str] = (),
 ) -> dict[str, Any]:
+    """The day's monitoring summary: ``baseline`` is what the decay rule compares with (the live
+    baseline: its figures, ``window`` and ``source``), ``holdout`` the champion's gate-holdout
+    figures (reported, never compared with)."""
     return {
         "date": date.isoformat(),
         "model_version": model_version,
@@ -246,19 +263,49 @@ def summarize(
         ),
         "quality": dict(quality) if quality else None,
         "baseline": dict(baseline) if baseline else None,
+        "holdout": dict(holdout) if holdout else None,
         "notes": list(notes),
     }
 
 
 # --- the retraining decision (pure) ---------------------------------------------------------
+DRIFT_CAUSES = ("feature_drift", "prediction_drift")
+
+
+def drift_retrain_due(
+    detected: dt.date, post_drift_days: int, label_delay_days: int, holdout_days: int
+) -> dt.date:
+    """The first logical date whose default training windows (:func:`jobs.platform.evaluate.default_windows`:
+    holdout ending ``label_delay`` days back, a ``label_delay`` gap, training before it) train through
+    ``post_drift_days`` days from ``detected``, so that the gate holdout lies wholly after them; the
+    detection day itself when ``post_drift_days`` is 0.
+
+    Retraining at the detection instead trains and gates on days before the drift: with a 7-day label
+    delay and a 7-day holdout the newest labelled training day is 15 days old."""
+    if post_drift_days <= 0:
+        return detected
+    return detected + dt.timedelta(days=post_drift_days - 1 + 2 * label_delay_days + holdout_days)
+
+
 def decide(
-    summary: Mapping[str, Any], thresholds: Thresholds, last_triggers: Mapping[str, str | dt.date]
+    summary: Mapping[str, Any],
+    thresholds: Thresholds,
+    last_triggers: Mapping[str, str | dt.date],
+    pending: Mapping[str, Mapping[str, str]] | None = None,
+    due: Callable[[dt.date], dt.date] | None = None,
 ) -> Decision:
-    """Which causes call for retraining on the summary's date, honouring a per-cause cool-down.
+    """Which causes call for retraining on the summary's date, honouring a per-cause cool-down and
+    deferring drift-caused retrains until their training data holds days after the drift.
 
     ``last_triggers`` maps a cause to the date it last triggered a retrain (strictly before the
     summary's date, so re-running a day gives the same answer). A cause that fires within
-    ``cooldown_days`` of its last trigger is reported as suppressed."""
+    ``cooldown_days`` of its last trigger is reported as suppressed. A drift cause (feature or
+    prediction drift) that fires is *deferred* when ``due`` (detection day -> the date its retrain
+    is due, :func:`drift_retrain_due`) lies after today: the decision records the due date, and
+    the retrain fires on that date from ``pending`` (cause -> ``{"detected", "due", "detail"}``, the
+    deferrals recorded before today) whether or not the drift is still seen; while it is pending the
+    cause is reported as awaiting. Quality decay, measured on matured labels, retrains at once."""
+    pending = pending or {}
     date = as_date(summary["date"])
     fired: dict[str, str] = {}
     drift = summary.get("drift") or {}
@@ -277,9 +324,12 @@ def decide(
     primary = quality.get("primary", "average_precision")
     label = primary.replace("_", " ")
     ap = quality.get(primary)
-    if ap is not None and quality.get(quality.get("support", "frauds"), 0) >= thresholds.min_positives:
-        base_ap = (summary.get("baseline") or {}).get(primary)
-        if base_ap:
+    support = quality.get("support", "frauds")
+    if ap is not None and quality.get(support, 0) >= thresholds.min_positives:
+        baseline = summary.get("baseline") or {}
+        base_ap = baseline.get(primary)
+        # a baseline is only as good as its positives (summaries without the count: trusted)
+        if base_ap and baseline.get(support, thresholds.min_positives) >= thresholds.min_positives:
             drop = 1.0 - ap / base_ap
             if drop >= thresholds.max_quality_drop:
                 fired["quality_decay"] = (
@@ -289,16 +339,36 @@ def decide(
         if "quality_decay" not in fired and ap < thresholds.min_quality:
             fired["quality_decay"] = f"{label} {ap:.3f} < floor {thresholds.min_quality:.3f}"
     causes, suppressed = [], []
+    deferred: dict[str, str] = {}
+    awaiting: dict[str, str] = {}
     for cause in CAUSES:
+        waiting = pending.get(cause)
+        if waiting is not None and as_date(waiting["due"]) <= date:
+            causes.append(cause)
+            fired[cause] = (
+                f"{waiting.get('detail') or cause} (detected {waiting['detected']}; retrain deferred to "
+                f"{waiting['due']} so that it trains on days after the drift)"
+            )
+            continue
         if cause not in fired:
             continue
         last = last_triggers.get(cause)
         if last is not None and 0 <= (date - as_date(last)).days < thresholds.cooldown_days:
             suppressed.append(cause)
+        elif waiting is not None:
+            awaiting[cause] = waiting["due"]
+        elif cause in DRIFT_CAUSES and due is not None and due(date) > date:
+            deferred[cause] = due(date).isoformat()
         else:
             causes.append(cause)
     return Decision(
-        date=date.isoformat(), retrain=bool(causes), causes=causes, suppressed=suppressed, details=fired
+        date=date.isoformat(),
+        retrain=bool(causes),
+        causes=causes,
+        suppressed=suppressed,
+        details=fired,
+        deferred=deferred,
+        awaiting=awaiting,
     )
 
 
@@ -328,14 +398,35 @@ def last_triggers(records: Iterable[Mapping[str, Any]], before: str | dt.date) -
     return out
 
 
+def pending_retrains(
+    records: Iterable[Mapping[str, Any]], before: str | dt.date
+) -> dict[str, dict[str, str]]:
+    """Deferred drift retrains not yet triggered, from the records strictly before ``before``:
+    cause -> ``{"detected", "due", "detail"}`` (a later trigger of the cause clears it)."""
+    cutoff = as_date(before)
+    out: dict[str, dict[str, str]] = {}
+    for r in sorted(records, key=lambda r: r["date"]):
+        if as_date(r["date"]) >= cutoff:
+            continue
+        for cause in r.get("causes", []):
+            out.pop(cause, None)
+        for cause, due in (r.get("deferred") or {}).items():
+            detail = (r.get("details") or {}).get(cause, "")
+            out[cause] = {"detected": r["date"], "due": due, "detail": detail}
+    return out
+
+
 def record_trigger(layout: StorageLayout, decision: Decision, run_id: str | None = None) -> Path:
-    """Append (idempotently: one record per date) a trigger to the state file, atomically."""
+    """Write (idempotently: one record per date) the day's trigger and deferrals to the state file,
+    atomically."""
     records = [r for r in read_triggers(layout) if r["date"] != decision.date]
     records.append(
         {
             "date": decision.date,
             "causes": decision.causes,
             "reason": decision.reason,
+            "deferred": decision.deferred,
+            "details": {c: decision.details[c] for c in decision.deferred if c in decision.details},
             "train_run_id": run_id,
             "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
@@ -357,11 +448,19 @@ class Champion:
     model_id: str | None
     train_start: dt.date | None
     train_end: dt.date | None
-    baseline: dict[str, float]
+    holdout: dict[str, float]  # its gate-holdout figures (reported; selection-biased, never the baseline)
+    holdout_end: dt.date | None = None
+    tags: dict[str, str] = field(default_factory=dict)  # the model version's tags
+
+    @property
+    def selected_through(self) -> dt.date | None:
+        """The last day the champion was trained or selected on (its holdout's end, else its training end)."""
+        return self.holdout_end or self.train_end
 
 
 def load_champion(settings: Settings) -> Champion | None:
-    """The registry's champion with its training window and baseline quality (None if there is none)."""
+    """The registry's champion with its training and holdout windows and its holdout figures (None if
+    there is none)."""
     from jobs.platform import registry
 
     try:
@@ -372,9 +471,10 @@ def load_champion(settings: Settings) -> Champion | None:
     mv = client.get_model_version(settings.case.model_name, str(version))
     run_params: dict[str, str] = {}
     run_metrics: dict[str, float] = {}
+    run_tags: dict[str, str] = {}
     if mv.run_id:
         run = client.get_run(mv.run_id)
-        run_params, run_metrics = dict(run.data.params), dict(run.data.metrics)
+        run_params, run_metrics, run_tags = dict(run.data.params), dict(run.data.metrics), dict(run.data.tags)
     return Champion(
         model=model,
         version=str(version),
@@ -383,7 +483,9 @@ def load_champion(settings: Settings) -> Champion | None:
         model_id=getattr(mv, "model_id", None),
         train_start=_param_date(run_params, "train_start"),
         train_end=_param_date(run_params, "train_end"),
-        baseline=_baseline(run_metrics, _monitored_metrics(settings)),
+        holdout=_holdout_figures(run_metrics, _monitored_metrics(settings)),
+        holdout_end=_param_date(run_params, "holdout_end") or _window_end(run_tags.get("holdout_window")),
+        tags=dict(getattr(mv, "tags", None) or {}),
     )
 
 
@@ -403,7 +505,14 @@ def _param_date(params: Mapping[str, str], key: str) -> dt.date | None:
     return as_date(value) if value else None
 
 
-def _baseline(metrics: Mapping[str, float], names: Iterable[str]) -> dict[str, float]:
+def _window_end(window: str | None) -> dt.date | None:
+    """The last day of a logged ``start..end`` window parameter."""
+    if not window or ".." not in window:
+        return None
+    return as_date(window.split("..", 1)[1])
+
+
+def _holdout_figures(metrics: Mapping[str, float], names: Iterable[str]) -> dict[str, float]:
     """The champion's own holdout figures (``holdout_<name>``, as logged by training) of the metrics
     the use case monitors: its primary quality figure and its gate's metrics."""
     return {
@@ -547,6 +656,73 @@ def read_summary(layout: StorageLayout, date: str | dt.date) -> dict[str, Any]:
     return json.loads((report_dir(layout, date) / "summary.json").read_text())
 
 
+BASELINE_TAG = "monitoring.baseline"
+
+
+def baseline_window(selected_through: dt.date, window_days: int) -> tuple[dt.date, dt.date]:
+    """The days of a champion's live baseline: its first full monitoring window after the last day it
+    was trained or selected on."""
+    start = selected_through + dt.timedelta(days=1)
+    return start, start + dt.timedelta(days=window_days - 1)
+
+
+def _baseline_days(champion: Champion, cfg: MonitorConfig) -> tuple[dt.date, dt.date] | None:
+    selected = champion.selected_through
+    return None if selected is None else baseline_window(selected, cfg.window_days)
+
+
+def live_baseline(
+    champion: Champion,
+    day: dt.date,
+    cfg: MonitorConfig,
+    settings: Settings,
+    layout: StorageLayout,
+    quality: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(baseline, note): the champion's live baseline as known at the end of ``day`` (None before
+    its window matured, with a note saying why and when). Deterministic for a day: its window's
+    labels are read as known on the day it matured; the model version's ``monitoring.baseline`` tag
+    keeps it once computed, and ``quality`` (today's figures when today's quality window *is* the
+    baseline window) saves the read."""
+    window = _baseline_days(champion, cfg)
+    if window is None:
+        return None, "the champion's run logs no training or holdout window: quality decay not assessed"
+    matured = window[1] + dt.timedelta(days=settings.case.label_delay_days)
+    if day < matured:
+        return None, (
+            f"quality baseline: the champion's first live week after its holdout ({window[0]}..{window[1]}) "
+            f"matures on {matured}; until then quality decay is not assessed (the holdout it won on is "
+            "selection-biased)"
+        )
+    spec = get_use_case(settings).monitoring
+    source = "first matured live window after the holdout"
+    tagged = champion.tags.get(BASELINE_TAG)
+    if tagged:
+        kept = json.loads(tagged)
+        if kept.get("window") == {"start": window[0].isoformat(), "end": window[1].isoformat()}:
+            return kept, None
+    if quality is None:
+        frame = load_window(window[0], window[1], settings)
+        if len(frame):
+            frame = spec.labels(frame.reset_index(drop=True), layout, window[0], matured)
+            scores = score_frame(champion.model, frame)
+        else:
+            frame = pd.DataFrame(columns=[*dict.fromkeys([*spec.keys, spec.time_column, spec.label])])
+            scores = np.empty(0, dtype="float64")
+        quality = spec.quality(frame, scores)
+    figures = {
+        k: float(v)
+        for k, v in quality.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    return {
+        **figures,
+        "window": {"start": window[0].isoformat(), "end": window[1].isoformat()},
+        "labels_as_of": matured.isoformat(),
+        "source": source,
+    }, None
+
+
 def run_monitoring(
     date: str | dt.date,
     cfg: MonitorConfig | None = None,
@@ -585,9 +761,11 @@ def run_monitoring(
     features = model_features(champion.model)  # the champion's own inputs, in training order
     reference = load_reference(layout, champion, cfg, log)
 
-    q_start, q_end = matured_window(day, cfg.window_days, settings.case.label_delay_days)
-    if champion.train_end is not None and q_start <= champion.train_end:
-        q_start = champion.train_end + dt.timedelta(days=1)  # never judge a model on its own training days
+    delay = settings.case.label_delay_days
+    q_start, q_end = matured_window(day, cfg.window_days, delay)
+    selected = champion.selected_through
+    if selected is not None and q_start <= selected:
+        q_start = selected + dt.timedelta(days=1)  # never judge a model on days it was trained or selected on
     quality_window = (q_start, q_end) if q_start <= q_end else None
     # one point-in-time read covers both windows (the feature store's cost is mostly per call)
     first = min(window[0], q_start) if quality_window else window[0]
@@ -631,6 +809,17 @@ def run_monitoring(
         quality = {**spec.quality(matured, scores), "primary": spec.primary, "support": spec.support}
         log.info("quality", **quality)
 
+    same_days = quality_window is not None and quality_window == _baseline_days(champion, cfg)
+    baseline, note = live_baseline(champion, day, cfg, settings, layout, quality if same_days else None)
+    if note:
+        notes.append(note)
+    elif baseline is not None and log_mlflow and champion.tags.get(BASELINE_TAG) is None:
+        from jobs.platform import registry
+
+        registry.client(settings).set_model_version_tag(
+            settings.case.model_name, champion.version, BASELINE_TAG, json.dumps(baseline, default=str)
+        )
+
     summary = summarize(
         day,
         drift,
@@ -638,7 +827,8 @@ def run_monitoring(
         model_version=champion.version,
         window=window,
         quality_window=quality_window,
-        baseline=champion.baseline,
+        baseline=baseline,
+        holdout=champion.holdout,
         notes=notes,
     )
     out = _write_outputs(layout, day, summary, snapshot)
@@ -663,9 +853,16 @@ def decide_for_date(
     date: str | dt.date, thresholds: Thresholds, settings: Settings | None = None
 ) -> Decision:
     """Read the day's summary and the trigger state; return the decision (does not record it)."""
-    layout = StorageLayout(settings or get_settings())
+    settings = settings or get_settings()
+    layout = StorageLayout(settings)
     summary = read_summary(layout, date)
-    return decide(summary, thresholds, last_triggers(read_triggers(layout), date))
+    records = read_triggers(layout)
+    case = settings.case
+
+    def due(day: dt.date) -> dt.date:
+        return drift_retrain_due(day, thresholds.post_drift_days, case.label_delay_days, case.holdout_days)
+
+    return decide(summary, thresholds, last_triggers(records, date), pending_retrains(records, date), due)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,9 @@ class Thresholds:
     min_quality: float = 0.0  # absolute floor of the primary quality figure (0 = off)
     min_positives: int = 20  # quality is judged only on at least this many matured positives
     cooldown_days: int = 7  # a cause that triggered is not re-triggered within this many days
+    # a drift-caused retrain waits until its training window holds this many days from the drift's
+    # detection (and its gate holdout lies wholly after it); 0 = retrain at once on what is labelled
+    post_drift_days: int = 7
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Thresholds:

@@ -13,10 +13,14 @@ from jobs.platform.monitor import (
     Decision,
     MonitorConfig,
     Thresholds,
+    baseline_window,
     compute_drift,
     decide,
+    drift_retrain_due,
     last_triggers,
+    live_baseline,
     matured_window,
+    pending_retrains,
     read_triggers,
     record_trigger,
     split_column_types,
@@ -135,6 +139,137 @@ def test_decide_ignores_quality_on_too_few_frauds_and_missing_sections():
     assert not decide({"date": "2018-05-20", "drift": None, "quality": None}, t, {}).retrain
     floor = Thresholds(min_quality=0.4)
     assert decide(summary(ap=0.35, base_ap=None), floor, {}).causes == ["quality_decay"]
+
+
+def test_decide_reads_a_baseline_only_with_enough_positives():
+    t = Thresholds(min_positives=20, max_quality_drop=0.3)
+    thin = summary(ap=0.3)
+    thin["baseline"]["frauds"] = 19  # the baseline's own support: too few to compare with
+    assert not decide(thin, t, {}).retrain
+    thin["baseline"]["frauds"] = 20
+    assert decide(thin, t, {}).causes == ["quality_decay"]
+    assert not decide({**summary(ap=0.3), "baseline": None}, t, {}).retrain  # not established: no decay
+
+
+def _champion(holdout_end, train_end=dt.date(2018, 5, 10), tags=None):
+    from jobs.platform.monitor import Champion
+
+    return Champion(
+        model=None, version="3", threshold=None, run_id=None, model_id=None, train_start=None,
+        train_end=train_end, holdout={"average_precision": 0.9}, holdout_end=holdout_end, tags=tags or {},
+    )  # fmt: skip
+
+
+def test_live_baseline_is_the_first_matured_week_after_the_holdout(layout):
+    settings = layout.settings
+    delay = settings.case.label_delay_days
+    cfg = MonitorConfig(window_days=7)
+    champion = _champion(dt.date(2018, 5, 18))
+    assert champion.selected_through == dt.date(2018, 5, 18)
+    assert _champion(None).selected_through == dt.date(2018, 5, 10)  # no holdout logged: training end
+    window = baseline_window(dt.date(2018, 5, 18), 7)
+    assert window == (dt.date(2018, 5, 19), dt.date(2018, 5, 25))
+    matured = window[1] + dt.timedelta(days=delay)
+
+    # before its labels matured: no baseline (the holdout figure is not used), and the note says when
+    base, note = live_baseline(champion, matured - dt.timedelta(days=1), cfg, settings, layout, None)
+    assert base is None and f"matures on {matured}" in note and "2018-05-19..2018-05-25" in note
+
+    # the day it matured, today's quality of that very window is the baseline (non-figures dropped)
+    quality = {"average_precision": 0.61, "frauds": 40, "primary": "average_precision", "flag": True}
+    base, note = live_baseline(champion, matured, cfg, settings, layout, quality)
+    assert note is None
+    assert base == {
+        "average_precision": 0.61,
+        "frauds": 40.0,
+        "window": {"start": "2018-05-19", "end": "2018-05-25"},
+        "labels_as_of": matured.isoformat(),
+        "source": "first matured live window after the holdout",
+    }
+
+    # later days read it from the model version's tag, whatever today's figures are
+    kept = _champion(dt.date(2018, 5, 18), tags={"monitoring.baseline": json.dumps(base)})
+    assert live_baseline(kept, matured + dt.timedelta(days=9), cfg, settings, layout, {"frauds": 1}) == (
+        base,
+        None,
+    )
+    # a tag of other days (another holdout) is not this champion's baseline
+    other = _champion(dt.date(2018, 5, 11), tags={"monitoring.baseline": json.dumps(base)})
+    fresh, _ = live_baseline(other, matured, cfg, settings, layout, {"average_precision": 0.5})
+    assert (
+        fresh["window"] == {"start": "2018-05-12", "end": "2018-05-18"} and fresh["average_precision"] == 0.5
+    )
+
+    base, note = live_baseline(_champion(None, train_end=None), matured, cfg, settings, layout, quality)
+    assert base is None and "no training or holdout window" in note
+
+
+def test_a_drift_retrain_is_due_when_its_training_window_holds_days_after_the_detection():
+    from jobs.platform.evaluate import default_windows
+
+    detected = dt.date(2018, 6, 1)
+    for post, delay, holdout in ((1, 7, 7), (7, 7, 7), (3, 1, 3), (2, 0, 1)):
+        due = drift_retrain_due(detected, post, delay, holdout)
+        w = default_windows(due, 28, holdout, delay)
+        # exactly the first date whose default training window reaches post days from the detection
+        assert (
+            w.train_end == detected + dt.timedelta(days=post - 1)
+            and w.holdout_start > w.train_end >= detected
+        )
+        earlier = default_windows(due - dt.timedelta(days=1), 28, holdout, delay)
+        assert earlier.train_end < detected + dt.timedelta(days=post - 1)
+    assert drift_retrain_due(detected, 7, 7, 7) == dt.date(2018, 6, 28)  # 6 + 14 + 7 days later
+    assert drift_retrain_due(detected, 0, 7, 7) == detected  # 0: at once
+
+
+def test_a_drift_is_deferred_then_retrains_on_its_due_date(settings, tmp_path):
+    from jobs.platform.storage import StorageLayout
+
+    layout = StorageLayout(settings.model_copy(update={"home": tmp_path / "home"}))  # its own trigger state
+    t = Thresholds(drift_share=0.3, cooldown_days=7, post_drift_days=7)
+
+    def due(day):
+        return drift_retrain_due(day, t.post_drift_days, 7, 7)
+
+    # the detection day: recorded as deferred, no retrain
+    d0 = decide(summary(date="2018-06-01", share=0.5), t, {}, {}, due)
+    assert not d0.retrain and d0.deferred == {"feature_drift": "2018-06-28"} and d0.causes == []
+    record_trigger(layout, d0)
+    records = read_triggers(layout)
+    pending = pending_retrains(records, "2018-06-02")
+    assert pending == {
+        "feature_drift": {
+            "detected": "2018-06-01",
+            "due": "2018-06-28",
+            "detail": "drift share 0.50 >= 0.30 (tx_amount)",
+        }
+    }
+    assert last_triggers(records, "2018-06-02") == {}  # a deferral is not a trigger: no cool-down
+    assert pending_retrains(records, "2018-06-01") == {}  # only records strictly before the day
+    # while pending, the drift still seen is awaiting (no second deferral that would push the date)
+    d1 = decide(summary(date="2018-06-10", share=0.5), t, {}, pending, due)
+    assert not d1.retrain and d1.awaiting == {"feature_drift": "2018-06-28"} and d1.deferred == {}
+    # a quiet day before the due date: nothing
+    assert not decide(summary(date="2018-06-27"), t, {}, pending, due).retrain
+    # the due date: the retrain fires whether or not the drift is still seen, with the detection's reason
+    d2 = decide(summary(date="2018-06-28"), t, {}, pending, due)
+    assert d2.retrain and d2.causes == ["feature_drift"]
+    assert (
+        "drift share 0.50 >= 0.30 (tx_amount) (detected 2018-06-01; retrain deferred to 2018-06-28"
+        in d2.reason
+    )
+    record_trigger(layout, d2, run_id="r1")
+    records = read_triggers(layout)
+    assert pending_retrains(records, "2018-06-29") == {}  # cleared by the trigger
+    assert last_triggers(records, "2018-06-29") == {
+        "feature_drift": "2018-06-28"
+    }  # cool-down from the retrain
+    # quality decay is measured on matured labels: it retrains at once, never deferred
+    decay = decide(summary(date="2018-06-02", ap=0.3), t, {}, {}, due)
+    assert decay.retrain and decay.causes == ["quality_decay"] and decay.deferred == {}
+    # post_drift_days = 0 (or no due rule): a drift retrains at once, as before
+    now = decide(summary(date="2018-06-01", share=0.5), t, {}, {}, lambda day: day)
+    assert now.retrain and now.causes == ["feature_drift"] and now.deferred == {}
 
 
 def test_decide_cool_down_per_cause():
