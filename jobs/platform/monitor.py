@@ -60,7 +60,7 @@ from jobs.platform.logs import get_logger
 from jobs.platform.metrics import finite_or_none
 from jobs.platform.params import MonitorConfig, Thresholds
 from jobs.platform.storage import StorageLayout, as_date, staged_directory, staged_file
-from jobs.platform.use_case import get_use_case
+from jobs.platform.use_case import MonitoringSpec, get_use_case
 
 REPORT_KIND = "monitoring"
 SCORE = "score"
@@ -341,6 +341,7 @@ def decide(
     causes, suppressed = [], []
     deferred: dict[str, str] = {}
     awaiting: dict[str, str] = {}
+    retrain_on = due(date) if due is not None else None  # a drift detected today retrains on this date
     for cause in CAUSES:
         waiting = pending.get(cause)
         if waiting is not None and as_date(waiting["due"]) <= date:
@@ -357,8 +358,8 @@ def decide(
             suppressed.append(cause)
         elif waiting is not None:
             awaiting[cause] = waiting["due"]
-        elif cause in DRIFT_CAUSES and due is not None and due(date) > date:
-            deferred[cause] = due(date).isoformat()
+        elif cause in DRIFT_CAUSES and retrain_on is not None and retrain_on > date:
+            deferred[cause] = retrain_on.isoformat()
         else:
             causes.append(cause)
     return Decision(
@@ -659,6 +660,25 @@ def read_summary(layout: StorageLayout, date: str | dt.date) -> dict[str, Any]:
 BASELINE_TAG = "monitoring.baseline"
 
 
+def labelled_quality(
+    rows: pd.DataFrame,
+    champion: Champion,
+    spec: MonitoringSpec,
+    layout: StorageLayout,
+    start: dt.date,
+    as_of: dt.date,
+) -> Mapping[str, Any]:
+    """The use case's quality figures of the champion on feature ``rows`` (days from ``start``) with
+    their labels as known at the end of ``as_of``; the figures of no rows when there are none."""
+    if len(rows):
+        rows = spec.labels(rows, layout, start, as_of)
+        scores = score_frame(champion.model, rows)
+    else:
+        rows = pd.DataFrame(columns=[*dict.fromkeys([*spec.keys, spec.time_column, spec.label])])
+        scores = np.empty(0, dtype="float64")
+    return spec.quality(rows, scores)
+
+
 def baseline_window(selected_through: dt.date, window_days: int) -> tuple[dt.date, dt.date]:
     """The days of a champion's live baseline: its first full monitoring window after the last day it
     was trained or selected on."""
@@ -695,21 +715,14 @@ def live_baseline(
             "selection-biased)"
         )
     spec = get_use_case(settings).monitoring
-    source = "first matured live window after the holdout"
     tagged = champion.tags.get(BASELINE_TAG)
     if tagged:
         kept = json.loads(tagged)
         if kept.get("window") == {"start": window[0].isoformat(), "end": window[1].isoformat()}:
             return kept, None
     if quality is None:
-        frame = load_window(window[0], window[1], settings)
-        if len(frame):
-            frame = spec.labels(frame.reset_index(drop=True), layout, window[0], matured)
-            scores = score_frame(champion.model, frame)
-        else:
-            frame = pd.DataFrame(columns=[*dict.fromkeys([*spec.keys, spec.time_column, spec.label])])
-            scores = np.empty(0, dtype="float64")
-        quality = spec.quality(frame, scores)
+        rows = load_window(window[0], window[1], settings).reset_index(drop=True)
+        quality = labelled_quality(rows, champion, spec, layout, window[0], matured)
     figures = {
         k: float(v)
         for k, v in quality.items()
@@ -719,7 +732,7 @@ def live_baseline(
         **figures,
         "window": {"start": window[0].isoformat(), "end": window[1].isoformat()},
         "labels_as_of": matured.isoformat(),
-        "source": source,
+        "source": "first matured live window after the holdout",
     }, None
 
 
@@ -800,13 +813,8 @@ def run_monitoring(
             matured = frame[((frame_day >= q_start) & (frame_day <= q_end)).to_numpy()].reset_index(drop=True)
         else:
             matured = frame
-        if len(matured):
-            matured = spec.labels(matured, layout, q_start, day)
-            scores = score_frame(champion.model, matured)
-        else:
-            matured = pd.DataFrame(columns=[*dict.fromkeys([*spec.keys, spec.time_column, spec.label])])
-            scores = np.empty(0, dtype="float64")
-        quality = {**spec.quality(matured, scores), "primary": spec.primary, "support": spec.support}
+        figures = labelled_quality(matured, champion, spec, layout, q_start, day)
+        quality = {**figures, "primary": spec.primary, "support": spec.support}
         log.info("quality", **quality)
 
     same_days = quality_window is not None and quality_window == _baseline_days(champion, cfg)
