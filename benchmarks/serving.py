@@ -5,8 +5,9 @@ Everything on 127.0.0.1, on this machine:
 * setup: a sandbox Feast repo from ``feature_repo/fraud/`` (simulator world, daily snapshots online) with a
   SQLite online store and a copy on a Redis server started here (own port), a small XGBoost model logged
   with ``mlflow.xgboost`` and aliased ``champion`` in a temporary MLflow registry (``tests.support.sandbox``);
-  the service serves ``fraud_v2``: the snapshots and the last-hour features, derived per request from
-  the customer's recent activity, which every scored transaction is pushed into;
+  the service serves ``fraud_v3``: the snapshots, and the last-hour features and the customer windows
+  ending at the transaction (snapshot + the day so far), derived per request from the customer's
+  recent activity, which every scored transaction is pushed into;
 * (a) this service (``serving.app`` under uvicorn with uvloop + httptools and no access log, tuned as
   ``python -m serving.app`` runs it; prediction log and stream push on, as in production), for each
   online store (SQLite, Redis) with **1 worker pinned to CPU 0** (the load generator pinned to the last
@@ -395,15 +396,15 @@ def sandbox_app():
     ``python -m serving.app`` tunes it: what each server process (each uvicorn worker) runs."""
     from feast import FeatureStore
 
-    from jobs.fraud.online import STREAM_FEATURES, FraudFeatureClient
+    from jobs.fraud.online import FraudFeatureClient
     from jobs.platform.config import get_settings
     from serving.app import create_app, tune_process
-    from tests.support.sandbox import CUSTOMER_FEATURES, REQUEST_FEATURES, TERMINAL_FEATURES
+    from tests.support.sandbox import served_columns
 
     client = FraudFeatureClient(
         store=FeatureStore(repo_path=os.environ["BENCH_FEAST_REPO"]),
-        feature_service="fraud_v2",  # snapshots + the last hour, derived from the pushed recent activity
-        feature_columns=CUSTOMER_FEATURES + TERMINAL_FEATURES + REQUEST_FEATURES + list(STREAM_FEATURES),
+        feature_service="fraud_v3",  # snapshots + the last hour and the day, from the pushed recent activity
+        feature_columns=served_columns(),
     )
     tune_process()
     return create_app(get_settings(), feature_client=client)
@@ -657,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         from tests.support.sandbox import (
             build_feature_store,
             clone_sandbox,
+            served_columns,
             train_and_register,
         )
 
@@ -685,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
         sqlite_box = build_feature_store(work / "feast-sqlite", n_customers=500, n_terminals=800, days=8)
         redis_box = clone_sandbox(sqlite_box, work / "feast-redis", "redis", f"127.0.0.1:{redis_port}")
         boxes = {"sqlite": sqlite_box, "redis": redis_box}
-        version = train_and_register(settings, sqlite_box.training, sqlite_box.feature_columns)
+        version = train_and_register(settings, sqlite_box.training, served_columns())
         print(
             f"  model {settings.case.model_name} v{version}, {len(sqlite_box.transactions)} transactions to replay"
         )
@@ -701,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for r in txs.itertuples()
         ]
-        model_columns = list(sqlite_box.feature_columns)  # the model signature (stream features: 0 here)
+        model_columns = served_columns()  # the model signature (stream and at-transaction features: 0 here)
         rates = [float(x) for x in args.rates.split(",") if x]
         base_rates = [float(x) for x in args.baseline_rates.split(",") if x]
         common = {

@@ -3,9 +3,11 @@
 * ``entities.py``          the join keys: ``customer``, ``terminal`` and ``transaction``
 * ``data_sources.py``      parquet sources over the offline feature tables written by ``jobs.fraud.features``
 * ``feature_views.py``     ``customer_spending`` and ``terminal_risk`` (daily snapshots, TTL one day),
-                           ``customer_activity_1h`` (per transaction, offline only)
-* ``feature_services.py``  ``fraud_v1`` and ``fraud_v2`` (+ the last hour): the versioned sets that
-                           training and serving both read
+                           ``customer_activity_1h`` and ``customer_windows_at_tx`` (per
+                           transaction, offline only)
+* ``feature_services.py``  ``fraud_v1``, ``fraud_v2`` (+ the last hour) and ``fraud_v3`` (+ the
+                           windows ending at the transaction): the versioned sets that training and
+                           serving both read
 * ``streaming.py``         the push source and view ``customer_recent_activity`` that keep the
                            last-hour features fresh online (registered by the scoring service)
 

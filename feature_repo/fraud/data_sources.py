@@ -3,7 +3,9 @@
 * ``fraud/features/<view>/date=D/*.parquet`` (customer, terminal): daily snapshots with
   ``event_timestamp = D+1 00:00 UTC``;
 * ``fraud/features/recent/date=D/*.parquet``: one row per transaction of day ``D`` with
-  ``event_timestamp = tx_datetime`` (the customer's activity in the hour before it).
+  ``event_timestamp = tx_datetime`` (the customer's activity in the hour before it);
+* ``fraud/features/at_tx/date=D/*.parquet``: the same rows with the customer's 1/7/30-day windows
+  ending at the transaction (fraud_v3).
 
 The paths are relative to this folder and name the default home (``<repo>/.platform``), which is
 what the ``feast`` CLI resolves them against. The platform reads no path from here: it points
@@ -42,4 +44,12 @@ recent_activity = FileSource(
     file_format=ParquetFormat(),
     timestamp_field="event_timestamp",
     description="Per transaction: the customer's activity in the hour before it (jobs.fraud.features).",
+)
+
+windows_at_tx = FileSource(
+    name="transaction_windows_at_tx",
+    path=feature_table("at_tx"),
+    file_format=ParquetFormat(),
+    timestamp_field="event_timestamp",
+    description="Per transaction: the customer's windows ending at it (jobs.fraud.features).",
 )

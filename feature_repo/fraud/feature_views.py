@@ -12,11 +12,11 @@ from feast import FeatureView, Field
 from feast.types import Float64, Int64
 
 try:  # loaded as the ``feature_repo.fraud`` package (the platform)
-    from .data_sources import customer_snapshots, recent_activity, terminal_snapshots
+    from .data_sources import customer_snapshots, recent_activity, terminal_snapshots, windows_at_tx
     from .entities import customer, terminal, transaction
     from .streaming import RECENT_ACTIVITY_VIEW
 except ImportError:  # loaded by the ``feast`` CLI from this folder
-    from data_sources import customer_snapshots, recent_activity, terminal_snapshots
+    from data_sources import customer_snapshots, recent_activity, terminal_snapshots, windows_at_tx
     from entities import customer, terminal, transaction
     from streaming import RECENT_ACTIVITY_VIEW
 
@@ -91,4 +91,42 @@ customer_activity_1h = FeatureView(
     source=recent_activity,
     tags={"owner": "ml-platform", "online_source": RECENT_ACTIVITY_VIEW},
     description="Customer activity in the hour before each transaction (batch twin of the stream path).",
+)
+
+customer_windows_at_tx = FeatureView(
+    name="customer_windows_at_tx",
+    entities=[transaction],
+    ttl=timedelta(hours=1),  # each transaction's own row, as for customer_activity_1h
+    schema=[
+        Field(
+            name="customer_nb_tx_today",
+            dtype=Int64,
+            description="the customer's transactions of the UTC day up to this one, itself included",
+        ),
+        Field(name="customer_amount_today", dtype=Float64, description="their total amount"),
+        *(
+            field
+            for w in WINDOWS
+            for field in (
+                Field(
+                    name=f"customer_nb_tx_{w}d_at_tx",
+                    dtype=Int64,
+                    description=f"transactions of the {w} days before the day, plus the day's up to this one",
+                ),
+                Field(
+                    name=f"customer_avg_amount_{w}d_at_tx",
+                    dtype=Float64,
+                    description="their mean amount (this transaction included)",
+                ),
+            )
+        ),
+    ],
+    # Offline only, like customer_activity_1h: online the same features are the previous day's
+    # customer_spending snapshot plus the day's activity from the pushed customer_recent_activity,
+    # combined per request by jobs.fraud.features.windows_at_transaction (the batch job's function too).
+    online=False,
+    source=windows_at_tx,
+    tags={"owner": "ml-platform", "online_source": RECENT_ACTIVITY_VIEW, "combines": "customer_spending"},
+    description="The customer's 1/7/30-day spending windows ending at each transaction (batch twin of "
+    "snapshot + stream).",
 )

@@ -38,12 +38,26 @@ definition evaluated per request on the pushed recent activity; a test keeps the
 Rows: ``features/recent/date=D`` holds one row per transaction of day ``D`` with
 ``event_timestamp = tx_datetime``, so Feast's point-in-time join gives each transaction its own row.
 
+Customer windows **ending at the transaction** (``fraud_v3``; per transaction, the transaction
+itself **included**): for a transaction of customer ``c`` at ``t`` on day ``D`` and ``w`` in (1, 7, 30),
+
+* ``customer_nb_tx_today`` / ``customer_amount_today``  ``c``'s transactions of ``D`` in ``[D 00:00, t)``
+  other than this one, plus this one (count >= 1), and their total amount;
+* ``customer_nb_tx_{w}d_at_tx``       the snapshot of ``D-1`` (days ``D-w .. D-1``) plus the day so far;
+* ``customer_avg_amount_{w}d_at_tx``  the mean amount over the same transactions.
+
+:func:`windows_at_transaction` is the one definition: Spark applies it to columns
+(:func:`compute_windows_at_tx`: the snapshot joined to the day's transactions and a running range
+window per customer and day), the scoring service to the columns of a micro-batch (the snapshot as
+materialized, the day from the pushed recent activity, :func:`derive_today`). Rows:
+``features/at_tx/date=D``, one per transaction of ``D`` with ``event_timestamp = tx_datetime``.
+
 Computation: per-entity daily aggregates summed over rolling windows of a dense (entity x day)
 grid (:func:`jobs.platform.windows.rolling_sums`, shared with the other use cases); the late labels are joined to the snapshot calendar
 with a range join (label known at ``D`` iff ``to_date(reported_at) <= D``).
 
 Output: ``features/customer/date=D``, ``features/terminal/date=D`` (parquet, one partition per
-snapshot day) and ``features/recent/date=D`` (the transactions of day ``D``), each replaced
+snapshot day), ``features/recent/date=D`` and ``features/at_tx/date=D`` (the transactions of day ``D``), each replaced
 atomically; re-running a day gives the same partition.
 
 CLI: ``python -m jobs.fraud.build_features --start 2018-05-01 --end 2018-05-07`` (or ``--date D``;
@@ -54,9 +68,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jobs.platform import feature_tables as FT
 from jobs.platform.config import Settings, get_settings
@@ -83,9 +98,20 @@ VIEW_FEATURES: dict[str, list[str]] = {"customer": CUSTOMER_FEATURES, "terminal"
 RECENT_VIEW = "recent"  # per-transaction table features/recent
 RECENT_WINDOW_SECONDS = 3600
 RECENT_FEATURES: list[str] = ["customer_nb_tx_1h", "customer_amount_1h"]
-TABLE_KEYS: dict[str, str] = {**ENTITY_VIEWS, RECENT_VIEW: "transaction_id"}
-"""Every table the job writes -> its key column (the entity views plus the per-transaction table)."""
-TABLE_COLUMNS: dict[str, list[str]] = {**VIEW_FEATURES, RECENT_VIEW: ["customer_id", *RECENT_FEATURES]}
+AT_TX_VIEW = "at_tx"  # per-transaction table features/at_tx: the customer windows ending at the transaction
+TODAY_FEATURES: list[str] = ["customer_nb_tx_today", "customer_amount_today"]
+AT_TX_FEATURES: list[str] = [
+    name for w in WINDOWS for name in (f"customer_nb_tx_{w}d_at_tx", f"customer_avg_amount_{w}d_at_tx")
+]
+CURRENT_FEATURES: list[str] = TODAY_FEATURES + AT_TX_FEATURES
+"""fraud_v3's per-transaction features (table ``at_tx``, view ``customer_windows_at_tx``)."""
+TABLE_KEYS: dict[str, str] = {**ENTITY_VIEWS, RECENT_VIEW: "transaction_id", AT_TX_VIEW: "transaction_id"}
+"""Every table the job writes -> its key column (the entity views plus the per-transaction tables)."""
+TABLE_COLUMNS: dict[str, list[str]] = {
+    **VIEW_FEATURES,
+    RECENT_VIEW: ["customer_id", *RECENT_FEATURES],
+    AT_TX_VIEW: ["customer_id", *CURRENT_FEATURES],
+}
 
 
 def feature_dtype(name: str) -> str:
@@ -115,12 +141,108 @@ def derive_recent(
     return {"customer_nb_tx_1h": float(count), "customer_amount_1h": float(total)}
 
 
+def day_start(epoch: int) -> int:
+    """The first second of the UTC day of ``epoch`` (epoch seconds)."""
+    return epoch - epoch % 86_400
+
+
+def derive_today(
+    ids: Sequence[int],
+    epochs: Sequence[int],
+    amounts: Sequence[float],
+    tx_id: int,
+    tx_epoch: int,
+    tx_amount: float,
+) -> dict[str, float]:
+    """The customer's activity of the transaction's UTC day up to it, **itself included**: its
+    transactions in ``[day start, t)`` other than ``tx_id``, plus the transaction (so the count is
+    at least 1). Transactions in the same second as ``t`` are not counted, as for the last hour.
+    The per-request form of the running window of :func:`compute_windows_at_tx`."""
+    count, total = 0, 0.0
+    lo = day_start(tx_epoch)
+    for i, e, a in zip(ids, epochs, amounts, strict=False):
+        if i != tx_id and lo <= e < tx_epoch:
+            count += 1
+            total += a
+    return {"customer_nb_tx_today": float(count + 1), "customer_amount_today": float(total + tx_amount)}
+
+
+def windows_at_transaction(
+    snapshot: Mapping[str, Any], today_count: Any, today_amount: Any
+) -> dict[str, Any]:
+    """THE definition of fraud_v3's customer windows ending at the transaction, shared by the batch
+    job (Spark columns), the scoring service (NumPy columns of a micro-batch) and the reference
+    (floats): for ``w`` in :data:`WINDOWS`, the previous day's snapshot (days ``D-w .. D-1``:
+    ``customer_nb_tx_{w}d``, ``customer_avg_amount_{w}d``, 0 for a customer without one) plus the
+    day's activity up to and including the transaction (:func:`derive_today`):
+
+    * ``customer_nb_tx_{w}d_at_tx``      = snapshot count + today's count
+    * ``customer_avg_amount_{w}d_at_tx`` = (snapshot mean x snapshot count + today's amount) / that
+
+    The count is at least 1 (the transaction itself), so the mean needs no guard, and the same
+    operations in the same order give the same doubles on every path."""
+    out: dict[str, Any] = {}
+    for w in WINDOWS:
+        n = snapshot[f"customer_nb_tx_{w}d"]
+        count = n + today_count
+        out[f"customer_nb_tx_{w}d_at_tx"] = count
+        out[f"customer_avg_amount_{w}d_at_tx"] = (
+            snapshot[f"customer_avg_amount_{w}d"] * n + today_amount
+        ) / count
+    return out
+
+
 _days = FT.days_between
 
 
 # --------------------------------------------------------------------------------------------
 # pure computation: Spark DataFrames in, Spark DataFrames out
 # --------------------------------------------------------------------------------------------
+def _typed_transactions(transactions, lo: dt.datetime | dt.date, hi: dt.datetime):
+    """The lake columns the feature jobs read, typed, of ``lo <= tx_datetime < hi``, with ``day``."""
+    from pyspark.sql import functions as F
+
+    return (
+        transactions.select(
+            F.col("transaction_id").cast("bigint").alias("transaction_id"),
+            F.col("tx_datetime").cast("timestamp").alias("tx_datetime"),
+            F.col("customer_id").cast("bigint").alias("customer_id"),
+            F.col("terminal_id").cast("bigint").alias("terminal_id"),
+            F.col("tx_amount").cast("double").alias("tx_amount"),
+        )
+        .where((F.col("tx_datetime") >= F.lit(lo)) & (F.col("tx_datetime") < F.lit(hi)))
+        .withColumn("day", F.to_date("tx_datetime"))
+    )
+
+
+def _customer_windows(tx, first_day: dt.date, start: dt.date, end: dt.date):
+    """Customer spending per snapshot day ``start..end`` (``customer_id, day``, :data:`CUSTOMER_FEATURES`)
+    from typed transactions covering ``first_day .. end`` (``first_day <= start - 30``)."""
+    from pyspark.sql import functions as F
+
+    from jobs.platform.windows import rolling_sums
+
+    cust_daily = tx.groupBy("customer_id", "day").agg(
+        F.count(F.lit(1)).alias("n"), F.sum("tx_amount").alias("amount")
+    )
+    cust = rolling_sums(cust_daily, ["customer_id"], ["n", "amount"], WINDOWS, first_day, start, end)
+    return cust.withColumns(
+        {
+            name: expr
+            for w in WINDOWS
+            for name, expr in (
+                (f"customer_nb_tx_{w}d", F.col(f"n_{w}d")),
+                (
+                    f"customer_avg_amount_{w}d",
+                    F.when(F.col(f"n_{w}d") > 0, F.col(f"amount_{w}d") / F.col(f"n_{w}d")).otherwise(
+                        F.lit(0.0)
+                    ),
+                ),
+            )
+        }
+    ).select("customer_id", "day", *CUSTOMER_FEATURES)
+
+
 def compute_features(transactions, labels, start: dt.date, end: dt.date, delay: int):
     """Snapshots of days ``start..end`` from lake ``transactions`` and ``labels`` DataFrames.
 
@@ -138,17 +260,7 @@ def compute_features(transactions, labels, start: dt.date, end: dt.date, delay: 
     first_day = start - dt.timedelta(days=delay + LOOKBACK_DAYS)
     end_ts = snapshot_timestamp(end).replace(tzinfo=None)
 
-    tx = (
-        transactions.select(
-            F.col("transaction_id").cast("bigint").alias("transaction_id"),
-            F.col("tx_datetime").cast("timestamp").alias("tx_datetime"),
-            F.col("customer_id").cast("bigint").alias("customer_id"),
-            F.col("terminal_id").cast("bigint").alias("terminal_id"),
-            F.col("tx_amount").cast("double").alias("tx_amount"),
-        )
-        .where((F.col("tx_datetime") >= F.lit(first_day)) & (F.col("tx_datetime") < F.lit(end_ts)))
-        .withColumn("day", F.to_date("tx_datetime"))
-    )
+    tx = _typed_transactions(transactions, first_day, end_ts)
     snapshots = calendar(spark, start, end).select(F.col("day").alias("snap"))
 
     def finish(df, key: str, features: list[str]):
@@ -157,26 +269,7 @@ def compute_features(transactions, labels, start: dt.date, end: dt.date, delay: 
         )
 
     # --- customers: windows ending at the end of the snapshot day ------------------------
-    cust_daily = tx.groupBy("customer_id", "day").agg(
-        F.count(F.lit(1)).alias("n"), F.sum("tx_amount").alias("amount")
-    )
-    cust = rolling_sums(cust_daily, ["customer_id"], ["n", "amount"], WINDOWS, first_day, start, end)
-    cust = cust.withColumns(
-        {
-            name: expr
-            for w in WINDOWS
-            for name, expr in (
-                (f"customer_nb_tx_{w}d", F.col(f"n_{w}d")),
-                (
-                    f"customer_avg_amount_{w}d",
-                    F.when(F.col(f"n_{w}d") > 0, F.col(f"amount_{w}d") / F.col(f"n_{w}d")).otherwise(
-                        F.lit(0.0)
-                    ),
-                ),
-            )
-        }
-    )
-    customer = finish(cust, "customer_id", CUSTOMER_FEATURES)
+    customer = finish(_customer_windows(tx, first_day, start, end), "customer_id", CUSTOMER_FEATURES)
 
     # --- terminals: windows shifted back by the label delay -------------------------------
     term_daily = tx.groupBy("terminal_id", "day").agg(F.count(F.lit(1)).alias("n"))
@@ -253,6 +346,59 @@ def compute_recent_activity(transactions, start: dt.date, end: dt.date):
     )
     return windowed.where(F.to_date("event_timestamp") >= F.lit(start)).withColumn(
         "date", F.date_format("event_timestamp", "yyyy-MM-dd")
+    )
+
+
+def compute_windows_at_tx(transactions, start: dt.date, end: dt.date):
+    """Per transaction of days ``start..end``: fraud_v3's customer windows ending at the transaction.
+
+    ``transactions`` must cover days ``start - 31 .. end``. The previous day's customer snapshot
+    (:func:`compute_features`' customer windows of day ``D-1``, 0 for a customer without one) is
+    joined to each transaction of day ``D``; the day's activity up to it is a running range window
+    per (customer, day) over epoch seconds, frame ``[day start, t - 1]`` plus the transaction itself
+    (:func:`derive_today`); :func:`windows_at_transaction` combines them, as the scoring service does.
+    Returns ``transaction_id, customer_id, event_timestamp (= tx_datetime)``, :data:`CURRENT_FEATURES`
+    and ``date`` (the transaction's day)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    start, end = as_date(start), as_date(end)
+    first_day = start - dt.timedelta(days=1 + LOOKBACK_DAYS)
+    tx = _typed_transactions(transactions, first_day, snapshot_timestamp(end).replace(tzinfo=None))
+    one = dt.timedelta(days=1)
+    previous = _customer_windows(tx, first_day, start - one, end - one).select(
+        "customer_id", F.date_add("day", 1).alias("day"), *CUSTOMER_FEATURES
+    )
+    epoch = F.unix_seconds(F.col("tx_datetime"))  # whole seconds, like the stream path
+    frame = (
+        Window.partitionBy("customer_id", "day").orderBy(epoch).rangeBetween(Window.unboundedPreceding, -1)
+    )
+    today = tx.where(F.col("day") >= F.lit(start)).select(
+        "transaction_id",
+        "customer_id",
+        "day",
+        F.col("tx_datetime").alias("event_timestamp"),
+        (F.count(F.lit(1)).over(frame) + 1).cast("bigint").alias("customer_nb_tx_today"),
+        (F.coalesce(F.sum("tx_amount").over(frame), F.lit(0.0)) + F.col("tx_amount")).alias(
+            "customer_amount_today"
+        ),
+    )
+    joined = today.join(previous, ["customer_id", "day"], "left").fillna(0, subset=CUSTOMER_FEATURES)
+    windows = windows_at_transaction(
+        {f: F.col(f) for f in CUSTOMER_FEATURES},
+        F.col("customer_nb_tx_today"),
+        F.col("customer_amount_today"),
+    )
+    return joined.select(
+        "transaction_id",
+        "customer_id",
+        "event_timestamp",
+        *TODAY_FEATURES,
+        *[
+            windows[f].cast("bigint" if feature_dtype(f) == "int64" else "double").alias(f)
+            for f in AT_TX_FEATURES
+        ],
+        F.date_format("event_timestamp", "yyyy-MM-dd").alias("date"),
     )
 
 
@@ -356,7 +502,7 @@ def build_features(
     # leaves its snapshots stale rather than recorded as up to date
     cache: dict[Path, str | None] = {}
     inputs = {day: snapshot_inputs(day, settings, cache) for day in _days(start, end)}
-    first_day = start - dt.timedelta(days=delay + LOOKBACK_DAYS)
+    first_day = start - dt.timedelta(days=max(delay, 1) + LOOKBACK_DAYS)  # at_tx: the snapshot of start-1
     transactions = FT.read_lake(spark, layout, "transactions", first_day, end, TRANSACTION_SCHEMA)
     transactions = transactions.where(F.to_date("tx_datetime") <= F.lit(end)).cache()
     labels = FT.read_lake(spark, layout, "labels", first_day, end, LABEL_SCHEMA).cache()
@@ -367,6 +513,7 @@ def build_features(
 
     tables = compute_features(transactions, labels, start, end, delay)
     tables[RECENT_VIEW] = compute_recent_activity(transactions, start, end)
+    tables[AT_TX_VIEW] = compute_windows_at_tx(transactions, start, end)
     try:
         rows = FT.write_tables(
             tables,

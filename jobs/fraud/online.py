@@ -1,16 +1,19 @@
 """Fraud's online features: the one online-read path of the scoring API, batch helpers and skew tests.
 
 :class:`FraudFeatureClient` is the serving core's :class:`serving.features.FeastFeatureClient` over the
-feature service ``fraud_v2`` plus fraud's stream path:
+configured feature service (``fraud_v3``) plus fraud's stream path:
 
 * **read**: the daily snapshots (``customer_spending``, ``terminal_risk``) as stored; the last-hour
   features (``customer_nb_tx_1h``, ``customer_amount_1h``; offline the per-transaction view
   ``customer_activity_1h``, which has no online table) derived per request, with
   :func:`jobs.fraud.features.derive_recent` (the definition the batch Spark window also uses), from
-  the customer's recent transactions in the pushed view ``customer_recent_activity``;
+  the customer's recent transactions in the pushed view ``customer_recent_activity``; the day's
+  activity up to the transaction (:func:`jobs.fraud.features.derive_today`) from the same list, and
+  the windows ending at the transaction (offline ``customer_windows_at_tx``) as the snapshot plus
+  the day, :func:`jobs.fraud.features.windows_at_transaction` over the micro-batch's columns;
 * **push** (run off the request path by ``serving.streaming.FeaturePusher``): every scored
   transaction is folded into its customer's recent activity (read-modify-write per customer, at most
-  :data:`MAX_RECENT` transactions within :data:`WINDOW_SECONDS`) and written to the views the push
+  :data:`MAX_RECENT` transactions within :data:`WINDOW_SECONDS` or the newest's UTC day) and written to the views the push
   source ``customer_transactions_push`` feeds.
 
 ``feature_repo/fraud/streaming.py`` defines the push source and view; :func:`ensure_stream_objects`
@@ -26,7 +29,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from jobs.fraud.features import RECENT_FEATURES, RECENT_WINDOW_SECONDS, derive_recent
+from jobs.fraud.features import (
+    AT_TX_FEATURES,
+    CUSTOMER_FEATURES,
+    RECENT_FEATURES,
+    RECENT_WINDOW_SECONDS,
+    TODAY_FEATURES,
+    day_start,
+    derive_recent,
+    derive_today,
+    windows_at_transaction,
+)
 from serving.features import FeastFeatureClient, proto_list
 
 if TYPE_CHECKING:
@@ -49,17 +62,19 @@ def epoch_seconds(ts: dt.datetime) -> int:
 def merge_recent(
     ids: Sequence[int], epochs: Sequence[int], amounts: Sequence[float], new: Sequence[tuple[int, int, float]]
 ) -> tuple[list[int], list[int], list[float]]:
-    """Add new (id, epoch, amount) transactions, drop duplicates and those older than the window
-    (relative to the newest), keep at most MAX_RECENT; sorted by time."""
+    """Add new (id, epoch, amount) transactions, drop duplicates and those older than both the last
+    hour and the UTC day of the newest (what the last-hour and the day's features read), keep at
+    most MAX_RECENT; sorted by time."""
     rows = {int(i): (int(e), float(a)) for i, e, a in zip(ids, epochs, amounts, strict=False)}
     for i, e, a in new:
         rows[int(i)] = (int(e), float(a))
     if not rows:
         return [], [], []
     newest = max(e for e, _ in rows.values())
-    kept = sorted(
-        ((e, i, a) for i, (e, a) in rows.items() if e >= newest - WINDOW_SECONDS), key=lambda r: (r[0], r[1])
-    )[-MAX_RECENT:]
+    oldest = min(newest - WINDOW_SECONDS, day_start(newest))
+    kept = sorted(((e, i, a) for i, (e, a) in rows.items() if e >= oldest), key=lambda r: (r[0], r[1]))[
+        -MAX_RECENT:
+    ]
     return [i for _, i, _ in kept], [e for e, _, _ in kept], [a for _, _, a in kept]
 
 
@@ -74,12 +89,33 @@ def _recent(values: dict[str, Any] | None) -> tuple[list, list, list]:
 
 
 def derive_recent_features(tx: dict[str, Any], values: dict[str, Any] | None) -> dict[str, float]:
-    """The last-hour features of request ``tx`` from its customer's stored recent activity (strictly
-    before it; its own id excluded)."""
+    """The stream features of request ``tx`` from its customer's stored recent activity: the last
+    hour (strictly before it; its own id excluded) and the day so far (the same, plus itself)."""
     ids, epochs, amounts = _recent(values)
-    return derive_recent(
-        ids, epochs, amounts, int(tx.get("transaction_id", -1)), epoch_seconds(tx["tx_datetime"])
+    tx_id, epoch = int(tx.get("transaction_id", -1)), epoch_seconds(tx["tx_datetime"])
+    return {
+        **derive_recent(ids, epochs, amounts, tx_id, epoch),
+        **derive_today(ids, epochs, amounts, tx_id, epoch, float(tx["tx_amount"])),
+    }
+
+
+def add_windows_at_tx(batch: Any) -> None:
+    """Fill fraud_v3's windows ending at the transaction in a fetched :class:`serving.features.FeatureBatch`
+    from its snapshot columns (``customer_spending``) and the day's derived activity, with
+    :func:`jobs.fraud.features.windows_at_transaction` over whole columns (the batch job's definition);
+    a batch without those columns (an older feature service) is left as it is."""
+    index = {c: j for j, c in enumerate(batch.columns)}
+    targets = [f for f in AT_TX_FEATURES if f in index]
+    if not targets or len(batch) == 0 or any(f not in index for f in (*CUSTOMER_FEATURES, *TODAY_FEATURES)):
+        return
+    m = batch.matrix
+    windows = windows_at_transaction(
+        {f: m[:, index[f]] for f in CUSTOMER_FEATURES},
+        m[:, index["customer_nb_tx_today"]],
+        m[:, index["customer_amount_today"]],
     )
+    for f in targets:
+        m[:, index[f]] = windows[f]
 
 
 def request_columns(transactions: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -102,6 +138,12 @@ class FraudFeatureClient(FeastFeatureClient):
         kwargs.setdefault("request_fn", request_columns)
         super().__init__(*args, **kwargs)
         self.push_source = push_source
+
+    def fetch(self, rows: Sequence[dict[str, Any]]) -> Any:
+        """The core's fetch, then the windows ending at the transaction (:func:`add_windows_at_tx`)."""
+        batch = super().fetch(rows)
+        add_windows_at_tx(batch)
+        return batch
 
     def push(self, transactions: Sequence[dict[str, Any]]) -> int:
         """Fold scored transactions into their customers' recent activity and write it to every view

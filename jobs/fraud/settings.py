@@ -57,7 +57,7 @@ class FraudSettings(UseCaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRAUD_")
 
     model_name: str = "fraud-detector"
-    feature_service: str = "fraud_v2"
+    feature_service: str = "fraud_v3"
     feast_project: str = Field(
         "fraud", description="Feast project (registry namespace, online-store key prefix)"
     )

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from jobs.fraud.features import (
+    AT_TX_VIEW,
+    CURRENT_FEATURES,
     CUSTOMER_FEATURES,
     ENTITY_VIEWS,
     RECENT_FEATURES,
@@ -37,10 +39,11 @@ PASSTHROUGH_FEATURES: list[str] = ["tx_amount"]  # request fields the model read
 
 REQUEST_FEATURES: list[str] = ["tx_during_weekend", "tx_during_night"]
 SNAPSHOT_FEATURES: list[str] = CUSTOMER_FEATURES + TERMINAL_FEATURES
-FEAST_FEATURES: list[str] = SNAPSHOT_FEATURES + RECENT_FEATURES
+FEAST_FEATURES: list[str] = SNAPSHOT_FEATURES + RECENT_FEATURES + CURRENT_FEATURES
 FEATURE_COLUMNS: list[str] = [*PASSTHROUGH_FEATURES, *REQUEST_FEATURES, *FEAST_FEATURES]
-"""Model inputs, in order: the amount, request-time features, then the ``fraud_v2`` features (daily
-snapshots, then the customer's last hour)."""
+"""Model inputs, in order: the amount, request-time features, then the ``fraud_v3`` features (daily
+snapshots, the customer's last hour, then its windows ending at the transaction). A model trained on
+an older service reads a prefix-free subset (``model_inputs`` of that service)."""
 
 FEATURE_DEFAULTS: dict[str, int | float] = {
     name: (0 if feature_dtype(name) == "int64" else 0.0) for name in FEAST_FEATURES
@@ -242,9 +245,10 @@ def scoring_rows(day: dt.date, settings: Settings | None = None) -> pd.DataFrame
 def scoring_inputs(day: dt.date, layout: StorageLayout) -> list[Path]:
     """What scoring day D needs: the lake partition of D and the feature snapshots its rows are
     joined with point-in-time: the snapshot of D-1 (``event_timestamp = D 00:00``) of every entity
-    view, and the per-transaction table of D (the customers' last hour before each transaction)."""
+    view, and the per-transaction tables of D (the customers' last hour before each transaction, their
+    windows ending at it)."""
     snapshot_day = snapshot_day_for(dt.datetime(day.year, day.month, day.day, 12))
     wanted = [layout.path("transactions", day)]
     wanted += [layout.path("features", snapshot_day, view) for view in ENTITY_VIEWS]
-    wanted.append(layout.path("features", day, RECENT_VIEW))
+    wanted += [layout.path("features", day, view) for view in (RECENT_VIEW, AT_TX_VIEW)]
     return wanted

@@ -5,7 +5,7 @@ For a logical date ``D``:
 1. read the day's rows to score (``UseCase.scoring_rows``; fraud: ``lake/transactions/date=D``, the
    validated, deduplicated transactions), one per value of the use case's ``scoring_key``;
 2. get their point-in-time correct features from the Feast offline store through the same feature
-   service training uses (``UseCase.scoring_frame``; fraud: ``fraud_v2``, the entity frame is the
+   service training uses (``UseCase.scoring_frame``; fraud: ``fraud_v3``, the entity frame is the
    day's transactions with ``event_timestamp = tx_datetime``, so every row sees the snapshot that was
    valid when it happened - exactly what online serving saw - plus the shared request-time features);
 3. score in Spark with ``mapInPandas``: the model travels to the executors as its raw native bytes

@@ -5,7 +5,7 @@
   registry in PostgreSQL + Redis online store in ``production``. ``feature_repo/<use case>/feature_store*.yaml``
   are the equivalent files for the ``feast`` CLI (a test keeps them in agreement).
 * :func:`apply` registers the definitions of ``feature_repo/<use case>/`` (entities, views, ``fraud_v1``,
-  ``fraud_v2``).
+  ``fraud_v2``, ``fraud_v3``).
 * :func:`materialize` loads the offline snapshots into the online store, incrementally and safely:
   it never trusts a missing watermark. Feast's ``materialize_incremental`` falls back to
   ``now - ttl`` when a view has no recorded interval - which is what a ``feast apply`` that

@@ -15,6 +15,7 @@ import pytest
 
 from jobs.fraud import training_data as td
 from jobs.fraud.features import (
+    CURRENT_FEATURES,
     CUSTOMER_FEATURES,
     RECENT_FEATURES,
     TERMINAL_FEATURES,
@@ -43,6 +44,12 @@ def env(spark, tmp_path_factory):
     build_features(SNAP_FIRST, SNAP_LAST, settings=settings, spark=spark)
     fs.apply(settings)
     return settings, layout
+
+
+# the features of a request for a transaction the lake does not hold (the probes below): its windows
+# ending at the transaction have no offline row (their skew test replays lake days:
+# tests/fraud/test_recent_activity.py)
+STORE_FEATURES = [f for f in td.FEAST_FEATURES if f not in CURRENT_FEATURES]
 
 
 def online_vs_offline(
@@ -132,21 +139,30 @@ def test_registry_lists_entities_views_and_service(env):
     info = fs.describe(settings)
     assert info["project"] == "fraud_test_local"
     assert info["entities"] == ["customer", "terminal", "transaction"]
-    assert set(info["feature_views"]) == {"customer_spending", "terminal_risk", "customer_activity_1h"}
+    assert set(info["feature_views"]) == {
+        "customer_spending",
+        "terminal_risk",
+        "customer_activity_1h",
+        "customer_windows_at_tx",
+    }
     assert info["feature_views"]["customer_spending"]["features"] == CUSTOMER_FEATURES
     assert info["feature_views"]["terminal_risk"]["features"] == TERMINAL_FEATURES
     assert info["feature_views"]["customer_activity_1h"]["features"] == RECENT_FEATURES
-    assert info["feature_services"] == ["fraud_v1", "fraud_v2"]
-    assert settings.case.feature_service == "fraud_v2"
-    service = fs.get_store(settings).get_feature_service("fraud_v2")
+    assert info["feature_views"]["customer_windows_at_tx"]["features"] == CURRENT_FEATURES
+    assert info["feature_services"] == ["fraud_v1", "fraud_v2", "fraud_v3"]
+    assert settings.case.feature_service == "fraud_v3"
+    store = fs.get_store(settings)
+    service = store.get_feature_service("fraud_v3")
     names = [f.name for p in service.feature_view_projections for f in p.features]
     assert names == td.FEATURE_COLUMNS[3:]
-    v1 = fs.get_store(settings).get_feature_service("fraud_v1")  # kept for the models trained on it
+    # kept for the models trained on them
+    v1, v2 = store.get_feature_service("fraud_v1"), store.get_feature_service("fraud_v2")
     assert [f.name for p in v1.feature_view_projections for f in p.features] == td.SNAPSHOT_FEATURES
     assert td.FEATURE_COLUMNS[:3] == ["tx_amount", "tx_during_weekend", "tx_during_night"]
     # the core reads the model inputs off the registered service, through the use case
     assert fs.model_inputs(settings) == td.FEATURE_COLUMNS
     assert td.model_inputs(v1) == [*td.FEATURE_COLUMNS[:3], *td.SNAPSHOT_FEATURES]
+    assert td.model_inputs(v2) == [*td.FEATURE_COLUMNS[:3], *td.SNAPSHOT_FEATURES, *RECENT_FEATURES]
     # materialized views and their offline tables come from the definitions (online=True file views)
     assert fs.snapshot_views(settings) == {"customer": "customer_spending", "terminal": "terminal_risk"}
 
@@ -205,7 +221,7 @@ def test_online_values_equal_offline_values(env):
     day = SNAP_LAST + dt.timedelta(days=1)  # requests of 04-17 see the snapshot of 04-16
     customers, terminals = sample_entities(layout, SNAP_LAST)
     online, offline = online_vs_offline(settings, layout, day, customers, terminals)
-    for name in td.FEAST_FEATURES:
+    for name in STORE_FEATURES:
         assert online[name].dtype == offline[name].dtype, name
         np.testing.assert_allclose(online[name].to_numpy(float), offline[name].to_numpy(float), err_msg=name)
     assert list(online.columns[-len(td.FEATURE_COLUMNS) :]) != []  # all model inputs present
@@ -236,7 +252,7 @@ def test_reapply_and_registry_reset_keep_the_online_store_correct(env):
     assert {v["start"] for v in done.values()} == {snapshot_timestamp(SNAP_FIRST).isoformat()}
     day = dt.date(2018, 4, 15)
     online, offline = online_vs_offline(settings, layout, day, *sample_entities(layout, dt.date(2018, 4, 14)))
-    pd.testing.assert_frame_equal(online[td.FEAST_FEATURES], offline[td.FEAST_FEATURES], check_dtype=True)
+    pd.testing.assert_frame_equal(online[STORE_FEATURES], offline[STORE_FEATURES], check_dtype=True)
     # incremental afterwards, and re-running the same end is a no-op rewrite
     done = fs.materialize(SNAP_LAST, settings=settings)
     assert {v["mode"] for v in done.values()} == {"incremental"}
@@ -244,7 +260,7 @@ def test_reapply_and_registry_reset_keep_the_online_store_correct(env):
     online, offline = online_vs_offline(
         settings, layout, SNAP_LAST + dt.timedelta(days=1), *sample_entities(layout, SNAP_LAST)
     )
-    pd.testing.assert_frame_equal(online[td.FEAST_FEATURES], offline[td.FEAST_FEATURES], check_dtype=True)
+    pd.testing.assert_frame_equal(online[STORE_FEATURES], offline[STORE_FEATURES], check_dtype=True)
     # asking for an older end never moves the store backwards
     done = fs.materialize(dt.date(2018, 4, 11), settings=settings)
     assert {v["end"] for v in done.values()} == {snapshot_timestamp(SNAP_LAST).isoformat()}

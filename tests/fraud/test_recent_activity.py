@@ -2,7 +2,7 @@
 
 * batch: ``jobs.fraud.features.compute_recent_activity`` (a Spark range window per customer) writes
   ``features/recent``, which Feast joins point-in-time into training sets and batch scoring through
-  the offline view ``customer_activity_1h`` of ``fraud_v2``;
+  the offline view ``customer_activity_1h`` of ``fraud_v2`` and ``fraud_v3``;
 * online: the scoring service pushes each scored transaction to ``customer_recent_activity`` and
   derives the same features per request (``jobs.fraud.features.derive_recent``).
 
@@ -20,7 +20,16 @@ import pandas as pd
 import pytest
 
 from jobs.fraud import training_data as td
-from jobs.fraud.features import RECENT_FEATURES, build_features, compute_recent_activity, derive_recent
+from jobs.fraud.features import (
+    AT_TX_FEATURES,
+    CURRENT_FEATURES,
+    RECENT_FEATURES,
+    WINDOWS,
+    build_features,
+    compute_recent_activity,
+    compute_windows_at_tx,
+    derive_recent,
+)
 from jobs.fraud.online import get_online_features
 from jobs.fraud.simulate import SimulatorConfig, write_lake
 from jobs.platform import feature_store as fs
@@ -48,6 +57,76 @@ def reference(tx: pd.DataFrame) -> pd.DataFrame:
         )
         rows.append({"transaction_id": r.transaction_id, **values})
     return pd.DataFrame(rows).set_index("transaction_id").sort_index()
+
+
+def reference_at_tx(tx: pd.DataFrame, ids) -> pd.DataFrame:
+    """Slow, obvious reference of fraud_v3's windows, straight from their definition (no snapshot,
+    no shared function): for a transaction at ``t`` on day ``D``, the customer's transactions of days
+    ``D-w .. D-1`` plus those of ``D`` before ``t``'s second, plus itself; their count and mean amount."""
+    tx = tx.assign(
+        day=pd.to_datetime(tx["tx_datetime"]).dt.normalize(),
+        epoch=pd.to_datetime(tx["tx_datetime"]).astype("datetime64[s]").astype("int64"),
+    )
+    rows = []
+    for r in tx[tx["transaction_id"].isin(ids)].itertuples():
+        mine = tx[tx["customer_id"] == r.customer_id]
+        today = mine[
+            (mine["day"] == r.day) & (mine["epoch"] < r.epoch) & (mine["transaction_id"] != r.transaction_id)
+        ]
+        out = {
+            "transaction_id": r.transaction_id,
+            "customer_nb_tx_today": len(today) + 1,
+            "customer_amount_today": today["tx_amount"].sum() + r.tx_amount,
+        }
+        for w in WINDOWS:
+            before = mine[(mine["day"] >= r.day - pd.Timedelta(days=w)) & (mine["day"] < r.day)]
+            amounts = [*before["tx_amount"], *today["tx_amount"], r.tx_amount]
+            out[f"customer_nb_tx_{w}d_at_tx"] = len(amounts)
+            out[f"customer_avg_amount_{w}d_at_tx"] = float(np.mean(amounts))
+        rows.append(out)
+    return pd.DataFrame(rows).set_index("transaction_id").sort_index()
+
+
+def assert_same_windows(got: pd.DataFrame, ref: pd.DataFrame) -> None:
+    for name in CURRENT_FEATURES:
+        if "_nb_tx_" in name:
+            assert got[name].astype(int).tolist() == ref[name].astype(int).tolist(), name
+        else:
+            np.testing.assert_allclose(got[name], ref[name], rtol=1e-9, err_msg=name)
+
+
+def test_windows_at_the_transaction_match_their_definition(spark):
+    """fraud_v3's windows from the Spark job (yesterday's snapshot + a running window of the day) equal
+    the obvious reference: calendar days D-w .. D-1 count whole, the day only up to the transaction
+    (the same second excluded, itself included), a customer without a snapshot has the day only,
+    another customer never counts."""
+    d = dt.datetime(2018, 4, 20)
+    rows = [
+        # id, customer, time, amount
+        (1, 7, d - dt.timedelta(days=31, hours=1), 1000.0),  # day D-32: outside every window
+        (2, 7, d - dt.timedelta(days=30) + dt.timedelta(hours=1), 500.0),  # day D-30: in the 30-day window
+        (3, 7, d - dt.timedelta(days=7, minutes=-5), 200.0),  # day D-7: in the 7-day window
+        (4, 7, d - dt.timedelta(days=1) + dt.timedelta(hours=23), 50.0),  # D-1 23:00: in every window
+        (5, 7, d + dt.timedelta(hours=9), 10.0),  # the day's first
+        (6, 7, d + dt.timedelta(hours=10), 20.0),
+        (7, 7, d + dt.timedelta(hours=10), 40.0),  # same second as 6: neither counts the other
+        (8, 7, d + dt.timedelta(hours=23, minutes=59, seconds=59), 80.0),
+        (9, 8, d + dt.timedelta(hours=10), 5.0),  # another customer, no history: the day only
+        (10, 7, d + dt.timedelta(days=1, minutes=1), 3.0),  # the next day: its own day, D in its 1-day window
+    ]
+    tx = pd.DataFrame(rows, columns=["transaction_id", "customer_id", "tx_datetime", "tx_amount"])
+    tx["terminal_id"] = 1
+    got = compute_windows_at_tx(spark.createDataFrame(tx), d.date(), d.date() + dt.timedelta(days=1))
+    got = got.toPandas().set_index("transaction_id").sort_index()
+    assert list(got.index) == [5, 6, 7, 8, 9, 10]
+    assert got["customer_nb_tx_today"].tolist() == [1, 2, 2, 4, 1, 1]
+    assert got["customer_nb_tx_1d_at_tx"].tolist() == [2, 3, 3, 5, 1, 5]
+    assert got["customer_nb_tx_7d_at_tx"].tolist() == [3, 4, 4, 6, 1, 6]
+    assert got["customer_nb_tx_30d_at_tx"].tolist() == [4, 5, 5, 7, 1, 7]
+    assert got.loc[6, "customer_avg_amount_1d_at_tx"] == pytest.approx((50 + 10 + 20) / 3)
+    assert got.loc[9, "customer_avg_amount_30d_at_tx"] == 5.0
+    assert (got["date"] == ["2018-04-20"] * 5 + ["2018-04-21"]).all()
+    assert_same_windows(got, reference_at_tx(tx, got.index))
 
 
 def test_spark_window_matches_the_per_request_definition(spark):
@@ -120,12 +199,14 @@ def platform(spark, tmp_path_factory):
     lake.to_parquet(path, index=False)
     build_features(DAY - dt.timedelta(days=1), DAY, settings=settings, spark=spark)
     fs.apply(settings)
+    # the snapshots DAY's requests read online (fraud_v3's windows ending at the transaction add the day to them)
+    fs.materialize(DAY - dt.timedelta(days=1), settings=settings)
     return settings, layout
 
 
 def test_training_set_carries_the_batch_values(platform):
     """The training set gets each transaction's own row of ``features/recent`` through Feast, equal to
-    the reference; the features are model inputs of fraud_v2 and are not all zero."""
+    the reference; the features are model inputs of fraud_v3 and are not all zero."""
     settings, _ = platform
     train = td.get_training_set(DAY, DAY, settings).set_index("transaction_id").sort_index()
     assert set(RECENT_FEATURES) <= set(td.FEATURE_COLUMNS)
@@ -136,8 +217,23 @@ def test_training_set_carries_the_batch_values(platform):
     assert (train["customer_nb_tx_1h"] >= 2).sum() >= 5, "the bursts must show up"
 
 
+def test_training_set_carries_the_windows_at_the_transaction(platform):
+    """fraud_v3's windows in the training set (Feast's point-in-time join of ``features/at_tx``) equal
+    the slow reference over the lake on a sample, and carry both the snapshot and the day."""
+    settings, _ = platform
+    train = td.get_training_set(DAY, DAY, settings).set_index("transaction_id").sort_index()
+    assert set(CURRENT_FEATURES) <= set(td.FEATURE_COLUMNS)
+    lake = td.labelled_transactions(DAY - dt.timedelta(days=40), DAY, settings)
+    sample = train.sample(min(len(train), 300), random_state=0).index
+    assert_same_windows(train.loc[sample].sort_index(), reference_at_tx(lake, sample))
+    assert (train["customer_nb_tx_today"] >= 3).sum() >= 5, "the bursts must show up"
+    assert (train["customer_nb_tx_30d_at_tx"] > train["customer_nb_tx_today"]).mean() > 0.5
+    assert set(AT_TX_FEATURES) <= set(train.columns)
+
+
 def test_served_values_equal_training_values(platform):
-    """The skew test (SQLite online store): served last-hour features == the training set's."""
+    """The skew test (SQLite online store): the served stream features (the last hour, the day so far,
+    the windows ending at the transaction) == the training set's."""
     settings, _ = platform
     assert_no_skew(*replay_through_serving(settings, DAY))
     lake = td.labelled_transactions(DAY, DAY, settings).sort_values(["tx_datetime", "transaction_id"])
@@ -176,9 +272,10 @@ def test_training_set_refuses_days_without_the_batch_table(platform, tmp_path):
         shutil.move(backup, part)
 
 
-def test_scoring_api_serves_a_fraud_v2_champion_with_fresh_last_hour_features(platform, settings, tmp_path):
-    """End to end on the platform's own store and registry: a champion trained on the fraud_v2
-    training set is served by the API, whose pushes make the next request's last-hour features fresh."""
+def test_scoring_api_serves_a_fraud_v3_champion_with_fresh_stream_features(platform, settings, tmp_path):
+    """End to end on the platform's own store and registry: a champion trained on the fraud_v3
+    training set is served by the API, whose pushes make the next request's last-hour features, its
+    day so far and its windows ending at the transaction (snapshot + the day) fresh."""
     import mlflow
     import mlflow.xgboost
     import xgboost as xgb
@@ -229,5 +326,14 @@ def test_scoring_api_serves_a_fraud_v2_champion_with_fresh_last_hour_features(pl
         log = pd.concat([pd.read_parquet(f) for f in files]).sort_values("tx_datetime")
         assert log["customer_nb_tx_1h"].tolist() == [0, 1, 2]
         assert log["customer_amount_1h"].tolist() == [0.0, 40.0, 65.5]
+        assert log["customer_nb_tx_today"].tolist() == [1, 2, 3]  # the transaction itself included
+        assert log["customer_amount_today"].tolist() == [40.0, 65.5, 68.5]
+        for w in (1, 7, 30):
+            n = log[f"customer_nb_tx_{w}d"].to_numpy()
+            np.testing.assert_array_equal(log[f"customer_nb_tx_{w}d_at_tx"], n + [1, 2, 3])
+            np.testing.assert_allclose(
+                log[f"customer_avg_amount_{w}d_at_tx"],
+                (log[f"customer_avg_amount_{w}d"].to_numpy() * n + [40.0, 65.5, 68.5]) / (n + [1, 2, 3]),
+            )
     finally:
         registry.configure_mlflow(settings)  # the session's registry for the tests that follow

@@ -2,7 +2,7 @@
 
 A private platform home holds a small simulated lake (300 customers, 24 days), the feature
 snapshots built by ``jobs.fraud.features`` (Spark) and the applied Feast repo; the DAG's tasks read the
-training set and the holdout through the ``fraud_v2`` feature service, log to MLflow and move the
+training set and the holdout through the ``fraud_v3`` feature service, log to MLflow and move the
 registry aliases. The first run promotes a champion and emits the ``champion_model`` asset; a
 second run on the same windows trains the same model, which is not better, so the champion stays
 and no asset event is emitted.
@@ -76,7 +76,7 @@ def test_dag_trains_gates_and_promotes_only_when_better(platform, airflow_db):
 
     model, version, threshold = registry.load_model("champion", settings)
     mv = registry.client(settings).get_model_version(settings.case.model_name, version)
-    assert mv.tags["feature_service"] == "fraud_v2" and len(mv.tags["feature_service_version"]) == 16
+    assert mv.tags["feature_service"] == "fraud_v3" and len(mv.tags["feature_service_version"]) == 16
     assert mv.tags["train_window"] == "2018-04-01..2018-04-07"
     assert mv.tags["holdout_window"] == "2018-04-15..2018-04-17"  # 7-day gap, labels matured by 04-24
     from jobs.fraud.training_data import FEATURE_COLUMNS

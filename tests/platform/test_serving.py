@@ -1181,5 +1181,5 @@ def test_the_service_refuses_to_start_on_a_home_without_a_feature_repository(tmp
         timeout=180,
     )
     assert done.returncode == 2, done.stderr[-2000:]
-    assert "cannot start: feature_service: 'fraud_v2' is not registered" in done.stderr
+    assert "cannot start: feature_service: 'fraud_v3' is not registered" in done.stderr
     assert "python -m jobs.platform.feature_store apply" in done.stderr and "Traceback" not in done.stderr

@@ -5,8 +5,10 @@ pipeline). It builds, under one folder:
 
 * a Feast repo (``feature_store.yaml`` + ``registry.db``) applied from the platform's own definitions
   in ``feature_repo/fraud/`` — entities ``customer`` / ``terminal``, the daily-snapshot views
-  ``customer_spending`` / ``terminal_risk``, the feature services ``fraud_v1`` and ``fraud_v2`` (+ the
-  last hour: offline ``customer_activity_1h``, online derived from the pushed view), and the stream view
+  ``customer_spending`` / ``terminal_risk``, the feature services ``fraud_v1``, ``fraud_v2`` (+ the
+  last hour: offline ``customer_activity_1h``, online derived from the pushed view) and ``fraud_v3`` (+ the
+  windows ending at the transaction: offline ``customer_windows_at_tx``, online the snapshot plus the
+  day's pushed activity), and the stream view
   ``customer_recent_activity`` fed by the push source ``customer_transactions_push``
   (``feature_repo/fraud/streaming.py``); online store SQLite or Redis;
 * feature values computed with pandas from the handbook simulator (a small world: a few hundred
@@ -37,6 +39,16 @@ CUSTOMER_FEATURES = [f"customer_{k}_{w}d" for w in SNAPSHOT_WINDOWS for k in ("n
 TERMINAL_FEATURES = [f"terminal_{k}_{w}d" for w in SNAPSHOT_WINDOWS for k in ("nb_tx", "risk")]
 REQUEST_FEATURES = ["tx_amount", "tx_during_weekend", "tx_during_night"]
 PROJECT = "fraud_serving_sandbox"
+
+
+def served_columns() -> list[str]:
+    """The model inputs of a ``fraud_v3`` model on the sandbox (the serving benchmark's): the snapshots,
+    the request fields, the last hour and the windows ending at the transaction (0 in the sandbox's
+    training rows: its model is for latency, not quality)."""
+    from jobs.fraud.features import CURRENT_FEATURES
+    from jobs.fraud.online import STREAM_FEATURES
+
+    return CUSTOMER_FEATURES + TERMINAL_FEATURES + REQUEST_FEATURES + list(STREAM_FEATURES) + CURRENT_FEATURES
 
 
 def daily_snapshots(tx: pd.DataFrame, days: list[dt.date]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -102,8 +114,13 @@ def feature_store_yaml(root: Path, online: str, redis_connection: str | None = N
 def definitions() -> list[Any]:
     """The platform's Feast objects (``feature_repo``) the sandbox applies."""
     from feature_repo.fraud.entities import customer, terminal, transaction
-    from feature_repo.fraud.feature_services import fraud_v1, fraud_v2
-    from feature_repo.fraud.feature_views import customer_activity_1h, customer_spending, terminal_risk
+    from feature_repo.fraud.feature_services import fraud_v1, fraud_v2, fraud_v3
+    from feature_repo.fraud.feature_views import (
+        customer_activity_1h,
+        customer_spending,
+        customer_windows_at_tx,
+        terminal_risk,
+    )
     from feature_repo.fraud.streaming import customer_recent_activity, customer_transactions_push
 
     return [
@@ -113,8 +130,10 @@ def definitions() -> list[Any]:
         customer_spending,
         terminal_risk,
         customer_activity_1h,  # offline only: online, its features derive from the pushed view
+        customer_windows_at_tx,  # offline only: online, the snapshot + the day's pushed activity
         fraud_v1,
         fraud_v2,
+        fraud_v3,
         customer_transactions_push,
         customer_recent_activity,
     ]
