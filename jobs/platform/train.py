@@ -9,7 +9,7 @@ training window (``sqrt`` and ``none`` are the alternatives the search may pick)
 strategy and value are logged. Rankers (``rank:*``) learn from the order within each query group and
 are not re-weighted; their rows are sorted by group and logged position before fitting.
 
-Hyperparameter search (``--hpo N``): N configurations from a small grid, each fitted on the early
+Hyperparameter search (``--hpo N``): N configurations from :data:`SEARCH_GRID`, each fitted on the early
 part of the training window and scored on its last ``--val-days`` days, after a gap of
 ``label_delay_days`` (time-ordered, never shuffled); the best average precision wins and the final
 model is refitted on the whole window. Every trial is a nested MLflow run.
@@ -77,11 +77,15 @@ def search_grid(model: ModelSpec) -> dict[str, list[Any]]:
 
 
 SEARCH_GRID: dict[str, list[Any]] = {
-    "max_depth": [3, 4, 6],
+    "max_depth": [3, 4, 5, 6],
     "n_estimators": [50, 100, 200],
     "learning_rate": [0.05, 0.1, 0.3],
+    "min_child_weight": [1.0, 5.0],
+    "subsample": [0.8, 1.0],
     "scale_pos_weight": ["auto", "sqrt", "none"],
 }
+"""Depth, trees, learning rate, the minimum hessian per leaf, row subsampling and the imbalance
+strategy (432 configurations; a search draws ``--hpo N`` of them, the base first)."""
 
 
 def require_positives(y: np.ndarray, model: ModelSpec) -> None:
@@ -303,12 +307,8 @@ def search_hyperparameters(
         [key, "trial"], ascending=[not primary.higher_is_better, True], na_position="last"
     )
     best = table.iloc[0]
-    best_params = base.replace(**{k: best[k] for k in grid})
-    best_params = best_params.replace(
-        max_depth=int(best_params.max_depth),
-        n_estimators=int(best_params.n_estimators),
-        learning_rate=float(best_params.learning_rate),
-    )
+    types = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(base)}
+    best_params = base.replace(**{k: types[k](best[k]) for k in grid})  # numpy scalars -> the field's type
     return best_params, table
 
 
@@ -383,6 +383,72 @@ def importance_figure(model, top: int = 20):
     ax.set(xlabel="total gain / split (xgboost 'gain')", title="Feature importance")
     fig.tight_layout()
     return fig
+
+
+IMPORTANCE_TYPES = ("gain", "total_gain", "weight", "cover", "total_cover")
+
+
+def explain_model(
+    model, frame: pd.DataFrame, features: list[str], sample: int = 5_000, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """What the fitted booster relies on, from xgboost itself: its split importances (every
+    ``importance_type``; 0 for a feature it never split on) and a SHAP summary of up to ``sample``
+    seeded rows of ``frame`` from ``Booster.predict(pred_contribs=True)`` (TreeSHAP: per row, the
+    contributions plus the bias column sum to the margin). Returns (importance, shap summary sorted
+    by mean |SHAP|, the contribution matrix with the bias last)."""
+    import xgboost as xgb
+
+    booster = model.get_booster()
+    importance = pd.DataFrame(
+        {t: pd.Series(booster.get_score(importance_type=t), dtype="float64") for t in IMPORTANCE_TYPES}
+    )
+    importance = importance.reindex(features).fillna(0.0).rename_axis("feature").reset_index()
+    rows = frame[features].astype("float64")
+    if len(rows) > sample:
+        rows = rows.sample(sample, random_state=seed)
+    contribs = booster.predict(xgb.DMatrix(rows, feature_names=list(features)), pred_contribs=True)
+    values = contribs[:, :-1]
+    shap = pd.DataFrame(
+        {
+            "feature": list(features),
+            "mean_abs_shap": np.abs(values).mean(axis=0),
+            "mean_shap": values.mean(axis=0),
+            "share_of_abs_shap": np.abs(values).mean(axis=0)
+            / max(float(np.abs(values).mean(axis=0).sum()), 1e-12),
+        }
+    ).sort_values(["mean_abs_shap", "feature"], ascending=[False, True], ignore_index=True)
+    return importance, shap, contribs
+
+
+def shap_figure(shap: pd.DataFrame, top: int = 20):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    head = shap.head(top).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7, max(3, 0.35 * len(head) + 1)))
+    ax.barh(head["feature"], head["mean_abs_shap"])
+    ax.set(xlabel="mean |SHAP| (margin units; xgboost pred_contribs)", title="SHAP summary")
+    fig.tight_layout()
+    return fig
+
+
+def log_explanations(model, frame: pd.DataFrame, features: list[str], seed: int = 0) -> pd.DataFrame:
+    """Log :func:`explain_model` to the active MLflow run: ``explain/importance.csv``,
+    ``explain/shap_summary.csv``, ``plots/shap_summary.png`` and the tag ``top_features`` (the five
+    largest mean |SHAP|). Returns the SHAP summary."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    importance, shap, _ = explain_model(model, frame, features, seed=seed)
+    mlflow.log_text(importance.to_csv(index=False), "explain/importance.csv")
+    mlflow.log_text(shap.to_csv(index=False), "explain/shap_summary.csv")
+    fig = shap_figure(shap)
+    mlflow.log_figure(fig, "plots/shap_summary.png")
+    plt.close(fig)
+    mlflow.set_tag("top_features", ",".join(shap["feature"].head(5)))
+    return shap
 
 
 def model_requirements() -> list[str]:
@@ -537,6 +603,7 @@ def train_and_log(
         fig = importance_figure(model)
         mlflow.log_figure(fig, "plots/feature_importance.png")
         plt.close(fig)
+        log_explanations(model, train_df, features, seed=params.seed)
         example = train_df[features].head(5).astype("float64")
         signature = infer_signature(example, registry.predict_scores(model, example))
         info = mlflow.xgboost.log_model(

@@ -75,11 +75,52 @@ def test_search_logs_nested_trials_and_refits_the_best(train_df, tmp_path_factor
     assert parent.data.metrics["val_average_precision"] == pytest.approx(
         best.data.metrics["val_average_precision"]
     )
-    for key in ("max_depth", "n_estimators", "learning_rate", "scale_pos_weight"):
+    for key in T.SEARCH_GRID:  # depth, trees, rate, min_child_weight, subsample, imbalance strategy
         assert parent.data.params[key] == best.data.params[key]
         assert str(getattr(run.params, key)) == best.data.params[key]
     assert all(c.data.params["val_start"] == "2018-04-19" for c in children)
     assert "hpo/trials.csv" in {a.path for a in client.list_artifacts(run.run_id, "hpo")}
+
+
+def test_explanations_are_xgboosts_own_and_logged(train_df, tmp_path_factory):
+    """Importances of every type and a TreeSHAP summary from ``pred_contribs``: per row the
+    contributions and the bias sum to the margin; a feature the trees never split on has 0 of both;
+    the run carries the tables, the plot and the top features."""
+    import xgboost as xgb
+
+    frame = train_df.assign(constant=1.0)  # never split on
+    features = [*FEATURES, "constant"]
+    model, _ = T.fit_model(frame, features, SMALL)
+    importance, shap, contribs = T.explain_model(model, frame, features, sample=400)
+    margin = model.get_booster().predict(
+        xgb.DMatrix(frame[features].astype("float64").sample(400, random_state=0)), output_margin=True
+    )
+    assert contribs.shape == (400, len(features) + 1)
+    np.testing.assert_allclose(contribs.sum(axis=1), margin, rtol=1e-4, atol=1e-4)
+    assert list(importance["feature"]) == features and set(T.IMPORTANCE_TYPES) <= set(importance.columns)
+    const = shap.set_index("feature").loc["constant"]
+    assert const["mean_abs_shap"] == 0 and importance.set_index("feature").loc["constant", "gain"] == 0
+    assert shap["mean_abs_shap"].is_monotonic_decreasing and shap["share_of_abs_shap"].sum() == pytest.approx(
+        1
+    )
+    settings = fresh_home(tmp_path_factory, "fraud-explain-test")
+    run = T.train_and_log(
+        train_df,
+        FEATURES,
+        SMALL,
+        windows=WINDOWS,
+        feature_service="test-local",
+        feature_service_version="0",
+        settings=settings,
+    )
+    from jobs.platform import registry
+
+    client = registry.client(settings)
+    logged = {a.path for a in client.list_artifacts(run.run_id, "explain")}
+    assert logged == {"explain/importance.csv", "explain/shap_summary.csv"}
+    assert "plots/shap_summary.png" in {a.path for a in client.list_artifacts(run.run_id, "plots")}
+    top = client.get_run(run.run_id).data.tags["top_features"].split(",")
+    assert len(top) == 5 and set(top) <= set(FEATURES)
 
 
 def test_training_refuses_rows_outside_its_window(train_df, tmp_path):
