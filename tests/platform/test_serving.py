@@ -726,17 +726,24 @@ def test_pushed_transactions_make_short_window_features_fresh(serving_settings, 
 
 
 def test_stream_window_functions():
-    from jobs.fraud.features import derive_recent
+    from jobs.fraud.features import derive_recent, derive_today
     from jobs.fraud.online import merge_recent
 
     ids, epochs, amounts = merge_recent([], [], [], [(1, 1000, 5.0), (2, 2000, 7.0)])
     ids, epochs, amounts = merge_recent(ids, epochs, amounts, [(2, 2000, 7.0), (3, 5000, 1.0)])
-    assert ids == [2, 3]  # id 1 fell out of the hour before the newest, id 2 not duplicated
+    assert ids == [1, 2, 3]  # id 1 is outside the last hour but in the newest's UTC day; id 2 once
     assert derive_recent(ids, epochs, amounts, tx_id=4, tx_epoch=5000) == {
         "customer_nb_tx_1h": 1.0,
         "customer_amount_1h": 7.0,
     }
     assert derive_recent(ids, epochs, amounts, tx_id=3, tx_epoch=5000)["customer_nb_tx_1h"] == 1.0
+    # the next UTC day: what is older than both its start and the hour before the newest is dropped
+    ids, epochs, amounts = merge_recent(ids, epochs, amounts, [(4, 86_000, 3.0), (5, 87_400, 2.0)])
+    assert ids == [4, 5]
+    assert derive_today(ids, epochs, amounts, tx_id=6, tx_epoch=87_500, tx_amount=1.0) == {
+        "customer_nb_tx_today": 2.0,
+        "customer_amount_today": 3.0,
+    }
 
 
 def test_pusher_pushes_a_burst_in_few_batches():
