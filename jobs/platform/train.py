@@ -83,9 +83,13 @@ SEARCH_GRID: dict[str, list[Any]] = {
     "min_child_weight": [1.0, 5.0],
     "subsample": [0.8, 1.0],
     "scale_pos_weight": ["auto", "sqrt", "none"],
+    "max_bin": [256, 4096],
 }
-"""Depth, trees, learning rate, the minimum hessian per leaf, row subsampling and the imbalance
-strategy (432 configurations; a search draws ``--hpo N`` of them, the base first)."""
+"""Depth, trees, learning rate, the minimum hessian per leaf, row subsampling, the imbalance
+strategy and the histogram resolution (864 configurations; a search draws ``--hpo N`` of them, the
+base first). ``max_bin``: ``hist`` places its candidate splits at quantiles, so the few bins of a
+feature's far tail cannot express a sharp cut there (fraud: amounts above a fixed limit); 4,096 bins
+recover what the exact method finds, at ``hist``'s speed."""
 
 
 def require_positives(y: np.ndarray, model: ModelSpec) -> None:
@@ -159,6 +163,7 @@ def fit_model(
         min_child_weight=float(params.min_child_weight),
         subsample=float(params.subsample),
         colsample_bytree=float(params.colsample_bytree),
+        max_bin=int(params.max_bin),
         random_state=int(params.seed),
         n_jobs=int(params.n_jobs),
         eval_metric=spec.eval_metric,

@@ -75,7 +75,7 @@ def test_search_logs_nested_trials_and_refits_the_best(train_df, tmp_path_factor
     assert parent.data.metrics["val_average_precision"] == pytest.approx(
         best.data.metrics["val_average_precision"]
     )
-    for key in T.SEARCH_GRID:  # depth, trees, rate, min_child_weight, subsample, imbalance strategy
+    for key in T.SEARCH_GRID:  # depth, trees, rate, min_child_weight, subsample, imbalance strategy, bins
         assert parent.data.params[key] == best.data.params[key]
         assert str(getattr(run.params, key)) == best.data.params[key]
     assert all(c.data.params["val_start"] == "2018-04-19" for c in children)
