@@ -118,6 +118,11 @@ customer_windows_at_tx = FeatureView(
                     dtype=Float64,
                     description="their mean amount (this transaction included)",
                 ),
+                Field(
+                    name=f"customer_amount_ratio_{w}d_at_tx",
+                    dtype=Float64,
+                    description="this transaction's amount / (that mean + 1)",
+                ),
             )
         ),
     ],

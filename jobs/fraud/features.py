@@ -44,7 +44,10 @@ itself **included**): for a transaction of customer ``c`` at ``t`` on day ``D`` 
 * ``customer_nb_tx_today`` / ``customer_amount_today``  ``c``'s transactions of ``D`` in ``[D 00:00, t)``
   other than this one, plus this one (count >= 1), and their total amount;
 * ``customer_nb_tx_{w}d_at_tx``       the snapshot of ``D-1`` (days ``D-w .. D-1``) plus the day so far;
-* ``customer_avg_amount_{w}d_at_tx``  the mean amount over the same transactions.
+* ``customer_avg_amount_{w}d_at_tx``  the mean amount over the same transactions;
+* ``customer_amount_ratio_{w}d_at_tx`` the transaction's amount over that mean plus one currency unit
+  (how far it departs from the customer's habit: a compromised card's inflated amounts; the unit
+  keeps a zero mean defined without a branch, so the expression is the same on every path).
 
 :func:`windows_at_transaction` is the one definition: Spark applies it to columns
 (:func:`compute_windows_at_tx`: the snapshot joined to the day's transactions and a running range
@@ -101,7 +104,13 @@ RECENT_FEATURES: list[str] = ["customer_nb_tx_1h", "customer_amount_1h"]
 AT_TX_VIEW = "at_tx"  # per-transaction table features/at_tx: the customer windows ending at the transaction
 TODAY_FEATURES: list[str] = ["customer_nb_tx_today", "customer_amount_today"]
 AT_TX_FEATURES: list[str] = [
-    name for w in WINDOWS for name in (f"customer_nb_tx_{w}d_at_tx", f"customer_avg_amount_{w}d_at_tx")
+    name
+    for w in WINDOWS
+    for name in (
+        f"customer_nb_tx_{w}d_at_tx",
+        f"customer_avg_amount_{w}d_at_tx",
+        f"customer_amount_ratio_{w}d_at_tx",
+    )
 ]
 CURRENT_FEATURES: list[str] = TODAY_FEATURES + AT_TX_FEATURES
 """fraud_v3's per-transaction features (table ``at_tx``, view ``customer_windows_at_tx``)."""
@@ -168,7 +177,7 @@ def derive_today(
 
 
 def windows_at_transaction(
-    snapshot: Mapping[str, Any], today_count: Any, today_amount: Any
+    snapshot: Mapping[str, Any], today_count: Any, today_amount: Any, tx_amount: Any
 ) -> dict[str, Any]:
     """THE definition of fraud_v3's customer windows ending at the transaction, shared by the batch
     job (Spark columns), the scoring service (NumPy columns of a micro-batch) and the reference
@@ -178,17 +187,18 @@ def windows_at_transaction(
 
     * ``customer_nb_tx_{w}d_at_tx``      = snapshot count + today's count
     * ``customer_avg_amount_{w}d_at_tx`` = (snapshot mean x snapshot count + today's amount) / that
+    * ``customer_amount_ratio_{w}d_at_tx`` = the transaction's amount / (that mean + 1)
 
-    The count is at least 1 (the transaction itself), so the mean needs no guard, and the same
-    operations in the same order give the same doubles on every path."""
+    The count is at least 1 (the transaction itself) and amounts are >= 0, so neither division needs
+    a guard, and the same operations in the same order give the same doubles on every path."""
     out: dict[str, Any] = {}
     for w in WINDOWS:
         n = snapshot[f"customer_nb_tx_{w}d"]
         count = n + today_count
         out[f"customer_nb_tx_{w}d_at_tx"] = count
-        out[f"customer_avg_amount_{w}d_at_tx"] = (
-            snapshot[f"customer_avg_amount_{w}d"] * n + today_amount
-        ) / count
+        mean = (snapshot[f"customer_avg_amount_{w}d"] * n + today_amount) / count
+        out[f"customer_avg_amount_{w}d_at_tx"] = mean
+        out[f"customer_amount_ratio_{w}d_at_tx"] = tx_amount / (mean + 1.0)
     return out
 
 
@@ -378,6 +388,7 @@ def compute_windows_at_tx(transactions, start: dt.date, end: dt.date):
         "customer_id",
         "day",
         F.col("tx_datetime").alias("event_timestamp"),
+        "tx_amount",
         (F.count(F.lit(1)).over(frame) + 1).cast("bigint").alias("customer_nb_tx_today"),
         (F.coalesce(F.sum("tx_amount").over(frame), F.lit(0.0)) + F.col("tx_amount")).alias(
             "customer_amount_today"
@@ -388,6 +399,7 @@ def compute_windows_at_tx(transactions, start: dt.date, end: dt.date):
         {f: F.col(f) for f in CUSTOMER_FEATURES},
         F.col("customer_nb_tx_today"),
         F.col("customer_amount_today"),
+        F.col("tx_amount"),
     )
     return joined.select(
         "transaction_id",

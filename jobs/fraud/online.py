@@ -106,13 +106,15 @@ def add_windows_at_tx(batch: Any) -> None:
     a batch without those columns (an older feature service) is left as it is."""
     index = {c: j for j, c in enumerate(batch.columns)}
     targets = [f for f in AT_TX_FEATURES if f in index]
-    if not targets or len(batch) == 0 or any(f not in index for f in (*CUSTOMER_FEATURES, *TODAY_FEATURES)):
+    needs = (*CUSTOMER_FEATURES, *TODAY_FEATURES, "tx_amount")
+    if not targets or len(batch) == 0 or any(f not in index for f in needs):
         return
     m = batch.matrix
     windows = windows_at_transaction(
         {f: m[:, index[f]] for f in CUSTOMER_FEATURES},
         m[:, index["customer_nb_tx_today"]],
         m[:, index["customer_amount_today"]],
+        m[:, index["tx_amount"]],
     )
     for f in targets:
         m[:, index[f]] = windows[f]

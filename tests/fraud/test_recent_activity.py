@@ -83,6 +83,7 @@ def reference_at_tx(tx: pd.DataFrame, ids) -> pd.DataFrame:
             amounts = [*before["tx_amount"], *today["tx_amount"], r.tx_amount]
             out[f"customer_nb_tx_{w}d_at_tx"] = len(amounts)
             out[f"customer_avg_amount_{w}d_at_tx"] = float(np.mean(amounts))
+            out[f"customer_amount_ratio_{w}d_at_tx"] = r.tx_amount / (float(np.mean(amounts)) + 1.0)
         rows.append(out)
     return pd.DataFrame(rows).set_index("transaction_id").sort_index()
 
@@ -125,6 +126,10 @@ def test_windows_at_the_transaction_match_their_definition(spark):
     assert got["customer_nb_tx_30d_at_tx"].tolist() == [4, 5, 5, 7, 1, 7]
     assert got.loc[6, "customer_avg_amount_1d_at_tx"] == pytest.approx((50 + 10 + 20) / 3)
     assert got.loc[9, "customer_avg_amount_30d_at_tx"] == 5.0
+    assert got.loc[9, "customer_amount_ratio_30d_at_tx"] == 5.0 / 6.0  # amount / (mean + 1)
+    assert got.loc[8, "customer_amount_ratio_1d_at_tx"] == pytest.approx(
+        80.0 / ((50 + 10 + 20 + 40 + 80) / 5 + 1)
+    )
     assert (got["date"] == ["2018-04-20"] * 5 + ["2018-04-21"]).all()
     assert_same_windows(got, reference_at_tx(tx, got.index))
 
@@ -334,6 +339,10 @@ def test_scoring_api_serves_a_fraud_v3_champion_with_fresh_stream_features(platf
             np.testing.assert_allclose(
                 log[f"customer_avg_amount_{w}d_at_tx"],
                 (log[f"customer_avg_amount_{w}d"].to_numpy() * n + [40.0, 65.5, 68.5]) / (n + [1, 2, 3]),
+            )
+            np.testing.assert_allclose(
+                log[f"customer_amount_ratio_{w}d_at_tx"],
+                [40.0, 25.5, 3.0] / (log[f"customer_avg_amount_{w}d_at_tx"].to_numpy() + 1.0),
             )
     finally:
         registry.configure_mlflow(settings)  # the session's registry for the tests that follow
