@@ -8,8 +8,9 @@ quotes beside the handbook's published figures:
   ``fraud_v2``: + the last hour; ``fraud_v3``: + the customer windows ending at the transaction),
   each with its hyperparameters chosen by the platform's time-ordered search
   (:func:`jobs.platform.train.search_hyperparameters` over :data:`jobs.platform.train.SEARCH_GRID`) on
-  the handbook's validation protocol: the same shape shifted back one week (fit on 07-18..07-24,
-  validate on 08-01..08-07, the test week never seen), then refitted on the training week and logged
+  the handbook's prequential validation protocol: the same shape shifted back one week (fit on
+  07-18..07-24, validate on 08-01..08-07, the test week never seen) and repeated :data:`DEFAULT_FOLDS`
+  times a week further back each, the folds' AP averaged; then refitted on the training week and logged
   with its importances and SHAP summary; ``fraud_v3`` at the platform's default parameters beside it;
 * the handbook's baselines re-trained here with scikit-learn on the same ``fraud_v3`` features and
   windows: logistic regression (standardised inputs), a depth-2 decision tree and a random forest;
@@ -50,7 +51,15 @@ HANDBOOK_FIGURES = {"auc_roc": 0.87, "average_precision": 0.68, "card_precision_
 SERVICES = ("fraud_v1", "fraud_v2", "fraud_v3")
 HEADLINE = ("auc_roc", "average_precision", "card_precision_at_100")
 DEFAULT_TRIALS = 40
+DEFAULT_FOLDS = 4
+"""Prequential validation folds of the search (the handbook's chapter 5.2 uses 4): the validation
+protocol repeated 4 times, each a week further back, every fold fitted on 7 days."""
 DEFAULT_RESAMPLES = 2_000
+
+
+def first_fit_day(folds: int = DEFAULT_FOLDS) -> dt.date:
+    """The first day the search fits on: the oldest fold's."""
+    return validation_windows().train_start - dt.timedelta(days=VALIDATION_SHIFT_DAYS * (folds - 1))
 
 
 def validation_windows(w: Windows = HANDBOOK_WINDOWS) -> Windows:
@@ -133,7 +142,14 @@ def baselines(seed: int = 0) -> dict[str, Callable[[], Any]]:
 
 
 def simulate_world(
-    settings: Settings, n_customers: int, n_terminals: int, seed: int, *, via_ingest: bool, spark
+    settings: Settings,
+    n_customers: int,
+    n_terminals: int,
+    seed: int,
+    *,
+    via_ingest: bool,
+    spark,
+    folds: int = DEFAULT_FOLDS,
 ) -> None:
     """The days the validation and test protocols need, in the lake (directly in the ingestion
     contract, or through ``jobs.platform.ingest``)."""
@@ -142,7 +158,7 @@ def simulate_world(
 
     layout = StorageLayout(settings)
     delay = settings.case.label_delay_days
-    first = validation_windows().train_start - dt.timedelta(days=delay + LOOKBACK_DAYS + 1)
+    first = first_fit_day(folds) - dt.timedelta(days=delay + LOOKBACK_DAYS + 1)
     last = HANDBOOK_WINDOWS.holdout_end + dt.timedelta(days=delay)  # the test week's labels mature
     cfg = SimulatorConfig(n_customers=n_customers, n_terminals=n_terminals, seed=seed, label_delay_days=delay)
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
@@ -165,6 +181,7 @@ def run_handbook_protocol(
     seed: int = 0,
     *,
     trials: int = DEFAULT_TRIALS,
+    folds: int = DEFAULT_FOLDS,
     resamples: int = DEFAULT_RESAMPLES,
     via_ingest: bool = False,
     settings: Settings | None = None,
@@ -195,21 +212,22 @@ def run_handbook_protocol(
     w, v = HANDBOOK_WINDOWS, validation_windows()
     delay = settings.case.label_delay_days
     spark = spark or get_spark("handbook-protocol", settings)
-    simulate_world(settings, n_customers, n_terminals, seed, via_ingest=via_ingest, spark=spark)
+    simulate_world(settings, n_customers, n_terminals, seed, via_ingest=via_ingest, spark=spark, folds=folds)
+    first = first_fit_day(folds)
     check_protocol(w, delay, labels_through=labels_through(layout))
     check_protocol(v, delay, labels_through=labels_through(layout))
-    build_features(v.train_start - dt.timedelta(days=1), w.holdout_end, settings, spark=spark)
+    build_features(first - dt.timedelta(days=1), w.holdout_end, settings, spark=spark)
     shutil.rmtree(settings.feast_home, ignore_errors=True)  # a fresh registry for this world
     feature_store.apply(settings)
     store = feature_store.get_store(settings)
     columns = {s: training_data.model_inputs(store.get_feature_service(s)) for s in SERVICES}
-    frame = training_data.get_training_set(v.train_start, w.holdout_end, settings)
+    frame = training_data.get_training_set(first, w.holdout_end, settings)
     day = pd.to_datetime(frame["tx_datetime"]).dt.date
 
     def between(start: dt.date, end: dt.date) -> pd.DataFrame:
         return frame[(day >= start) & (day <= end)].reset_index(drop=True)
 
-    search_df = between(v.train_start, v.holdout_end)  # fit 07-18..07-24 | 7-day gap | validate 08-01..08-07
+    search_df = between(first, v.holdout_end)  # latest fold: fit 07-18..24 | 7-day gap | validate 08-01..07
     train_df, test_df = between(w.train_start, w.train_end), between(w.holdout_start, w.holdout_end)
     rows: list[Row] = []
 
@@ -237,7 +255,9 @@ def run_handbook_protocol(
     for service in SERVICES:
         registry.configure_mlflow(settings, experiment)
         with mlflow.start_run(run_name=f"search {service}") as parent:
-            mlflow.set_tags({"feature_service": service, "protocol": f"validation {v.as_params()}"})
+            mlflow.set_tags(
+                {"feature_service": service, "protocol": f"validation {v.as_params()}", "folds": str(folds)}
+            )
             best, table = search_hyperparameters(
                 search_df,
                 columns[service],
@@ -247,6 +267,8 @@ def run_handbook_protocol(
                 gap_days=delay,
                 log=log,
                 settings=settings,
+                folds=folds,
+                fit_days=(v.train_end - v.train_start).days + 1,
             )
             mlflow.log_text(table.to_csv(index=False), "hpo/trials.csv")
         candidates = [("XGBoost, searched", best)]
@@ -284,6 +306,7 @@ def run_handbook_protocol(
         "rows_test": len(test_df),
         "frauds_test": int(test_df["tx_fraud"].sum()),
         "trials": trials,
+        "folds": folds,
         "bootstrap": {"unit": "day", "resamples": resamples, "level": 0.95},
         "handbook_reference": HANDBOOK_FIGURES,
         "rows": [M.json_safe(dataclasses.asdict(r) | {"label": r.label}) for r in rows],
@@ -344,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--trials", type=int, default=DEFAULT_TRIALS, help="search trials per feature service"
     )
+    parser.add_argument(
+        "--folds", type=int, default=DEFAULT_FOLDS, help="prequential validation folds of the search"
+    )
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="day-bootstrap resamples")
     parser.add_argument(
         "--ingest", action="store_true", help="publish the lake through jobs.platform.ingest (slower)"
@@ -355,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         n_terminals=args.terminals,
         seed=args.seed,
         trials=args.trials,
+        folds=args.folds,
         resamples=args.resamples,
         via_ingest=args.ingest,
     )
@@ -363,8 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nHandbook protocol: train {w.train_start}..{w.train_end}, {delay}-day delay, test "
         f"{w.holdout_start}..{w.holdout_end} ({report['rows_test']:,} transactions, {report['frauds_test']} frauds);"
-        f" search: {report['trials']} trials per service, fit {v.train_start}..{v.train_end}, validate "
-        f"{v.holdout_start}..{v.holdout_end}; 95% CIs: {report['bootstrap']['resamples']:,} bootstraps of the test days\n"
+        f" search: {report['trials']} trials per service, {report['folds']} prequential folds a week apart, the latest"
+        f" fit {v.train_start}..{v.train_end}, validate {v.holdout_start}..{v.holdout_end}; 95% CIs: {report['bootstrap']['resamples']:,} bootstraps of the test days\n"
     )
     rows = [
         Row(**{k: r[k] for k in ("model", "features", "metrics", "ci", "params", "run_id")})

@@ -220,16 +220,25 @@ def split_validation(
     gap_days: int,
     model: ModelSpec | None = None,
     purpose: str = "hpo",
+    *,
+    shift_days: int = 0,
+    fit_days: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Time-ordered split of a training window: fit on the early days, validate on the last
-    ``val_days`` days, with ``gap_days`` days left out between them."""
+    ``val_days`` days, with ``gap_days`` days left out between them. ``shift_days`` moves the whole
+    split back (an older fold of a prequential validation: its validation days end ``shift_days``
+    before the window's last day); ``fit_days`` fits on only the last that many days before the gap
+    (None: every earlier day of the window)."""
     spec = model or model_spec()
     days = pd.to_datetime(df[spec.time_column]).dt.normalize()
-    last = days.max()
+    last = days.max() - pd.Timedelta(days=shift_days)
     val_start = last - pd.Timedelta(days=val_days - 1)
     fit_end = val_start - pd.Timedelta(days=gap_days + 1)
-    fit = df[days <= fit_end]
-    val = df[days >= val_start]
+    in_fit = days <= fit_end
+    if fit_days is not None:
+        in_fit &= days > fit_end - pd.Timedelta(days=fit_days)
+    fit = df[in_fit]
+    val = df[(days >= val_start) & (days <= last)]
     if fit.empty or fit[spec.label].sum() == 0 or val[spec.label].nunique() < 2:
         first = days.min().date()
         raise ValueError(
@@ -262,6 +271,12 @@ def candidate_params(
     return out[:n]
 
 
+def _mean(values: list[float]) -> float:
+    """The mean of the finite values (NaN when there is none)."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def search_hyperparameters(
     df: pd.DataFrame,
     features: list[str],
@@ -272,10 +287,18 @@ def search_hyperparameters(
     gap_days: int,
     log=None,
     settings: Settings | None = None,
+    folds: int = 1,
+    fit_days: int | None = None,
 ) -> tuple[TrainParams, pd.DataFrame]:
     """Try ``trials`` configurations on a time-ordered validation window, each evaluated by the use
     case (``UseCase.evaluate``; its headline metrics are logged as ``val_<metric>``); the best value
-    of the gate's primary metric wins (fraud: average precision)."""
+    of the gate's primary metric wins (fraud: average precision).
+
+    ``folds`` > 1 is prequential validation (the handbook's chapter 5.2): the same split repeated
+    ``folds`` times, each ``val_days`` further back (:func:`split_validation`'s ``shift_days``;
+    ``fit_days`` keeps every fold's fit window the same length); a configuration's figures are the
+    means over the folds (each fold's primary metric is kept as ``val_<metric>_fold<k>``, fold 0 the
+    latest), so one noisy validation week does not choose the model."""
     import mlflow
 
     from jobs.platform.registry import predict_scores
@@ -284,19 +307,32 @@ def search_hyperparameters(
     use_case = get_use_case(settings)
     spec, primary = use_case.model, use_case.gate(settings).primary
     key = f"val_{primary.name}"
-    fit, val, window = split_validation(df, val_days, gap_days, spec)
+    if folds < 1:
+        raise ValueError(f"folds: {folds}; rule: at least 1")
+    splits = [
+        split_validation(df, val_days, gap_days, spec, shift_days=k * val_days, fit_days=fit_days)
+        for k in range(folds)
+    ]
+    window = dict(splits[0][2])
+    if folds > 1:
+        window |= {"folds": str(folds), "first_fold_val_start": splits[-1][2]["val_start"]}
     rows = []
     grid = search_grid(spec)
     for i, params in enumerate(candidate_params(base, trials, base.seed, grid)):
         started = time.monotonic()
-        model, spw = fit_model(fit, features, params, spec)
-        scores = predict_scores(model, val)
-        figures = use_case.headline(use_case.evaluate(val, scores, settings=settings))
+        per_fold, spw = [], 1.0
+        for k, (fit, val, _) in enumerate(splits):
+            model, fold_spw = fit_model(fit, features, params, spec)
+            spw = fold_spw if k == 0 else spw  # the latest fold's, as a single split reports
+            scores = predict_scores(model, val)
+            per_fold.append(use_case.headline(use_case.evaluate(val, scores, settings=settings)))
+        figures = {name: _mean([f[name] for f in per_fold]) for name in per_fold[0]}
         row = {
             "trial": i,
             **dataclasses.asdict(params),
             "scale_pos_weight_value": spw,
             **{f"val_{name}": value for name, value in figures.items()},
+            **({f"{key}_fold{k}": f[primary.name] for k, f in enumerate(per_fold)} if folds > 1 else {}),
             "fit_seconds": round(time.monotonic() - started, 2),
         }
         rows.append(row)

@@ -80,7 +80,14 @@ def test_the_protocol_runs_end_to_end_on_a_small_world(tmp_path_factory, spark):
 
     settings = fresh_home(tmp_path_factory, "fraud-handbook-test")
     report = H.run_handbook_protocol(
-        n_customers=120, n_terminals=240, seed=1, trials=2, resamples=50, settings=settings, spark=spark
+        n_customers=120,
+        n_terminals=240,
+        seed=1,
+        trials=2,
+        folds=2,
+        resamples=50,
+        settings=settings,
+        spark=spark,
     )
     labels = [r["label"] for r in report["rows"]]
     assert labels == [
@@ -120,3 +127,10 @@ def test_the_protocol_runs_end_to_end_on_a_small_world(tmp_path_factory, spark):
         [run.info.experiment_id], filter_string="attributes.run_name LIKE 'search %'"
     )
     assert len(searches) == 3
+    assert {s.data.tags["folds"] for s in searches} == {"2"}
+    for s in searches:  # each trial: the mean of its two folds (validation weeks 08-01 and 07-25)
+        trials = client.search_runs(
+            [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{s.info.run_id}'"
+        )
+        assert len(trials) == 2 and all("val_average_precision_fold1" in t.data.metrics for t in trials)
+        assert {t.data.params["first_fold_val_start"] for t in trials} == {"2018-07-25"}

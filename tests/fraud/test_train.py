@@ -50,6 +50,38 @@ def test_validation_split_is_time_ordered_with_a_gap(train_df):
         T.split_validation(train_df, val_days=7, gap_days=7)
 
 
+def test_an_older_fold_shifts_the_split_back_and_keeps_its_fit_length(train_df):
+    fit, val, window = T.split_validation(train_df, val_days=3, gap_days=2, shift_days=3, fit_days=4)
+    assert window == {"fit_end": "2018-04-13", "val_start": "2018-04-16", "val_end": "2018-04-18"}
+    assert sorted(fit["tx_datetime"].dt.date.unique()) == [dt.date(2018, 4, d) for d in range(10, 14)]
+    assert sorted(val["tx_datetime"].dt.date.unique()) == [dt.date(2018, 4, d) for d in range(16, 19)]
+
+
+def test_prequential_search_ranks_by_the_mean_over_folds(train_df, tmp_path_factory):
+    """Three folds two days apart, each fitted on 4 days: a trial's figure is the mean of its
+    folds' (the latest first), and the best mean wins."""
+    import mlflow
+
+    from jobs.platform import registry
+
+    settings = fresh_home(tmp_path_factory, "fraud-folds-test")
+    registry.configure_mlflow(settings, "folds-test")
+    with mlflow.start_run():
+        best, table = T.search_hyperparameters(
+            train_df, FEATURES, SMALL, 3, val_days=2, gap_days=2, settings=settings, folds=3, fit_days=4
+        )
+    folds = [f"val_average_precision_fold{k}" for k in range(3)]
+    assert set(folds) <= set(table.columns) and len(table) == 3
+    np.testing.assert_allclose(table["val_average_precision"], table[folds].mean(axis=1))
+    assert table["val_average_precision"].is_monotonic_decreasing
+    assert best.max_depth == table.iloc[0]["max_depth"]
+    assert table[folds].nunique().gt(1).any()  # the folds are different weeks, not one copied
+    with pytest.raises(ValueError, match="folds: 0"):
+        T.search_hyperparameters(
+            train_df, FEATURES, SMALL, 2, val_days=2, gap_days=2, settings=settings, folds=0
+        )
+
+
 def test_search_logs_nested_trials_and_refits_the_best(train_df, tmp_path_factory):
     settings = fresh_home(tmp_path_factory, "fraud-hpo-test")
     run = T.train_and_log(

@@ -67,7 +67,14 @@ def test_dag_trains_gates_and_promotes_only_when_better(platform, airflow_db):
     from jobs.platform import registry
 
     settings = platform
-    conf = {"reason": "test: weekly", "train_days": 7, "holdout_days": 3, "n_estimators": 40, "max_depth": 4}
+    conf = {  # a small, slow-learning model: 7 days of a small world are a few hundred frauds
+        "reason": "test: weekly",
+        "train_days": 7,
+        "holdout_days": 3,
+        "n_estimators": 40,
+        "max_depth": 4,
+        "learning_rate": 0.1,
+    }
     before = _champion_events()
     dr = run_dag("fraud_train_model", "2018-04-24", conf=conf)
     assert _states(dr) == {"train": "success", "evaluate_gate": "success", "promote": "success"}
