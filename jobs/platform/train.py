@@ -320,12 +320,13 @@ def search_hyperparameters(
     grid = search_grid(spec)
     for i, params in enumerate(candidate_params(base, trials, base.seed, grid)):
         started = time.monotonic()
-        per_fold, spw = [], 1.0
-        for k, (fit, val, _) in enumerate(splits):
+        per_fold, spws = [], []
+        for fit, val, _ in splits:
             model, fold_spw = fit_model(fit, features, params, spec)
-            spw = fold_spw if k == 0 else spw  # the latest fold's, as a single split reports
+            spws.append(fold_spw)
             scores = predict_scores(model, val)
             per_fold.append(use_case.headline(use_case.evaluate(val, scores, settings=settings)))
+        spw = spws[0]  # the latest fold's, as a single split reports
         figures = {name: _mean([f[name] for f in per_fold]) for name in per_fold[0]}
         row = {
             "trial": i,
