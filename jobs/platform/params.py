@@ -25,6 +25,7 @@ class TrainParams:
     min_child_weight: float = 1.0
     subsample: float = 1.0
     colsample_bytree: float = 1.0
+    colsample_bynode: float = 1.0  # features drawn per split, as a random forest does (1 = all)
     max_bin: int = 256  # histogram bins per feature (xgboost's default); a sharp cut in a tail needs more
     scale_pos_weight: str = "auto"  # auto = neg/pos | sqrt = sqrt(neg/pos) | none = 1 | a number
     seed: int = 0

@@ -57,6 +57,41 @@ def test_an_older_fold_shifts_the_split_back_and_keeps_its_fit_length(train_df):
     assert sorted(val["tx_datetime"].dt.date.unique()) == [dt.date(2018, 4, d) for d in range(16, 19)]
 
 
+def test_neighbours_move_one_parameter_one_grid_step():
+    grid = {"max_depth": [3, 4, 5], "learning_rate": [0.05, 0.1], "scale_pos_weight": ["auto", "none"]}
+    base = T.TrainParams(max_depth=4, learning_rate=0.05, scale_pos_weight="auto")
+    got = {(p.max_depth, p.learning_rate, p.scale_pos_weight) for p in T.neighbours(base, grid)}
+    assert got == {(3, 0.05, "auto"), (5, 0.05, "auto"), (4, 0.1, "auto"), (4, 0.05, "none")}
+    off_grid = T.TrainParams(max_depth=9, learning_rate=0.1, scale_pos_weight="none")
+    got = {(p.max_depth, p.learning_rate, p.scale_pos_weight) for p in T.neighbours(off_grid, grid)}
+    assert got == {(9, 0.05, "none"), (9, 0.1, "auto")}  # depth 9 is not in the grid: it stays
+
+
+def test_proposals_explore_at_random_then_refine_around_the_best():
+    """Half the budget drawn at random (the base first), then the best's untried neighbours, re-read
+    after each trial; a config is never proposed twice, and a grid smaller than the budget ends."""
+    grid = {"max_depth": [3, 4, 5, 6], "learning_rate": [0.05, 0.1, 0.3]}
+    base = T.TrainParams(max_depth=6, learning_rate=0.3)
+    score = {(d, r): -abs(d - 4) - abs(r - 0.1) for d in grid["max_depth"] for r in grid["learning_rate"]}
+    tried: list[T.TrainParams] = []
+
+    def ranked() -> list[T.TrainParams]:
+        return sorted(tried, key=lambda p: -score[(p.max_depth, p.learning_rate)])
+
+    steps = []
+    for phase, params in T.proposals(base, 8, 0, grid, ranked):
+        steps.append(phase)
+        tried.append(params)
+    assert steps == ["random"] * 4 + ["refine"] * 4
+    assert tried[0] == base and tried[:4] == T.candidate_params(base, 4, 0, grid)
+    assert len(set(map(repr, tried))) == 8
+    assert (4, 0.1) in {(p.max_depth, p.learning_rate) for p in tried}  # the optimum is climbed to
+    for params in tried[4:]:  # each refinement is a neighbour of a configuration tried before it
+        assert any(params in T.neighbours(p, grid) for p in tried[: tried.index(params)])
+    everything = list(T.proposals(base, 50, 0, grid, lambda: []))
+    assert len(everything) == 12 and len({repr(p) for _, p in everything}) == 12
+
+
 def test_prequential_search_ranks_by_the_mean_over_folds(train_df, tmp_path_factory):
     """Three folds two days apart, each fitted on 4 days: a trial's figure is the mean of its
     folds' (the latest first), and the best mean wins."""
