@@ -265,10 +265,11 @@ def candidate_params(
     grid = [dict(zip(grid_spec, combo, strict=True)) for combo in itertools.product(*grid_spec.values())]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(grid))
-    out = [base]
+    out, seen = [base], {dataclasses.astuple(base)}  # a set: drawing the whole grid stays linear
     for i in order:
         cand = base.replace(**grid[i])
-        if cand not in out:
+        if dataclasses.astuple(cand) not in seen:
+            seen.add(dataclasses.astuple(cand))
             out.append(cand)
         if len(out) >= n:
             break
@@ -367,11 +368,14 @@ def search_hyperparameters(
     tried: list[TrainParams] = []
     grid = search_grid(spec)
 
-    def ranked() -> list[TrainParams]:
-        """The configurations tried so far, best first (NaN last, ties to the earlier trial)."""
+    def order() -> list[int]:
+        """The trials so far, best first (NaN last, ties to the earlier trial): the refinement's
+        order and the returned table's."""
         sign = -1.0 if primary.higher_is_better else 1.0
-        order = sorted(range(len(rows)), key=lambda j: (bool(np.isnan(rows[j][key])), sign * rows[j][key], j))
-        return [tried[j] for j in order]
+        return sorted(range(len(rows)), key=lambda j: (bool(np.isnan(rows[j][key])), sign * rows[j][key], j))
+
+    def ranked() -> list[TrainParams]:
+        return [tried[j] for j in order()]
 
     for i, (phase, params) in enumerate(proposals(base, trials, base.seed, grid, ranked)):
         started = time.monotonic()
@@ -402,9 +406,7 @@ def search_hyperparameters(
             )
         if log is not None:
             log.info("hpo trial", trial=i, phase=phase, **{key: row.get(key)})
-    table = pd.DataFrame(rows).sort_values(
-        [key, "trial"], ascending=[not primary.higher_is_better, True], na_position="last"
-    )
+    table = pd.DataFrame(rows).iloc[order()]
     best = table.iloc[0]
     types = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(base)}
     best_params = base.replace(**{k: types[k](best[k]) for k in grid})  # numpy scalars -> the field's type
