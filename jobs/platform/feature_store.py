@@ -266,6 +266,23 @@ def _offline_rows(layout: StorageLayout, view: str, lo: dt.datetime, hi: dt.date
     return total
 
 
+def _first_event(layout: StorageLayout, view: str, day: dt.date) -> dt.datetime:
+    """The earliest ``event_timestamp`` of partition ``day`` of an offline table: ``D+1 00:00`` for a
+    daily snapshot, earlier for a table of timestamped events (a catalogue's changes, which may
+    predate their partition's day: the items launched before the first day)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    first = snapshot_timestamp(day)
+    for f in layout.path("features", day, view).glob("*.parquet"):
+        column = pq.read_table(f, columns=["event_timestamp"]).column(0)
+        if len(column):
+            low = pc.min(column).as_py()
+            if low is not None:
+                first = min(first, _utc(low))
+    return first
+
+
 def materialize(
     end: str | dt.date | dt.datetime,
     settings: Settings | None = None,
@@ -275,7 +292,8 @@ def materialize(
 
     A date ``D`` means its snapshot (``D+1 00:00``); pass datetimes for exact bounds. Per view:
 
-    * no watermark in the registry (first run, or wiped by an apply): from the first snapshot;
+    * no watermark in the registry (first run, or wiped by an apply): from the first snapshot (the
+      earliest event of the first partition, for a table of timestamped changes);
     * otherwise from the watermark (incremental; re-running is a no-op rewrite of the same values);
     * ``start`` earlier than the watermark (a backfill): from ``start``; the range always extends to
       the watermark so the store never goes back to an older snapshot.
@@ -299,7 +317,7 @@ def materialize(
             done[fv_name] = {"skipped": "no offline snapshots"}
             continue
         mark = marks[fv_name]
-        lo = mark if mark is not None else snapshot_timestamp(parts[0])
+        lo = mark if mark is not None else _first_event(layout, view, parts[0])
         if start_ts is not None:
             lo = min(lo, start_ts)
         hi = max(end_ts, mark) if mark is not None else end_ts
