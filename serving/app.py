@@ -42,7 +42,7 @@ from jobs.platform.storage import StorageLayout
 from serving.batching import MicroBatcher
 from serving.fastpath import FastPath, FastRoute
 from serving.features import FeatureClient, FeatureStoreUnavailable
-from serving.handler import Routes, ScoredRow, ServingHandler
+from serving.handler import Routes, ScoredRow, ServiceUnavailable, ServingHandler
 from serving.limits import BodySizeLimit
 from serving.metrics import REQUEST_STARTED, MetricsMiddleware, ServingMetrics
 from serving.models import LoadedModel, ModelBundle, ModelManager, ModelSource, ModelUnavailable
@@ -59,13 +59,6 @@ from serving.streaming import FeaturePusher
 log = get_logger("serving.app")
 
 API_KEY_HEADER = "X-API-Key"
-
-
-class ServiceUnavailable(RuntimeError):
-    def __init__(self, error: str, reason: str) -> None:
-        super().__init__(reason)
-        self.error = error
-        self.reason = reason
 
 
 class ScoringService:
@@ -216,7 +209,9 @@ def create_app(
     if model_source is None:
         from serving.models import RegistryModelSource
 
-        model_source = RegistryModelSource(settings, feature_columns=feature_client.feature_columns)
+        model_source = RegistryModelSource(
+            settings, feature_columns=feature_client.feature_columns, companion=handler.companion
+        )
 
     def on_swap(bundle: ModelBundle) -> None:
         metrics.model_swaps.inc()
@@ -410,6 +405,10 @@ def create_app(
             guarded=guarded,
             response_class=Respond,
             fast=fast,
+            bundle=lambda: manager.bundle,
+            features=feature_client,
+            observe=lambda stage, seconds: metrics.stage(stage).observe(seconds),
+            log=writer.append if writer is not None else lambda records: None,
         ),
     )
 

@@ -158,6 +158,16 @@ class _ViewPlan:
 _KIND_BY_DTYPE = {"Int64": "int64_val", "Int32": "int32_val", "String": "string_val"}
 
 
+@dataclass(frozen=True)
+class _Held:
+    """A view's online rows for a set of entities, read once and served from memory."""
+
+    index: dict[tuple[Any, ...], int]  # entity key -> row of ``values``
+    values: np.ndarray  # float64, one row per entity, the view's features in plan order
+    known: np.ndarray  # bool: the store had a row for the entity
+    stamps: list[Any]  # event timestamp per entity (None: unknown)
+
+
 def _proto_to_python(value: Any) -> float:
     kind = value.WhichOneof("val")
     if kind is None or kind == "null_val":
@@ -220,6 +230,7 @@ class FeastFeatureClient:
         self._bulk: Any = None  # the online store when it reads every view in one round trip (Redis)
         self._key_cache: dict[tuple[tuple[str, ...], tuple[Any, ...]], bytes] = {}
         self._push_views: dict[str, list[Any]] = {}  # push source -> the views it feeds
+        self._held: dict[str, _Held] = {}  # view -> its rows held in memory (:meth:`hold`)
 
     # --- resolution -------------------------------------------------------------------
     @property
@@ -332,6 +343,31 @@ class FeastFeatureClient:
         self.store.refresh_registry()
         self._plans = None
         self._push_views = {}
+        self._held = {}
+
+    def hold(
+        self, views: Sequence[str], rows: Sequence[dict[str, Any]], chunk: int = 20_000
+    ) -> dict[str, int]:
+        """Read stored views ``views`` for the entity ``rows`` once (in bulk, ``chunk`` entities per
+        online read) and serve them from memory from now on: a request with hundreds of candidate
+        items then reads only its user's views from the store. The held values are the online
+        store's, so a held view and a read one serve the same features; an entity not held is read
+        from the store. Call again after the store was materialized (the new values replace the old
+        in one assignment). Returns the entities held per view."""
+        plans = [p for p in self._resolve() if p.name in set(views) and not p.stream]
+        missing = sorted(set(views) - {p.name for p in plans})
+        if missing:
+            raise ValueError(f"views: {missing} are not stored views of {self.feature_service_name!r}")
+        held = dict(self._held)
+        for plan in plans:
+            keys = [tuple(r[k] for k in plan.join_keys) for r in rows]
+            read: list[Any] = []
+            for lo in range(0, len(rows), chunk):
+                read.extend(self._read_all([plan], rows[lo : lo + chunk])[0])
+            decoded = self._decode(plan, read)
+            held[plan.name] = _replace(decoded, index={k: i for i, k in enumerate(keys)})
+        self._held = held
+        return {name: len(h.index) for name, h in held.items()}
 
     # --- reads ------------------------------------------------------------------------
     @staticmethod
@@ -423,8 +459,18 @@ class FeastFeatureClient:
             return batch
         data, index = batch._data, self._index
         start = time.perf_counter()
-        reads = self._read_all(plans, rows) if plans else []
-        for plan, read in zip(plans, reads, strict=True):
+        held = self._held
+        read_plans = [p for p in plans if p.name not in held]
+        reads, inverse = self._read_unique(read_plans, rows) if read_plans else ([], None)
+        for plan in plans:
+            if plan.name in held:
+                self._fill_held(plan, held[plan.name], rows, batch)
+        for plan, read in zip(read_plans, reads, strict=True):
+            if inverse is not None and not plan.stream:  # decode each distinct entity once
+                self._fill_decoded(plan, self._decode(plan, read), inverse, batch)
+                continue
+            if inverse is not None:
+                read = [read[j] for j in inverse]
             batch.timestamps[plan.name] = stamps = [None] * len(rows)
             if plan.stream:
                 derive = self.derived[plan.name]
@@ -450,6 +496,76 @@ class FeastFeatureClient:
         self._add_request_features(rows, batch)
         batch.timings = {"online_read": served - start, "request_features": time.perf_counter() - served}
         return batch
+
+    def _read_unique(
+        self, plans: list[_ViewPlan], rows: Sequence[dict[str, Any]]
+    ) -> tuple[list[list[Any]], np.ndarray | None]:
+        """:meth:`_read_all` of the distinct entities of ``rows`` only, and each row's entry among them
+        (None: every row is distinct, one entry per row): a ranking request's 500 candidates share
+        one user and ~20 user x category keys."""
+        if len(rows) < 2:
+            return self._read_all(plans, rows), None
+        keys = tuple(sorted({k for p in plans for k in p.join_keys}))
+        position: dict[tuple[Any, ...], int] = {}
+        distinct: list[dict[str, Any]] = []
+        inverse = []
+        for row in rows:
+            key = tuple(row[k] for k in keys)
+            j = position.get(key)
+            if j is None:
+                j = position[key] = len(distinct)
+                distinct.append(row)
+            inverse.append(j)
+        if len(distinct) == len(rows):
+            return self._read_all(plans, rows), None
+        return self._read_all(plans, distinct), np.asarray(inverse, dtype=np.intp)
+
+    @staticmethod
+    def _decode(plan: _ViewPlan, read: Sequence[tuple[Any, Any]]) -> _Held:
+        """One view's online read as a matrix (unknown entities: the defaults), known mask, timestamps."""
+        values = np.tile(plan.default_row, (len(read), 1))
+        known = np.zeros(len(read), dtype=bool)
+        stamps: list[Any] = [None] * len(read)
+        for j, (ts, stored) in enumerate(read):
+            if _stored(stored):
+                known[j] = True
+                stamps[j] = ts
+                values[j] = [_proto_to_python(stored[f]) if f in stored else math.nan for f in plan.features]
+        return _Held({}, values, known, stamps)
+
+    @staticmethod
+    def _fill_decoded(plan: _ViewPlan, decoded: _Held, inverse: np.ndarray, batch: FeatureBatch) -> None:
+        batch._data[:, plan.columns] = decoded.values[inverse]
+        batch.timestamps[plan.name] = [decoded.stamps[j] for j in inverse.tolist()]
+        for i in np.flatnonzero(~decoded.known[inverse]).tolist():
+            if plan.entity_label not in batch.unknown[i]:
+                batch.unknown[i].append(plan.entity_label)
+
+    def _fill_held(
+        self, plan: _ViewPlan, held: _Held, rows: Sequence[dict[str, Any]], batch: FeatureBatch
+    ) -> None:
+        """A held view's features of ``rows`` from memory (entities not held: read from the store)."""
+        index = held.index
+        at = np.array([index.get(tuple(row[k] for k in plan.join_keys), -1) for row in rows], dtype=np.intp)
+        found = at >= 0
+        rows_found = np.flatnonzero(found)
+        batch._data[np.ix_(rows_found, plan.columns)] = held.values[at[found]]
+        batch.timestamps[plan.name] = stamps = [held.stamps[j] if j >= 0 else None for j in at.tolist()]
+        for i in rows_found[~held.known[at[found]]].tolist():
+            batch.unknown[i].append(plan.entity_label)
+        rest = np.flatnonzero(~found).tolist()
+        if not rest:
+            return
+        read = self._read_all([plan], [rows[i] for i in rest])[0]
+        for i, (ts, values) in zip(rest, read, strict=True):
+            if not _stored(values):
+                batch.unknown[i].append(plan.entity_label)
+                batch._data[i, plan.columns] = plan.default_row
+                continue
+            stamps[i] = ts
+            batch._data[i, plan.columns] = [
+                _proto_to_python(values[f]) if f in values else math.nan for f in plan.features
+            ]
 
     def _add_request_features(self, rows: Sequence[dict[str, Any]], batch: FeatureBatch) -> None:
         if self.request_fn is None:

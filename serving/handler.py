@@ -16,7 +16,16 @@ A use case supplies the rest in one handler, found through its declaration (``Us
 * ``result(scored)`` and ``record(scored)``: a scored row (:class:`ScoredRow`) as a response item and
   as a prediction-log record, whose columns and partition field :class:`LogSchema` declares;
 * ``route_key``: the request field the canary split hashes (fraud: ``customer_id``, so a card always
-  meets the same model).
+  meets the same model);
+* ``companion(version, settings)`` (optional): what the use case serves beside each model version,
+  loaded with it and held in the same immutable bundle (ranking: the retrieval index and pre-ranker
+  fitted with the ranker), so that an alias move swaps model and companion together.
+
+A use case whose request is not "score these rows" (ranking: one request, hundreds of candidates,
+then a slate) registers its own route and uses the core's pieces directly through :class:`Routes`:
+``bundle()`` (the current models, read once per request), ``features`` (the online feature client),
+``observe(stage, seconds)`` (the per-stage Prometheus histogram), ``log(records)`` (the prediction
+log, in its :class:`LogSchema`) and :class:`ServiceUnavailable`.
 """
 
 from __future__ import annotations
@@ -32,7 +41,16 @@ if TYPE_CHECKING:
 
     from jobs.platform.config import Settings
     from serving.features import FeatureClient, FeatureVector
-    from serving.models import LoadedModel
+    from serving.models import LoadedModel, ModelBundle
+
+
+class ServiceUnavailable(RuntimeError):
+    """A dependency the request needs is down (answered 503 with ``error`` and ``reason``, never 500)."""
+
+    def __init__(self, error: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error = error
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,10 @@ class Routes:
     # fast(path, model): answer valid POSTs of a declared route without FastAPI's per-request machinery
     # (the route's body model validated as FastAPI would, the row submitted; see serving.fastpath)
     fast: Callable[[str, Any], None]
+    bundle: Callable[[], ModelBundle]  # the current (immutable) model bundle: read once per request
+    features: FeatureClient  # the use case's online feature client
+    observe: Callable[[str, float], None]  # observe(stage, seconds): the serving stage histogram
+    log: Callable[[list[dict[str, Any]]], None]  # append records to the prediction log (LogSchema)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,3 +106,5 @@ class ServingHandler:
     result: Callable[[ScoredRow], dict[str, Any]]
     record: Callable[[ScoredRow], dict[str, Any]]
     log_schema: LogSchema
+    # per-version artifacts served with the model (``LoadedModel.companion``); None: the model alone
+    companion: Callable[[str, Settings], Any] | None = None

@@ -41,6 +41,7 @@ class LoadedModel:
     threshold: float | None  # the decision threshold of the version's tag (None: no decision policy)
     booster: Any  # xgboost.Booster
     feature_names: tuple[str, ...]
+    companion: Any = None  # the use case's per-version artifacts (ServingHandler.companion), or None
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Model scores (e.g. fraud probabilities) for rows of ``matrix`` (columns in ``feature_names`` order)."""
@@ -54,6 +55,7 @@ def as_loaded_model(
     alias: str,
     threshold: float | None,
     fallback_features: list[str],
+    companion: Any = None,
 ) -> LoadedModel:
     booster = model.get_booster() if hasattr(model, "get_booster") else model
     booster.set_param({"nthread": 1})  # one request = a few rows: threads only add overhead
@@ -61,7 +63,7 @@ def as_loaded_model(
     if not names:
         raise ModelUnavailable(f"model {name} v{version} declares no feature names and none were given")
     return LoadedModel(
-        name, str(version), alias, None if threshold is None else float(threshold), booster, names
+        name, str(version), alias, None if threshold is None else float(threshold), booster, names, companion
     )
 
 
@@ -78,8 +80,14 @@ class ModelSource(Protocol):
 class RegistryModelSource:
     """The MLflow model registry (``models:/<name>@<alias>``), through ``jobs.platform.registry``."""
 
-    def __init__(self, settings: Any, feature_columns: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Any,
+        feature_columns: list[str] | None = None,
+        companion: Callable[[str, Any], Any] | None = None,
+    ) -> None:
         self.settings = settings
+        self.companion = companion
         self.name = settings.case.model_name
         self.feature_columns = list(feature_columns or [])
         self._client = None
@@ -113,11 +121,12 @@ class RegistryModelSource:
 
         try:
             model, version, threshold = load_model(alias, settings=self.settings)
+            extra = None if self.companion is None else self.companion(str(version), self.settings)
         except ModelUnavailable:
             raise
         except Exception as exc:
             raise ModelUnavailable(f"cannot load {self.name}@{alias}: {type(exc).__name__}: {exc}") from exc
-        return as_loaded_model(model, self.name, version, alias, threshold, self.feature_columns)
+        return as_loaded_model(model, self.name, version, alias, threshold, self.feature_columns, extra)
 
 
 def experiment_salt(challenger: LoadedModel) -> str:
