@@ -143,7 +143,13 @@ def funnel_metrics(
 
     from jobs.platform import registry
     from jobs.platform.storage import StorageLayout
-    from jobs.ranking.funnel import _consumed, _window, compose_slates, load_companion, score_candidates
+    from jobs.ranking.funnel import (
+        compose_slates,
+        consumed_items,
+        event_window,
+        load_companion,
+        score_candidates,
+    )
     from jobs.ranking.slate_metrics import catalogue_metrics
     from jobs.ranking.training_data import catalogue
 
@@ -155,9 +161,9 @@ def funnel_metrics(
     users = first.sample(n=min(n_users, len(first)), random_state=0).sort_values("user_id")
     items = catalogue(layout, (day - pd.Timedelta(days=1)).date())
     items = items[items["launched_at"] < day]
-    events = _window(layout, (day - pd.Timedelta(days=7)).date(), (day - pd.Timedelta(days=1)).date())
+    events = event_window(layout, (day - pd.Timedelta(days=7)).date(), (day - pd.Timedelta(days=1)).date())
     scored, _ = score_candidates(users, retriever, preranker, ranker, items, day, settings)
-    slates, _ = compose_slates(scored, day, consumed=_consumed(events), k=K)
+    slates, _ = compose_slates(scored, day, consumed=consumed_items(events), k=K)
     return catalogue_metrics(
         slates[["user_id", "slot", "item_id"]], items, dt.date(day.year, day.month, day.day), K
     )

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from jobs.platform import feature_store as fs
@@ -66,7 +67,7 @@ class RecommendError(RuntimeError):
     """The batch job cannot produce a complete partition (nothing was written)."""
 
 
-def _window(layout: StorageLayout, start: dt.date, end: dt.date) -> dict[str, pd.DataFrame]:
+def event_window(layout: StorageLayout, start: dt.date, end: dt.date) -> dict[str, pd.DataFrame]:
     """The lake's impressions, clicks and purchases of days ``start..end`` (events dated in the window)."""
     hi = pd.Timestamp(end) + pd.Timedelta(days=1)
     out = {}
@@ -94,7 +95,7 @@ def fit_companion(train_df: pd.DataFrame, windows: Any, settings: Settings, fold
 
     layout = StorageLayout(settings)
     start, end = as_date(windows.train_start), as_date(windows.train_end)
-    events = _window(layout, start, end)
+    events = event_window(layout, start, end)
     items = catalogue(layout, end)
     n_users = int(max(events["impressions"]["user_id"].max(), train_df["user_id"].max())) + 1
     retriever = Retriever.fit(
@@ -138,7 +139,7 @@ def load_companion(folder: Path):
 
 
 # --- the batch job ---------------------------------------------------------------------------------
-def _consumed(events: dict[str, pd.DataFrame]) -> tuple[dict[int, set[int]], dict[int, dict[int, int]]]:
+def consumed_items(events: dict[str, pd.DataFrame]) -> tuple[dict[int, set[int]], dict[int, dict[int, int]]]:
     """Per user: the items bought, and item -> impressions without a click (the window's)."""
     bought: dict[int, set[int]] = {}
     for u, g in events["purchases"].groupby("user_id"):
@@ -151,6 +152,40 @@ def _consumed(events: dict[str, pd.DataFrame]) -> tuple[dict[int, set[int]], dic
     for u, g in shown.groupby("user_id"):
         seen[int(u)] = dict(zip(g["item_id"].astype(int), g["n"].astype(int), strict=True))
     return bought, seen
+
+
+def prerank_cut(frame: pd.DataFrame, pre_scores) -> pd.DataFrame:
+    """The pre-ranker's survivors of candidates (``user_id``, ``category``, ...) with their
+    ``pre_score``: per user the best :data:`PRERANK_KEEP`, and the best :data:`PRERANK_PER_CATEGORY`
+    of every category, so that the diversity rule always has candidates of other categories to choose
+    from. Rows in user order, best pre-score first (ties: the retrieval order). Batch and serving
+    share it."""
+    pre = np.asarray(pre_scores, dtype="float64").reshape(-1)
+    user, category = frame["user_id"].to_numpy(), frame["category"].to_numpy()
+    order = np.lexsort(
+        (-pre, user)
+    )  # by user, best pre-score first; lexsort is stable: ties keep retrieval order
+    u, c = user[order], category[order]
+    overall = _run_positions(u)
+    by_category = np.lexsort((c, u))  # stable: within a (user, category) the pre-score order stays
+    within = np.empty(len(order), dtype=np.int64)
+    within[by_category] = _run_positions(u[by_category], c[by_category])
+    taken = order[(overall < PRERANK_KEEP) | (within < PRERANK_PER_CATEGORY)]
+    out = frame.iloc[taken].reset_index(drop=True)
+    out["pre_score"] = pre[taken]
+    return out
+
+
+def _run_positions(*keys: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within each run of equal ``keys`` (rows sorted by them): a grouped cumcount."""
+    n = len(keys[0])
+    start = np.zeros(n, dtype=bool)
+    if n:
+        start[0] = True
+    for key in keys:
+        start[1:] |= key[1:] != key[:-1]
+    index = np.arange(n)
+    return index - np.maximum.accumulate(np.where(start, index, 0))
 
 
 def score_candidates(
@@ -178,13 +213,7 @@ def score_candidates(
     frame = with_features(cands, settings)
     timings["features_s"] = time.monotonic() - t
     t = time.monotonic()
-    frame["pre_score"] = preranker.inplace_predict(frame[PRE_FEATURES].astype("float64").to_numpy())
-    frame = frame.sort_values(["user_id", "pre_score"], ascending=[True, False], kind="stable")
-    # the best PRERANK_KEEP, and the best PRERANK_PER_CATEGORY of every category, so that the
-    # diversity rule always has candidates of other categories to choose from
-    overall = frame.groupby("user_id", sort=False).cumcount()
-    within = frame.groupby(["user_id", "category"], sort=False).cumcount()
-    frame = frame[(overall < PRERANK_KEEP) | (within < PRERANK_PER_CATEGORY)].reset_index(drop=True)
+    frame = prerank_cut(frame, preranker.inplace_predict(frame[PRE_FEATURES].astype("float64").to_numpy()))
     timings["prerank_s"] = time.monotonic() - t
     t = time.monotonic()
     frame["score"] = predict_scores(ranker, frame)
@@ -255,7 +284,7 @@ def recommend(
     generated_at = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
     ranker, version, _ = load_model(alias, settings)
     retriever, preranker = load_companion(companion_dir(version, settings))
-    events = _window(layout, day - dt.timedelta(days=SEEN_DAYS - 1), day)
+    events = event_window(layout, day - dt.timedelta(days=SEEN_DAYS - 1), day)
     today = events["impressions"][events["impressions"]["shown_at"] >= pd.Timestamp(day)]
     if today.empty:
         raise RecommendError(f"impressions of {day}: none in the lake; rule: ingest the day first")
@@ -268,7 +297,7 @@ def recommend(
     items = catalogue(layout, day)
     now = pd.Timestamp(day) + pd.Timedelta(days=1)
     slates, stats = slates_for(
-        users, retriever, preranker, ranker, items, now, settings, consumed=_consumed(events), k=k
+        users, retriever, preranker, ranker, items, now, settings, consumed=consumed_items(events), k=k
     )
     slates = slates.assign(model_version=version, generated_at=generated_at)
     short = slates.groupby("user_id").size()

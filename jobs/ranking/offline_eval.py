@@ -150,7 +150,13 @@ def evaluate(
     from jobs.platform import registry
     from jobs.platform.registry import predict_scores
     from jobs.platform.storage import StorageLayout
-    from jobs.ranking.funnel import _consumed, _window, compose_slates, load_companion, score_candidates
+    from jobs.ranking.funnel import (
+        compose_slates,
+        consumed_items,
+        event_window,
+        load_companion,
+        score_candidates,
+    )
     from jobs.ranking.rerank import Rules
     from jobs.ranking.training_data import catalogue, with_features
 
@@ -197,8 +203,8 @@ def evaluate(
     timings["als_ranker_s"] = time.monotonic() - t
 
     t = time.monotonic()
-    events = _window(layout, test_day - dt.timedelta(days=7), test_day - dt.timedelta(days=1))
-    consumed = _consumed(events)
+    events = event_window(layout, test_day - dt.timedelta(days=7), test_day - dt.timedelta(days=1))
+    consumed = consumed_items(events)
     scored, stats = score_candidates(users, retriever, preranker, state["model"], items, now, settings)
     rules = rules or Rules()
     funnel, did = compose_slates(scored, now, consumed=consumed, k=K, rules=rules)

@@ -259,15 +259,29 @@ class Retriever:
             ("category", self.by_category, self.user_categories, k // 2),
             ("brand", self.by_brand, self.user_brands, k - k // 2),
         ):
-            part = shares[shares["user_id"].isin(wanted)]
-            for user, g in part.groupby("user_id", sort=False):
-                quota = np.maximum(1, np.round(g["share"].to_numpy() * half)).astype(int)
+            by_user = self._shares_by_user(col, shares)
+            for user in wanted:
+                if user not in by_user:
+                    continue
+                values, share = by_user[user]
+                quota = np.maximum(1, np.round(share * half)).astype(int)
                 picks = [
-                    lists.get(int(v), np.array([], np.int64))[:q] for v, q in zip(g[col], quota, strict=True)
+                    lists.get(int(v), np.array([], np.int64))[:q] for v, q in zip(values, quota, strict=True)
                 ]
                 prev = out.get(int(user))
                 out[int(user)] = np.concatenate(([prev] if prev is not None else []) + picks)
         return {u: _unique(v)[:k] for u, v in out.items()}
+
+    def _shares_by_user(self, column: str, shares: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``user -> (category or brand ids, shares)`` in the table's order, built once per retriever
+        (a single user's content candidates are then two dictionary lookups, not a scan)."""
+        memo = self.__dict__.setdefault("_share_index", {})
+        if column not in memo:
+            memo[column] = {
+                int(u): (g[column].to_numpy(), g["share"].to_numpy())
+                for u, g in shares.groupby("user_id", sort=False)
+            }
+        return memo[column]
 
     def shared(self, name: str, users: np.ndarray, k: int) -> dict[int, np.ndarray]:
         items = {"fresh": self.fresh, "trending": self.trending, "popular": self.popular}[name][:k]
@@ -295,11 +309,12 @@ class Retriever:
         for u in users.tolist():
             taken: dict[int, str] = {}
             for name in self.cfg.quotas:
-                for item in lists[name].get(u, ()):
+                proposed = lists[name].get(u)
+                for item in proposed.tolist() if proposed is not None else ():
                     if len(taken) >= total:
                         break
-                    taken.setdefault(int(item), name)
-            for item in fill:
+                    taken.setdefault(item, name)
+            for item in fill.tolist():
                 if len(taken) >= total:
                     break
                 taken.setdefault(int(item), "popular")
@@ -313,7 +328,10 @@ class Retriever:
                 "strategy": np.concatenate(rows_s) if rows_s else np.array([], object),
             }
         )
-        frame["rank"] = frame.groupby("user_id").cumcount()
+        # each user's rows are contiguous and in order: the rank within the user's list
+        frame["rank"] = (
+            np.concatenate([np.arange(len(r)) for r in rows_i]) if rows_i else np.array([], np.int64)
+        )
         return frame
 
     # --- persistence: native formats only (faiss, .npy without pickle, parquet, JSON) -------------

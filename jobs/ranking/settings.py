@@ -74,6 +74,21 @@ class Gate(BaseModel):
     resamples: int = Field(1000, ge=100, description="paired bootstrap resamples of the holdout's users")
 
 
+class Serving(BaseModel):
+    """The real-time funnel (``/v1/recommend``; ``RANKING_SERVING_*``): each stage's budget in
+    milliseconds (over it, the request is answered from the fallbacks, ``degraded``) and how often
+    the day-level state is checked for a newer ingested day."""
+
+    retrieval_ms: float = Field(5.0, gt=0, description="retrieval budget (candidates of one user)")
+    features_ms: float = Field(25.0, gt=0, description="online feature read budget (all candidates)")
+    prerank_ms: float = Field(5.0, gt=0, description="pre-ranking budget")
+    rank_ms: float = Field(20.0, gt=0, description="ranking budget")
+    rerank_ms: float = Field(10.0, gt=0, description="business rules budget")
+    state_refresh_seconds: float = Field(
+        60.0, gt=0, description="how often the lake is checked for a newer day (catalogue, batch slates)"
+    )
+
+
 class RankingSettings(UseCaseSettings):
     model_config = SettingsConfigDict(env_prefix="RANKING_")
 
@@ -90,6 +105,7 @@ class RankingSettings(UseCaseSettings):
     holdout_days: int = Field(2, ge=1, description="holdout window (days) the champion/challenger gate uses")
     world: World = Field(default_factory=World)
     gate: Gate = Field(default_factory=Gate)
+    serving: Serving = Field(default_factory=Serving)
 
     def world_config(self) -> WorldConfig:
         return self.world.config(dt.date.fromisoformat(self.start_date))

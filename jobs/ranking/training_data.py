@@ -91,16 +91,34 @@ def request_features(frame: pd.DataFrame) -> pd.DataFrame:
             raise KeyError(f"{column}: missing (rule: request features need shown_at, device, launched_at_s)")
     ts = _utc_naive(frame["shown_at"])
     out = frame.copy()
-    out["hour"] = ts.dt.hour.astype("int64").to_numpy()
-    out["is_weekend"] = (ts.dt.weekday >= 5).astype("int64").to_numpy()
-    device = out["device"].astype(str)
-    out["device_mobile"] = (device == "mobile").astype("int64").to_numpy()
-    out["device_tablet"] = (device == "tablet").astype("int64").to_numpy()
-    epoch = ts.astype("datetime64[s]").astype("int64").to_numpy()
-    launched = pd.to_numeric(out["launched_at_s"], errors="coerce").to_numpy(dtype="float64")
-    age = np.where(np.isfinite(launched) & (launched > 0), (epoch - launched) / 86_400.0, 0.0)
-    out["item_age_days"] = np.maximum(age, 0.0)
+    columns = request_feature_arrays(
+        ts.astype("datetime64[s]").astype("int64").to_numpy(),
+        out["device"].astype(str).to_numpy(),
+        pd.to_numeric(out["launched_at_s"], errors="coerce").to_numpy(dtype="float64"),
+    )
+    for name, values in columns.items():
+        out[name] = values
     return out
+
+
+def request_feature_arrays(
+    epoch_s: np.ndarray, device: np.ndarray, launched_at_s: np.ndarray
+) -> dict[str, np.ndarray]:
+    """:data:`REQUEST_FEATURES` from the request times (UTC epoch seconds), devices and the items'
+    launch times (epoch seconds; NaN or <= 0: unknown, age 0): the one definition of the training
+    set (:func:`request_features`) and of serving (``jobs.ranking.serving``)."""
+    epoch_s = np.asarray(epoch_s, dtype="int64")
+    days = np.floor_divide(epoch_s, 86_400)
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday (Monday = 0)
+    launched = np.asarray(launched_at_s, dtype="float64")
+    age = np.where(np.isfinite(launched) & (launched > 0), (epoch_s - launched) / 86_400.0, 0.0)
+    return {
+        "hour": (np.floor_divide(epoch_s, 3_600) % 24).astype("int64"),
+        "is_weekend": (weekday >= 5).astype("int64"),
+        "device_mobile": (device == "mobile").astype("int64"),
+        "device_tablet": (device == "tablet").astype("int64"),
+        "item_age_days": np.maximum(age, 0.0),
+    }
 
 
 def fill_defaults(frame: pd.DataFrame) -> pd.DataFrame:

@@ -134,4 +134,5 @@ def use_case() -> UseCase:
         companion=Companion(fit=lazy("jobs.ranking.funnel:fit_companion")),
         batch=lazy("jobs.ranking.funnel:recommend"),
         batch_output="recommendations",
+        serving=lazy("jobs.ranking.serving:handler"),
     )

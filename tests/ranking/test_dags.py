@@ -174,3 +174,105 @@ def test_batch_path_end_to_end(platform, spark):
     summary = read_summary(layout, LAST)
     assert summary["model_version"] == version
     assert summary["drift"] is not None and summary["drift"]["drift_share"] is not None
+
+
+def test_realtime_funnel_serves_the_batch_slates(platform):
+    """``POST /v1/recommend`` on the serving core with ranking's handler, after the batch path above:
+    the same champion bundle (ranker + its retrieval index and pre-ranker), the features read from
+    the online store, the same rules -> for a request at the batch job's moment (``D+1 00:00``) the
+    live funnel serves exactly the batch job's slate (online/offline skew: none). A failing stage or
+    a blown budget answers from the batch slate, then trending, ``degraded`` with the reason."""
+    from fastapi.testclient import TestClient
+
+    from jobs.platform import registry
+    from jobs.platform.storage import StorageLayout
+    from serving.app import create_app
+    from serving.features import FeatureStoreUnavailable
+
+    settings = platform
+    layout = StorageLayout(settings)
+    recs_path = layout.path("recommendations", LAST)
+    assert recs_path.exists(), "test_batch_path_end_to_end must run first (it trains and writes the slates)"
+    recs = pd.read_parquet(recs_path).sort_values(["user_id", "slot"])
+    _, version, _ = registry.load_model("champion", settings)
+    today = pd.read_parquet(layout.path("impressions", LAST))
+    devices = today.groupby("user_id")["device"].agg(lambda d: d.value_counts().index[0])
+    users = sorted(recs["user_id"].unique())[:40]
+    moment = f"{(LAST + dt.timedelta(days=1)).isoformat()}T00:00:00Z"
+
+    def body(user, **extra):
+        return {
+            "request_id": f"r-{user}",
+            "user_id": int(user),
+            "context": {"timestamp": moment, "device": str(devices.get(user, "desktop"))},
+            **extra,
+        }
+
+    app = create_app(settings)
+    service = app.state.recommend
+    budgets = dict(service.funnel.budgets_ms)
+    # the skew check must not depend on this machine's speed: budgets are tested on their own below
+    service.funnel.budgets_ms = {stage: 60_000.0 for stage in budgets}
+    timings = []
+    with TestClient(app) as client:
+        for user in users:
+            r = client.post("/v1/recommend", json=body(user))
+            assert r.status_code == 200, r.text
+            got = r.json()
+            assert got["source"] == "funnel" and not got["degraded"], got["reason"]
+            assert got["model_version"] == version and got["arm"] == "champion"
+            assert set(got["timings_ms"]) == {"retrieval", "features", "prerank", "rank", "rerank"}
+            timings.append(got["timings_ms"])
+            want = recs[recs["user_id"] == user]
+            assert [i["item_id"] for i in got["items"]] == want["item_id"].tolist(), f"user {user}"
+            assert [i["slot"] for i in got["items"]] == list(range(len(want)))
+            assert [i["score"] for i in got["items"]] == pytest.approx(want["score"].tolist(), abs=1e-5)
+            assert [i["strategy"] for i in got["items"]] == want["strategy"].tolist()
+        print("stage ms, median:", pd.DataFrame(timings).median().round(2).to_dict())
+
+        # k, exclude and a user the world has never seen (retrieval's popular/trending lists)
+        user = users[0]
+        first = recs[recs["user_id"] == user]["item_id"].tolist()
+        r = client.post("/v1/recommend", json=body(user, k=5, exclude=first[:2])).json()
+        assert len(r["items"]) == 5 and not set(first[:2]) & {i["item_id"] for i in r["items"]}
+        r = client.post("/v1/recommend", json=body(10**9, k=10)).json()
+        assert r["source"] == "funnel" and len(r["items"]) == 10
+
+        # the online store down: the user's batch slate, then the day's trending items, with the reason
+        store = service.funnel.features
+
+        class Down:
+            def fetch(self, rows):
+                raise FeatureStoreUnavailable("online store unreachable: test")
+
+        service.funnel.features = Down()
+        r = client.post("/v1/recommend", json=body(user))
+        assert r.status_code == 200
+        r = r.json()
+        assert r["degraded"] and r["source"] == "batch" and "unreachable" in r["reason"]
+        assert [i["item_id"] for i in r["items"]] == first and r["arm"] is None
+        r = client.post("/v1/recommend", json=body(10**9)).json()
+        assert r["degraded"] and r["source"] == "trending" and len(r["items"]) == 10
+        service.funnel.features = store
+        # a blown stage budget routes around the slow stage the same way
+        service.funnel.budgets_ms["rank"] = 1e-6
+        r = client.post("/v1/recommend", json=body(user)).json()
+        assert r["degraded"] and r["source"] == "batch" and "rank" in r["reason"] and "budget" in r["reason"]
+        service.funnel.budgets_ms = budgets
+
+        # bad input: 422 naming the field
+        for change, field in (({"k": 0}, "k"), ({"k": 51}, "k"), ({"user_id": "7"}, "user_id")):
+            r = client.post("/v1/recommend", json={**body(user), **change})
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == field
+        bad = body(user)
+        bad["context"]["device"] = "fax"
+        r = client.post("/v1/recommend", json=bad)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "context.device"
+        metrics = client.get("/metrics").text
+        assert 'serving_stage_seconds_count{stage="ranking_rank"}' in metrics
+
+    # every served slot is in the prediction log (the writer drains on shutdown)
+    logged = pd.read_parquet(layout.path("prediction_log", LAST + dt.timedelta(days=1)))
+    assert len(logged) == 40 * 10 + 5 + 10 + 10 + 10 + 10
+    assert set(logged["source"]) == {"funnel", "batch", "trending"}
+    assert logged.loc[logged["source"] == "funnel", "model_version"].eq(version).all()
