@@ -619,15 +619,18 @@ class World:
         )
         return frame.drop(columns="offset_s")
 
-    def traffic(self, day: dt.date | str, policy: Policy | None = None) -> DayTraffic:
-        """The day's served slates (impressions), clicks and purchases, with event times."""
+    def traffic(
+        self, day: dt.date | str, policy: Policy | None = None, requests: pd.DataFrame | None = None
+    ) -> DayTraffic:
+        """The day's served slates (impressions), clicks and purchases, with event times; ``requests``:
+        only these of the day's requests (rows of :meth:`requests`) were served (not cached)."""
         d = self.day_index(day)
         policy = policy or PopularityPolicy()
         key = (d, policy.name)
-        if key in self._traffic:
+        if requests is None and key in self._traffic:
             return self._traffic[key]
         day = self.config.start_date + dt.timedelta(days=d)
-        req = self.requests(day)
+        req = self.requests(day) if requests is None else requests.reset_index(drop=True)
         items, propensity = policy.slates(self, req, day, self._rng(_POLICY, d))
         n, k = items.shape
         slot = np.tile(np.arange(k), n)
@@ -682,8 +685,9 @@ class World:
             }
         )
         out = DayTraffic(imp.drop(columns="request_index"), clicks.reset_index(drop=True), purchases)
-        self._traffic = {k2: v for k2, v in self._traffic.items() if k2[0] >= d - 1}
-        self._traffic[key] = out
+        if requests is None:
+            self._traffic = {k2: v for k2, v in self._traffic.items() if k2[0] >= d - 1}
+            self._traffic[key] = out
         return out
 
     # --- what lands each day ------------------------------------------------------------------
@@ -745,9 +749,16 @@ class World:
         clicks and purchases that *arrive* on it (events of the day and late ones of the day before)."""
         d = self.day_index(day)
         lo = pd.Timestamp(self.config.start_date) + pd.Timedelta(days=d)
-        hi = lo + pd.Timedelta(days=1)
         days = [self.traffic(lo.date() - dt.timedelta(days=1), policy)] if d > 0 else []
         days.append(self.traffic(lo.date(), policy))
+        return self.landing_of(day, days)
+
+    def landing_of(self, day: dt.date | str, days: Sequence[DayTraffic]) -> dict[str, pd.DataFrame]:
+        """:meth:`landing` of given traffic: ``days`` = [the day before's, the day's] (or the day's
+        alone), e.g. the day's slates served by the real-time API after a day logged by the popularity policy."""
+        d = self.day_index(day)
+        lo = pd.Timestamp(self.config.start_date) + pd.Timedelta(days=d)
+        hi = lo + pd.Timedelta(days=1)
         clicks = pd.concat([t.clicks for t in days], ignore_index=True)
         purchases = pd.concat([t.purchases for t in days], ignore_index=True)
         return {

@@ -276,3 +276,53 @@ def test_realtime_funnel_serves_the_batch_slates(platform):
     assert len(logged) == 40 * 10 + 5 + 10 + 10 + 10 + 10
     assert set(logged["source"]) == {"funnel", "batch", "trending"}
     assert logged.loc[logged["source"] == "funnel", "model_version"].eq(version).all()
+
+
+def test_traffic_driver_closes_the_loop_through_the_running_api(platform, spark):
+    """``jobs.ranking.traffic`` plays the world's next day against the API over HTTP (uvicorn on
+    loopback): the simulator answers the slates as served (position bias, fatigue), the report gives
+    their true CTR beside the popularity policy's and the oracle's for the same requests, and the
+    landed day (served impressions labelled with the arm and version) goes through ingestion whole."""
+    from jobs.platform import registry
+    from jobs.platform.ingest import ingest
+    from jobs.platform.storage import StorageLayout
+    from jobs.ranking import traffic
+    from serving.app import create_app
+    from tests.support.server import Server
+
+    settings = platform
+    layout = StorageLayout(settings)
+    assert layout.path("recommendations", LAST).exists(), "test_batch_path_end_to_end must run first"
+    _, version, _ = registry.load_model("champion", settings)
+    day = LAST + dt.timedelta(days=1)
+    with pytest.raises(ValueError, match="not loopback"):
+        traffic.drive(day, "http://10.1.2.3:8000", settings, requests=1)
+
+    app = create_app(settings, log_predictions=False)
+    service = app.state.recommend
+    service.funnel.budgets_ms = {
+        stage: 60_000.0 for stage in service.funnel.budgets_ms
+    }  # speed: not tested here
+    with Server(app) as server:
+        report = traffic.drive(day, server.url, settings, requests=150, seconds=300, land=True)
+        with pytest.raises(FileExistsError, match="already landed"):
+            traffic.drive(day, server.url, settings, requests=1, land=True)
+    print("traffic report:", report)
+    assert report["played"] == report["asked"] == 150 and report["stopped"] == ""
+    assert report["degraded_share"] == 0 and report["padded_slates"] == 0
+    assert set(report["arms"]) == {f"champion@{version}"}
+    truth = report["true_ctr"]
+    assert 0 < truth["popularity"] < truth["served"] <= truth["oracle"]  # the ranker beats its logging policy
+    assert report["clicks"] > 0 and 0 < report["logged_ctr"] < 1
+
+    # the played day lands and is ingested whole: nothing quarantined, the served slates in the lake
+    for name in ("items", "impressions", "clicks", "purchases"):
+        result = ingest(name, day, settings, spark)
+        assert result.status == "published" and result.quarantined == 0, (name, result)
+    lake = pd.read_parquet(layout.path("impressions", day))
+    assert len(lake) == 150 * 10 and set(lake["policy"]) == {f"champion@{version}"}
+    assert (lake["propensity"] == 1.0).all()
+    clicks = pd.read_parquet(layout.path("clicks", day))
+    assert set(clicks["impression_id"]) - set(lake["impression_id"]) <= set(
+        pd.read_parquet(layout.path("impressions", LAST))["impression_id"]
+    )  # a click of the day is on a served slot, or a late one of the day before
