@@ -296,16 +296,16 @@ class Retriever:
             return self.shared(name, users, k)
         raise ValueError(f"strategy: value {name!r} is invalid; rule: one of {list(STRATEGIES)}")
 
-    def candidates(self, users: np.ndarray, total: int | None = None) -> pd.DataFrame:
-        """The merged candidates of each user: ``user_id, item_id, strategy, rank`` (rank within
-        the user's list), each strategy's quota in priority order, duplicates kept at their first
-        strategy, filled up to ``total`` with the most popular items."""
+    def merged(self, users: np.ndarray, total: int | None = None) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Per user ``(user, item ids, proposing strategies)``: each strategy's quota in priority order,
+        duplicates kept at their first strategy, filled up to ``total`` with the most popular items
+        (:meth:`candidates` as arrays, for one request's funnel)."""
         total = total or self.cfg.total
         users = np.asarray(users, dtype=np.int64)
         lists = {name: self.strategy(name, users, quota) for name, quota in self.cfg.quotas.items()}
         popular = self.shared("popular", users[:1], total)
         fill = next(iter(popular.values())) if popular else np.array([], np.int64)
-        rows_u, rows_i, rows_s = [], [], []
+        out = []
         for u in users.tolist():
             taken: dict[int, str] = {}
             for name in self.cfg.quotas:
@@ -318,21 +318,31 @@ class Retriever:
                 if len(taken) >= total:
                     break
                 taken.setdefault(int(item), "popular")
-            rows_u.append(np.full(len(taken), u, dtype=np.int64))
-            rows_i.append(np.fromiter(taken.keys(), dtype=np.int64, count=len(taken)))
-            rows_s.append(np.array(list(taken.values()), dtype=object))
-        frame = pd.DataFrame(
+            items = np.fromiter(taken.keys(), dtype=np.int64, count=len(taken))
+            out.append((u, items, np.array(list(taken.values()), dtype=object)))
+        return out
+
+    def candidates(self, users: np.ndarray, total: int | None = None) -> pd.DataFrame:
+        """The merged candidates of each user (:meth:`merged`) as rows ``user_id, item_id, strategy,
+        rank`` (rank within the user's list)."""
+        lists = self.merged(users, total)
+        if not lists:
+            return pd.DataFrame(
+                {
+                    "user_id": np.array([], np.int64),
+                    "item_id": np.array([], np.int64),
+                    "strategy": np.array([], object),
+                    "rank": np.array([], np.int64),
+                }
+            )
+        return pd.DataFrame(
             {
-                "user_id": np.concatenate(rows_u) if rows_u else np.array([], np.int64),
-                "item_id": np.concatenate(rows_i) if rows_i else np.array([], np.int64),
-                "strategy": np.concatenate(rows_s) if rows_s else np.array([], object),
+                "user_id": np.concatenate([np.full(len(i), u, dtype=np.int64) for u, i, _ in lists]),
+                "item_id": np.concatenate([i for _, i, _ in lists]),
+                "strategy": np.concatenate([s for _, _, s in lists]),
+                "rank": np.concatenate([np.arange(len(i)) for _, i, _ in lists]),
             }
         )
-        # each user's rows are contiguous and in order: the rank within the user's list
-        frame["rank"] = (
-            np.concatenate([np.arange(len(r)) for r in rows_i]) if rows_i else np.array([], np.int64)
-        )
-        return frame
 
     # --- persistence: native formats only (faiss, .npy without pickle, parquet, JSON) -------------
     def save(self, folder: Path) -> Path:

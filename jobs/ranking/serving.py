@@ -307,8 +307,7 @@ class Funnel:
         now = pd.Timestamp(request["context"]["timestamp"]).tz_convert("UTC").tz_localize(None)
         device = request["context"]["device"]
         t = time.perf_counter()
-        cands = retriever.candidates(np.array([user], dtype=np.int64))
-        ids = cands["item_id"].to_numpy()
+        ((_, ids, strategy),) = retriever.merged(np.array([user], dtype=np.int64))
         known = ids < len(state.category_of)
         category = np.full(len(ids), -1, dtype=np.int64)
         category[known] = state.category_of[ids[known]]
@@ -317,9 +316,8 @@ class Funnel:
             keep &= ~np.isin(ids, np.asarray(request["exclude"], dtype=np.int64))
         if not keep.any():
             raise RuntimeError("retrieval: no servable candidate")
-        ids, category = ids[keep], category[keep]
+        ids, category, strategy = ids[keep], category[keep], strategy[keep]
         launched = state.launched_at[ids]
-        cands = cands[keep].reset_index(drop=True).assign(category=category, launched_at=launched)
         t = self._timed("retrieval", t, timings)
 
         launched_s = launched.astype("datetime64[s]").astype("int64")
@@ -338,7 +336,17 @@ class Funnel:
         t = self._timed("features", t, timings)
 
         pre = preranker.inplace_predict(batch.model_matrix(tuple(PRE_FEATURES)))
-        kept = prerank_cut(cands.assign(row=np.arange(len(cands))), np.asarray(pre).reshape(-1))
+        cands = pd.DataFrame(
+            {
+                "user_id": np.full(len(ids), user, dtype=np.int64),
+                "item_id": ids,
+                "strategy": strategy,
+                "category": category,
+                "launched_at": launched,
+                "row": np.arange(len(ids)),
+            }
+        )
+        kept = prerank_cut(cands, np.asarray(pre).reshape(-1))
         t = self._timed("prerank", t, timings)
 
         matrix = batch.model_matrix(model.feature_names)[kept["row"].to_numpy()]
@@ -558,8 +566,8 @@ def companion(version: str, settings) -> Any:
 
     retriever, preranker = load_companion(companion_dir(version, settings))
     # warm up before the bundle serves (first calls pay for lazy allocations: faiss, xgboost, pandas)
-    cands = retriever.candidates(np.array([0], dtype=np.int64))
-    preranker.inplace_predict(np.zeros((max(len(cands), 1), preranker.num_features())))
+    ((_, items, _),) = retriever.merged(np.array([0], dtype=np.int64))
+    preranker.inplace_predict(np.zeros((max(len(items), 1), preranker.num_features())))
     return retriever, preranker
 
 
