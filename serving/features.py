@@ -534,10 +534,20 @@ class FeastFeatureClient:
         return _Held({}, values, known, stamps)
 
     @staticmethod
-    def _fill_decoded(plan: _ViewPlan, decoded: _Held, inverse: np.ndarray, batch: FeatureBatch) -> None:
-        batch._data[:, plan.columns] = decoded.values[inverse]
-        batch.timestamps[plan.name] = [decoded.stamps[j] for j in inverse.tolist()]
-        for i in np.flatnonzero(~decoded.known[inverse]).tolist():
+    def _fill_decoded(
+        plan: _ViewPlan, decoded: _Held, take: np.ndarray, batch: FeatureBatch, rows: np.ndarray | None = None
+    ) -> None:
+        """Rows ``rows`` of the batch (all when None) get the decoded entries ``take`` of a view."""
+        if rows is None:
+            batch._data[:, plan.columns] = decoded.values[take]
+            batch.timestamps[plan.name] = [decoded.stamps[j] for j in take.tolist()]
+            rows = np.arange(len(take))
+        else:
+            batch._data[np.ix_(rows, plan.columns)] = decoded.values[take]
+            stamps = batch.timestamps.setdefault(plan.name, [None] * len(batch))
+            for i, j in zip(rows.tolist(), take.tolist(), strict=True):
+                stamps[i] = decoded.stamps[j]
+        for i in rows[~decoded.known[take]].tolist():
             if plan.entity_label not in batch.unknown[i]:
                 batch.unknown[i].append(plan.entity_label)
 
@@ -545,27 +555,16 @@ class FeastFeatureClient:
         self, plan: _ViewPlan, held: _Held, rows: Sequence[dict[str, Any]], batch: FeatureBatch
     ) -> None:
         """A held view's features of ``rows`` from memory (entities not held: read from the store)."""
-        index = held.index
-        at = np.array([index.get(tuple(row[k] for k in plan.join_keys), -1) for row in rows], dtype=np.intp)
+        at = np.array(
+            [held.index.get(tuple(row[k] for k in plan.join_keys), -1) for row in rows], dtype=np.intp
+        )
         found = at >= 0
-        rows_found = np.flatnonzero(found)
-        batch._data[np.ix_(rows_found, plan.columns)] = held.values[at[found]]
-        batch.timestamps[plan.name] = stamps = [held.stamps[j] if j >= 0 else None for j in at.tolist()]
-        for i in rows_found[~held.known[at[found]]].tolist():
-            batch.unknown[i].append(plan.entity_label)
-        rest = np.flatnonzero(~found).tolist()
-        if not rest:
-            return
-        read = self._read_all([plan], [rows[i] for i in rest])[0]
-        for i, (ts, values) in zip(rest, read, strict=True):
-            if not _stored(values):
-                batch.unknown[i].append(plan.entity_label)
-                batch._data[i, plan.columns] = plan.default_row
-                continue
-            stamps[i] = ts
-            batch._data[i, plan.columns] = [
-                _proto_to_python(values[f]) if f in values else math.nan for f in plan.features
-            ]
+        batch.timestamps[plan.name] = [None] * len(rows)
+        self._fill_decoded(plan, held, at[found], batch, np.flatnonzero(found))
+        rest = np.flatnonzero(~found)
+        if len(rest):
+            read = self._read_all([plan], [rows[i] for i in rest.tolist()])[0]
+            self._fill_decoded(plan, self._decode(plan, read), np.arange(len(rest)), batch, rest)
 
     def _add_request_features(self, rows: Sequence[dict[str, Any]], batch: FeatureBatch) -> None:
         if self.request_fn is None:
