@@ -103,8 +103,10 @@ class ServingHandler:
     route_key: str
     feature_client: Callable[[Settings], FeatureClient]
     register_routes: Callable[[FastAPI, Routes], None]
-    result: Callable[[ScoredRow], dict[str, Any]]
-    record: Callable[[ScoredRow], dict[str, Any]]
     log_schema: LogSchema
+    # the row-scoring path (``Routes.submit``): a scored row as a response item and as a log record;
+    # None for a handler that answers through its own route only (ranking)
+    result: Callable[[ScoredRow], dict[str, Any]] | None = None
+    record: Callable[[ScoredRow], dict[str, Any]] | None = None
     # per-version artifacts served with the model (``LoadedModel.companion``); None: the model alone
     companion: Callable[[str, Settings], Any] | None = None

@@ -1,11 +1,28 @@
-"""The serving core's response models: errors, health and readiness (a use case's request and response
-models live with its handler, e.g. ``jobs.fraud.api``)."""
+"""The serving core's response models: errors, health and readiness, and the field types every use
+case's request models share (``JsonId``; a use case's request and response models live with its
+handler, e.g. ``jobs.fraud.api``)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
+from pydantic_core import PydanticCustomError
+
+INT64_MAX = 2**63 - 1
+
+
+def _json_integer(value: Any) -> Any:
+    """An id is a JSON integer as JSON Schema defines it (``42``, also ``42.0``); a boolean or a string never is."""
+    if isinstance(value, bool | str | bytes):
+        raise PydanticCustomError(
+            "int_type", "Input should be a JSON integer, not a {kind}", {"kind": type(value).__name__}
+        )
+    return value
+
+
+JsonId = Annotated[int, BeforeValidator(_json_integer), Field(ge=0, le=INT64_MAX)]
+"""A non-negative int64 id that is a JSON integer: ``"42"`` and ``true`` are refused (``int_type``)."""
 
 
 class ErrorBody(BaseModel):

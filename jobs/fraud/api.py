@@ -4,26 +4,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-INT64_MAX = 2**63 - 1
+from serving.schemas import JsonId
+
 MIN_TX_DATETIME = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
 MAX_TX_DATETIME = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
-
-
-def _json_integer(value: Any) -> Any:
-    """An id is a JSON integer as JSON Schema defines it (``42``, also ``42.0``); a boolean or a string never is."""
-    if isinstance(value, bool | str | bytes):
-        raise PydanticCustomError(
-            "int_type", "Input should be a JSON integer, not a {kind}", {"kind": type(value).__name__}
-        )
-    return value
-
-
-Id = Annotated[int, BeforeValidator(_json_integer), Field(ge=0, le=INT64_MAX)]
 
 
 class Transaction(BaseModel):
@@ -47,9 +36,9 @@ class Transaction(BaseModel):
         },
     )
 
-    transaction_id: Id = Field(description="unique transaction id (a JSON integer)")
-    customer_id: Id = Field(description="card holder id (Feast entity `customer`; a JSON integer)")
-    terminal_id: Id = Field(description="payment terminal id (Feast entity `terminal`; a JSON integer)")
+    transaction_id: JsonId = Field(description="unique transaction id (a JSON integer)")
+    customer_id: JsonId = Field(description="card holder id (Feast entity `customer`; a JSON integer)")
+    terminal_id: JsonId = Field(description="payment terminal id (Feast entity `terminal`; a JSON integer)")
     tx_amount: float = Field(
         ge=0,
         le=1_000_000,

@@ -33,20 +33,20 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from jobs.platform.logs import get_logger
 from jobs.ranking.schema import DEVICES
-from serving.handler import LogSchema, Routes, ScoredRow, ServiceUnavailable, ServingHandler
+from serving.handler import LogSchema, Routes, ServiceUnavailable, ServingHandler
+from serving.schemas import JsonId
 
 log = get_logger("ranking.serving")
 
-INT64_MAX = 2**63 - 1
 STAGES: tuple[str, ...] = ("retrieval", "features", "prerank", "rank", "rerank")
 SOURCES: tuple[str, ...] = ("funnel", "batch", "trending")
 
@@ -72,19 +72,6 @@ LOG_SCHEMA = LogSchema(
 
 
 # --- the API's schemas --------------------------------------------------------------------------
-def _json_integer(value: Any) -> Any:
-    from pydantic_core import PydanticCustomError
-
-    if isinstance(value, bool | str | bytes):
-        raise PydanticCustomError(
-            "int_type", "Input should be a JSON integer, not a {kind}", {"kind": type(value).__name__}
-        )
-    return value
-
-
-Id = Annotated[int, BeforeValidator(_json_integer), Field(ge=0, le=INT64_MAX)]
-
-
 class RequestContext(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -115,10 +102,10 @@ class RecommendRequest(BaseModel):
     )
 
     request_id: str = Field(min_length=1, max_length=128, description="the caller's id of the request")
-    user_id: Id = Field(description="the user (Feast entity `user`; a JSON integer)")
+    user_id: JsonId = Field(description="the user (Feast entity `user`; a JSON integer)")
     context: RequestContext
     k: int = Field(10, ge=1, le=50, strict=True, description="slate size")
-    exclude: list[Id] = Field(default_factory=list, max_length=1000, description="items not to recommend")
+    exclude: list[JsonId] = Field(default_factory=list, max_length=1000, description="items not to recommend")
 
 
 class RecommendedItem(BaseModel):
@@ -508,15 +495,6 @@ def register_routes(app, routes: Routes, settings=None) -> None:
         return routes.response_class(await run_in_threadpool(service.recommend, request.model_dump()))
 
 
-# --- the handler's per-row hooks (the core's row-scoring path is not used by ranking) -------------
-def _result(s: ScoredRow) -> dict[str, Any]:
-    return {"request_id": s.request_id, "score": s.score, "model_version": s.model.version, "arm": s.arm}
-
-
-def _record(s: ScoredRow) -> dict[str, Any]:
-    raise NotImplementedError("ranking logs slates (jobs.ranking.serving.records), not scored rows")
-
-
 def feature_client(settings, store: Any = None):
     """The ranker's online feature client: the feature service's views read in bulk for a request's
     candidates, the request-time features computed as in training, the store defaults for entities
@@ -578,8 +556,6 @@ def handler() -> ServingHandler:
         route_key="user_id",
         feature_client=feature_client,
         register_routes=register_routes,
-        result=_result,
-        record=_record,
         log_schema=LOG_SCHEMA,
         companion=companion,
     )
