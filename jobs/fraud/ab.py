@@ -80,5 +80,5 @@ AB_SPEC = ABSpec(
 )
 
 
-def ab_spec() -> ABSpec:
+def ab_spec(settings=None) -> ABSpec:
     return AB_SPEC

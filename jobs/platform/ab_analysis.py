@@ -208,10 +208,10 @@ def _copy_ids(cl: Clusters, idx: np.ndarray) -> np.ndarray:
 
 
 def _metrics(spec: ABSpec) -> tuple[ABMetric, ...]:
-    """The primary metric then each guardrail's (once each, by name)."""
+    """The primary metric, each guardrail's, then the secondary ones (once each, by name)."""
     out: dict[str, ABMetric] = {spec.primary.name: spec.primary}
-    for g in spec.guardrails:
-        out.setdefault(g.metric.name, g.metric)
+    for m in (*(g.metric for g in spec.guardrails), *spec.secondary):
+        out.setdefault(m.name, m)
     return tuple(out.values())
 
 
@@ -343,6 +343,7 @@ class ABResult:
     checks: list[dict[str, Any]] = field(default_factory=list)  # the design's validity checks
     look: dict[str, Any] = field(default_factory=dict)  # the sequential look: fraction, z, boundary, final
     plan: dict[str, Any] | None = None  # the pre-registered plan (None: a single fixed-sample look)
+    truth: dict[str, Any] = field(default_factory=dict)  # beyond the log (ABSpec.truth), e.g. a simulator's
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
@@ -508,6 +509,7 @@ def analyse(
         checks=validity,
         look=look,
         plan=None if plan is None else plan.to_dict(),
+        truth={} if spec.truth is None else dict(spec.truth(c, h)),
     )
 
 
@@ -554,7 +556,7 @@ def guardrail_check(
         rule = f"challenger/champion <= {limit}"
     else:
         sign = 1.0 if g.metric.higher_is_better else -1.0
-        limit = -cfg.guardrail_tolerance
+        limit = -(cfg.guardrail_tolerance if g.tolerance is None else g.tolerance)
         estimate = sign * (h - c)
         lower, upper = _one_sided(sign * (hd - cd), cfg.alpha)
         passed, breached = bool(lower >= limit), bool(upper < limit)
@@ -742,7 +744,7 @@ def ab_spec(settings: Settings) -> ABSpec:
     use_case = get_use_case(settings)
     if use_case.ab is None:
         raise ValueError(f"use_case: {use_case.name!r} declares no online A/B analysis (UseCase.ab)")
-    return use_case.ab()
+    return use_case.ab(settings)
 
 
 def load_period(layout: StorageLayout, start: dt.date, end: dt.date, as_of: dt.date) -> pd.DataFrame:

@@ -364,11 +364,16 @@ class ABGuardrail:
     ``non_inferiority`` - promotion needs the interval to rule the breach out (the default; the
     experiment must be large enough to show it); ``deterioration`` - only a breach the interval shows
     (wholly beyond the limit) refuses, for a figure too noisy at the primary's sample size to be
-    shown non-inferior (fraud's card precision@k of a 10 % canary)."""
+    shown non-inferior (fraud's card precision@k of a 10 % canary).
+
+    ``tolerance`` (rule ``tolerance`` only): this guardrail's own limit instead of
+    ``ABConfig.guardrail_tolerance`` (figures on different scales: ranking's intra-list diversity and
+    freshness shares)."""
 
     metric: ABMetric
     rule: str = "tolerance"
     test: str = "non_inferiority"
+    tolerance: float | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in ("tolerance", "ratio"):
@@ -376,6 +381,11 @@ class ABGuardrail:
         if self.test not in ("non_inferiority", "deterioration"):
             raise ValueError(
                 f"guardrail.test: value {self.test!r} is invalid; rule: non_inferiority | deterioration"
+            )
+        if self.tolerance is not None and (self.rule != "tolerance" or self.tolerance < 0):
+            raise ValueError(
+                f"guardrail.tolerance: value {self.tolerance!r} is invalid; rule: a non-negative limit of a "
+                "'tolerance' guardrail"
             )
 
 
@@ -387,7 +397,10 @@ class ABSpec:
     by ``MonitoringSpec.labels``) and the row-time column; the ``primary`` metric is tested (its z
     against the look's sequential boundary), the guardrails by their bootstrap intervals; ``support``
     names the count of positives an arm needs (``ABConfig.min_positives``) and the plan's information;
-    ``arm_details(sample)`` adds figures to an arm's report."""
+    ``secondary`` metrics are reported with their intervals and difference but decide nothing;
+    ``arm_details(sample)`` adds figures to an arm's report and ``truth(champion, challenger)`` (the
+    two arms' reports) what is known beyond the log, e.g. a simulated world's true effect, to check
+    the verdict against (None: nothing)."""
 
     log_columns: tuple[str, ...]
     unit: str
@@ -396,9 +409,11 @@ class ABSpec:
     time_column: str
     primary: ABMetric
     guardrails: tuple[ABGuardrail, ...] = ()
+    secondary: tuple[ABMetric, ...] = ()
     support: str = "positives"
     decision: str | None = None
     arm_details: Callable[[Any], Mapping[str, Any]] = lambda sample: {}
+    truth: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -451,8 +466,9 @@ class UseCase:
     monitoring: MonitoringSpec
     # real-time serving: the handler of its API on the serving core (None: no online API)
     serving: Callable[[], ServingHandler] | None = None
-    # the online A/B analysis of a canary or shadow period (a loader, e.g. ``lazy(...)``; None: none)
-    ab: Callable[[], ABSpec] | None = None
+    # the online A/B analysis of a canary or shadow period, ``ab(settings)`` (a loader, e.g.
+    # ``lazy(...)``; None: none)
+    ab: Callable[[Settings], ABSpec] | None = None
     # artifacts trained and versioned with the model (None: the model alone)
     companion: Companion | None = None
     # the daily batch job (None: the core's per-row scoring, jobs.platform.batch_predict.run) and the
