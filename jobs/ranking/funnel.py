@@ -36,7 +36,7 @@ from jobs.platform.config import Settings, get_settings
 from jobs.platform.logs import get_logger
 from jobs.platform.storage import StorageLayout, as_date, staged_directory
 from jobs.ranking.rerank import Rules, rerank
-from jobs.ranking.retrieval import RetrievalConfig, Retriever
+from jobs.ranking.retrieval import RetrievalConfig, Retriever, day_lists
 from jobs.ranking.training_data import catalogue, with_features
 
 PRE_FEATURES: list[str] = [
@@ -295,6 +295,10 @@ def recommend(
         .reset_index()
     )
     items = catalogue(layout, day)
+    # what launched and trended since the version was trained (the API refreshes them the same way)
+    retriever = retriever.for_day(
+        day_lists(events["impressions"], events["clicks"], items, day, retriever.cfg)
+    )
     now = pd.Timestamp(day) + pd.Timedelta(days=1)
     slates, stats = slates_for(
         users, retriever, preranker, ranker, items, now, settings, consumed=consumed_items(events), k=k

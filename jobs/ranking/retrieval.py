@@ -166,6 +166,37 @@ class ItemIndex:
 
 
 # --- the strategies --------------------------------------------------------------------------
+DAY_LISTS = ("fresh", "trending")
+
+
+def day_lists(
+    impressions: pd.DataFrame, clicks: pd.DataFrame, items: pd.DataFrame, as_of: dt.date, cfg: RetrievalConfig
+) -> dict[str, np.ndarray]:
+    """The shared lists that follow the days, not the model: **fresh** (items launched in the last
+    ``fresh_days`` days before the end of ``as_of``, best smoothed CTR first, then the newest) and
+    **trending** (the items clicked most on ``as_of``), each at most ``cfg.total`` long. Training fits
+    them on its window's last day; the batch job and the API refresh them from the lake's latest day
+    (:meth:`Retriever.for_day`), or items launched after training would never be retrieved.
+    ``items``: the catalogue (item_id, launched_at); the events need only the last ``fresh_days``."""
+    a, b = cfg.ctr_prior
+    end = pd.Timestamp(as_of) + pd.Timedelta(days=1)
+    launched = pd.to_datetime(items["launched_at"])
+    fresh = items.loc[
+        (launched >= end - pd.Timedelta(days=cfg.fresh_days)).to_numpy(), ["item_id", "launched_at"]
+    ]
+    fresh = fresh.set_index("item_id")
+    shown = impressions.groupby("item_id").size().reindex(fresh.index, fill_value=0)
+    clicked = clicks.groupby("item_id").size()
+    fresh["ctr"] = (clicked.reindex(fresh.index, fill_value=0) + a) / (shown + a + b)
+    fresh = fresh.sort_values(["ctr", "launched_at"], ascending=False, kind="stable").index.to_numpy()
+    last_day = clicks[clicks["clicked_at"] >= end - pd.Timedelta(days=1)]
+    trending = last_day.groupby("item_id").size().sort_values(ascending=False, kind="stable").index.to_numpy()
+    return {
+        "fresh": np.asarray(fresh, dtype=np.int64)[: cfg.total],
+        "trending": np.asarray(trending, dtype=np.int64)[: cfg.total],
+    }
+
+
 @dataclass
 class Retriever:
     """Everything the strategies need, fitted on one window (``fit``)."""
@@ -222,12 +253,7 @@ class Retriever:
         depth = max(cfg.quotas.values(), default=cfg.total)
         by_category = {int(c): g.index.to_numpy()[:depth] for c, g in by_pop.groupby("category", sort=False)}
         by_brand = {int(c): g.index.to_numpy()[:depth] for c, g in by_pop.groupby("brand", sort=False)}
-        fresh = stats[stats["launched_at"] >= end - pd.Timedelta(days=cfg.fresh_days)]
-        fresh = fresh.sort_values(["ctr", "launched_at"], ascending=False, kind="stable").index.to_numpy()
-        last_day = clicks[clicks["clicked_at"] >= end - pd.Timedelta(days=1)]
-        trending = (
-            last_day.groupby("item_id").size().sort_values(ascending=False, kind="stable").index.to_numpy()
-        )
+        lists = day_lists(impressions, clicks, items, as_of, cfg)
         return cls(
             cfg=cfg,
             as_of=as_of,
@@ -238,10 +264,26 @@ class Retriever:
             user_brands=shares["brand"],
             by_category=by_category,
             by_brand=by_brand,
-            fresh=fresh[: cfg.total],
-            trending=trending[: cfg.total],
+            fresh=lists["fresh"],
+            trending=lists["trending"],
             popular=by_pop.index.to_numpy()[: cfg.total],
         )
+
+    def for_day(self, lists: dict[str, np.ndarray]) -> Retriever:
+        """This retriever with the day-level lists of :func:`day_lists` (``fresh``, ``trending``) of a
+        later day: what launched and trended since the window it was fitted on (its embeddings, index
+        and content lists are the model version's). A shallow copy: the per-user indexes are shared."""
+        import copy
+
+        unknown = set(lists) - set(DAY_LISTS)
+        if unknown:
+            raise ValueError(
+                f"lists: {sorted(unknown)} are not day-level lists; rule: one of {list(DAY_LISTS)}"
+            )
+        out = copy.copy(self)
+        for name, items in lists.items():
+            setattr(out, name, np.asarray(items, dtype=np.int64)[: self.cfg.total])
+        return out
 
     # one strategy at a time: {user: items in order}
     def cf(self, users: np.ndarray, k: int) -> dict[int, np.ndarray]:

@@ -58,6 +58,8 @@ LOG_SCHEMA = LogSchema(
         "slot": pa.int32(),
         "score": pa.float64(),
         "strategy": pa.string(),
+        "category": pa.int64(),
+        "launched_at": pa.timestamp("us"),
         "device": pa.string(),
         "requested_at": pa.timestamp("us"),
         "scored_at": pa.timestamp("us"),
@@ -144,6 +146,28 @@ class DayState:
     trending: list[int]  # the servable items clicked most on ``day``
     category_of: np.ndarray  # by item id: its category, -1 when not in the servable catalogue
     launched_at: np.ndarray  # by item id: its launch (datetime64[ns])
+    events: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict, repr=False)  # the window's
+
+    def retriever(self, retriever):
+        """A model version's retriever with this day's fresh and trending lists
+        (:func:`jobs.ranking.retrieval.day_lists`, as the batch job refreshes them), built once per
+        retriever and day."""
+        from jobs.ranking.retrieval import day_lists
+
+        memo = self.__dict__.setdefault("_retrievers", {})
+        key = id(retriever)
+        if key not in memo:
+            lists = day_lists(
+                self.events["impressions"],
+                self.events["clicks"],
+                self.items.reset_index(),
+                self.day,
+                retriever.cfg,
+            )
+            if len(memo) >= 4:  # the champion's and the challenger's, and a reload's
+                memo.clear()
+            memo[key] = (retriever, retriever.for_day(lists))  # the original kept: its id stays its own
+        return memo[key][1]
 
 
 def latest_day(settings) -> dt.date | None:
@@ -179,7 +203,7 @@ def load_state(settings, day: dt.date) -> DayState:
     category_of[items.index.to_numpy()] = items["category"].to_numpy(dtype="int64")
     launched_at = np.full(size, np.datetime64("NaT"), dtype="datetime64[ns]")
     launched_at[items.index.to_numpy()] = items["launched_at"].to_numpy(dtype="datetime64[ns]")
-    return DayState(day, items, bought, seen, batch, trending, category_of, launched_at)
+    return DayState(day, items, bought, seen, batch, trending, category_of, launched_at, events)
 
 
 HELD_VIEWS: tuple[str, ...] = ("item_activity", "item_catalogue")
@@ -290,6 +314,7 @@ class Funnel:
         from jobs.ranking.rerank import rerank
 
         retriever, preranker = model.companion
+        retriever = state.retriever(retriever)
         user = int(request["user_id"])
         now = pd.Timestamp(request["context"]["timestamp"]).tz_convert("UTC").tz_localize(None)
         device = request["context"]["device"]
@@ -443,14 +468,25 @@ class RecommendService:
             "reason": reason,
             "timings_ms": timings,
         }
-        self.routes.log(records(request, answer))
+        self.routes.log(records(request, answer, state if state is not None else self.state.state))
         return answer
 
 
-def records(request: dict[str, Any], answer: dict[str, Any]) -> list[dict[str, Any]]:
-    """One prediction-log record per served slot (:data:`LOG_SCHEMA`)."""
+def records(
+    request: dict[str, Any], answer: dict[str, Any], state: DayState | None = None
+) -> list[dict[str, Any]]:
+    """One prediction-log record per served slot (:data:`LOG_SCHEMA`): what was served, with the
+    item's category and launch as the serving state knew them (the online A/B's diversity and
+    freshness guardrails read them)."""
     requested = request["context"]["timestamp"].astimezone(dt.UTC).replace(tzinfo=None)
     scored = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+    def launched(item_id: int) -> dt.datetime | None:
+        if state is None or not 0 <= item_id < len(state.launched_at):
+            return None
+        value = state.launched_at[item_id]
+        return None if np.isnat(value) else pd.Timestamp(value).to_pydatetime()
+
     return [
         {
             "request_id": answer["request_id"],
@@ -459,6 +495,8 @@ def records(request: dict[str, Any], answer: dict[str, Any]) -> list[dict[str, A
             "slot": item["slot"],
             "score": item["score"],
             "strategy": item["strategy"],
+            "category": item.get("category"),
+            "launched_at": launched(int(item["item_id"])),
             "device": request["context"]["device"],
             "requested_at": requested,
             "scored_at": scored,
