@@ -200,19 +200,48 @@ def version_tags(ev: Evaluation) -> Mapping[str, str]:
 # --- monitoring ------------------------------------------------------------------------------------
 def labelled(frame: pd.DataFrame, layout, start, as_of) -> pd.DataFrame:
     """The monitored rows with their clicks as known at the end of ``as_of`` (``MonitoringSpec.labels``):
-    a click counts when it arrived by then."""
+    a click counts when it arrived by then.
+
+    Rows of the serving prediction log (one per served slot, no ``impression_id``) are first matched
+    to the lake's impressions of ``[start, as_of]`` by request and slot (what the user was shown), and
+    get their ``revenue`` too: the price of the purchases after their click known by then (a served
+    slot that never landed as an impression has no click and no revenue)."""
     import datetime as dt
 
     from jobs.platform import feature_store as fs
 
-    clicks = fs.read_lake_frame(layout, "clicks", start, as_of)
     out = frame.drop(columns=[LABEL], errors="ignore")
+    deadline = pd.Timestamp(as_of) + pd.Timedelta(dt.timedelta(days=1))
+    served_log = "impression_id" not in out.columns
+    if served_log:
+        out = _with_impressions(out, fs.read_lake_frame(layout, "impressions", start, as_of))
+        purchases = fs.read_lake_frame(layout, "purchases", start, as_of)
+        revenue = pd.Series(dtype="float64")
+        if not purchases.empty:
+            at = pd.to_datetime(purchases["purchased_at"], utc=True).dt.tz_localize(None)
+            revenue = purchases.loc[(at < deadline).to_numpy()].groupby("impression_id")["price"].sum()
+        out["revenue"] = out["impression_id"].map(revenue).fillna(0.0).astype("float64")
+    clicks = fs.read_lake_frame(layout, "clicks", start, as_of)
     if clicks.empty:
         return out.assign(**{LABEL: 0})
-    deadline = pd.Timestamp(as_of) + pd.Timedelta(dt.timedelta(days=1))
     at = pd.to_datetime(clicks["clicked_at"], utc=True).dt.tz_localize(None)
     known = set(clicks.loc[(at < deadline).to_numpy(), "impression_id"].tolist())
     return out.assign(**{LABEL: out["impression_id"].isin(known).astype("int64")})
+
+
+def _with_impressions(log: pd.DataFrame, impressions: pd.DataFrame) -> pd.DataFrame:
+    """The log's rows with the ``impression_id`` of the landed impression of the same request and slot
+    (-1 when none landed)."""
+    if impressions.empty:
+        return log.assign(impression_id=np.int64(-1))
+    keys = impressions[["request_id", "slot", "impression_id"]].drop_duplicates(["request_id", "slot"])
+    keys = keys.astype({"request_id": "string", "slot": "int64"})
+    out = log.assign(_request=log["request_id"].astype("string"), _slot=log["slot"].astype("int64"))
+    out = out.merge(
+        keys.rename(columns={"request_id": "_request", "slot": "_slot"}), on=["_request", "_slot"], how="left"
+    )
+    out["impression_id"] = out["impression_id"].fillna(-1).astype("int64")
+    return out.drop(columns=["_request", "_slot"])
 
 
 def quality(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, Any]:

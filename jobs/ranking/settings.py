@@ -65,6 +65,9 @@ class Gate(BaseModel):
     coverage_tolerance: float = Field(
         0.2, ge=0, le=1, description="max relative drop of the funnel slates' catalogue coverage"
     )
+    freshness_tolerance: float = Field(
+        0.05, ge=0, le=1, description="max drop of the share of fresh items in served slates (online A/B)"
+    )
     slice_tolerance: float = Field(0.03, ge=0, description="max NDCG@10 drop in a slice with enough clicks")
     min_slice_clicks: int = Field(200, ge=1, description="slices with fewer clicks are not gated (noise)")
     min_ndcg_at_10: float = Field(0.30, ge=0, le=1, description="absolute floor for any champion")

@@ -30,7 +30,7 @@ from jobs.ranking.world import World
 USE_CASE = "ranking"
 
 
-def _to_csv(frame: pd.DataFrame, path) -> None:
+def to_csv(frame: pd.DataFrame, path) -> None:
     with staged_file(path) as tmp:
         frame.to_csv(tmp, index=False, date_format=TIMESTAMP_FORMAT, float_format="%.6g")
 
@@ -50,7 +50,7 @@ def simulate(start: dt.date, end: dt.date, settings: Settings | None = None) -> 
         files = world.landing(day)
         for name, frame in files.items():
             spec = DATASETS[name]
-            _to_csv(frame[list(spec.raw_columns)], layout.path(spec.landing, day) / f"{name}.csv")
+            to_csv(frame[list(spec.raw_columns)], layout.path(spec.landing, day) / f"{name}.csv")
         for name in files:  # the day is complete: say so, last
             mark_landed(layout.path(DATASETS[name].landing, day), settings)
         row = {"date": day.isoformat(), **{name: len(frame) for name, frame in files.items()}}

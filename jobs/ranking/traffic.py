@@ -233,11 +233,12 @@ def _api_key(settings: Settings) -> str | None:
 
 def _land(world: World, day: dt.date, traffic, settings: Settings, overwrite: bool) -> dict[str, int]:
     """The day's four landing files and done markers, as ``jobs.ranking.simulate`` writes them; the day
-    before's late clicks and purchases come from its logged traffic (the popularity policy's)."""
+    before's late clicks and purchases come from its traffic as it landed (:func:`_landed_traffic`:
+    the simulator's, or a played day's slates replayed), so played days can follow each other."""
     from jobs.platform.landing import mark_landed
     from jobs.platform.storage import StorageLayout
     from jobs.ranking.datasets import DATASETS
-    from jobs.ranking.simulate import _to_csv
+    from jobs.ranking.simulate import to_csv
 
     layout = StorageLayout(settings)
     folders = {name: layout.path(spec.landing, day) for name, spec in DATASETS.items()}
@@ -249,21 +250,35 @@ def _land(world: World, day: dt.date, traffic, settings: Settings, overwrite: bo
     before = day - dt.timedelta(days=1)
     days = []
     if world.day_index(day) > 0:
-        landed = layout.path(DATASETS["impressions"].landing, before) / "impressions.csv"
-        if landed.exists():
-            policies = set(pd.read_csv(landed, usecols=["policy"])["policy"].unique())
-            if policies - {"popularity"}:
-                raise ValueError(
-                    f"landing of {before}: served by {sorted(policies)}; rule: the day before a landed "
-                    "played day must be the popularity policy's (its late clicks are replayed from the world)"
-                )
-        days.append(world.traffic(before))
+        days.append(_landed_traffic(world, before, layout.path(DATASETS["impressions"].landing, before)))
     files = world.landing_of(day, [*days, traffic])
     for name, frame in files.items():
-        _to_csv(frame[list(DATASETS[name].raw_columns)], folders[name] / f"{name}.csv")
+        to_csv(frame[list(DATASETS[name].raw_columns)], folders[name] / f"{name}.csv")
     for name in files:
         mark_landed(folders[name], settings)
     return {name: len(frame) for name, frame in files.items()}
+
+
+def _landed_traffic(world: World, day: dt.date, folder) -> Any:
+    """Day ``day``'s traffic as it landed, for its late clicks and purchases: the popularity policy's
+    when the simulator landed it (or nothing landed), else the played slates replayed from its
+    impressions file (the world's click draws depend only on the requests and items, so the replay
+    gives the same clicks and purchases as the day's play)."""
+    landed = folder / "impressions.csv"
+    if not landed.exists():
+        return world.traffic(day)
+    imp = pd.read_csv(landed, usecols=["request_id", "slot", "item_id", "policy"])
+    if set(imp["policy"].unique()) <= {"popularity"}:
+        return world.traffic(day)
+    requests = world.requests(day)
+    requests = requests[requests["request_id"].isin(imp["request_id"])].reset_index(drop=True)
+    slates = imp.pivot(index="request_id", columns="slot", values="item_id")
+    if len(slates) != len(requests) or slates.shape[1] != SLATE_SIZE or slates.isna().any().any():
+        raise ValueError(
+            f"landing of {day}: {landed} does not hold whole {SLATE_SIZE}-slot slates of the world's requests"
+        )
+    items = slates.loc[requests["request_id"]].to_numpy(dtype=np.int64)
+    return world.traffic(day, Replay(items), requests=requests)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,4 +135,5 @@ def use_case() -> UseCase:
         batch=lazy("jobs.ranking.funnel:recommend"),
         batch_output="recommendations",
         serving=lazy("jobs.ranking.serving:handler"),
+        ab=lazy("jobs.ranking.ab:ab_spec"),
     )
