@@ -241,18 +241,40 @@ class StateHolder:
         return state
 
     def refresh(self) -> bool:
+        """Load the lake's latest day if it moved, and re-hold the item views if it or their
+        materialization moved. The day state comes from the lake alone: an unreachable online store
+        or registry leaves the held views as they were (retried at the next refresh) but never keeps
+        the day's state, and so the fallbacks, from the requests."""
         try:
             day = latest_day(self.settings)
             if day is None:
                 self.error = "impressions: no ingested day in the lake; rule: ingest a day first"
                 return False
-            marks = self._watermarks()
-            if self.state is not None and self.state.day == day and marks == self.marks:
+            try:
+                marks: dict[str, Any] | None = self._watermarks()
+            except Exception as exc:  # the registry is unreachable: the lake's day can still move
+                marks, self.error = None, f"feature registry unreachable: {type(exc).__name__}: {exc}"
+                log.warning("ranking_state_watermarks_failed", error=self.error)
+            day_moved = self.state is None or self.state.day != day
+            if not day_moved and (marks is None or marks == self.marks):
                 return False
-            state = load_state(self.settings, day)
+            state = load_state(self.settings, day) if day_moved else self.state
+            self.state = state
+            if marks is not None:
+                self.error = None
             if callable(getattr(self.features, "hold", None)):
-                self.held = self.features.hold(HELD_VIEWS, [{"item_id": int(i)} for i in state.items.index])
-            self.state, self.marks, self.error = state, marks, None
+                try:
+                    self.held = self.features.hold(
+                        HELD_VIEWS, [{"item_id": int(i)} for i in state.items.index]
+                    )
+                    if marks is not None:
+                        self.marks = marks
+                except Exception as exc:  # keep the views held before; retried at the next refresh
+                    self.marks = {}
+                    self.error = f"holding the item views failed: {type(exc).__name__}: {exc}"
+                    log.warning("ranking_hold_failed", error=self.error)
+            elif marks is not None:
+                self.marks = marks
             log.info(
                 "ranking_state_loaded", day=day.isoformat(), batch_users=len(state.batch), held=self.held
             )
@@ -581,6 +603,9 @@ def companion(version: str, settings) -> Any:
     from jobs.ranking.funnel import load_companion
 
     retriever, preranker = load_companion(companion_dir(version, settings))
+    # one request's few hundred candidates: threads cost more than they save, and the API's worker
+    # threads already run requests side by side
+    preranker.set_param({"nthread": 1})
     # warm up before the bundle serves (first calls pay for lazy allocations: faiss, xgboost, pandas)
     ((_, items, _),) = retriever.merged(np.array([0], dtype=np.int64))
     preranker.inplace_predict(np.zeros((max(len(items), 1), preranker.num_features())))

@@ -459,3 +459,29 @@ def test_closed_loop_ab_test_through_http_reaches_the_true_verdicts(platform, sp
     assert (
         last["action"] == "promote" and last["version"] == better and last["reason"].startswith("online A/B")
     )
+
+
+def test_the_day_state_does_not_wait_for_the_online_store(platform):
+    """The API's day state (catalogue, consumed items, batch slates, trending: what the fallbacks
+    serve) comes from the lake: an online store or feature registry that fails leaves the item views
+    unheld and says why, but the state loads."""
+    from jobs.ranking.serving import StateHolder, latest_day
+
+    class Registry:
+        def refresh_registry(self):
+            raise ConnectionError("registry unreachable")
+
+    class Broken:
+        store = Registry()
+
+        def hold(self, views, rows):
+            raise ConnectionError("redis down")
+
+    for features in (Broken(), type("NoRegistry", (), {"store": None, "hold": Broken.hold})()):
+        holder = StateHolder(platform, 3600.0, features)
+        try:
+            state = holder.get()
+        finally:
+            holder.stop()
+        assert state.day == latest_day(platform) and len(state.items) > 0 and state.trending
+        assert "unreachable" in holder.error or "holding the item views failed" in holder.error, holder.error
