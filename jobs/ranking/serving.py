@@ -221,7 +221,7 @@ class StateHolder:
         self.refresh_seconds = refresh_seconds
         self.features = features
         self.state: DayState | None = None
-        self.marks: dict[str, Any] = {}
+        self.marks: dict[str, Any] | None = {}  # of the views held; None: hold again at the next refresh
         self.held: dict[str, int] = {}
         self.error: str | None = None
         self._lock = threading.Lock()
@@ -262,19 +262,17 @@ class StateHolder:
             self.state = state
             if marks is not None:
                 self.error = None
+            if marks is not None:
+                self.marks = marks
             if callable(getattr(self.features, "hold", None)):
                 try:
                     self.held = self.features.hold(
                         HELD_VIEWS, [{"item_id": int(i)} for i in state.items.index]
                     )
-                    if marks is not None:
-                        self.marks = marks
                 except Exception as exc:  # keep the views held before; retried at the next refresh
-                    self.marks = {}
+                    self.marks = None
                     self.error = f"holding the item views failed: {type(exc).__name__}: {exc}"
                     log.warning("ranking_hold_failed", error=self.error)
-            elif marks is not None:
-                self.marks = marks
             log.info(
                 "ranking_state_loaded", day=day.isoformat(), batch_users=len(state.batch), held=self.held
             )
@@ -475,7 +473,9 @@ class RecommendService:
             ]
         except Exception as exc:  # every dependency or budget problem is routed around
             reason = exc.reason if isinstance(exc, ServiceUnavailable) else f"{type(exc).__name__}: {exc}"
-            source, items = _fallback(request, state if state is not None else self.state.state)
+            if state is None:  # the last good state, if any (the fallbacks and the log read it)
+                state = self.state.state
+            source, items = _fallback(request, state)
             self.degraded += 1
             log.warning("recommend_degraded", reason=reason, source=source, user_id=request["user_id"])
         answer = {
@@ -490,7 +490,7 @@ class RecommendService:
             "reason": reason,
             "timings_ms": timings,
         }
-        self.routes.log(records(request, answer, state if state is not None else self.state.state))
+        self.routes.log(records(request, answer, state))
         return answer
 
 
